@@ -1,0 +1,311 @@
+"""The ``usage-collector`` command line (typer). A thin layer over :mod:`usage_collector.collector`.
+
+Exit status: 0 success (also when another run holds the lease: it says who, until when, on one line);
+1 a stream failed (the last lines say which and why); 2 bad configuration or input (one line naming it).
+Heavy modules are imported inside the commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from .collector import CycleResult
+    from .config import Settings
+
+log = logging.getLogger("usage_collector")
+
+app = typer.Typer(
+    name="usage-collector",
+    help="Collect an OpenAI organization's usage and billed cost into Elasticsearch, DuckDB or NDJSON.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals could hold the Admin key
+    rich_markup_mode=None,
+)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML configuration file (env USAGE_COLLECTOR_CONFIG).", show_default=False),
+]
+SinkOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sink",
+        help="duckdb:PATH | ndjson:PATH | elasticsearch (env USAGE_COLLECTOR_SINK; default duckdb:usage.duckdb, "
+        "or elasticsearch when ELASTICSEARCH_URL is set).",
+        show_default=False,
+    ),
+]
+
+
+class _State:
+    config: Path | None = None
+    log_format: str | None = None
+    log_level: str | None = None
+
+
+_state = _State()
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    from .config import load_settings
+    from .errors import ConfigError
+
+    try:
+        settings = load_settings(
+            _state.config, log_format=_state.log_format, log_level=_state.log_level, **overrides
+        )
+    except ConfigError as exc:
+        _fail(str(exc))
+    _configure_logging(settings)
+    return settings
+
+
+def _configure_logging(settings: Settings) -> None:
+    try:
+        from .logs import configure_logging, register_secret
+    except ImportError:  # pragma: no cover - logs module not present
+        logging.basicConfig(level=settings.log_level, stream=sys.stderr, format="%(levelname)s %(message)s")
+        return
+    configure_logging(settings.log_format, settings.log_level)
+    for secret in (settings.openai_admin_key, settings.elasticsearch_api_key, settings.elasticsearch_password):
+        if secret is not None and secret.get_secret_value():
+            register_secret(secret.get_secret_value())
+    for org in settings.organizations:
+        if org.admin_key is not None and org.admin_key.get_secret_value():
+            register_secret(org.admin_key.get_secret_value())
+
+
+def parse_when(value: str, option: str) -> int:
+    """``YYYY-MM-DD`` (UTC midnight) or an ISO-8601 instant (naive means UTC) -> Unix seconds.
+
+    Raises:
+        typer.Exit: status 2 with a message naming ``option`` and the accepted forms.
+    """
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            dt = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+        else:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+    except ValueError:
+        _fail(f"{option}: {value!r} is not a date; use YYYY-MM-DD (UTC) or an ISO-8601 instant "
+              "such as 2026-10-01T12:00:00Z")
+    return int(dt.timestamp())
+
+
+@app.callback()
+def _main(
+    config: ConfigOpt = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="json | text | auto (text on a TTY).", show_default=False)
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="DEBUG | INFO | WARNING | ERROR.", show_default=False)
+    ] = None,
+) -> None:
+    """Collect OpenAI usage and costs. Example: usage-collector run --sink duckdb:usage.duckdb"""
+    _state.config = config
+    _state.log_format = log_format
+    _state.log_level = log_level.upper() if log_level else None
+
+
+def _open_sink(settings: Settings, spec: str | None = None) -> Any:
+    from .errors import ConfigError
+    from .sinks import make_sink
+
+    try:
+        sink = make_sink(spec or settings.sink_spec(), settings)
+        sink.open()
+    except ConfigError as exc:
+        _fail(str(exc))
+    return sink
+
+
+def _report_result(result: CycleResult, *, title: str) -> int:
+    from .clock import iso
+
+    for line in result.skipped:
+        typer.echo(f"skipped: {line}")
+    rows = []
+    for r in result.streams:
+        rows.append(
+            (
+                r.org_id, r.stream, r.bucket_width, str(r.windows_done), str(r.stats.created),
+                str(r.stats.updated), str(r.stats.unchanged), str(r.requests.requests),
+                iso(r.position) if r.position is not None else "-", "ok" if r.ok else "FAILED",
+            )
+        )
+    if rows:
+        header = ("org", "stream", "width", "windows", "created", "updated", "unchanged", "requests",
+                  "checkpoint", "status")
+        _print_table(title, header, rows)
+    failed = result.failed
+    if failed:
+        typer.echo(f"{len(failed)} stream(s) failed:", err=True)
+        for r in failed:
+            typer.echo(f"  {r.org_id}/{r.stream}: {r.error}", err=True)
+        return 1
+    return 0
+
+
+def _print_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title)
+        for h in header:
+            table.add_column(h)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    typer.echo(title)
+    typer.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def _collector(settings: Settings, sink: Any, progress: Any = None) -> Any:
+    from .collector import Collector
+
+    return Collector(settings, sink, progress=progress)
+
+
+@app.command()
+def run(
+    sink: SinkOpt = None,
+    stream: Annotated[
+        list[str] | None, typer.Option("--stream", "-s", help="Only this stream (repeatable).", show_default=False)
+    ] = None,
+) -> None:
+    """One cycle for every configured organization and stream, then exit (cron, systemd timer, CronJob).
+
+    Reads every final bucket since the checkpoint plus the restatement window, writes what changed.
+    Example: usage-collector run --sink ndjson:usage.ndjson
+    """
+    settings = _settings(sink=sink, streams=stream or None)
+    snk = _open_sink(settings)
+    try:
+        result = _collector(settings, snk).run_cycle()
+    finally:
+        snk.close()
+    raise typer.Exit(_report_result(result, title="usage-collector run"))
+
+
+@app.command()
+def backfill(
+    start: Annotated[str, typer.Option("--start", help="First UTC day (YYYY-MM-DD) or ISO-8601 instant.")],
+    end: Annotated[
+        str | None, typer.Option("--end", help="Exclusive end (default: now, final buckets only).", show_default=False)
+    ] = None,
+    stream: Annotated[
+        list[str] | None, typer.Option("--stream", "-s", help="Only this stream (repeatable).", show_default=False)
+    ] = None,
+    bucket_width: Annotated[
+        str | None, typer.Option("--bucket-width", help="1m | 1h | 1d (costs are always 1d).", show_default=False)
+    ] = None,
+    sink: SinkOpt = None,
+) -> None:
+    """Collect a past range; resumable (re-running an interrupted backfill continues where it stopped).
+
+    Example: usage-collector backfill --start 2026-10-01 --end 2026-10-15 --sink ndjson:out.ndjson
+    """
+    t0 = parse_when(start, "--start")
+    t1 = parse_when(end, "--end") if end else None
+    if t1 is not None and t1 <= t0:
+        _fail(f"--end ({end}) must be after --start ({start})")
+    if bucket_width is not None and bucket_width not in ("1m", "1h", "1d"):
+        _fail(f"--bucket-width: {bucket_width!r} is not allowed; use 1m, 1h or 1d")
+    settings = _settings(sink=sink, streams=stream or None)
+    snk = _open_sink(settings)
+    try:
+        from .progress import progress_reporter
+
+        collector = _collector(settings, snk)
+        plan = collector.plan(backfill=(t0, t1, bucket_width))
+        with progress_reporter(sum(p[4] for p in plan)) as progress:
+            collector.progress = progress
+            result = collector.backfill(t0, t1, bucket_width=bucket_width)
+    finally:
+        snk.close()
+    raise typer.Exit(_report_result(result, title="usage-collector backfill"))
+
+
+@app.command()
+def status(sink: SinkOpt = None) -> None:
+    """Checkpoints, lag behind now and the last error of every organization and stream.
+
+    Example: usage-collector status --sink duckdb:usage.duckdb
+    """
+    import time
+
+    from .clock import iso
+    from .errors import CollectorError
+
+    settings = _settings(sink=sink)
+    snk = _open_sink(settings)
+    try:
+        cps = snk.list_checkpoints()
+        runs = snk.list_runs(200)
+    except CollectorError as exc:
+        _fail(str(exc), 1)
+    finally:
+        snk.close()
+    if not cps:
+        typer.echo(f"no checkpoints in {snk.description} yet: run `usage-collector run` or `backfill` first")
+        return
+    now = time.time()
+    last_run: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in runs:
+        uc = r.get("usage_collector", {})
+        last_run.setdefault((r.get("organization", {}).get("id", ""), uc.get("stream", "")), r)
+    rows = []
+    for cp in sorted(cps, key=lambda c: (c.org_id, c.stream, c.bucket_width, c.scope)):
+        lag = f"{(now - cp.position) / 3600:.1f}h" if cp.position else "-"
+        run_doc = last_run.get((cp.org_id, cp.stream))
+        last = run_doc["@timestamp"] if run_doc else "-"
+        rows.append(
+            (
+                cp.org_id, cp.stream, cp.bucket_width, cp.scope,
+                iso(cp.position) if cp.position else "-", lag, last,
+                ("complete" if cp.complete else "partial") if cp.scope == "backfill" else "",
+                (cp.last_error or "")[:120],
+            )
+        )
+    _print_table(
+        f"usage-collector status ({snk.description})",
+        ("org", "stream", "width", "scope", "checkpoint", "lag", "last run", "backfill", "last error"),
+        rows,
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        from .simulator.cli import register
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        register(app)
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,335 @@
+"""The HTTP edge: one ``httpx.Client`` per organization, retries, rate limit, pagination.
+
+Failures are classified in one place (:func:`classify`), STYLE.md principle 3:
+
+* **retried** (tenacity): 429 (honouring ``retry-after-ms``, ``Retry-After`` seconds or HTTP date, capped),
+  5xx, timeouts, connection errors, a body that is not JSON (truncated);
+* **fatal**: 401/403 (an Admin key is required), every other 4xx with the API's own message, a page of
+  the wrong shape, a repeated cursor, ``has_more`` without ``next_page``.
+
+Nothing here logs or raises the Admin key; URLs are logged without their query at INFO.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
+
+from . import __version__
+from .catalogue import StreamSpec
+from .clock import Clock, SystemClock
+from .errors import ApiError, AuthError, FatalApiError, PaginationError, RetriableApiError
+from .models import Page, parse_page
+from .planning import Window
+
+log = logging.getLogger(__name__)
+
+Params = list[tuple[str, str]]
+
+
+@dataclass
+class RequestStats:
+    """Requests and retries made on behalf of one stream."""
+
+    requests: int = 0
+    retries: int = 0
+
+
+class RateLimiter:
+    """At most ``rate`` request starts per second across threads (a spacing limiter on the clock)."""
+
+    def __init__(self, rate: float, clock: Clock) -> None:
+        self._interval = 1.0 / rate
+        self._clock = clock
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self._clock.now()
+            slot = max(now, self._next)
+            self._next = slot + self._interval
+        if slot > now:
+            self._clock.sleep(slot - now)
+
+
+def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, ``Retry-After`` (seconds) or ``Retry-After`` (HTTP date).
+
+    The order follows openai-python's ``_base_client.py`` (ref ``delivery-semantics.md`` §6).
+
+    >>> parse_retry_after(httpx.Headers({"retry-after-ms": "1500"}), 0)
+    1.5
+    >>> parse_retry_after(httpx.Headers({"Retry-After": "7"}), 0)
+    7.0
+    >>> parse_retry_after(httpx.Headers({"Retry-After": "Thu, 01 Jan 1970 00:00:30 GMT"}), 10)
+    20.0
+    """
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if ra is None:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(ra)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _api_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:500]
+    except ValueError:
+        pass
+    return response.reason_phrase or f"HTTP {response.status_code}"
+
+
+def _safe_url(request: httpx.Request) -> str:
+    return str(request.url.copy_with(query=None))
+
+
+def classify(response: httpx.Response, now: float) -> ApiError | None:
+    """Map a response to ``None`` (success) or the error to raise.
+
+    Args:
+        response: the HTTP response.
+        now: the current time (for ``Retry-After`` HTTP dates).
+    """
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    url = _safe_url(response.request)
+    msg = _api_message(response)
+    if status == 429 or status >= 500 or status == 408:
+        return RetriableApiError(
+            f"HTTP {status} from {url}: {msg}",
+            status_code=status,
+            url=url,
+            retry_after=parse_retry_after(response.headers, now),
+        )
+    if status in (401, 403):
+        return AuthError(
+            f"HTTP {status} from {url}: {msg} -- the Usage and Costs APIs need an organization Admin key "
+            "(OPENAI_ADMIN_KEY / OPENAI_ADMIN_KEY_FILE), not a project key",
+            status_code=status,
+            url=url,
+        )
+    return FatalApiError(f"HTTP {status} from {url}: {msg}", status_code=status, url=url)
+
+
+class OpenAIClient:
+    """Talks to one organization's admin API.
+
+    Args:
+        base_url: ``https://api.openai.com/v1`` or a proxy / the simulator.
+        admin_key: the Admin key.
+        clock: time source for retries and the rate limit (tests pass a fake clock: nothing sleeps).
+        transport: an ``httpx`` transport (tests pass ``httpx.MockTransport``).
+        rate_limit: requests per second (shared by every thread using this client).
+        timeout: per-request timeout in seconds.
+        max_attempts: attempts per request including the first.
+        max_retry_time: give up retrying a request after this many seconds.
+        retry_after_cap: a ``Retry-After`` above this is not waited out: the request fails and the next
+            run resumes from the checkpoint (ref ``delivery-semantics.md`` §6).
+        initial_backoff: first backoff for 5xx/timeouts (exponential with jitter after that).
+        max_backoff: longest backoff.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        admin_key: SecretStr,
+        *,
+        clock: Clock | None = None,
+        transport: httpx.BaseTransport | None = None,
+        rate_limit: float = 5.0,
+        timeout: float = 60.0,
+        max_attempts: int = 8,
+        max_retry_time: float = 600.0,
+        retry_after_cap: float = 120.0,
+        initial_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._clock = clock or SystemClock()
+        self._limiter = RateLimiter(rate_limit, self._clock)
+        self._max_attempts = max_attempts
+        self._max_retry_time = max_retry_time
+        self._retry_after_cap = retry_after_cap
+        self._expo = wait_exponential_jitter(initial=initial_backoff, max=max_backoff, jitter=initial_backoff)
+        self._http = httpx.Client(
+            base_url=self.base_url + "/",
+            headers={
+                "Authorization": f"Bearer {admin_key.get_secret_value()}",
+                "User-Agent": f"usage-collector/{__version__}",
+                "Accept": "application/json",
+            },
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> OpenAIClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- one request, retried -------------------------------------------------------------------
+    def _once(self, path: str, params: Params, stats: RequestStats) -> httpx.Response:
+        self._limiter.acquire()
+        stats.requests += 1
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.TimeoutException as exc:
+            raise RetriableApiError(f"timeout calling {self.base_url}/{path}: {type(exc).__name__}") from None
+        except httpx.TransportError as exc:
+            raise RetriableApiError(f"cannot reach {self.base_url}/{path}: {type(exc).__name__}") from None
+        error = classify(response, self._clock.now())
+        if error is not None:
+            raise error
+        log.debug("GET %s -> %s (%d bytes)", response.request.url, response.status_code, len(response.content))
+        return response
+
+    def _wait(self, rs: RetryCallState) -> float:
+        exc = rs.outcome.exception() if rs.outcome else None
+        if isinstance(exc, RetriableApiError) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self._expo(rs))
+
+    def _stop(self, started: float) -> Any:
+        def stop(rs: RetryCallState) -> bool:
+            if rs.attempt_number >= self._max_attempts:
+                return True
+            exc = rs.outcome.exception() if rs.outcome else None
+            if isinstance(exc, RetriableApiError) and exc.retry_after is not None and (
+                exc.retry_after > self._retry_after_cap
+            ):
+                return True
+            return self._clock.now() - started >= self._max_retry_time
+
+        return stop
+
+    def call(self, path: str, params: Params, stats: RequestStats, parse: Any = None) -> Any:
+        """GET ``path`` with retries; ``parse(body)`` runs inside the retry so a truncated body is retried.
+
+        Raises:
+            RetriableApiError: still failing after the retry budget (message says how many attempts).
+            FatalApiError: a non-retriable failure.
+        """
+        started = self._clock.now()
+
+        def before_sleep(rs: RetryCallState) -> None:
+            stats.retries += 1
+            exc = rs.outcome.exception() if rs.outcome else None
+            wait = rs.next_action.sleep if rs.next_action else 0.0
+            log.warning("retrying %s in %.1fs (attempt %d): %s", path, wait, rs.attempt_number, exc)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetriableApiError),
+            stop=self._stop(started),
+            wait=self._wait,
+            sleep=self._clock.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    response = self._once(path, params, stats)
+                    return parse(response.content) if parse else response
+        except RetriableApiError as exc:
+            extra = ""
+            if exc.retry_after is not None and exc.retry_after > self._retry_after_cap:
+                extra = f"; the server asked to wait {exc.retry_after:.0f}s, above retry_after_cap"
+            raise RetriableApiError(
+                f"gave up after {attempts} attempt(s){extra}: {exc}",
+                status_code=exc.status_code,
+                url=exc.url,
+                retry_after=exc.retry_after,
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- usage / costs pages ------------------------------------------------------------------------
+    def iter_pages(
+        self,
+        spec: StreamSpec,
+        window: Window,
+        width: str,
+        group_by: Sequence[str],
+        stats: RequestStats,
+        filters: Sequence[tuple[str, str]] = (),
+    ) -> Iterator[Page]:
+        """Every page of ``spec`` for ``window``, following ``next_page`` with the same parameters.
+
+        Arrays are encoded as the official SDKs do: ``group_by[]=a&group_by[]=b`` (ref §1.4).
+
+        Raises:
+            PaginationError: a cursor repeats, or ``has_more`` is true without ``next_page`` (ref §4.4).
+        """
+        params: Params = [
+            ("start_time", str(window.start)),
+            ("end_time", str(window.end)),
+            ("bucket_width", width),
+            ("limit", str(spec.limit_max(width))),
+        ]
+        params += [("group_by[]", g) for g in group_by]
+        params += list(filters)
+        seen: set[str] = set()
+        cursor: str | None = None
+        while True:
+            page_params = params if cursor is None else [*params, ("page", cursor)]
+            page: Page = self.call(spec.path, page_params, stats, parse=lambda body: parse_page(spec, body))
+            yield page
+            if not page["has_more"]:
+                return
+            cursor = page.get("next_page")
+            if not cursor:
+                raise PaginationError(f"{spec.name}: has_more is true but next_page is missing ({window})")
+            if cursor in seen:
+                raise PaginationError(f"{spec.name}: loop detected in pagination: cursor repeated ({window})")
+            seen.add(cursor)
+
+    # --- admin lists (names) ----------------------------------------------------------------------
+    def iter_list(self, path: str, stats: RequestStats, params: Params | None = None) -> Iterator[dict[str, Any]]:
+        """Objects of a cursor-paginated Admin list (``limit``/``after``; ref §3)."""
+        after: str | None = None
+        seen: set[str] = set()
+        while True:
+            p: Params = [*(params or []), ("limit", "100")]
+            if after:
+                p.append(("after", after))
+            body = self.call(path, p, stats).json()
+            data = body.get("data") or []
+            yield from data
+            if not body.get("has_more") or not data:
+                return
+            after = body.get("last_id") or data[-1].get("id")
+            if not after or after in seen:
+                raise PaginationError(f"{path}: loop detected in list pagination")
+            seen.add(after)
