@@ -176,7 +176,7 @@ class OpenAIClient:
         self._max_attempts = max_attempts
         self._max_retry_time = max_retry_time
         self._retry_after_cap = retry_after_cap
-        self._expo = wait_exponential_jitter(initial=initial_backoff, max=max_backoff, jitter=initial_backoff)
+        self._expo = wait_exponential_jitter(multiplier=initial_backoff, max=max_backoff, jitter=initial_backoff)
         self._http = httpx.Client(
             base_url=self.base_url + "/",
             headers={

@@ -1,0 +1,66 @@
+"""Parsing: numeric strings, Decimal money, unknown fields, absent optional fields, bad bodies."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from tests.conftest import bucket, page
+from usage_collector.catalogue import STREAMS
+from usage_collector.errors import FatalApiError, RetriableApiError
+from usage_collector.models import parse_page
+
+
+def _parse(stream, results):
+    return parse_page(STREAMS[stream], orjson.dumps(page([bucket(0, 86400, results)])))["data"][0]["results"]
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ('"12.50"', Decimal("12.50")),
+        ("12.5", Decimal("12.5")),
+        ("0.123456789012345678901", Decimal("0.123456789012345678901")),
+        ('"0.0042"', Decimal("0.0042")),
+    ],
+    ids=["string", "number", "many-digits-kept-exact", "small-string"],
+)
+def test_cost_amounts_are_exact_decimals(raw, expected):
+    body = (
+        '{"object":"page","has_more":false,"next_page":null,"data":[{"object":"bucket","start_time":0,'
+        '"end_time":86400,"results":[{"object":"organization.costs.result","amount":{"value":' + raw
+        + ',"currency":"usd"},"line_item":"x","project_id":"p"}]}]}'
+    )
+    res = parse_page(STREAMS["costs"], body.encode())["data"][0]["results"][0]
+    assert res["amount"]["value"] == expected and isinstance(res["amount"]["value"], Decimal)
+
+
+def test_unknown_fields_are_ignored_and_numeric_strings_coerced():
+    (res,) = _parse("completions", [{"object": "organization.usage.completions.result", "input_tokens": "42",
+                                     "output_tokens": 1, "num_model_requests": 1, "organization_id": "org-x",
+                                     "api_source": "responses"}])
+    assert res["input_tokens"] == 42
+    assert "organization_id" not in res and "api_source" not in res
+
+
+def test_absent_optional_token_fields_stay_absent_not_zero():
+    (res,) = _parse("completions", [{"input_tokens": 5, "output_tokens": 1, "num_model_requests": 1}])
+    assert "input_cache_write_tokens" not in res and "input_cached_tokens" not in res
+
+
+@pytest.mark.parametrize(
+    "body,error",
+    [
+        (b'{"object":"page","data":[', RetriableApiError),
+        (b"<html>502 Bad Gateway</html>", RetriableApiError),
+        (b'{"object":"page","data":[{"start_time":"soon","end_time":1,"results":[]}],"has_more":false}',
+         FatalApiError),
+        (b'{"object":"page"}', FatalApiError),
+    ],
+    ids=["truncated", "html", "wrong-type", "missing-data"],
+)
+def test_bad_bodies_are_classified(body, error):
+    with pytest.raises(error):
+        parse_page(STREAMS["completions"], body)
