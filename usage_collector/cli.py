@@ -296,6 +296,34 @@ def status(sink: SinkOpt = None) -> None:
     )
 
 
+@app.command()
+def report(
+    sink: SinkOpt = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Also write an offline HTML report here.", show_default=False)
+    ] = None,
+) -> None:
+    """Spend and usage tables from the sink; optionally an offline HTML report with charts.
+
+    Example: usage-collector report --sink duckdb:usage.duckdb --html report.html
+    """
+    from .errors import CollectorError
+    from .report import build_report, render_html, render_terminal
+
+    settings = _settings(sink=sink)
+    snk = _open_sink(settings)
+    try:
+        rep = build_report(snk)
+    except CollectorError as exc:
+        _fail(str(exc), 1)
+    finally:
+        snk.close()
+    render_terminal(rep)
+    if html_out is not None:
+        html_out.write_text(render_html(rep))
+        typer.echo(f"HTML report: {html_out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
