@@ -1,0 +1,181 @@
+"""The pipeline with a small scripted API (httpx.MockTransport): no sockets, no sleeping.
+
+End-to-end tests against the simulator over real HTTP live in ``test_e2e.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import CANARY_KEY, T0, make_settings
+from usage_collector.catalogue import STREAMS, WIDTH_SECONDS
+from usage_collector.clock import FakeClock
+from usage_collector.collector import Collector
+from usage_collector.sinks.duckdb import DuckDBSink
+from usage_collector.sinks.ndjson import NdjsonSink
+
+H = 3600
+
+
+class ScriptedAPI:
+    """Serves ``value(stream, bucket_start)`` tokens for one group per bucket, paginating by ``limit``."""
+
+    def __init__(self, clock: FakeClock, value: Callable[[str, int], int | None]) -> None:
+        self.clock = clock
+        self.value = value
+        self.requests: list[httpx.Request] = []
+        self.fail: dict[str, int] = {}  # stream -> status to answer with
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        assert request.headers["authorization"] == f"Bearer {CANARY_KEY}"
+        stream = request.url.path.rsplit("/", 1)[-1]
+        if stream in self.fail:
+            return httpx.Response(self.fail[stream], json={"error": {"message": "boom"}})
+        q = request.url.params
+        width = q["bucket_width"]
+        step = WIDTH_SECONDS[width]
+        start, end = int(q["start_time"]), int(q["end_time"])
+        end = min(end, int(self.clock.now()))
+        offset = int(q.get("page", "0"))
+        limit = int(q["limit"])
+        starts = list(range(start + offset * step, end, step))
+        chunk, more = starts[:limit], len(starts) > limit
+        data = []
+        for s in chunk:
+            v = self.value(stream, s)
+            results = [] if v is None else [self._result(stream, v)]
+            data.append({"object": "bucket", "start_time": s, "end_time": min(s + step, end), "results": results})
+        return httpx.Response(200, json={"object": "page", "data": data, "has_more": more,
+                                         "next_page": str(offset + len(chunk)) if more else None})
+
+    @staticmethod
+    def _result(stream: str, v: int) -> dict[str, Any]:
+        spec = STREAMS[stream]
+        row: dict[str, Any] = {"object": spec.object_type, "project_id": "proj_1"}
+        for m in spec.measures:
+            if m.required and "." not in m.name:
+                row[m.name] = v
+        if spec.is_costs:
+            row["amount"] = {"value": f"{v}.125000", "currency": "usd"}
+        return row
+
+
+def collect(sink, clock, api, **settings) -> Any:
+    s = make_settings(**settings)
+    return Collector(s, sink, clock=clock, transport=httpx.MockTransport(api))
+
+
+def stored(sink, stream: str) -> dict[str, int]:
+    spec = STREAMS[stream]
+    out = {}
+    for d in sink.iter_documents(stream):
+        src = d["_source"]
+        field = [m.name for m in spec.measures if m.required][0]
+        node = src["openai"]["base"] if field == "num_model_requests" else src["openai"][stream]
+        for part in field.split("."):
+            node = node[part]
+        out[src["@timestamp"]] = node
+    return out
+
+
+@pytest.fixture(params=["duckdb", "ndjson"])
+def sink(request, tmp_path):
+    s = DuckDBSink(tmp_path / "u.duckdb") if request.param == "duckdb" else NdjsonSink(tmp_path / "u.ndjson")
+    s.open()
+    yield s
+    s.close()
+
+
+def test_run_writes_final_buckets_only_and_checkpoints(sink):
+    clock = FakeClock(T0 + 10 * H + 10 * 60)  # 10:10Z; grace 15 min -> last final bucket ends 09:00
+    api = ScriptedAPI(clock, lambda s, t: 5)
+    result = collect(sink, clock, api, streams=["embeddings"], initial_lookback="10h").run_cycle()
+    assert not result.failed
+    got = stored(sink, "embeddings")
+    assert len(got) == 9 and max(got) == "2025-10-15T08:00:00Z"
+    cp = sink.load_checkpoint("default", "embeddings", "1h")
+    assert cp.position == T0 + 9 * H and cp.last_error is None
+
+
+def test_second_run_writes_nothing_and_a_revision_is_replaced(sink):
+    clock = FakeClock(T0 + 10 * H + 20 * 60)
+    values = {"embeddings": 5}
+    api = ScriptedAPI(clock, lambda s, t: values[s] + (1 if t == T0 + 9 * H and values[s] > 5 else 0))
+    c = collect(sink, clock, api, streams=["embeddings"], initial_lookback="10h",
+                restatement={"embeddings": "10h"})
+    first = c.run_cycle().streams[0].stats
+    assert first.created == 10
+    again = c.run_cycle().streams[0].stats
+    assert (again.created, again.updated) == (0, 0) and again.unchanged > 0
+    values["embeddings"] = 6  # OpenAI revises the restatement window
+    third = c.run_cycle().streams[0].stats
+    assert third.updated == 10 and third.created == 0
+    assert set(stored(sink, "embeddings").values()) == {6, 7}
+
+
+def test_a_failing_stream_does_not_stop_the_others_and_is_recorded(sink):
+    clock = FakeClock(T0 + 10 * H + 20 * 60)
+    api = ScriptedAPI(clock, lambda s, t: 1)
+    api.fail["images"] = 403
+    result = collect(sink, clock, api, streams=["images", "embeddings", "costs"],
+                     initial_lookback="2d").run_cycle()
+    assert [r.stream for r in result.failed] == ["images"]
+    assert "Admin key" in result.failed[0].error
+    assert stored(sink, "embeddings") and stored(sink, "costs")
+    cp = sink.load_checkpoint("default", "images", "1h")
+    assert cp.position is None and "403" in cp.last_error
+    runs = {r["usage_collector"]["stream"]: r for r in sink.list_runs()}
+    assert runs["images"]["event"]["outcome"] == "failure"
+    assert runs["embeddings"]["usage_collector"]["documents"]["created"] > 0
+
+
+def test_costs_are_read_only_for_closed_days_with_exact_amounts(sink):
+    clock = FakeClock(T0 + 5 * 86400 + 3 * H)
+    api = ScriptedAPI(clock, lambda s, t: 10)
+    collect(sink, clock, api, streams=["costs"], initial_lookback="3d").run_cycle()
+    got = stored(sink, "costs")
+    assert max(got) == "2025-10-19T00:00:00Z"  # day 5 is still open
+    assert all(str(v) == "10.125" for v in got.values())
+
+
+def test_interrupted_backfill_resumes_and_gives_the_same_result(tmp_path):
+    clock = FakeClock(T0 + 40 * 86400)
+    api = ScriptedAPI(clock, lambda s, t: (t // H) % 7 or None)
+    stop_after = {"n": 0}
+
+    def progress(org, stream, window, stats):
+        stop_after["n"] += 1
+        if stop_after["n"] == 2:
+            c.stop.set()  # like SIGTERM in the middle of a backfill
+
+    sink = NdjsonSink(tmp_path / "b.ndjson")
+    c = collect(sink, clock, api, streams=["embeddings"])
+    c.progress = progress
+    c.backfill(T0, T0 + 30 * 86400)
+    partial = sink.load_checkpoint("default", "embeddings", "1h", "backfill")
+    assert partial.position == T0 + 14 * 86400 and not partial.complete
+    n_before = len(api.requests)
+    c2 = collect(sink, clock, api, streams=["embeddings"])
+    c2.backfill(T0, T0 + 30 * 86400)
+    assert len(api.requests) - n_before == 3  # resumed: 16 days left = 3 windows of 7 days
+    done = sink.load_checkpoint("default", "embeddings", "1h", "backfill")
+    assert done.complete and done.position == T0 + 30 * 86400
+
+    ref = NdjsonSink(tmp_path / "ref.ndjson")
+    collect(ref, clock, api, streams=["embeddings"]).backfill(T0, T0 + 30 * 86400)
+    assert stored(sink, "embeddings") == stored(ref, "embeddings")
+    assert sink.load_checkpoint("default", "embeddings", "1h", "run").position == T0 + 30 * 86400
+
+
+def test_second_collector_while_lease_held_skips_the_org(sink):
+    clock = FakeClock(T0 + 10 * H)
+    api = ScriptedAPI(clock, lambda s, t: 1)
+    sink.acquire_lease("default", "other-host:42", 600, clock.now())
+    result = collect(sink, clock, api, streams=["embeddings"]).run_cycle()
+    assert result.streams == [] and "other-host:42" in result.skipped[0]
+    assert api.requests == []
