@@ -75,7 +75,7 @@ def stored(sink, stream: str) -> dict[str, int]:
     out = {}
     for d in sink.iter_documents(stream):
         src = d["_source"]
-        field = [m.name for m in spec.measures if m.required][0]
+        field = next(m.name for m in spec.measures if m.required)
         node = src["openai"]["base"] if field == "num_model_requests" else src["openai"][stream]
         for part in field.split("."):
             node = node[part]

@@ -65,9 +65,11 @@ def test_secrets_are_not_in_repr(monkeypatch):
         ({"rate_limit": 0}, {}, "rate_limit (USAGE_COLLECTOR_RATE_LIMIT): must be > 0"),
         ({"streams": ["completion"]}, {}, "unknown stream 'completion'"),
         ({"bucket_width": {"costs": "1h"}}, {}, "costs supports only 1d"),
-        ({"finalization_grace": "soon"}, {}, "finalization_grace (USAGE_COLLECTOR_FINALIZATION_GRACE): 'soon' is not a duration"),
+        ({"finalization_grace": "soon"}, {},
+         "finalization_grace (USAGE_COLLECTOR_FINALIZATION_GRACE): 'soon' is not a duration"),
         ({}, {"OPENAI_BASE_URL": "api.openai.com"}, "OPENAI_BASE_URL: must be an http"),
-        ({}, {"USAGE_COLLECTOR_CONCURRENCY": "0"}, "concurrency (USAGE_COLLECTOR_CONCURRENCY): must be >= 1"),
+        ({}, {"USAGE_COLLECTOR_CONCURRENCY": "0"},
+         "concurrency (USAGE_COLLECTOR_CONCURRENCY): must be >= 1"),
         ({"namespace": "Prod-1"}, {}, "namespace (USAGE_COLLECTOR_NAMESPACE): lowercase"),
     ],
     ids=["rate", "unknown-stream", "costs-width", "duration", "url", "env-int", "namespace"],
@@ -87,7 +89,7 @@ def test_bad_toml_and_unknown_keys_are_named(tmp_path):
         load_settings(bad)
     unknown = tmp_path / "u.toml"
     unknown.write_text("rate_limt = 3\n")
-    with pytest.raises(ConfigError, match="rate_limt.*unknown setting"):
+    with pytest.raises(ConfigError, match=r"rate_limt.*unknown setting"):
         load_settings(unknown)
     with pytest.raises(ConfigError, match="file not found"):
         load_settings(tmp_path / "missing.toml")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from tests.conftest import T0
@@ -69,4 +71,4 @@ def test_windows_hold_at_most_limit_buckets(width, limit, span, expected_windows
     wins = list(split(Window(T0, T0 + span), width, limit))
     assert len(wins) == expected_windows == count_windows(Window(T0, T0 + span), width, limit)
     assert wins[0].start == T0 and wins[-1].end == T0 + span
-    assert all(a.end == b.start for a, b in zip(wins, wins[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(wins))

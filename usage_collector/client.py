@@ -32,7 +32,7 @@ from .planning import Window
 
 log = logging.getLogger(__name__)
 
-Params = list[tuple[str, str]]
+Params = list[tuple[str, str | int | float | bool | None]]
 
 
 @dataclass

@@ -112,7 +112,9 @@ class Settings(BaseSettings):
     )
 
     # --- OpenAI -------------------------------------------------------------------------------------
-    openai_admin_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_ADMIN_KEY", "openai_admin_key"))
+    openai_admin_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_ADMIN_KEY", "openai_admin_key")
+    )
     openai_admin_key_file: Path | None = Field(
         None, validation_alias=AliasChoices("OPENAI_ADMIN_KEY_FILE", "openai_admin_key_file")
     )

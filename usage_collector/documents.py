@@ -199,10 +199,7 @@ def shape(
         if m.gen_ai:
             _set(gen_ai, m.gen_ai.removeprefix("gen_ai."), value)
     for attr in spec.attributes:
-        if attr == "amount.currency":
-            value = (result.get("amount") or {}).get("currency")
-        else:
-            value = result.get(attr)
+        value = (result.get("amount") or {}).get("currency") if attr == "amount.currency" else result.get(attr)
         if value is not None:
             hashed[attr] = value
             _set(own, attr, value)

@@ -65,11 +65,6 @@ def _result_fields(spec: StreamSpec) -> dict[str, Any]:
     return fields
 
 
-class _BucketOf(TypedDict):
-    start_time: int
-    end_time: int
-
-
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {}
 
 
@@ -81,15 +76,13 @@ def _page_adapter(spec: StreamSpec) -> TypeAdapter[Any]:
 
 
 def _build_adapter(stream: str, spec: StreamSpec) -> TypeAdapter[Any]:
-    result_td = TypedDict(f"{stream}_result", _result_fields(spec), total=False)  # type: ignore[operator]
-    bucket_td = TypedDict(  # type: ignore[operator]
-        f"{stream}_bucket",
-        {"start_time": int, "end_time": int, "results": list[result_td]},  # type: ignore[valid-type]
-    )
-    page_td = TypedDict(  # type: ignore[operator]
-        f"{stream}_page",
-        {"data": list[bucket_td], "has_more": bool, "next_page": str | None},  # type: ignore[valid-type]
-        total=False,
+    # Built at run time from the catalogue, so mypy cannot follow these TypedDicts.
+    make: Any = TypedDict
+    list_of: Any = list
+    result_td = make(f"{stream}_result", _result_fields(spec), total=False)
+    bucket_td = make(f"{stream}_bucket", {"start_time": int, "end_time": int, "results": list_of[result_td]})
+    page_td = make(
+        f"{stream}_page", {"data": list_of[bucket_td], "has_more": bool, "next_page": str | None}, total=False
     )
     return TypeAdapter(page_td)
 

@@ -40,5 +40,6 @@ def make_sink(spec: str, settings: Settings) -> Sink:
     if kind in ("elasticsearch", "es"):
         from .elasticsearch import ElasticsearchSink
 
-        return ElasticsearchSink.from_settings(settings)
+        sink: Sink = ElasticsearchSink.from_settings(settings)
+        return sink
     raise ConfigError(f"--sink: unknown sink {spec!r}; allowed: {', '.join(SINK_KINDS)}")

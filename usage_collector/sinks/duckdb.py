@@ -18,6 +18,7 @@ lazily on first use.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -149,10 +150,8 @@ class DuckDBSink:
                     self._put_checkpoint(con, checkpoint)
                 con.execute("COMMIT")
             except duckdb.Error as exc:
-                try:
+                with contextlib.suppress(duckdb.Error):
                     con.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass
                 raise SinkError(
                     f"{self.path}: window of {len(docs)} document(s) not written (first _id "
                     f"{docs[0].id if docs else '-'}): {type(exc).__name__}: {exc}"
