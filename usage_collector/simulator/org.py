@@ -148,7 +148,7 @@ _PROJECTS = (
     ("legacy", "Legacy Chatbot", 600),  # archived half-way through the window
 )
 # (slug, name, org role, {project slug: project role})
-_USERS = (
+_USERS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
     ("ada", "Ada Lovelace", "owner", {"default": "owner", "studio": "owner", "legacy": "owner"}),
     ("grace", "Grace Hopper", "owner", {"support": "owner", "default": "member"}),
     ("alan", "Alan Turing", "reader", {"default": "member"}),
@@ -530,8 +530,6 @@ class Organization:
         out: dict[tuple[Any, ...], dict[str, Any]] = {}
         if e <= s:
             return out
-        if sdef.kind == "costs":
-            s, e = s - s % DAY, e if e % DAY == 0 else e - e % DAY + DAY
         (results,) = self.engine.results(sdef, [(s - s % 60, e)], by, flt, now=None, horizon=0)
         for r in results:
             key = tuple(r[g] for g in by)

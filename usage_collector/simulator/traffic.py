@@ -16,6 +16,7 @@ Model (all deterministic from the series key, see :mod:`.rand`):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from .rand import GOLDEN, MASK64, draw, mix64, unit
@@ -151,7 +152,7 @@ def _apportion(value: int, cum: list[int]) -> list[int]:
     """Split ``value`` by cumulative weights ``cum`` (``cum[0] == 0``); the parts sum exactly to ``value``."""
     w = cum[-1]
     marks = [value * c // w for c in cum]
-    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    return [b - a for a, b in pairwise(marks)]
 
 
 def split_minutes(s: Series, h: int, values: Values) -> list[Values | None]:

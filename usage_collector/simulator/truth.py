@@ -30,7 +30,8 @@ Rules modelled (ref = ``shared/reference/openai-usage-api.md``):
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, localcontext
 from typing import TYPE_CHECKING, Any
@@ -234,9 +235,9 @@ class TruthEngine:
     # -- buckets -------------------------------------------------------------------------------------------------
 
     @staticmethod
-    def edges(start: int, end: int, width: int, limit: int | None = None, first: int | None = None) -> list[
-        tuple[int, int]
-    ]:
+    def edges(
+        start: int, end: int, width: int, limit: int | None = None, first: int | None = None
+    ) -> list[tuple[int, int]]:
         """UTC-aligned bucket edges covering ``[floor_minute(start), end)`` (ref §4.1).
 
         Args:
@@ -312,8 +313,7 @@ class TruthEngine:
                 keymap[s.index] = tuple(s.dims[g] for g in gb)
         if sdef.kind == "gauge":
             return [self._gauge_bucket(sdef, bs, be, gb, keymap, now, horizon) for bs, be in edges]
-        data = self.counter(sdef.name)
-        return [self._counter_bucket(sdef, data, bs, be, gb, keymap, now, horizon) for bs, be in edges]
+        return self._counter_page(sdef, self.counter(sdef.name), edges, gb, keymap, now, horizon)
 
     def _dims(self, sdef: StreamDef, gb: tuple[str, ...], key: Key) -> dict[str, Any]:
         if not gb:
@@ -321,37 +321,42 @@ class TruthEngine:
         got = dict(zip(gb, key, strict=True))
         return {g: got.get(g) for g in sdef.group_by}
 
-    def _counter_bucket(
+    def _counter_page(
         self,
         sdef: StreamDef,
         data: _CounterData,
-        bs: int,
-        e: int,
+        edges: Sequence[tuple[int, int]],
         gb: tuple[str, ...],
         keymap: dict[int, Key],
         now: int | None,
         horizon: int,
-    ) -> list[dict[str, Any]]:
+    ) -> list[list[dict[str, Any]]]:
+        """One sweep over the page's time range: whole final days and hours come from the cached day/hour sums,
+        everything else (partial hours, provisional minutes) minute by minute, each minute routed to its bucket."""
+        if not edges:
+            return []
         org = self.org
         start, span = org.start, org.hours * HOUR
         # Minutes starting at or after `final_before` are still being revised.
         final_before = _INF if now is None else (now - horizon - 60) // 60 * 60 + 60
-        acc: dict[Key, list[int]] = {}
-        shape: dict[Key, int] = {}
+        accs: list[dict[Key, list[int]]] = [{} for _ in edges]
+        shapes: list[dict[Key, int]] = [{} for _ in edges]
+        starts = [bs for bs, _ in edges]
         series = data.series
 
-        def add(k: Key, v: Values, sh: int) -> None:
+        def add(i: int, k: Key, v: Values, sh: int) -> None:
+            acc = accs[i]
             a = acc.get(k)
             if a is None:
                 acc[k] = list(v)
-                shape[k] = sh
+                shapes[i][k] = sh
             else:
-                for i, x in enumerate(v):
-                    a[i] += x
-                if sh < shape[k]:
-                    shape[k] = sh
+                for j, x in enumerate(v):
+                    a[j] += x
+                if sh < shapes[i][k]:
+                    shapes[i][k] = sh
 
-        t = bs
+        t, e = edges[0][0], edges[-1][1]
         while t < e:
             rel = t - start
             if rel < 0:
@@ -361,50 +366,72 @@ class TruthEngine:
                 break
             h = rel // HOUR
             day = data.day(h // 24)
-            if rel % DAY == 0 and t + DAY <= e and t + DAY <= final_before:
+            bi = bisect_right(starts, t) - 1
+            be = edges[bi][1]
+            if rel % DAY == 0 and t + DAY <= be and t + DAY <= final_before:
                 for idx, v in day.totals:
                     k = keymap.get(idx)
                     if k is not None:
-                        add(k, v, series[idx].shape)
+                        add(bi, k, v, series[idx].shape)
                 t += DAY
                 continue
             row = day.hours[h % 24]
-            if rel % HOUR == 0 and t + HOUR <= e and t + HOUR <= final_before:
+            if rel % HOUR == 0 and t + HOUR <= be and t + HOUR <= final_before:
                 for idx, v in row:
                     k = keymap.get(idx)
                     if k is not None:
-                        add(k, v, series[idx].shape)
+                        add(bi, k, v, series[idx].shape)
                 t += HOUR
                 continue
             hour_start = start + h * HOUR
             stop = min(e, hour_start + HOUR)
             m0 = (t - hour_start) // 60
             m1 = -((hour_start - stop) // 60)  # ceil: minutes starting before `stop`
+            minute_bucket = [bisect_right(starts, hour_start + i * 60) - 1 for i in range(m0, m1)]
+            factors = [
+                None if ms < final_before or now is None else revision_factor(now - ms - 60, horizon, 60)
+                for ms in range(hour_start + m0 * 60, hour_start + m1 * 60, 60)
+            ]
             for idx, v in row:
                 k = keymap.get(idx)
                 if k is None:
                     continue
                 sh = series[idx].shape
                 mins = data.minutes(idx, h, v)
-                for i in range(m0, m1):
-                    mv = mins[i]
+                for off in range(m1 - m0):
+                    mv = mins[m0 + off]
                     if mv is None:
                         continue
-                    ms = hour_start + i * 60
-                    if ms >= final_before and now is not None:
-                        num, den = revision_factor(now - ms - 60, horizon, 60)
-                        if num != den:
-                            mv = tuple(x * num // den for x in mv)
-                            if not any(mv):
-                                continue
-                    add(k, mv, sh)
+                    f = factors[off]
+                    if f is not None and f[0] != f[1]:
+                        num, den = f
+                        mv = tuple(x * num // den for x in mv)
+                        if not any(mv):
+                            continue
+                    add(minute_bucket[off], k, mv, sh)
             t = hour_start + m1 * 60
-        out: list[dict[str, Any]] = []
-        for k in sorted(acc, key=_sort_key):
-            r: dict[str, Any] = {"object": sdef.object}
-            r.update(derive(sdef.name, acc[k], shape[k]))
-            r.update(self._dims(sdef, gb, k))
-            out.append(r)
+        dims_cache: dict[Key, dict[str, Any]] = {}
+        order: dict[Key, tuple[tuple[int, str], ...]] = {}
+        out: list[list[dict[str, Any]]] = []
+        stream = sdef.name
+        for acc, shape in zip(accs, shapes, strict=True):
+            rs: list[dict[str, Any]] = []
+            if len(acc) > 1:
+                for k in acc:
+                    if k not in order:
+                        order[k] = _sort_key(k)
+                keys: Iterable[Key] = sorted(acc, key=order.__getitem__)
+            else:
+                keys = acc
+            for k in keys:
+                dims = dims_cache.get(k)
+                if dims is None:
+                    dims = dims_cache[k] = self._dims(sdef, gb, k)
+                r: dict[str, Any] = {"object": sdef.object}
+                r.update(derive(stream, acc[k], shape[k]))
+                r.update(dims)
+                rs.append(r)
+            out.append(rs)
         return out
 
     def _gauge_bucket(
@@ -444,7 +471,9 @@ class TruthEngine:
         org = self.org
         acc: dict[CellKey, list[Any]] = {}
 
-        def bill(li: str, proj: str | None, key: str | None, qty: Decimal | int, price: Decimal, unit: str | None) -> None:
+        def bill(
+            li: str, proj: str | None, key: str | None, qty: Decimal | int, price: Decimal, unit: str | None
+        ) -> None:
             if not qty:
                 return
             q = Decimal(qty)
@@ -485,15 +514,33 @@ class TruthEngine:
                         _n, ct, ca, ci, cw, ut, ua, ui, ot, oa, oi = t
                         if pr.audio_input is not None and pr.audio_output is not None:
                             inp, out = ut + ui + cw, ot + oi
-                            bill(P.token_line_item(model, "audio input", tier), proj, key, ua,
-                                 pr.audio_input * mult / m, "tokens")  # fmt: skip
-                            bill(P.token_line_item(model, "audio output", tier), proj, key, oa,
-                                 pr.audio_output * mult / m, "tokens")  # fmt: skip
+                            bill(
+                                P.token_line_item(model, "audio input", tier),
+                                proj,
+                                key,
+                                ua,
+                                pr.audio_input * mult / m,
+                                "tokens",
+                            )
+                            bill(
+                                P.token_line_item(model, "audio output", tier),
+                                proj,
+                                key,
+                                oa,
+                                pr.audio_output * mult / m,
+                                "tokens",
+                            )
                         else:
                             inp, out = ut + ua + ui + cw, ot + oa + oi
                         bill(P.token_line_item(model, "input", tier), proj, key, inp, pr.input * mult / m, "tokens")
-                        bill(P.token_line_item(model, "cached input", tier), proj, key, ct + ca + ci,
-                             pr.cached_input * mult / m, "tokens")  # fmt: skip
+                        bill(
+                            P.token_line_item(model, "cached input", tier),
+                            proj,
+                            key,
+                            ct + ca + ci,
+                            pr.cached_input * mult / m,
+                            "tokens",
+                        )
                         bill(P.token_line_item(model, "output", tier), proj, key, out, pr.output * mult / m, "tokens")
                     elif stream == "embeddings":
                         assert isinstance(model, str)
@@ -507,11 +554,23 @@ class TruthEngine:
                         bill(f"{model}, characters", proj, key, t[1], P.SPEECH_PRICE_PER_CHAR[model], "characters")
                     elif stream == "audio_transcriptions":
                         assert isinstance(model, str)
-                        bill(f"{model}, transcription", proj, key, t[1],
-                             P.TRANSCRIPTION_PRICE_PER_SECOND[model], "duration_seconds")  # fmt: skip
+                        bill(
+                            f"{model}, transcription",
+                            proj,
+                            key,
+                            t[1],
+                            P.TRANSCRIPTION_PRICE_PER_SECOND[model],
+                            "duration_seconds",
+                        )
                     elif stream == "web_search_calls":
-                        bill(P.WEB_SEARCH_LINE_ITEM, proj, key, t[0] + t[1],
-                             P.WEB_SEARCH_PRICE_PER_CALL[dims["context_level"]], None)  # fmt: skip
+                        bill(
+                            P.WEB_SEARCH_LINE_ITEM,
+                            proj,
+                            key,
+                            t[0] + t[1],
+                            P.WEB_SEARCH_PRICE_PER_CALL[dims["context_level"]],
+                            None,
+                        )
                     elif stream == "file_search_calls":
                         bill(P.FILE_SEARCH_LINE_ITEM, proj, key, t[0], P.FILE_SEARCH_PRICE_PER_CALL, None)
                     else:  # code interpreter sessions are billed per project, no key (usage has no key either)
@@ -521,8 +580,14 @@ class TruthEngine:
             day_start = org.start + d * DAY
             for idx, s in enumerate(g.series):
                 total = sum(g.at(idx, day_start + hh * HOUR + HOUR - 60) for hh in range(24))
-                bill(P.VECTOR_STORE_LINE_ITEM, s.dims["project_id"], None, Decimal(total) / P.GIB,
-                     P.VECTOR_STORE_PRICE_PER_GIB_HOUR, "gibibyte_hours")  # fmt: skip
+                bill(
+                    P.VECTOR_STORE_LINE_ITEM,
+                    s.dims["project_id"],
+                    None,
+                    Decimal(total) / P.GIB,
+                    P.VECTOR_STORE_PRICE_PER_GIB_HOUR,
+                    "gibibyte_hours",
+                )
             # Scale tier: org-level commitment, no project and no key (ref §4.8).
             for model in sorted(scale_models):
                 bill(P.scale_tier_line_item(model), None, None, 1, P.SCALE_TIER_DAILY, None)
