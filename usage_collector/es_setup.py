@@ -1,0 +1,578 @@
+"""Elasticsearch objects of usage-collector, built from the catalogue, and the idempotent ``setup``.
+
+Objects (names for ``data_stream_type = "metrics"``, namespace ``default``):
+
+=====================================  ==========================================================
+ILM policy ``usage-collector``         rollover at 50 GB per primary shard or 30 days; a delete
+                                       phase only when a retention is configured (default: keep)
+component template                     ``usage-collector-openai@mappings``: every field any stream's
+                                       documents carry, mapped explicitly, ``dynamic: strict``
+component template                     ``usage-collector@settings``: the ILM policy
+index template per stream              ``usage-collector-metrics-openai.<stream>`` for
+                                       ``metrics-openai.<stream>-*``, ``data_stream: {}``, priority 200
+index template for run documents       ``usage-collector-logs-usage_collector.runs``
+state index                            ``usage-collector-state-<namespace>`` (checkpoints, leases)
+data streams                           ``metrics-openai.<stream>-<namespace>`` and
+                                       ``logs-usage_collector.runs-<namespace>``
+=====================================  ==========================================================
+
+Why these choices:
+
+* **Every stream's fields in every stream's template** (one shared mappings component): a dashboard panel
+  over ``metrics-openai.*`` never fails on a missing field when a stream is disabled (Elastic had to add this
+  to its own integration, ``elastic-openai-integration.md`` §3b, elastic/integrations#19345).
+* **dynamic: strict**: documents are generated from the same catalogue as the mappings, so an unmapped field
+  means the templates are older than the collector. Strict rejects that document with an error naming the
+  field (``strict_dynamic_mapping_exception``), where ``dynamic: false`` would silently keep it unsearchable.
+  ``tests/test_es_setup.py`` checks that every field :func:`usage_collector.documents.shape` can produce is
+  mapped.
+* **Priority 200**: the built-in ``logs``/``metrics`` templates (patterns ``logs-*-*``/``metrics-*-*``) have
+  priority 100, and a higher priority wins, so our mappings (not the built-in dynamic ones) apply. 200 is also
+  what Fleet integrations use: Elasticsearch refuses a template whose patterns overlap another's at the same
+  priority, so ``setup`` fails loudly instead of silently shadowing an installed Elastic ``openai``
+  integration that owns the same data stream names (possible only with ``data_stream_type = "logs"``).
+* **Money as scaled_float(1e6)**: ``openai.costs.amount.value`` is stored as an exact integer number of
+  micro-units (a millionth of a dollar, 10 000 times finer than a cent), so stored values carry no binary
+  fraction artefacts and sums agree with the bill to the cent; ``_source`` keeps the value as sent.
+  ``openai.costs.quantity`` is a ``double``: token counts are integers (exact in a double up to 2**53) and
+  fractional units such as ``gibibyte_hours`` must not be rounded to 1e-6.
+
+:func:`setup` reads each object, compares it with what this version wants, and writes only what differs; a
+second run reports that nothing changed. Kibana saved objects are a separate step that appends to the same
+:class:`SetupReport` (see :func:`setup`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .catalogue import STREAMS, Measure, StreamSpec
+from .documents import Target
+from .errors import SinkError
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+    from .config import Settings
+
+#: Marks every object we own, so ``setup`` (and people) can tell ours from others'.
+MANAGED_BY = "usage-collector"
+ILM_POLICY = "usage-collector"
+MAPPINGS_COMPONENT = "usage-collector-openai@mappings"
+SETTINGS_COMPONENT = "usage-collector@settings"
+RUNS_DATASET = "usage_collector.runs"
+#: Above the built-in ``logs``/``metrics`` templates (100); equal to Fleet integrations (see module docstring).
+TEMPLATE_PRIORITY = 200
+ROLLOVER = {"max_primary_shard_size": "50gb", "max_age": "30d"}
+
+#: Cluster privileges ``setup`` needs (plus, optionally, ``monitor`` for ``GET /``, the version banner).
+SETUP_CLUSTER_PRIVILEGES = ("manage_index_templates", "manage_ilm")
+#: Index privileges ``setup`` needs on every pattern of :func:`index_patterns`.
+SETUP_INDEX_PRIVILEGES = ("create_index", "manage", "view_index_metadata")
+#: Cluster privileges ``run`` needs: ``monitor`` is optional (``GET /`` to pick the compatibility header).
+RUN_CLUSTER_PRIVILEGES = ("monitor",)
+#: Index privileges ``run`` needs, per pattern kind.
+RUN_INDEX_PRIVILEGES: dict[str, tuple[str, ...]] = {
+    "usage": ("create_doc", "index", "delete", "read", "view_index_metadata", "auto_configure"),
+    "runs": ("create_doc", "read", "view_index_metadata", "auto_configure"),
+    "state": ("create_doc", "index", "read", "view_index_metadata"),
+}
+
+_KW: dict[str, Any] = {"type": "keyword", "ignore_above": 1024}
+_LONG: dict[str, Any] = {"type": "long"}
+_DATE: dict[str, Any] = {"type": "date"}
+_CONST: dict[str, Any] = {"type": "constant_keyword"}
+_UNITS = {"usage_bytes": "byte", "seconds": "s"}
+
+
+# --- names ------------------------------------------------------------------------------------------
+def data_stream_name(settings: Settings, stream: str) -> str:
+    """``metrics-openai.completions-default``: the data stream a stream's documents go to."""
+    return Target("", namespace=settings.namespace, data_stream_type=settings.data_stream_type).data_stream(stream)
+
+
+def runs_data_stream(settings: Settings) -> str:
+    """``logs-usage_collector.runs-<namespace>``: where run documents go."""
+    return f"logs-{RUNS_DATASET}-{settings.namespace}"
+
+
+def state_index(settings: Settings) -> str:
+    """``usage-collector-state-<namespace>``: checkpoints and leases (a regular index)."""
+    return f"usage-collector-state-{settings.namespace}"
+
+
+def index_template_name(settings: Settings, stream: str) -> str:
+    return f"usage-collector-{settings.data_stream_type}-openai.{stream}"
+
+
+def index_patterns(settings: Settings) -> dict[str, str]:
+    """The index-name patterns a role must cover, by kind (``usage``, ``runs``, ``state``)."""
+    return {
+        "usage": f"{settings.data_stream_type}-openai.*-{settings.namespace}",
+        "runs": runs_data_stream(settings),
+        "state": state_index(settings),
+    }
+
+
+# --- fields -----------------------------------------------------------------------------------------
+def _measure_mapping(spec: StreamSpec, m: Measure) -> dict[str, Any]:
+    if m.value_type == "decimal":
+        mapping: dict[str, Any] = (
+            {"type": "scaled_float", "scaling_factor": 1000000} if m.name == "amount.value" else {"type": "double"}
+        )
+    else:
+        mapping = {"type": "long"}
+    meta: dict[str, str] = {"metric_type": m.kind}
+    if m.name in _UNITS:
+        meta["unit"] = _UNITS[m.name]
+    if m.name == "amount.value":
+        meta["unit"] = "currency in openai.costs.amount.currency"
+    return {**mapping, "meta": meta}
+
+
+def document_fields() -> dict[str, dict[str, Any]]:
+    """Every field a usage document can carry, of every stream: dotted name -> mapping.
+
+    The layout is the one :func:`usage_collector.documents.shape` writes.
+    """
+    fields: dict[str, dict[str, Any]] = {
+        "@timestamp": _DATE,
+        "ecs.version": _KW,
+        "event.kind": _KW,
+        "event.dataset": _KW,
+        "event.module": _KW,
+        "event.hash": _KW,
+        "data_stream.type": _CONST,
+        "data_stream.dataset": _CONST,
+        "data_stream.namespace": _CONST,
+        "organization.id": _KW,
+        "organization.name": _KW,
+    }
+    for name in ("model", "project_id", "user_id", "api_key_id", "usage_object_type", "bucket_width",
+                 "project_name", "api_key_name", "user_email"):
+        fields[f"openai.base.{name}"] = _KW
+    fields["openai.base.start_time"] = _DATE
+    fields["openai.base.end_time"] = _DATE
+    for spec in STREAMS.values():
+        for dim in spec.dimensions:
+            fields.setdefault(spec.field_name(dim.name), {"type": "boolean"} if dim.type == "boolean" else _KW)
+        for m in spec.measures:
+            fields.setdefault(spec.field_name(m.name), _measure_mapping(spec, m))
+            if m.gen_ai:
+                fields.setdefault(m.gen_ai, {"type": "long", "meta": {"metric_type": m.kind}})
+        for attr in spec.attributes:
+            fields.setdefault(spec.field_name(attr), _KW)
+    fields["gen_ai.request.model"] = _KW
+    fields["gen_ai.provider.name"] = _KW
+    return dict(sorted(fields.items()))
+
+
+def _runs_fields() -> dict[str, dict[str, Any]]:
+    """The run document layout written by the collector (``collector.py`` ``_record_run``)."""
+    uc = "usage_collector"
+    fields: dict[str, dict[str, Any]] = {
+        "@timestamp": _DATE,
+        "event.kind": _KW, "event.dataset": _KW, "event.outcome": _KW, "event.duration": _LONG,
+        "organization.id": _KW,
+        "data_stream.type": _CONST, "data_stream.dataset": _CONST, "data_stream.namespace": _CONST,
+        "error.message": {"type": "text"},
+    }
+    for name in ("run_id", "mode", "stream", "bucket_width"):
+        fields[f"{uc}.{name}"] = _KW
+    for name in ("window.start", "window.end", "position", "final_edge"):
+        fields[f"{uc}.{name}"] = _DATE
+    for name in ("windows", "requests", "retries", "lag_seconds", "documents.created", "documents.updated",
+                 "documents.unchanged"):
+        fields[f"{uc}.{name}"] = _LONG
+    return fields
+
+
+def _state_fields() -> dict[str, dict[str, Any]]:
+    epoch = {"type": "date", "format": "epoch_second"}
+    return {
+        "type": _KW, "org_id": _KW, "stream": _KW, "bucket_width": _KW, "scope": _KW, "holder": _KW,
+        "position": epoch, "range_start": epoch, "range_end": epoch, "complete": {"type": "boolean"},
+        "updated_at": epoch, "last_success_at": epoch, "last_error_at": epoch, "last_error": {"type": "text"},
+        "expires_at": epoch, "acquired_at": epoch,
+    }
+
+
+def nest(fields: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``{"a.b": {...}}`` -> ``{"a": {"properties": {"b": {...}}}}`` (mapping ``properties``)."""
+    root: dict[str, Any] = {}
+    for dotted, mapping in fields.items():
+        node = root
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {"properties": {}})["properties"]
+        node[leaf] = dict(mapping)
+    return root
+
+
+# --- objects ----------------------------------------------------------------------------------------
+def _meta(description: str) -> dict[str, Any]:
+    return {"managed_by": MANAGED_BY, "description": description}
+
+
+def ilm_policy(settings: Settings, retention_days: int | None = None) -> dict[str, Any]:
+    """The ILM policy body (``PUT _ilm/policy/usage-collector``).
+
+    Args:
+        settings: the settings (a ``retention_days`` attribute, when the configuration has one, is used if
+            ``retention_days`` is not given).
+        retention_days: delete backing indices this many days after rollover; ``None`` keeps them forever.
+    """
+    if retention_days is None:
+        retention_days = getattr(settings, "retention_days", None)
+    phases: dict[str, Any] = {"hot": {"min_age": "0ms", "actions": {"rollover": dict(ROLLOVER)}}}
+    if retention_days:
+        phases["delete"] = {"min_age": f"{int(retention_days)}d", "actions": {"delete": {}}}
+    return {"policy": {"phases": phases, "_meta": _meta("usage-collector data streams")}}
+
+
+def component_templates(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Component template bodies by name: the shared mappings and the ILM settings."""
+    return {
+        MAPPINGS_COMPONENT: {
+            "template": {"mappings": {"dynamic": "strict", "properties": nest(document_fields())}},
+            "_meta": _meta("fields of every OpenAI usage and costs stream (generated from the catalogue)"),
+        },
+        SETTINGS_COMPONENT: {
+            "template": {"settings": {"index": {"lifecycle": {"name": ILM_POLICY}}}},
+            "_meta": _meta("ILM policy of usage-collector data streams"),
+        },
+    }
+
+
+def index_templates(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Index template bodies by name: one per catalogue stream, plus the run documents'."""
+    out: dict[str, dict[str, Any]] = {}
+    for stream in STREAMS:
+        dataset = f"openai.{stream}"
+        out[index_template_name(settings, stream)] = {
+            "index_patterns": [f"{settings.data_stream_type}-{dataset}-*"],
+            "data_stream": {},
+            "priority": TEMPLATE_PRIORITY,
+            "composed_of": [MAPPINGS_COMPONENT, SETTINGS_COMPONENT],
+            "template": {"mappings": {"properties": nest({
+                "data_stream.type": {**_CONST, "value": settings.data_stream_type},
+                "data_stream.dataset": {**_CONST, "value": dataset},
+            })}},
+            "_meta": _meta(f"OpenAI {stream} usage (usage-collector)"),
+        }
+    out[f"usage-collector-logs-{RUNS_DATASET}"] = {
+        "index_patterns": [f"logs-{RUNS_DATASET}-*"],
+        "data_stream": {},
+        "priority": TEMPLATE_PRIORITY,
+        "composed_of": [SETTINGS_COMPONENT],
+        "template": {"mappings": {"dynamic": "runtime", "properties": nest({
+            **_runs_fields(),
+            "data_stream.type": {**_CONST, "value": "logs"},
+            "data_stream.dataset": {**_CONST, "value": RUNS_DATASET},
+        })}},
+        "_meta": _meta("usage-collector run documents, one per stream per cycle"),
+    }
+    return out
+
+
+def state_index_body(settings: Settings) -> dict[str, Any]:
+    """``PUT <state index>`` body: checkpoints (``_id`` = checkpoint key) and leases (``lease/<org>``)."""
+    return {
+        "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}},
+        "mappings": {"dynamic": False, "properties": nest(_state_fields()), "_meta": _meta("checkpoints, leases")},
+    }
+
+
+def data_streams(settings: Settings) -> list[str]:
+    """Every data stream ``setup`` creates (all catalogue streams, and the runs)."""
+    return [data_stream_name(settings, s) for s in STREAMS] + [runs_data_stream(settings)]
+
+
+# --- docs/fields.md ---------------------------------------------------------------------------------
+def render_fields_md() -> str:
+    """The text of ``docs/fields.md``: every mapped field, generated from the templates."""
+    origin: dict[str, list[str]] = {}
+    for spec in STREAMS.values():
+        for api in (*spec.group_by, *(m.name for m in spec.measures), *spec.attributes):
+            origin.setdefault(spec.field_name(api), []).append(spec.name)
+        for m in spec.measures:
+            if m.gen_ai:
+                origin.setdefault(m.gen_ai, []).append(spec.name)
+    lines = [
+        "# Fields",
+        "",
+        "<!-- Generated by usage_collector.es_setup.render_fields_md(); tests/test_es_setup.py keeps it in"
+        " sync. Do not edit. -->",
+        "",
+        "Every usage data stream (`<type>-openai.<stream>-<namespace>`) maps **all** of these fields, whichever",
+        "stream it holds, so dashboards over `metrics-openai.*` never meet an unmapped field. Mappings are",
+        "`dynamic: strict`. *Streams* lists the streams whose documents fill the field (blank: all).",
+        "",
+        "| Field | Type | Streams |",
+        "|---|---|---|",
+    ]
+    for name, mapping in document_fields().items():
+        kind = mapping["type"]
+        if kind == "scaled_float":
+            kind = f"scaled_float ({mapping['scaling_factor']})"
+        metric = mapping.get("meta", {}).get("metric_type")
+        if metric:
+            kind += f", {metric}"
+        streams = ", ".join(origin.get(name, [])) if name.startswith(("openai.", "gen_ai.usage")) else ""
+        lines.append(f"| `{name}` | {kind} | {streams} |")
+    lines += ["", "## Run documents (`logs-usage_collector.runs-<namespace>`)", "",
+              "Mapped with `dynamic: runtime`: other fields stay queryable as runtime fields.", "",
+              "| Field | Type |", "|---|---|"]
+    lines += [f"| `{n}` | {m['type']} |" for n, m in sorted(_runs_fields().items())]
+    return "\n".join(lines) + "\n"
+
+
+# --- setup ------------------------------------------------------------------------------------------
+Status = Literal["created", "updated", "unchanged", "would create", "would update"]
+
+
+@dataclass
+class SetupAction:
+    """One object ``setup`` looked at."""
+
+    kind: str
+    name: str
+    status: Status
+    detail: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.kind} {self.name}: {self.status}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+@dataclass
+class SetupReport:
+    """What ``setup`` did (or, with ``dry_run``, would do).
+
+    Kibana saved objects are installed by a separate step that appends its own :class:`SetupAction` s with
+    :meth:`add`, so one report covers the whole ``usage-collector setup``.
+    """
+
+    dry_run: bool
+    server_version: str = ""
+    actions: list[SetupAction] = field(default_factory=list)
+
+    def add(self, kind: str, name: str, status: Status, detail: str = "") -> SetupAction:
+        action = SetupAction(kind, name, status, detail)
+        self.actions.append(action)
+        return action
+
+    @property
+    def changed(self) -> list[SetupAction]:
+        return [a for a in self.actions if a.status != "unchanged"]
+
+
+def _same(actual: Any, desired: Any) -> bool:
+    """``desired`` is contained in ``actual`` as Elasticsearch returns it.
+
+    Elasticsearch adds defaults (``min_age: 0ms``, ``data_stream.hidden``), turns settings into strings
+    (``"1"``) and numbers into floats (``1000000.0``), so dicts compare as subsets and scalars by value.
+    """
+    if isinstance(desired, Mapping):
+        return isinstance(actual, Mapping) and all(k in actual and _same(actual[k], v) for k, v in desired.items())
+    if isinstance(desired, list | tuple):
+        return (isinstance(actual, list | tuple) and len(actual) == len(desired)
+                and all(_same(a, d) for a, d in zip(actual, desired, strict=True)))
+    if isinstance(desired, bool) or isinstance(actual, bool):
+        return str(actual).lower() == str(desired).lower()
+    if isinstance(desired, int | float) and isinstance(actual, int | float | str):
+        try:
+            return float(actual) == float(desired)
+        except ValueError:
+            return False
+    return str(actual) == str(desired)
+
+
+class _Setup:
+    def __init__(self, client: Elasticsearch, settings: Settings, report: SetupReport, dry_run: bool,
+                 out: Callable[[str], None]) -> None:
+        from .sinks.elasticsearch import secret_values
+
+        self.es = client
+        self.report = report
+        self.dry_run = dry_run
+        self.out = out
+        self.secrets = secret_values(settings)
+
+    def get(self, read: Callable[[], Any], what: str, privilege: str) -> Any:
+        """The object as Elasticsearch returns it, or ``None`` when it does not exist."""
+        from .sinks.elasticsearch import guard
+
+        return guard(read, f"setup: read {what}", self.secrets, allow_404=True, hint=privilege)
+
+    def record(self, kind: str, name: str, exists: bool, same: bool, write: Callable[[], object],
+               privilege: str, detail: str = "") -> bool:
+        """Write the object unless it is already as wanted; returns whether it changed (or would)."""
+        from .sinks.elasticsearch import guard
+
+        if exists and same:
+            self.out(str(self.report.add(kind, name, "unchanged")))
+            return False
+        status: Status = ("would update" if exists else "would create") if self.dry_run else (
+            "updated" if exists else "created")
+        if not self.dry_run:
+            guard(write, f"setup: write {kind} {name}", self.secrets, hint=privilege)
+        self.out(str(self.report.add(kind, name, status, detail)))
+        return True
+
+
+def missing_privileges(client: Elasticsearch, settings: Settings) -> list[str] | None:
+    """The privileges ``setup`` needs that the credentials lack; ``None`` when the cluster cannot tell
+    (security disabled).
+    """
+    from elasticsearch import ApiError
+
+    from .sinks.elasticsearch import guard, secret_values
+
+    patterns = list(index_patterns(settings).values())
+    try:
+        resp = guard(functools.partial(
+            client.security.has_privileges, cluster=list(SETUP_CLUSTER_PRIVILEGES),
+            index=[{"names": patterns, "privileges": list(SETUP_INDEX_PRIVILEGES)}],
+        ), "setup: check privileges", secret_values(settings), reraise=(ApiError,))
+    except ApiError:  # security disabled, or an old cluster: the writes below will tell
+        return None
+    if resp.get("has_all_requested", True):
+        return []
+    missing = [f"cluster:{p}" for p, ok in resp.get("cluster", {}).items() if not ok]
+    for name, privileges in resp.get("index", {}).items():
+        missing += [f"{name}:{p}" for p, ok in privileges.items() if not ok]
+    return missing
+
+
+def setup(
+    settings: Settings,
+    client: Elasticsearch | None = None,
+    dry_run: bool = False,
+    out: Callable[[str], None] = print,
+    retention_days: int | None = None,
+) -> SetupReport:
+    """Install or update every Elasticsearch object usage-collector needs; idempotent.
+
+    Each object is read first and written only if it differs from what this version wants, so a second run
+    changes nothing and says so. Existing data streams whose mappings changed get the new mappings applied
+    (additive). Kibana saved objects are a separate step: call it with the returned report and ``dry_run``.
+
+    Args:
+        settings: connection, namespace and data stream type.
+        client: an Elasticsearch client; one is built from ``settings`` when ``None``.
+        dry_run: only read, and report what would be created or updated.
+        out: receives one line per object (``print`` for the CLI).
+        retention_days: delete backing indices this many days after rollover (default: keep).
+
+    Returns:
+        The report; ``report.changed`` is empty when everything was already in place.
+
+    Raises:
+        SinkError: Elasticsearch refused an object or is unreachable; the message names the object and the
+            privilege it needs, never a credential.
+    """
+    from .sinks.elasticsearch import connect
+
+    owned = client is None
+    es, info = connect(settings) if client is None else (client, None)
+    report = SetupReport(dry_run=dry_run, server_version=info.version if info else "")
+    try:
+        missing = missing_privileges(es, settings)
+        if missing:
+            raise SinkError("setup: these credentials lack " + ", ".join(missing)
+                            + "; see docs/elasticsearch.md for the setup role")
+        _install(_Setup(es, settings, report, dry_run, out), settings, retention_days)
+    finally:
+        if owned:
+            es.close()
+    if not report.changed:
+        out("Elasticsearch: nothing changed, every object is up to date")
+    return report
+
+
+def _install(s: _Setup, settings: Settings, retention_days: int | None) -> None:
+    es = s.es
+    p = functools.partial
+    policy = ilm_policy(settings, retention_days)["policy"]
+    cur = s.get(p(es.ilm.get_lifecycle, name=ILM_POLICY), f"ILM policy {ILM_POLICY}", "manage_ilm")
+    actual = (cur or {}).get(ILM_POLICY, {}).get("policy") or {}
+    same = _same(actual, policy) and set(actual.get("phases", {})) == set(policy["phases"])
+    s.record("ILM policy", ILM_POLICY, cur is not None, same, p(es.ilm.put_lifecycle, name=ILM_POLICY, policy=policy),
+             "manage_ilm")
+
+    mappings_changed = False
+    for name, body in component_templates(settings).items():
+        cur = s.get(p(es.cluster.get_component_template, name=name), f"component template {name}",
+                    "manage_index_templates")
+        found = (cur or {}).get("component_templates") or []
+        changed = s.record("component template", name, bool(found),
+                           bool(found) and _same(found[0]["component_template"], body),
+                           p(es.cluster.put_component_template, name=name, **body), "manage_index_templates")
+        mappings_changed |= changed and name == MAPPINGS_COMPONENT
+
+    templates = index_templates(settings)
+    changed_templates: set[str] = set()
+    for name, body in templates.items():
+        cur = s.get(p(es.indices.get_index_template, name=name), f"index template {name}", "manage_index_templates")
+        found = (cur or {}).get("index_templates") or []
+        if s.record("index template", name, bool(found), bool(found) and _same(found[0]["index_template"], body),
+                    p(es.indices.put_index_template, name=name, **body), "manage_index_templates"):
+            changed_templates.add(name)
+
+    state = state_index(settings)
+    sbody = state_index_body(settings)
+    cur = s.get(p(es.indices.get_mapping, index=state), f"index {state}", "view_index_metadata")
+    if cur is None:
+        s.record("index", state, False, False, p(es.indices.create, index=state, **sbody), "create_index")
+    else:
+        props = (cur.get(state) or {}).get("mappings", {}).get("properties")
+        s.record("index mapping", state, True, _same(props, sbody["mappings"]["properties"]),
+                 p(es.indices.put_mapping, index=state, properties=sbody["mappings"]["properties"]), "manage")
+
+    runs_template = f"usage-collector-logs-{RUNS_DATASET}"
+    by_stream = {data_stream_name(settings, st): index_template_name(settings, st) for st in STREAMS}
+    by_stream[runs_data_stream(settings)] = runs_template
+    for ds, tname in by_stream.items():
+        cur = s.get(p(es.indices.get_data_stream, name=ds), f"data stream {ds}", "view_index_metadata")
+        if not (cur or {}).get("data_streams"):
+            s.record("data stream", ds, False, False, p(es.indices.create_data_stream, name=ds), "create_index")
+        elif tname in changed_templates or (mappings_changed and tname != runs_template):
+            s.record("data stream mapping", ds, True, False,
+                     p(es.indices.put_mapping, index=ds, **_effective_mappings(settings, templates[tname])),
+                     "manage", "new fields applied to the existing backing indices")
+        else:
+            s.record("data stream", ds, True, True, lambda: None, "")
+
+
+def _effective_mappings(settings: Settings, template: Mapping[str, Any]) -> dict[str, Any]:
+    """The mappings an index template gives: its components' merged with its own (later wins)."""
+    comps = component_templates(settings)
+    merged: dict[str, Any] = {}
+    for part in [comps[c]["template"] for c in template.get("composed_of", [])] + [template.get("template", {})]:
+        m = part.get("mappings") or {}
+        if "dynamic" in m:
+            merged["dynamic"] = m["dynamic"]
+        _merge(merged.setdefault("properties", {}), m.get("properties") or {})
+    return merged
+
+
+def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def privileges_table(settings: Settings) -> Iterable[tuple[str, str, str]]:
+    """``(role, resource, privileges)`` rows for docs and error messages."""
+    pats = index_patterns(settings)
+    yield ("setup", "cluster", ", ".join(SETUP_CLUSTER_PRIVILEGES) + ", monitor (optional)")
+    yield ("setup", ", ".join(pats.values()), ", ".join(SETUP_INDEX_PRIVILEGES))
+    yield ("run", "cluster", ", ".join(RUN_CLUSTER_PRIVILEGES) + " (optional)")
+    for kind, privs in RUN_INDEX_PRIVILEGES.items():
+        yield ("run", pats[kind], ", ".join(privs))

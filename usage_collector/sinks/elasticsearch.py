@@ -1,0 +1,727 @@
+"""Elasticsearch sink: documents in data streams, checkpoints and leases in a state index.
+
+**Writes are idempotent across rollover.** A data stream accepts only ``create``, and a duplicate ``_id`` is
+refused only within one backing index (``delivery-semantics.md`` §2, elastic/elasticsearch#44794). So each
+window first looks up which ``_id`` s already exist anywhere in its data stream (a search with an ``ids``
+query, ``seq_no_primary_term``, ``_source`` limited to ``event.hash``), then in one ``streaming_bulk``:
+
+* a new ``_id`` is ``create`` d on the data stream;
+* a known ``_id`` whose ``event.hash`` differs is overwritten **in its backing index** with ``index`` and
+  ``if_seq_no``/``if_primary_term`` (the only overwrite a backing index allows);
+* a known ``_id`` with the same hash is skipped;
+* copies of one ``_id`` in several backing indices (another tool, an old rollover) are reduced to one:
+  the copy with the current hash, else the newest, is kept and the others are deleted (``if_seq_no`` too).
+
+Item 429s are resent by the bulk helper with exponential backoff. A 409 (someone wrote between lookup and
+write) is resolved by reading that document in real time and planning again, at most ``conflict_passes``
+times. Any other item error fails the window with a :class:`SinkError` naming the ``_id``, the field (when
+Elasticsearch says which) and the reason; the checkpoint is stored only after every item was acknowledged.
+
+**Visibility.** Search is near-real-time, and the lookup must see everything written before it. Every bulk
+and state write is sent with ``refresh=true``: an acknowledged write is searchable when the call returns,
+whoever looks next (the next window, the next run seconds later, ``status``). It costs one refresh per bulk
+request, small at our volumes (a window is at most a few thousand documents), and needs no privilege beyond
+writing (``POST _refresh`` would need ``maintenance``). Checkpoints and leases are read by ``_id`` (a real-time
+GET), so they never depend on a refresh.
+
+**Elasticsearch 8.x and 9.x.** elasticsearch-py 9 sends ``Accept``/``Content-Type:
+application/vnd.elasticsearch+json; compatible-with=9``, which an 8.x server refuses with
+``media_type_header_exception`` (elastic/elasticsearch-py#2923). :func:`connect` installs a transport that
+rewrites ``compatible-with`` on every request: ``8`` until the server's version is known (8.x and 9.x both
+accept it, ``RestCompatibleVersionHelper`` allows the current and the previous major), then the server's
+major (capped at the client's). ``GET /`` needs the ``monitor`` cluster privilege; without it the collector
+stays on ``compatible-with=8`` and says so in a warning.
+
+Credentials stay ``SecretStr`` until handed to the client; no log line or exception carries them, and URLs
+are shown without user information. ``elasticsearch`` is imported only when this sink is used.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from .. import es_setup
+from ..catalogue import STREAMS
+from ..clock import iso
+from ..documents import Document
+from ..errors import ConfigError, LeaseHeldError, SinkError
+from .base import Checkpoint, Lease, WriteStats, checkpoint_key
+
+if TYPE_CHECKING:
+    from elastic_transport import Transport
+    from elasticsearch import Elasticsearch
+
+    from ..config import Settings
+
+log = logging.getLogger(__name__)
+
+#: ``_id`` s per lookup search, and the hits it may return (duplicates across backing indices included).
+LOOKUP_CHUNK = 1000
+LOOKUP_SIZE = 10000
+_COMPAT = re.compile(r"compatible-with=\d+")
+_BACKING_GEN = re.compile(r"-(\d+)$")
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What ``GET /`` said and the compatibility header chosen for it."""
+
+    version: str
+    compat: int
+
+
+@dataclass(frozen=True)
+class _Hit:
+    index: str
+    seq_no: int
+    primary_term: int
+    hash: str | None
+
+
+# --- connection -------------------------------------------------------------------------------------
+def _pin_compat(headers: Mapping[str, str], major: int) -> dict[str, str]:
+    out = dict(headers)
+    for key, value in out.items():
+        if key.lower() in ("accept", "content-type") and isinstance(value, str):
+            out[key] = _COMPAT.sub(f"compatible-with={major}", value)
+    return out
+
+
+@functools.cache
+def _compat_transport() -> type[Transport]:
+    """A transport pinning ``compatible-with`` and counting bulk items rejected with 429 (per thread)."""
+    from elastic_transport import Transport, TransportApiResponse
+
+    class CompatTransport(Transport):
+        compat_major = 8
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._local = threading.local()
+
+        def perform_request(self, method: str, target: str, **kwargs: Any) -> TransportApiResponse:
+            headers = kwargs.get("headers")
+            if isinstance(headers, Mapping):
+                kwargs["headers"] = _pin_compat(headers, self.compat_major)
+            resp = super().perform_request(method, target, **kwargs)
+            body = resp.body
+            if target.partition("?")[0].endswith("/_bulk") and isinstance(body, dict) and body.get("errors"):
+                rejected = sum(1 for item in body.get("items", ()) for r in item.values() if r.get("status") == 429)
+                self._local.rejected = self.rejected_items() + rejected
+            return resp
+
+        def rejected_items(self) -> int:
+            return int(getattr(self._local, "rejected", 0))
+
+    return CompatTransport
+
+
+def _connection(settings: Settings) -> tuple[dict[str, Any], str]:
+    """Client keyword arguments and a credential-free description."""
+    kwargs: dict[str, Any] = {"verify_certs": settings.elasticsearch_verify_certs}
+    username = settings.elasticsearch_username
+    password = settings.elasticsearch_password.get_secret_value() if settings.elasticsearch_password else None
+    if settings.elasticsearch_cloud_id:
+        kwargs["cloud_id"] = settings.elasticsearch_cloud_id
+        description = f"elasticsearch:cloud:{settings.elasticsearch_cloud_id.partition(':')[0]}"
+    elif settings.elasticsearch_url:
+        parts = urlsplit(settings.elasticsearch_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("ELASTICSEARCH_URL: must be an http:// or https:// URL")
+        if parts.username is not None or parts.password is not None:  # credentials in the URL: move them out
+            username = username or unquote(parts.username or "")
+            password = password or unquote(parts.password or "")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        kwargs["hosts"] = [url]
+        description = f"elasticsearch:{url}"
+    else:
+        raise ConfigError("the elasticsearch sink needs ELASTICSEARCH_URL or ELASTICSEARCH_CLOUD_ID")
+    if settings.elasticsearch_api_key is not None:
+        kwargs["api_key"] = settings.elasticsearch_api_key.get_secret_value()
+    elif username:
+        kwargs["basic_auth"] = (username, password or "")
+    if settings.elasticsearch_ca_certs is not None:
+        kwargs["ca_certs"] = str(settings.elasticsearch_ca_certs)
+    return kwargs, description
+
+
+def describe(settings: Settings) -> str:
+    """``elasticsearch:https://host:9200``: where the sink writes, without credentials."""
+    return _connection(settings)[1]
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every credential in ``settings`` (and its base64 form), to blank out of messages."""
+    values = [s.get_secret_value() for s in (settings.elasticsearch_api_key, settings.elasticsearch_password,
+                                             settings.openai_admin_key) if s is not None]
+    if settings.elasticsearch_url:
+        parts = urlsplit(settings.elasticsearch_url)
+        if parts.password:
+            values.append(unquote(parts.password))
+    out = [v for v in values if v]
+    out += [base64.b64encode(v.encode()).decode() for v in out]
+    return out
+
+
+def connect(
+    settings: Settings, *, request_timeout: float = 30.0, max_retries: int = 3
+) -> tuple[Elasticsearch, ServerInfo]:
+    """A client for ``settings`` whose headers suit the server's major version.
+
+    Args:
+        settings: ``elasticsearch_*`` connection settings.
+        request_timeout: seconds per request.
+        max_retries: transport retries on connection errors and 502/503/504 (item-level 429s inside a bulk
+            response are retried by the bulk helper instead).
+
+    Raises:
+        ConfigError: neither a URL nor a cloud id.
+        SinkError: unreachable, authentication failed, not Elasticsearch, or older than 8.0.
+    """
+    from elasticsearch import Elasticsearch
+
+    kwargs, description = _connection(settings)
+    client = Elasticsearch(
+        **kwargs,
+        transport_class=_compat_transport(),
+        request_timeout=request_timeout,
+        max_retries=max_retries,
+        retry_on_status=(502, 503, 504),
+    )
+    try:
+        return client, _detect(client, description, secret_values(settings))
+    except BaseException:
+        client.close()
+        raise
+
+
+def _detect(client: Elasticsearch, description: str, secrets: Sequence[str]) -> ServerInfo:
+    import elasticsearch
+    from elasticsearch import AuthorizationException, BadRequestError, UnsupportedProductError
+
+    transport: Any = client.transport
+    what = f"{description}: GET /"
+    for compat in (8, 9):  # 8 first: accepted by 8.x and 9.x; a 10.x server would want 9
+        transport.compat_major = compat
+        try:
+            body = guard(client.info, what, secrets, reraise=(AuthorizationException, BadRequestError))
+            break
+        except UnsupportedProductError:
+            raise SinkError(f"{what}: the server is not Elasticsearch") from None
+        except AuthorizationException:
+            log.warning("%s: no 'monitor' privilege to read the version (GET /); using compatible-with=8, "
+                        "which Elasticsearch 8.x and 9.x accept", description)
+            return ServerInfo("unknown", 8)
+        except BadRequestError as exc:
+            if "media_type" not in str(exc) or compat == 9:
+                raise sink_error(exc, what, secrets) from None
+    version = str(body.get("version", {}).get("number", "0"))
+    major = int(version.split(".")[0] or 0)
+    if major < 8:
+        raise SinkError(f"{description}: Elasticsearch {version} is not supported; use 8.x or 9.x")
+    transport.compat_major = 8 if major == 8 else min(major, elasticsearch.__version__[0])
+    log.info("%s: Elasticsearch %s, sending compatible-with=%d", description, version, transport.compat_major)
+    return ServerInfo(version, transport.compat_major)
+
+
+# --- errors -----------------------------------------------------------------------------------------
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    for s in secrets:
+        text = text.replace(s, "***")
+    return text
+
+
+def _reason(body: Any) -> tuple[str | None, str]:
+    err = body.get("error") if isinstance(body, Mapping) else body
+    if isinstance(err, Mapping):
+        reason = str(err.get("reason"))
+        cause = err.get("caused_by")
+        if isinstance(cause, Mapping) and cause.get("reason"):
+            reason += f" (caused by {cause.get('type')}: {cause.get('reason')})"
+        return (str(err["type"]) if err.get("type") else None), reason
+    return None, str(err)
+
+
+def _api_message(what: str, exc: Any, secrets: Sequence[str]) -> str:
+    kind, reason = _reason(getattr(exc, "body", None))
+    return _redact(f"{what}: HTTP {exc.status_code} {kind or exc.message}: {reason}", secrets)
+
+
+def sink_error(exc: Exception, what: str, secrets: Sequence[str], hint: str | None = None) -> SinkError:
+    """A :class:`SinkError` for a client error: names ``what`` and the reason, never a secret.
+
+    ``hint`` names the privilege the request needs; it is added to a 403 message.
+    """
+    from elasticsearch import ApiError, AuthenticationException, AuthorizationException, NotFoundError
+
+    if isinstance(exc, AuthenticationException):
+        return SinkError(f"{what}: authentication failed; check ELASTICSEARCH_API_KEY or "
+                         "ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD")
+    if isinstance(exc, AuthorizationException):
+        need = f"this needs the {hint} privilege" if hint else "see the privileges a run needs"
+        return SinkError(_api_message(what, exc, secrets) + f"; {need} (docs/elasticsearch.md)")
+    if isinstance(exc, NotFoundError):
+        return SinkError(_api_message(what, exc, secrets) + "; has `usage-collector setup` been run?")
+    if isinstance(exc, ApiError):
+        return SinkError(_api_message(what, exc, secrets))
+    message = getattr(exc, "message", None) or str(exc)
+    return SinkError(_redact(f"{what}: Elasticsearch unreachable ({type(exc).__name__}: {message})", secrets))
+
+
+def guard(fn: Callable[[], Any], what: str, secrets: Sequence[str], *, allow_404: bool = False,
+          reraise: tuple[type[BaseException], ...] = (), hint: str | None = None) -> Any:
+    """Run one request; turn client errors into a :class:`SinkError` (see :func:`sink_error`).
+
+    Args:
+        fn: the request.
+        what: names the request in messages.
+        secrets: values to blank out of messages.
+        allow_404: return ``None`` on 404 instead of raising.
+        reraise: exception types the caller handles itself.
+        hint: the privilege the request needs, named in a 403 message.
+
+    Returns:
+        The response body, or ``None`` on an allowed 404.
+    """
+    from elasticsearch import ApiError, NotFoundError, TransportError
+
+    try:
+        resp = fn()
+        return getattr(resp, "body", resp)
+    except reraise:
+        raise
+    except NotFoundError as exc:
+        if allow_404:
+            return None
+        raise sink_error(exc, what, secrets, hint) from None
+    except (ApiError, TransportError) as exc:
+        raise sink_error(exc, what, secrets, hint) from None
+
+
+_FIELD_PATTERNS = (
+    re.compile(r"dynamic introduction of \[(?P<leaf>[^\]]+)\] within \[(?P<parent>[^\]]+)\]"),
+    re.compile(r"failed to parse field \[(?P<field>[^\]]+)\]"),
+    re.compile(r"field \[(?P<field>[^\]]+)\]"),
+)
+
+
+def field_of(reason: str) -> str | None:
+    """The field an Elasticsearch item error names, if any.
+
+    >>> field_of("[1:7] failed to parse field [openai.base.num_model_requests] of type [long] in document")
+    'openai.base.num_model_requests'
+    >>> field_of("mapping set to strict, dynamic introduction of [x] within [openai.images] is not allowed")
+    'openai.images.x'
+    """
+    for pattern in _FIELD_PATTERNS:
+        m = pattern.search(reason)
+        if m:
+            groups = m.groupdict()
+            if groups.get("leaf"):
+                parent = groups["parent"]
+                return groups["leaf"] if parent == "_doc" else f"{parent}.{groups['leaf']}"
+            return groups["field"]
+    return None
+
+
+def _generation(index: str) -> int:
+    m = _BACKING_GEN.search(index)
+    return int(m.group(1)) if m else -1
+
+
+def _data_stream_of(index: str, source: Mapping[str, Any]) -> str:
+    ds = source.get("data_stream")
+    if isinstance(ds, Mapping) and all(ds.get(k) for k in ("type", "dataset", "namespace")):
+        return f"{ds['type']}-{ds['dataset']}-{ds['namespace']}"
+    m = re.fullmatch(r"\.ds-(.+)-\d{4}\.\d{2}\.\d{2}-\d{6}", index)
+    return m.group(1) if m else index
+
+
+# --- the sink ---------------------------------------------------------------------------------------
+class ElasticsearchSink:
+    """Documents in data streams, checkpoints and leases in a state index, runs in a data stream.
+
+    Args:
+        settings: connection, namespace, data stream type and the streams in use.
+        client: an already connected client (tests, ``setup``); built from ``settings`` when ``None``.
+        chunk_size: bulk actions per request (``streaming_bulk``).
+        max_retries: times a bulk item rejected with 429 is resent.
+        initial_backoff: seconds before the first resend, doubled each time (``0`` in tests).
+        max_backoff: cap of one backoff.
+        conflict_passes: times a window is planned again after 409s.
+        auto_setup: on :meth:`open`, run :func:`usage_collector.es_setup.setup` if the data streams or the
+            state index are missing (needs the setup privileges; otherwise the error says to run ``setup``).
+        request_timeout: seconds per request.
+        transport_retries: retries of a whole request after a connection error or 502/503/504.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: Elasticsearch | None = None,
+        chunk_size: int = 500,
+        max_retries: int = 5,
+        initial_backoff: float = 2.0,
+        max_backoff: float = 60.0,
+        conflict_passes: int = 3,
+        auto_setup: bool = True,
+        request_timeout: float = 30.0,
+        transport_retries: int = 3,
+    ) -> None:
+        self.settings = settings
+        self.description = describe(settings) if client is None else "elasticsearch:client"
+        self.chunk_size = chunk_size
+        self.max_retries = max_retries
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.conflict_passes = conflict_passes
+        self.auto_setup = auto_setup
+        self.request_timeout = request_timeout
+        self.transport_retries = transport_retries
+        self.state_index = es_setup.state_index(settings)
+        self.runs_stream = es_setup.runs_data_stream(settings)
+        self.server: ServerInfo | None = None
+        self._es = client
+        self._owned = client is None
+        self._ready = False
+        self._secrets = secret_values(settings)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> ElasticsearchSink:
+        """The sink for ``settings`` (``make_sink("elasticsearch", settings)``); ``kwargs`` as in the class."""
+        return cls(settings, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"ElasticsearchSink({self.description!r})"
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Connect, pick the compatibility header, and check (or create) the data streams and state index."""
+        with self._lock:
+            if self._ready:
+                return
+            if self._es is None:
+                self._es, self.server = connect(
+                    self.settings, request_timeout=self.request_timeout, max_retries=self.transport_retries
+                )
+            missing = self._missing_objects(self._es)
+            if missing:
+                self._set_up(self._es, missing)
+            self._ready = True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._es is not None and self._owned:
+                self._es.close()
+                self._es = None
+            self._ready = False
+
+    def _client(self) -> Elasticsearch:
+        if not self._ready:
+            self.open()
+        assert self._es is not None
+        return self._es
+
+    def _call(self, fn: Callable[[], Any], what: str, *, allow_404: bool = False) -> Any:
+        return guard(fn, f"{self.description}: {what}", self._secrets, allow_404=allow_404)
+
+    def _missing_objects(self, es: Elasticsearch) -> list[str]:
+        wanted = [es_setup.data_stream_name(self.settings, s) for s in self.settings.streams] + [self.runs_stream]
+        pattern = f"{self.settings.data_stream_type}-openai.*-{self.settings.namespace}"
+        body = self._call(lambda: es.indices.get_data_stream(name=[pattern, self.runs_stream + "*"]),
+                          "list data streams")
+        have = {d["name"] for d in body.get("data_streams", [])}
+        missing = [d for d in wanted if d not in have]
+        if not self._call(lambda: es.indices.exists(index=self.state_index), f"check index {self.state_index}"):
+            missing.append(self.state_index)
+        return missing
+
+    def _set_up(self, es: Elasticsearch, missing: list[str]) -> None:
+        what = ", ".join(missing)
+        if not self.auto_setup:
+            raise SinkError(f"{self.description}: missing {what}; run `usage-collector setup` first")
+        log.info("%s: missing %s; running setup", self.description, what)
+        try:
+            es_setup.setup(self.settings, client=es, out=log.info)
+        except SinkError as exc:
+            raise SinkError(f"{self.description}: missing {what}, and creating them failed ({exc}); run "
+                            "`usage-collector setup` with the setup role (docs/elasticsearch.md)") from None
+
+    # --- documents ------------------------------------------------------------------------------------
+    def write_window(self, docs: Sequence[Document], checkpoint: Checkpoint | None) -> WriteStats:
+        """Write one window idempotently, then store ``checkpoint``.
+
+        Raises:
+            SinkError: some document was not acknowledged; ``errors`` has one entry per document
+                (``_id``, ``_index``, ``op``, ``status``, ``type``, ``reason``, ``field``). The checkpoint
+                was not stored.
+        """
+        es = self._client()
+        by_id = {d.id: d for d in docs}
+        outcome: dict[str, str] = {}
+        failures: list[dict[str, Any]] = []
+        transport: Any = es.transport
+        rejected_before = transport.rejected_items() if hasattr(transport, "rejected_items") else 0
+        replanned = 0
+        pending: dict[str, str | None] = dict.fromkeys(by_id)  # _id -> backing index known to hold it
+        for attempt in range(self.conflict_passes + 1):
+            if not pending:
+                break
+            if attempt:
+                replanned += len(pending)
+            batch = [by_id[i] for i in pending]
+            existing = self._lookup(es, batch, {i: ix for i, ix in pending.items() if ix})
+            pending = self._bulk(es, self._plan(batch, existing, outcome), outcome, failures)
+        for doc_id, index in pending.items():
+            failures.append({"_id": doc_id, "_index": index or by_id[doc_id].index, "op": "write", "status": 409,
+                             "type": "version_conflict_engine_exception", "field": None,
+                             "reason": f"still conflicting after {self.conflict_passes} passes"})
+        if failures:
+            raise SinkError(self._failure_message(failures, len(by_id)), failures)
+        if checkpoint is not None:
+            self.save_checkpoint(checkpoint)
+        stats = WriteStats(retried=replanned)
+        if hasattr(transport, "rejected_items"):
+            stats.retried += transport.rejected_items() - rejected_before
+        for doc_id, result in outcome.items():
+            if result == "created":
+                stats.created += 1
+                stats.ids_created.append(doc_id)
+            elif result == "updated":
+                stats.updated += 1
+                stats.ids_updated.append(doc_id)
+            else:
+                stats.unchanged += 1
+        return stats
+
+    def _lookup(self, es: Elasticsearch, docs: Sequence[Document], known: Mapping[str, str]) -> dict[str, list[_Hit]]:
+        """Every stored copy of each document, across all backing indices of its data stream."""
+        by_target: dict[str, list[str]] = {}
+        for d in docs:
+            by_target.setdefault(d.index, []).append(d.id)
+        found: dict[str, list[_Hit]] = {}
+        for target, ids in by_target.items():
+            for start in range(0, len(ids), LOOKUP_CHUNK):
+                chunk = ids[start:start + LOOKUP_CHUNK]
+                body = self._call(
+                    functools.partial(
+                        es.search, index=target, query={"ids": {"values": chunk}}, size=LOOKUP_SIZE,
+                        seq_no_primary_term=True, source_includes=["event.hash"], track_total_hits=True,
+                        ignore_unavailable=True, allow_no_indices=True),
+                    f"look up {len(chunk)} ids in {target}")
+                hits = body["hits"]["hits"]
+                if body["hits"]["total"]["value"] > len(hits):
+                    raise SinkError(f"{self.description}: {target} holds more than {LOOKUP_SIZE} copies of "
+                                    f"{len(chunk)} ids; remove the duplicates before collecting again")
+                for h in hits:
+                    found.setdefault(h["_id"], []).append(self._hit(h))
+        # A 409 names the backing index holding the _id; read it there in real time (a search may not see it).
+        missing = [{"_index": ix, "_id": i} for i, ix in known.items()
+                   if all(h.index != ix for h in found.get(i, []))]
+        if missing:
+            body = self._call(lambda: es.mget(docs=missing), f"read {len(missing)} conflicting documents")
+            for d in body.get("docs", []):
+                if d.get("found"):
+                    found.setdefault(d["_id"], []).append(self._hit(d))
+        return found
+
+    @staticmethod
+    def _hit(h: Mapping[str, Any]) -> _Hit:
+        event = (h.get("_source") or {}).get("event") or {}
+        return _Hit(h["_index"], int(h["_seq_no"]), int(h["_primary_term"]), event.get("hash"))
+
+    @staticmethod
+    def _plan(docs: Sequence[Document], existing: Mapping[str, list[_Hit]],
+              outcome: dict[str, str]) -> list[dict[str, Any]]:
+        actions: list[dict[str, Any]] = []
+        for doc in docs:
+            hits = existing.get(doc.id, [])
+            if not hits:
+                actions.append({"_op_type": "create", "_index": doc.index, "_id": doc.id, "_source": doc.source})
+                continue
+            same = [h for h in hits if h.hash == doc.hash]
+            keep = max(same or hits, key=lambda h: (_generation(h.index), h.index))
+            actions += [{"_op_type": "delete", "_index": h.index, "_id": doc.id, "if_seq_no": h.seq_no,
+                         "if_primary_term": h.primary_term} for h in hits if h is not keep]
+            if keep.hash == doc.hash:
+                outcome.setdefault(doc.id, "unchanged")
+            else:
+                actions.append({"_op_type": "index", "_index": keep.index, "_id": doc.id, "if_seq_no": keep.seq_no,
+                                "if_primary_term": keep.primary_term, "_source": doc.source})
+        return actions
+
+    def _bulk(self, es: Elasticsearch, actions: list[dict[str, Any]], outcome: dict[str, str],
+              failures: list[dict[str, Any]]) -> dict[str, str | None]:
+        """Send ``actions``; returns the ``_id`` s that met a 409, with the backing index that holds them."""
+        from elasticsearch import TransportError
+        from elasticsearch.helpers import streaming_bulk
+
+        conflicts: dict[str, str | None] = {}
+        if not actions:
+            return conflicts
+        results = streaming_bulk(
+            es, actions, chunk_size=self.chunk_size, raise_on_error=False, raise_on_exception=False,
+            max_retries=self.max_retries, initial_backoff=self.initial_backoff, max_backoff=self.max_backoff,
+            refresh=True,
+        )
+        try:
+            for ok, item in results:
+                op, info = next(iter(item.items()))
+                doc_id, status = str(info.get("_id")), int(info.get("status", 500))
+                if op == "delete" and (ok or status == 404):
+                    continue
+                if ok:
+                    outcome[doc_id] = "created" if op == "create" else "updated"
+                elif status == 409:
+                    backing = info.get("_index")
+                    conflicts[doc_id] = backing if isinstance(backing, str) and backing.startswith(".ds-") else None
+                else:
+                    kind, reason = _reason(info.get("error"))
+                    failures.append({"_id": doc_id, "_index": info.get("_index"), "op": op, "status": status,
+                                     "type": kind, "reason": _redact(reason, self._secrets),
+                                     "field": field_of(reason)})
+        except TransportError as exc:
+            raise SinkError(_redact(
+                f"{self.description}: Elasticsearch unreachable during a bulk write ({type(exc).__name__}: "
+                f"{exc.message}); the checkpoint was not moved, the window will be written again",
+                self._secrets)) from None
+        return conflicts
+
+    def _failure_message(self, failures: list[dict[str, Any]], total: int) -> str:
+        def one(f: Mapping[str, Any]) -> str:
+            where = f" field {f['field']}:" if f.get("field") else ""
+            return f"_id {f['_id']} ({f['_index']}):{where} {f['type'] or 'error'} {f['status']}: {f['reason']}"
+
+        shown = "; ".join(one(f) for f in failures[:3])
+        more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
+        return (f"{self.description}: {len(failures)} of {total} documents were not written, checkpoint not "
+                f"moved: {shown}{more}")
+
+    def iter_documents(self, stream: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every current document as ``{"_id", "_index" (data stream), "_source"}``; one per ``_id``.
+
+        Backing indices are read newest first, so if an ``_id`` is stored twice the newest copy wins.
+        """
+        from elasticsearch import ApiError, TransportError
+        from elasticsearch.helpers import ScanError, scan
+
+        es = self._client()
+        streams = [stream] if stream is not None else list(STREAMS)
+        for name in streams:
+            ds = es_setup.data_stream_name(self.settings, name)
+            body = self._call(functools.partial(es.indices.get_data_stream, name=ds), f"read data stream {ds}",
+                              allow_404=True)
+            seen: set[str] = set()
+            for entry in (body or {}).get("data_streams", []):
+                for backing in reversed([i["index_name"] for i in entry.get("indices", [])]):
+                    try:
+                        for hit in scan(es, index=backing, query={"query": {"match_all": {}}}, size=1000):
+                            if hit["_id"] not in seen:
+                                seen.add(hit["_id"])
+                                yield {"_id": hit["_id"], "_index": _data_stream_of(backing, hit["_source"]),
+                                       "_source": hit["_source"]}
+                    except (ApiError, TransportError, ScanError) as exc:
+                        raise sink_error(exc, f"{self.description}: read {backing}", self._secrets) from None
+
+    # --- checkpoints ------------------------------------------------------------------------------------
+    def load_checkpoint(self, org_id: str, stream: str, bucket_width: str, scope: str = "run") -> Checkpoint | None:
+        es = self._client()
+        key = checkpoint_key(org_id, stream, bucket_width, scope)
+        body = self._call(lambda: es.get(index=self.state_index, id=key), f"read checkpoint {key}", allow_404=True)
+        return Checkpoint.from_dict(body["_source"]) if body and body.get("found") else None
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        es = self._client()
+        doc = {**checkpoint.to_dict(), "type": "checkpoint"}
+        self._call(lambda: es.index(index=self.state_index, id=checkpoint.key, document=doc, refresh=True),
+                   f"store checkpoint {checkpoint.key}")
+
+    def list_checkpoints(self) -> list[Checkpoint]:
+        es = self._client()
+        body = self._call(lambda: es.search(index=self.state_index, query={"term": {"type": "checkpoint"}},
+                                            size=10000), "list checkpoints")
+        cps = [Checkpoint.from_dict(h["_source"]) for h in body["hits"]["hits"]]
+        return sorted(cps, key=lambda c: c.key)
+
+    # --- lease ------------------------------------------------------------------------------------------
+    def acquire_lease(self, org_id: str, holder: str, ttl: float, now: float) -> Lease:
+        """Take or renew the organization's lease with optimistic concurrency.
+
+        Raises:
+            LeaseHeldError: another holder's lease has not expired (names the holder and the expiry).
+            SinkError: Elasticsearch refused or is unreachable.
+        """
+        from elasticsearch import ConflictError
+
+        es = self._client()
+        lease_id = f"lease/{org_id}"
+        doc = {"type": "lease", "org_id": org_id, "holder": holder, "expires_at": now + ttl, "acquired_at": now}
+        for _ in range(3):
+            cur = self._call(lambda: es.get(index=self.state_index, id=lease_id), f"read {lease_id}",
+                             allow_404=True)
+            if cur and cur.get("found"):
+                src = cur["_source"]
+                expires = float(src.get("expires_at") or 0)
+                if src.get("holder") != holder and expires > now:
+                    raise LeaseHeldError(
+                        f"organization {org_id!r} is being collected by {src.get('holder')} "
+                        f"(lease until {iso(expires)})", holder=str(src.get("holder")), expires_at=expires)
+                write: Callable[[], Any] = functools.partial(
+                    es.index, index=self.state_index, id=lease_id, document=doc, if_seq_no=cur["_seq_no"],
+                    if_primary_term=cur["_primary_term"], refresh=True)
+            else:
+                write = functools.partial(es.create, index=self.state_index, id=lease_id, document=doc, refresh=True)
+            try:
+                guard(write, f"{self.description}: write {lease_id}", self._secrets, reraise=(ConflictError,))
+                return Lease(org_id, holder, now + ttl)
+            except ConflictError:
+                continue  # someone else wrote it between our read and write: read again
+        raise SinkError(f"{self.description}: the lease of {org_id!r} kept changing under us; try again")
+
+    def release_lease(self, org_id: str, holder: str) -> None:
+        """Give the lease back (mark it expired) if ``holder`` still has it."""
+        from elasticsearch import ConflictError
+
+        es = self._client()
+        lease_id = f"lease/{org_id}"
+        cur = self._call(lambda: es.get(index=self.state_index, id=lease_id), f"read {lease_id}", allow_404=True)
+        if not cur or not cur.get("found") or cur["_source"].get("holder") != holder:
+            return
+        doc = {**cur["_source"], "expires_at": 0}
+        try:
+            guard(lambda: es.index(index=self.state_index, id=lease_id, document=doc, if_seq_no=cur["_seq_no"],
+                                    if_primary_term=cur["_primary_term"], refresh=True),
+                   f"{self.description}: release {lease_id}", self._secrets, reraise=(ConflictError,))
+        except ConflictError:
+            log.info("lease of %s changed hands before it was released", org_id)
+
+    # --- runs -------------------------------------------------------------------------------------------
+    def record_run(self, run: dict[str, Any]) -> None:
+        """Append a run document to ``logs-usage_collector.runs-<namespace>`` (adds ``@timestamp`` if absent)."""
+        es = self._client()
+        doc = run if "@timestamp" in run else {"@timestamp": _now_iso(), **run}
+        self._call(lambda: es.index(index=self.runs_stream, document=doc, op_type="create", refresh=True),
+                   "record a run")
+
+    def list_runs(self, limit: int = 100) -> list[dict[str, Any]]:
+        es = self._client()
+        body = self._call(lambda: es.search(index=self.runs_stream, size=limit, sort=[{"@timestamp": "desc"}],
+                                            ignore_unavailable=True, allow_no_indices=True), "list runs")
+        return [h["_source"] for h in body["hits"]["hits"]]
+
+
+def _now_iso() -> str:
+    return iso(time.time())
