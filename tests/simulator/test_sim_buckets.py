@@ -16,10 +16,13 @@ WIDTHS = {"1m": 60, "1h": HOUR, "1d": DAY}
 
 @pytest.mark.parametrize(
     ("width", "offset", "now_offset", "limit"),
-    [("1d", 17 * HOUR + 31 * 60 + 7, 5 * DAY + 3 * HOUR + 3, 31), ("1h", 1234, 20 * HOUR + 77, 168),
-     ("1m", 95, 3 * HOUR + 17, 1440)],
+    [
+        ("1d", 17 * HOUR + 31 * 60 + 7, 5 * DAY + 3 * HOUR + 3, 31),
+        ("1h", 1234, 20 * HOUR + 77, 168),
+        ("1m", 95, 3 * HOUR + 17, 1440),
+    ],
     ids=["1d", "1h", "1m"],
-)  # fmt: skip
+)
 def test_first_and_last_buckets_are_clipped_and_the_rest_aligned(call, org, clock, width, offset, now_offset, limit):
     # ref §4.1: first bucket starts at start_time floored to the minute, last ends at now (end_time omitted).
     start = org.start + DAY + offset
@@ -40,8 +43,10 @@ def test_end_time_is_exclusive_and_clips_the_last_bucket(call, org):
     end = org.start + 2 * DAY + 5 * HOUR
     data = call("embeddings", [("start_time", org.start), ("end_time", end)]).json["data"]
     assert [(b["start_time"] - org.start, b["end_time"] - org.start) for b in data] == [
-        (0, DAY), (DAY, 2 * DAY), (2 * DAY, 2 * DAY + 5 * HOUR)
-    ]  # fmt: skip
+        (0, DAY),
+        (DAY, 2 * DAY),
+        (2 * DAY, 2 * DAY + 5 * HOUR),
+    ]
 
 
 def test_empty_buckets_are_returned_in_sequence(call, org):
@@ -56,8 +61,9 @@ def test_empty_buckets_are_returned_in_sequence(call, org):
 def test_nothing_outside_the_window_has_usage(call, org, clock):
     clock.now = org.end + 30 * DAY
     for start, end in ((org.start - 7 * DAY, org.start), (org.end, org.end + 7 * DAY)):
-        data = call("completions", [("start_time", start), ("end_time", end), ("bucket_width", "1h"),
-                                    ("limit", 168)]).json["data"]  # fmt: skip
+        data = call(
+            "completions", [("start_time", start), ("end_time", end), ("bucket_width", "1h"), ("limit", 168)]
+        ).json["data"]
         assert len(data) == 168 and all(b["results"] == [] for b in data)
 
 
@@ -80,10 +86,14 @@ def test_future_buckets_are_not_returned(call, org, clock, start_offset, end_off
 
 @pytest.mark.parametrize(
     ("stream", "width", "limit", "group_by"),
-    [("completions", "1d", 3, ["model"]), ("images", "1h", 50, ["size", "source"]), ("costs", "1d", 4, ["line_item"]),
-     ("vector_stores", "1h", 100, ["project_id"])],
+    [
+        ("completions", "1d", 3, ["model"]),
+        ("images", "1h", 50, ["size", "source"]),
+        ("costs", "1d", 4, ["line_item"]),
+        ("vector_stores", "1h", 100, ["project_id"]),
+    ],
     ids=["completions-1d", "images-1h", "costs", "vector_stores-1h"],
-)  # fmt: skip
+)
 def test_pages_concatenate_to_the_unpaged_answer(call, walk, org, stream, width, limit, group_by):
     base = [("start_time", org.start - DAY), ("end_time", org.end), ("bucket_width", width)]
     base += [("group_by", g) for g in group_by]
@@ -143,10 +153,16 @@ def test_authentication_errors_are_401(call, headers, code):
 
 def test_configured_admin_key_is_the_only_one_accepted(call, make_api):
     api = make_api(admin_key="sk-admin-custom")
-    assert call("completions", [("start_time", 0)], headers={"authorization": "Bearer sk-admin-custom"},
-                on=api).status == 200  # fmt: skip
-    assert call("completions", [("start_time", 0)], headers={"authorization": f"Bearer {DEFAULT_ADMIN_KEY}"},
-                on=api).status == 401  # fmt: skip
+    assert (
+        call("completions", [("start_time", 0)], headers={"authorization": "Bearer sk-admin-custom"}, on=api).status
+        == 200
+    )
+    assert (
+        call(
+            "completions", [("start_time", 0)], headers={"authorization": f"Bearer {DEFAULT_ADMIN_KEY}"}, on=api
+        ).status
+        == 401
+    )
 
 
 @pytest.mark.parametrize(
@@ -161,8 +177,9 @@ def test_unknown_urls_are_404(api, method, path):
 
 
 def test_response_headers(api):
-    status, headers, _ = api.handle("GET", "/v1/organization/usage/completions?start_time=0", (),
-                                    [("authorization", f"Bearer {DEFAULT_ADMIN_KEY}")])  # fmt: skip
+    status, headers, _ = api.handle(
+        "GET", "/v1/organization/usage/completions?start_time=0", (), [("authorization", f"Bearer {DEFAULT_ADMIN_KEY}")]
+    )
     h = dict(headers)
     assert status == 200
     assert h["content-type"] == "application/json"

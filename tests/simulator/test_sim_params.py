@@ -29,11 +29,22 @@ USAGE_STREAMS = [s for s in STREAMS if s != "costs"]
         ("costs", "1d", 0, 400, None),
     ],
     ids=[
-        "1d-default-7", "1d-max-31", "1d-over-max", "1d-zero", "1h-default-24", "1h-max-168", "1h-over-max",
-        "1m-default-60", "1m-max-1440", "1m-over-max", "costs-default-7", "costs-max-180", "costs-over-max",
+        "1d-default-7",
+        "1d-max-31",
+        "1d-over-max",
+        "1d-zero",
+        "1h-default-24",
+        "1h-max-168",
+        "1h-over-max",
+        "1m-default-60",
+        "1m-max-1440",
+        "1m-over-max",
+        "costs-default-7",
+        "costs-max-180",
+        "costs-over-max",
         "costs-zero",
     ],
-)  # fmt: skip
+)
 def test_limit_defaults_and_maxima(call, org, stream, width, limit, status, buckets):
     params = [("start_time", org.start - 200 * DAY), ("bucket_width", width)]
     if limit is not None:
@@ -64,10 +75,18 @@ def test_limit_defaults_and_maxima(call, org, stream, width, limit, status, buck
         ("completions", [("start_time", 0), ("page", "!!not-a-cursor!!")], "page"),
     ],
     ids=[
-        "missing-start", "start-not-int", "end-not-int", "bad-width", "costs-1h", "bad-batch", "bad-size-enum",
-        "bad-source-enum", "bad-context-level", "garbage-cursor",
+        "missing-start",
+        "start-not-int",
+        "end-not-int",
+        "bad-width",
+        "costs-1h",
+        "bad-batch",
+        "bad-size-enum",
+        "bad-source-enum",
+        "bad-context-level",
+        "garbage-cursor",
     ],
-)  # fmt: skip
+)
 def test_invalid_parameters_are_400_with_openai_error_shape(call, stream, params, param):
     reply = call(stream, params)
     assert reply.status == 400
@@ -197,8 +216,9 @@ def test_batch_filter_partitions_completions(call, org):
     base = [("start_time", org.start), ("end_time", org.start + 7 * DAY), ("limit", 31)]
 
     def total(extra):
-        return sum(r["num_model_requests"] for b in call("completions", [*base, *extra]).json["data"]
-                   for r in b["results"])  # fmt: skip
+        return sum(
+            r["num_model_requests"] for b in call("completions", [*base, *extra]).json["data"] for r in b["results"]
+        )
 
     batch, online, both = total([("batch", "true")]), total([("batch", "false")]), total([])
     assert batch > 0 and online > 0
