@@ -298,6 +298,57 @@ def status(sink: SinkOpt = None) -> None:
 
 
 @app.command()
+def demo(
+    sink: Annotated[str, typer.Option("--sink", help="Where the demo writes.")] = "duckdb:demo.duckdb",
+    days: Annotated[int, typer.Option("--days", min=1, max=400, help="Simulated days to collect.")] = 30,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated organization.")] = 7,
+) -> None:
+    """Collect a simulated organization (real HTTP on 127.0.0.1) into a local DuckDB file, then report.
+
+    Needs no configuration and no API key. Example: usage-collector demo
+    """
+    import time
+
+    from pydantic import SecretStr
+
+    from .collector import Collector
+    from .config import OrgConfig
+    from .report import build_report, render_terminal
+    from .simulator import Organization, SimulatedAPI, serve
+
+    today = int(time.time()) // 86400 * 86400
+    org = Organization(seed=seed, start=today - days * 86400, days=days)
+    demo_key = "sk-admin-demo-" + "0" * 24
+    api = SimulatedAPI(org, admin_key=demo_key)
+    if _state.log_level is None:
+        _state.log_level = "WARNING"  # the demo prints its own summary
+    settings = _settings(sink=sink, rate_limit=200.0, concurrency=4)
+    with serve(api) as base_url:
+        settings.organizations = [
+            OrgConfig(id=org.id, name=org.name, admin_key=SecretStr(demo_key), base_url=base_url)
+        ]
+        typer.echo(f"Simulated organization {org.id} ({days} days) serving at {base_url}")
+        snk = _open_sink(settings)
+        t0 = time.monotonic()
+        try:
+            collector = Collector(settings, snk)
+            result = collector.backfill(org.start, None)
+            code = _report_result(result, title=f"demo backfill into {snk.description}")
+            typer.echo(
+                f"{sum(r.stats.created + r.stats.updated + r.stats.unchanged for r in result.streams):,} documents "
+                f"from {api.counters.snapshot().get('total', 0):,} requests in {time.monotonic() - t0:.1f}s"
+            )
+            render_terminal(build_report(snk))
+        finally:
+            snk.close()
+    typer.echo(
+        "\nAgainst your organization:  export OPENAI_ADMIN_KEY=sk-admin-...  then  "
+        "usage-collector backfill --start YYYY-MM-DD  and  usage-collector run  (see README.md)."
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
 def report(
     sink: SinkOpt = None,
     html_out: Annotated[
