@@ -27,6 +27,7 @@ from . import __version__
 from .catalogue import StreamSpec
 from .clock import Clock, SystemClock
 from .errors import ApiError, AuthError, FatalApiError, PaginationError, RetriableApiError
+from .failpoints import failpoint
 from .models import Page, parse_page
 from .planning import Window
 
@@ -305,6 +306,7 @@ class OpenAIClient:
         while True:
             page_params = params if cursor is None else [*params, ("page", cursor)]
             page: Page = self.call(spec.path, page_params, stats, parse=lambda body: parse_page(spec, body))
+            failpoint("page.parsed")
             yield page
             if not page["has_more"]:
                 return

@@ -33,6 +33,7 @@ from .clock import Clock, SystemClock, iso
 from .config import OrgConfig, Settings
 from .documents import Document, Names, Target, shape
 from .errors import CollectorError, FatalApiError, LeaseHeldError
+from .failpoints import failpoint
 from .planning import Window, count_windows, final_edge, plan_run, split
 from .sinks.base import Checkpoint, Sink, WriteStats
 
@@ -147,6 +148,7 @@ class Collector:
         for org in self.settings.orgs():
             try:
                 self.sink.acquire_lease(org.id, self.holder, self.settings.lease_ttl, self.clock.now())
+                failpoint("lease.acquired")
             except LeaseHeldError as exc:
                 log.warning("%s", exc)
                 result.skipped.append(str(exc))
@@ -282,7 +284,9 @@ class Collector:
                 cp.last_error = None
                 if scope == "backfill":
                     cp.complete = win.end >= window.end
+                failpoint("window.shaped")
                 stats = self.sink.write_window(docs, cp)
+                failpoint("window.written")
                 res.stats.add(stats)
                 res.windows_done += 1
                 res.position = cp.position

@@ -22,6 +22,7 @@ import orjson
 
 from ..documents import Document, dumps
 from ..errors import SinkError
+from ..failpoints import failpoint
 from .base import Checkpoint, Lease, WriteStats
 from .filelease import FileLease
 
@@ -107,13 +108,20 @@ class NdjsonSink:
             if out:
                 try:
                     with self.path.open("ab") as fh:
-                        fh.write(b"".join(out))
+                        half = len(out) // 2
+                        fh.write(b"".join(out[:half]))
+                        fh.write(out[half][: len(out[half]) // 2])  # a line cut in the middle
+                        fh.flush()
+                        failpoint("sink.mid_write")
+                        fh.write(out[half][len(out[half]) // 2 :])
+                        fh.write(b"".join(out[half + 1 :]))
                         fh.flush()
                         os.fsync(fh.fileno())
                 except OSError as exc:
                     raise SinkError(f"{self.path}: cannot append {len(out)} document(s): {exc.strerror}") from None
                 for doc in docs:
                     self._hashes[doc.id] = doc.hash
+            failpoint("sink.before_checkpoint")
             if checkpoint is not None:
                 self.save_checkpoint(checkpoint)
             return stats
