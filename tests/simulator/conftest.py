@@ -93,9 +93,11 @@ def _strip_extras(result: dict[str, Any]) -> dict[str, Any]:
     return r
 
 
-def _walk(call: Callable[..., Reply], stream: str, params: Params, on: SimulatedAPI | None = None) -> list[dict]:
+def _walk(
+    call: Callable[..., Reply], stream: str, params: Params, on: SimulatedAPI | None = None
+) -> list[dict[str, Any]]:
     """Follow ``next_page`` to the end; returns all buckets."""
-    buckets: list[dict] = []
+    buckets: list[dict[str, Any]] = []
     page: str | None = None
     for _ in range(1000):
         reply = call(stream, [*params, *([("page", page)] if page else [])], on=on)
@@ -116,10 +118,10 @@ def strip() -> Callable[[dict[str, Any]], dict[str, Any]]:
 
 
 @pytest.fixture
-def walk(call: Callable[..., Reply]) -> Callable[..., list[dict]]:
+def walk(call: Callable[..., Reply]) -> Callable[..., list[dict[str, Any]]]:
     """``walk(stream, params, on=api)``: every bucket, following ``next_page``."""
 
-    def do(stream: str, params: Params, on: SimulatedAPI | None = None) -> list[dict]:
+    def do(stream: str, params: Params, on: SimulatedAPI | None = None) -> list[dict[str, Any]]:
         return _walk(call, stream, params, on)
 
     return do

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import pytest
 
 
-def _walk_list(call, path, params=(), limit=2):
-    items, after = [], None
+def _walk_list(
+    call: Callable[..., Any], path: str, params: Sequence[tuple[str, Any]] = (), limit: int = 2
+) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    after: str | None = None
     for _ in range(50):
         reply = call(path, [*params, ("limit", limit), *([("after", after)] if after else [])])
         assert reply.status == 200, reply.body

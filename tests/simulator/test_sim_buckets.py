@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from itertools import pairwise
+from typing import Any
 
 import pytest
 
@@ -99,7 +100,7 @@ def test_pages_concatenate_to_the_unpaged_answer(call, walk, org, stream, width,
     base += [("group_by", g) for g in group_by]
     paged = walk(stream, [*base, ("limit", limit)])
     bucket_count = len(paged)
-    whole: list[dict] = []
+    whole: list[dict[str, Any]] = []
     max_limit = {"1d": 180 if stream == "costs" else 31, "1h": 168}[width]
     whole = walk(stream, [*base, ("limit", max_limit)])
     assert bucket_count == len(whole) == (org.end - org.start + DAY) // {"1d": DAY, "1h": HOUR}[width]

@@ -103,7 +103,9 @@ def test_simulate_serves_until_sigterm():
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(3)]
-        base_url = re.search(r"base URL:\s+(\S+)", "".join(lines)).group(1)
+        found = re.search(r"base URL:\s+(\S+)", "".join(lines))
+        assert found is not None
+        base_url = found.group(1)
         assert "sk-admin-cli" in "".join(lines)
         headers = {"Authorization": "Bearer sk-admin-cli"}
         assert httpx.get(f"{base_url}/organization/projects", headers=headers).status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from decimal import Decimal
+from typing import Any
 
 from usage_collector.simulator import prices
 
@@ -96,7 +97,7 @@ def test_grouped_costs_sum_exactly_to_totals(org):
     for subset in ([], ["project_id"], ["line_item"], ["api_key_id"], ["project_id", "api_key_id"]):
         grouped = org.truth("costs", org.start, org.end, "1d", subset)
         for f, g in zip(full, grouped, strict=True):
-            sums: dict[tuple, Decimal] = defaultdict(Decimal)
+            sums: dict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
             for r in f["results"]:
                 sums[tuple(r[k] for k in subset)] += r["amount"]["value"]
             assert {tuple(r[k] for k in subset): r["amount"]["value"] for r in g["results"]} == sums

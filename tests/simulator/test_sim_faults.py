@@ -7,12 +7,12 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from usage_collector.simulator import FaultKind, FaultPlan
+from usage_collector.simulator import FaultKind, FaultPlan, Organization
 
 DAY = 86400
 
 
-def _page_params(org):
+def _page_params(org: Organization) -> list[tuple[str, int]]:
     return [("start_time", org.start), ("end_time", org.end), ("limit", 2)]
 
 
@@ -101,7 +101,7 @@ def test_401_from_request_n(call, make_api, org):
 def test_probabilistic_faults_are_deterministic_and_roughly_as_configured(call, make_api, org):
     plan = FaultPlan(seed=3, rate_limit=0.2, server_error=0.1, truncated=0.05)
 
-    def run():
+    def run() -> list[int]:
         api = make_api(plan)
         return [call("moderations", [("start_time", org.start)], on=api).status for _ in range(400)]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ AUTH = {"Authorization": f"Bearer {DEFAULT_ADMIN_KEY}"}
 def test_serve_gives_a_v1_base_url_and_pages_over_http(api, org):
     with serve(api) as base_url, httpx.Client(base_url=base_url, headers=AUTH) as client:
         assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
-        params: dict = {
+        params: dict[str, Any] = {
             "start_time": org.start,
             "end_time": org.end,
             "bucket_width": "1h",

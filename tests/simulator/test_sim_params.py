@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from usage_collector.simulator import STREAMS
+from usage_collector.simulator import STREAMS, Organization
 
 DAY = 86400
 USAGE_STREAMS = [s for s in STREAMS if s != "costs"]
@@ -170,7 +172,7 @@ def test_grouping_by_one_dimension_leaves_the_others_null(call, org, stream):
         assert all(r[d] is None for d in dims[:-1])
 
 
-def _values(org, stream, dim):
+def _values(org: Organization, stream: str, dim: str) -> list[Any]:
     return sorted({s.dims[dim] for s in org.series[stream]}, key=str)
 
 
@@ -215,7 +217,7 @@ def test_filters_restrict_results_in_every_encoding(call, org, strip, encoding, 
 def test_batch_filter_partitions_completions(call, org):
     base = [("start_time", org.start), ("end_time", org.start + 7 * DAY), ("limit", 31)]
 
-    def total(extra):
+    def total(extra: list[tuple[str, str]]) -> int:
         return sum(
             r["num_model_requests"] for b in call("completions", [*base, *extra]).json["data"] for r in b["results"]
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -13,7 +15,7 @@ HOUR = 3600
 MINUTE = 60
 
 
-def _measure(call, stream, params, field):
+def _measure(call: Callable[..., Any], stream: str, params: list[tuple[str, int | str]], field: str) -> list[int]:
     data = call(stream, params).json["data"]
     return [sum(r[field] for r in b["results"]) for b in data]
 
@@ -63,7 +65,7 @@ def test_revised_values_stay_consistent_across_widths_and_groups(call, org, cloc
     hours = call("completions", [*base, ("bucket_width", "1h")]).json["data"]
     grouped = call("completions", [*base, ("bucket_width", "1h"), ("group_by", "model,api_key_id")]).json["data"]
 
-    def total(data):
+    def total(data: list[dict[str, Any]]) -> int:
         return sum(r["output_tokens"] for b in data for r in b["results"])
 
     assert total(minutes) == total(hours) == total(grouped)

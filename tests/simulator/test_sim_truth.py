@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from decimal import Decimal
 from itertools import pairwise
+from typing import Any
 
 import pytest
 
@@ -18,8 +20,8 @@ OPTIONAL_COMPLETIONS = [
 ]
 
 
-def _sum(buckets, by, measures):
-    out: dict[tuple, Counter] = defaultdict(Counter)
+def _sum(buckets: Sequence[Any], by: Sequence[str], measures: Sequence[str]) -> dict[tuple[Any, ...], dict[str, int]]:
+    out: dict[tuple[Any, ...], Counter[str]] = defaultdict(Counter)
     for b in buckets:
         for r in b["results"]:
             key = tuple(r[g] for g in by)
@@ -175,7 +177,7 @@ def test_totals_match_bucket_sums(org):
     assert t == _sum(buckets, ("model",), ("input_tokens", "num_model_requests"))
     costs = org.totals("costs", by=("project_id",))
     per_day = org.truth("costs", org.start, org.end, "1d", ["project_id"])
-    summed: dict[tuple, Decimal] = defaultdict(Decimal)
+    summed: dict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
     for b in per_day:
         for r in b["results"]:
             summed[(r["project_id"],)] += r["amount"]["value"]
