@@ -196,7 +196,7 @@ class _CounterData:
         got = self._minutes.get(key)
         if got is None:
             got = split_minutes(self.series[idx], h, values)
-            if len(self._minutes) > 100_000:
+            if len(self._minutes) > 8192:  # a 1m page touches <= 24 h x ~16 series; bound memory
                 self._minutes.clear()
             self._minutes[key] = got
         return got
