@@ -224,8 +224,11 @@ def _detect(client: Elasticsearch, description: str, secrets: Sequence[str]) -> 
                         "which Elasticsearch 8.x and 9.x accept", description)
             return ServerInfo("unknown", 8)
         except BadRequestError as exc:
-            if "media_type" not in str(exc) or compat == 9:
+            if "media_type" not in str(exc):
                 raise sink_error(exc, what, secrets) from None
+            if compat == 9:
+                raise SinkError(f"{sink_error(exc, what, secrets)}; the server accepts neither compatible-with=8 "
+                                "nor 9: it is older than 8.0, which is not supported (use 8.x or 9.x)") from None
     version = str(body.get("version", {}).get("number", "0"))
     major = int(version.split(".")[0] or 0)
     if major < 8:
@@ -243,7 +246,8 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
 
 
 def _reason(body: Any) -> tuple[str | None, str]:
-    err = body.get("error") if isinstance(body, Mapping) else body
+    """``(type, reason)`` of an error response body or of a bulk item's ``error``."""
+    err = body["error"] if isinstance(body, Mapping) and "error" in body else body
     if isinstance(err, Mapping):
         reason = str(err.get("reason"))
         cause = err.get("caused_by")

@@ -1,0 +1,111 @@
+"""Elasticsearch 8.x and 9.x headers, authentication, and credentials kept out of logs and errors."""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+import pytest
+from elasticsearch import BadRequestError, Elasticsearch
+
+from tests.conftest import CANARY_KEY, T0
+from tests.es_server import EsServer, es_target
+from usage_collector import es_setup
+from usage_collector.catalogue import STREAMS
+from usage_collector.documents import Target, shape
+from usage_collector.errors import SinkError
+from usage_collector.sinks.base import Checkpoint
+
+CANARY_PASSWORD = "canary-es-password-XYZ"
+CANARY_API_KEY = "canary-es-apikey-XYZ"
+SPEC = STREAMS["images"]
+
+
+def window(namespace: str, images: int = 3) -> list:
+    row = {"object": SPEC.object_type, "images": images, "num_model_requests": 1, "project_id": "p", "user_id": None,
+           "api_key_id": None, "model": "gpt-image-1", "size": "1024x1024", "source": "image.generation"}
+    return [shape(SPEC, Target("org", namespace=namespace), "1h", T0, T0 + 3600, SPEC.group_by, row)]
+
+
+@pytest.mark.parametrize("version,major", [("8.15.0", 8), ("8.19.3", 8), ("9.1.0", 9)])
+def test_every_request_carries_headers_the_server_version_accepts(version, major):
+    with es_target(version) as es:
+        server = es.require_server()
+        sink = es.sink()
+        sink.open()  # GET /, setup, data streams
+        sink.write_window(window(es.namespace), Checkpoint("org", "images", "1h", position=T0 + 3600))
+        sink.record_run({"@timestamp": "2025-10-15T00:00:00Z"})
+        assert sink.list_runs() and list(sink.iter_documents("images"))
+        assert sink.server is not None and sink.server.compat == major
+        json_type = f"application/vnd.elasticsearch+json; compatible-with={major}"
+        first, *rest = server.requests  # GET / goes out with 8, which 8.x and 9.x both accept
+        assert (first.method, first.path, first.headers["accept"]) == (
+            "GET", "/", "application/vnd.elasticsearch+json; compatible-with=8")
+        assert {r.headers["accept"] for r in rest} == {json_type}
+        bulk = server.headers_of("/_bulk")
+        assert bulk and {h["content-type"] for h in bulk} == {
+            f"application/vnd.elasticsearch+x-ndjson; compatible-with={major}"}
+        with_body = [r.headers for r in server.requests if int(r.headers.get("content-length", 0))
+                     and not r.path.startswith("/_bulk")]
+        assert with_body and {h["content-type"] for h in with_body} == {json_type}
+
+
+def test_the_test_server_refuses_elasticsearch_py_9_defaults_like_a_real_8x():
+    """Without the pinned header, elasticsearch-py 9 fails on 8.x (elastic/elasticsearch-py#2923)."""
+    with EsServer("8.15.0") as server:
+        client = Elasticsearch(server.url)
+        with pytest.raises(BadRequestError, match="media_type_header_exception") as info:
+            client.info()
+        assert "Accept version must be either version 8 or 7, but found 9" in str(info.value.body)
+        client.close()
+    with EsServer("9.1.0") as server:
+        client = Elasticsearch(server.url)
+        assert client.info()["version"]["number"] == "9.1.0"
+        client.close()
+
+
+def test_elasticsearch_7_is_refused_with_a_clear_message():
+    with es_target("7.17.0") as es, pytest.raises(SinkError, match=r"older than 8\.0.*use 8\.x or 9\.x"):
+        es.sink().open()
+
+
+@pytest.mark.parametrize("auth", ["basic", "api_key", "url"])
+def test_credentials_appear_in_no_log_record_or_exception(auth, caplog):
+    caplog.set_level(logging.DEBUG)
+    basic = ("elastic", CANARY_PASSWORD)
+    kwargs = {"api_key": CANARY_API_KEY} if auth == "api_key" else {"basic": basic}
+    with es_target(**kwargs) as es:
+        server = es.require_server()
+        if auth == "basic":
+            settings = es.settings(elasticsearch_username="elastic", elasticsearch_password=CANARY_PASSWORD)
+        elif auth == "api_key":
+            settings = es.settings(elasticsearch_api_key=CANARY_API_KEY)
+        else:
+            settings = es.settings(elasticsearch_url=server.url.replace("://", f"://elastic:{CANARY_PASSWORD}@"))
+        sink = es.sink(settings)
+        sink.open()
+        assert sink.write_window(window(es.namespace), None).created == 1
+        errors = []
+        bad = window(es.namespace, images=4)  # a revision, so it is written
+        secret = CANARY_API_KEY if auth == "api_key" else CANARY_PASSWORD
+        bad[0].source["openai"]["images"]["images"] = secret  # even a document value equal to the secret
+        for attempt in (lambda: sink.write_window(bad, None), lambda: es_setup.setup(settings, out=print)):
+            server.denied_privileges = {"manage_ilm"}
+            try:
+                attempt()
+            except SinkError as exc:
+                errors.append(str(exc))
+        server.api_key, server.basic = "another-key", None  # credentials no longer accepted
+        with pytest.raises(SinkError, match="authentication failed") as info:
+            es.sink(settings).open()
+        errors.append(str(info.value))
+        server.stop()
+        with pytest.raises(SinkError, match="unreachable") as info:
+            sink.load_checkpoint("org", "images", "1h")
+        errors.append(str(info.value))
+        assert len(errors) == 4
+    encoded = base64.b64encode(f"elastic:{CANARY_PASSWORD}".encode()).decode()
+    texts = [r.getMessage() for r in caplog.records] + errors + [repr(sink), sink.description]
+    for secret in (CANARY_PASSWORD, CANARY_API_KEY, encoded, CANARY_KEY):
+        assert not [t for t in texts if secret in t], secret
+    assert "openai.images.images" in errors[0]  # the value itself is redacted, the field is named
