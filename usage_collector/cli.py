@@ -125,6 +125,18 @@ def _main(
     _state.log_level = log_level.upper() if log_level else None
 
 
+def _require_keys(settings: Settings, sink: Any) -> None:
+    """Fail with exit status 2, before anything is written, if an organization has no usable Admin key."""
+    from .errors import ConfigError
+
+    try:
+        for org in settings.orgs():
+            org.resolve_key()
+    except ConfigError as exc:
+        sink.close()
+        _fail(str(exc))
+
+
 def _open_sink(settings: Settings, spec: str | None = None) -> Any:
     from .errors import ConfigError
     from .sinks import make_sink
@@ -203,11 +215,77 @@ def run(
     """
     settings = _settings(sink=sink, streams=stream or None)
     snk = _open_sink(settings)
+    _require_keys(settings, snk)
     try:
         result = _collector(settings, snk).run_cycle()
     finally:
         snk.close()
     raise typer.Exit(_report_result(result, title="usage-collector run"))
+
+
+@app.command()
+def serve(
+    sink: SinkOpt = None,
+    interval: Annotated[
+        str | None, typer.Option("--interval", help="Time between cycles (default 5m).", show_default=False)
+    ] = None,
+    jitter: Annotated[
+        str | None, typer.Option("--jitter", help="Random delay before the first cycle (default 30s).",
+                                 show_default=False)
+    ] = None,
+) -> None:
+    """Run the `run` cycle every interval until SIGTERM/SIGINT (APScheduler, coalesced, never overlapping).
+
+    On SIGTERM the window being written finishes and its checkpoint lands, then the process exits 0.
+    Example: usage-collector serve --interval 5m
+    """
+    from .schedule import serve as serve_forever
+
+    settings = _settings(sink=sink, interval=interval, jitter=jitter)
+    _require_keys(settings, _open_sink(settings))
+
+    def cycle(stop: Any) -> int:
+        from .collector import Collector
+
+        snk = _open_sink(settings)
+        try:
+            result = Collector(settings, snk, stop=stop).run_cycle()
+        finally:
+            snk.close()
+        for r in result.failed:
+            log.error("%s/%s failed: %s", r.org_id, r.stream, r.error)
+        log.info("cycle done: %d stream(s), %d failed, %d document(s) written", len(result.streams),
+                 len(result.failed), sum(r.stats.written for r in result.streams))
+        return 1 if result.failed else 0
+
+    raise typer.Exit(serve_forever(cycle, interval=settings.interval, jitter=settings.jitter,
+                                   stop_timeout=settings.stop_timeout))
+
+
+@app.command()
+def setup(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be created or changed.")] = False,
+    retention_days: Annotated[
+        int | None, typer.Option("--retention-days", help="Delete data this many days after rollover "
+                                 "(default: keep).", show_default=False)
+    ] = None,
+) -> None:
+    """Install or update Elasticsearch templates, ILM policy, data streams and the state index (idempotent).
+
+    Needs ELASTICSEARCH_URL (or ELASTICSEARCH_CLOUD_ID) and credentials with the setup privileges listed in
+    docs/elasticsearch.md. A second run changes nothing and says so. Example: usage-collector setup --dry-run
+    """
+    from .errors import CollectorError
+
+    settings = _settings(retention_days=retention_days)
+    if not (settings.elasticsearch_url or settings.elasticsearch_cloud_id):
+        _fail("setup prepares Elasticsearch: set ELASTICSEARCH_URL or ELASTICSEARCH_CLOUD_ID")
+    from . import es_setup
+
+    try:
+        es_setup.setup(settings, dry_run=dry_run, out=typer.echo, retention_days=settings.retention_days)
+    except CollectorError as exc:
+        _fail(str(exc), 1)
 
 
 @app.command()
@@ -236,6 +314,7 @@ def backfill(
         _fail(f"--bucket-width: {bucket_width!r} is not allowed; use 1m, 1h or 1d")
     settings = _settings(sink=sink, streams=stream or None)
     snk = _open_sink(settings)
+    _require_keys(settings, snk)
     try:
         from .progress import progress_reporter
 

@@ -153,8 +153,17 @@ class Collector:
                 log.warning("%s", exc)
                 result.skipped.append(str(exc))
                 continue
+            names = list(streams or self.settings.streams)
             try:
-                result.streams += self._collect_org(org, list(streams or self.settings.streams), backfill, mode)
+                result.streams += self._collect_org(org, names, backfill, mode)
+            except CollectorError as exc:  # e.g. the key file vanished: every stream of this org failed
+                log.error("%s: %s", org.id, exc)
+                now = self.clock.now()
+                for name in names:
+                    r = StreamResult(org.id, name, self.settings.width_for(name), mode, Window(0, 0),
+                                     started_at=now, finished_at=now)
+                    r.error = f"{type(exc).__name__}: {exc}"
+                    result.streams.append(r)
             finally:
                 self.sink.release_lease(org.id, self.holder)
         return result
@@ -204,11 +213,19 @@ class Collector:
             for u in client.iter_list("organization/users", stats):
                 users[u["id"]] = u.get("email") or u.get("name") or u["id"]
             for pid in projects:
+                # owner_project_access=any lists every enabled key, not only those visible by membership
+                # (ref §4.17); archived projects answer 400 on some sub-lists, which only costs names.
                 try:
-                    for k in client.iter_list(f"organization/projects/{pid}/api_keys", stats):
+                    for k in client.iter_list(f"organization/projects/{pid}/api_keys", stats,
+                                              [("owner_project_access", "any")]):
                         keys[k["id"]] = k.get("name") or k.get("redacted_value") or k["id"]
-                except FatalApiError as exc:  # archived projects answer 400 on sub-lists (ref §4.17)
+                except FatalApiError as exc:
                     log.debug("no API key names for project %s: %s", pid, exc)
+                try:  # usage by service-account keys reports the service account as user_id
+                    for sa in client.iter_list(f"organization/projects/{pid}/service_accounts", stats):
+                        users.setdefault(sa["id"], sa.get("name") or sa["id"])
+                except FatalApiError as exc:
+                    log.debug("no service account names for project %s: %s", pid, exc)
             return Names(projects, keys, users)
         except CollectorError as exc:
             log.warning("names unavailable, documents carry IDs only: %s", exc)

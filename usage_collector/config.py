@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     namespace: str = "default"
     data_stream_type: Literal["metrics", "logs"] = "metrics"
     lease_ttl: float = 3600.0
+    interval: float = 300.0
+    jitter: float = 30.0
+    stop_timeout: float = 60.0
+    retention_days: int | None = None
 
     elasticsearch_url: str | None = Field(
         None, validation_alias=AliasChoices("ELASTICSEARCH_URL", "elasticsearch_url")
@@ -197,6 +201,7 @@ class Settings(BaseSettings):
     @field_validator(
         "finalization_grace", "costs_finalization_grace", "initial_lookback", "lease_ttl",
         "request_timeout", "max_retry_time", "retry_after_cap", "initial_backoff", "max_backoff",
+        "interval", "jitter", "stop_timeout",
         mode="before",
     )
     @classmethod
