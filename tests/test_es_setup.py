@@ -143,3 +143,13 @@ def test_docs_fields_md_is_in_sync_with_the_templates():
     assert FIELDS_MD.read_text() == es_setup.render_fields_md(), (
         "docs/fields.md is stale: python -c 'from usage_collector.es_setup import render_fields_md as r; "
         "open(\"docs/fields.md\", \"w\").write(r())'")
+
+
+def test_docs_show_the_roles_setup_and_run_need():
+    import json
+
+    from usage_collector.config import Settings
+
+    text = (FIELDS_MD.parent / "elasticsearch.md").read_text()
+    for name, body in es_setup.role_descriptors(Settings()).items():
+        assert f"POST _security/role/{name}`\n\n```json\n{json.dumps(body, indent=2)}\n```" in text, name

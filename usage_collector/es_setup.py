@@ -45,7 +45,7 @@ second run reports that nothing changed. Kibana saved objects are a separate ste
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -191,12 +191,13 @@ def _runs_fields() -> dict[str, dict[str, Any]]:
 
 
 def _state_fields() -> dict[str, dict[str, Any]]:
-    epoch = {"type": "date", "format": "epoch_second"}
+    # Unix seconds as numbers (fractional): ``double``, since a date field would need the number as a string.
+    seconds = {"type": "double"}
     return {
         "type": _KW, "org_id": _KW, "stream": _KW, "bucket_width": _KW, "scope": _KW, "holder": _KW,
-        "position": epoch, "range_start": epoch, "range_end": epoch, "complete": {"type": "boolean"},
-        "updated_at": epoch, "last_success_at": epoch, "last_error_at": epoch, "last_error": {"type": "text"},
-        "expires_at": epoch, "acquired_at": epoch,
+        "position": _LONG, "range_start": _LONG, "range_end": _LONG, "complete": {"type": "boolean"},
+        "updated_at": seconds, "last_success_at": seconds, "last_error_at": seconds, "last_error": {"type": "text"},
+        "expires_at": seconds, "acquired_at": seconds,
     }
 
 
@@ -568,11 +569,22 @@ def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
             into[key] = dict(value) if isinstance(value, Mapping) else value
 
 
-def privileges_table(settings: Settings) -> Iterable[tuple[str, str, str]]:
-    """``(role, resource, privileges)`` rows for docs and error messages."""
+def role_descriptors(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The two roles, as ``POST _security/role/<name>`` bodies (or an API key's ``role_descriptors``).
+
+    ``usage_collector_setup`` installs the objects; ``usage_collector_run`` collects (``docs/elasticsearch.md``).
+    ``monitor`` lets either read ``GET /`` to pick the compatibility header; without it 8.x-compatible headers
+    are sent, which 8.x and 9.x accept.
+    """
     pats = index_patterns(settings)
-    yield ("setup", "cluster", ", ".join(SETUP_CLUSTER_PRIVILEGES) + ", monitor (optional)")
-    yield ("setup", ", ".join(pats.values()), ", ".join(SETUP_INDEX_PRIVILEGES))
-    yield ("run", "cluster", ", ".join(RUN_CLUSTER_PRIVILEGES) + " (optional)")
-    for kind, privs in RUN_INDEX_PRIVILEGES.items():
-        yield ("run", pats[kind], ", ".join(privs))
+    return {
+        "usage_collector_setup": {
+            "cluster": [*SETUP_CLUSTER_PRIVILEGES, "monitor"],
+            "indices": [{"names": list(pats.values()), "privileges": list(SETUP_INDEX_PRIVILEGES)}],
+        },
+        "usage_collector_run": {
+            "cluster": list(RUN_CLUSTER_PRIVILEGES),
+            "indices": [{"names": [pats[kind]], "privileges": list(privs)}
+                        for kind, privs in RUN_INDEX_PRIVILEGES.items()],
+        },
+    }
