@@ -828,6 +828,7 @@ class EsTarget:
 
         kwargs.setdefault("initial_backoff", 0.0)
         kwargs.setdefault("max_backoff", 0.0)
+        kwargs.setdefault("transport_backoff", 0.0)
         return ElasticsearchSink(settings or self.settings(), **kwargs)
 
     def client(self) -> Any:

@@ -175,15 +175,16 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 def connect(
-    settings: Settings, *, request_timeout: float = 30.0, max_retries: int = 3
+    settings: Settings, *, request_timeout: float = 30.0, max_retries: int = 3, retry_backoff: float = 0.5
 ) -> tuple[Elasticsearch, ServerInfo]:
     """A client for ``settings`` whose headers suit the server's major version.
 
     Args:
         settings: ``elasticsearch_*`` connection settings.
         request_timeout: seconds per request.
-        max_retries: transport retries on connection errors and 502/503/504 (item-level 429s inside a bulk
-            response are retried by the bulk helper instead).
+        max_retries: transport retries of a whole request after a connection error, 429 or 502/503/504
+            (item-level 429s inside a bulk response are retried by the bulk helper instead).
+        retry_backoff: base of the transport's exponential backoff with jitter (``0`` retries at once).
 
     Raises:
         ConfigError: neither a URL nor a cloud id.
@@ -197,7 +198,9 @@ def connect(
         transport_class=_compat_transport(),
         request_timeout=request_timeout,
         max_retries=max_retries,
-        retry_on_status=(502, 503, 504),
+        retry_on_status=(429, 502, 503, 504),
+        retry_backoff_base=retry_backoff,
+        retry_backoff_cap=30.0,
     )
     try:
         return client, _detect(client, description, secret_values(settings))
@@ -367,7 +370,8 @@ class ElasticsearchSink:
         auto_setup: on :meth:`open`, run :func:`usage_collector.es_setup.setup` if the data streams or the
             state index are missing (needs the setup privileges; otherwise the error says to run ``setup``).
         request_timeout: seconds per request.
-        transport_retries: retries of a whole request after a connection error or 502/503/504.
+        transport_retries: retries of a whole request after a connection error, 429 or 502/503/504.
+        transport_backoff: base of their exponential backoff (``0`` in tests).
     """
 
     def __init__(
@@ -383,9 +387,11 @@ class ElasticsearchSink:
         auto_setup: bool = True,
         request_timeout: float = 30.0,
         transport_retries: int = 3,
+        transport_backoff: float = 0.5,
     ) -> None:
         self.settings = settings
-        self.description = describe(settings) if client is None else "elasticsearch:client"
+        self.description = describe(settings) if settings.elasticsearch_url or settings.elasticsearch_cloud_id \
+            else "elasticsearch:client"
         self.chunk_size = chunk_size
         self.max_retries = max_retries
         self.initial_backoff = initial_backoff
@@ -394,6 +400,7 @@ class ElasticsearchSink:
         self.auto_setup = auto_setup
         self.request_timeout = request_timeout
         self.transport_retries = transport_retries
+        self.transport_backoff = transport_backoff
         self.state_index = es_setup.state_index(settings)
         self.runs_stream = es_setup.runs_data_stream(settings)
         self.server: ServerInfo | None = None
@@ -419,8 +426,8 @@ class ElasticsearchSink:
                 return
             if self._es is None:
                 self._es, self.server = connect(
-                    self.settings, request_timeout=self.request_timeout, max_retries=self.transport_retries
-                )
+                    self.settings, request_timeout=self.request_timeout, max_retries=self.transport_retries,
+                    retry_backoff=self.transport_backoff)
             missing = self._missing_objects(self._es)
             if missing:
                 self._set_up(self._es, missing)
