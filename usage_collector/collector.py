@@ -31,7 +31,7 @@ from .catalogue import STREAMS, StreamSpec
 from .client import OpenAIClient, RequestStats
 from .clock import Clock, SystemClock, iso
 from .config import OrgConfig, Settings
-from .documents import Document, Names, Target, shape
+from .documents import Document, Names, Shaper, Target
 from .errors import CollectorError, FatalApiError, LeaseHeldError
 from .failpoints import failpoint
 from .planning import Window, count_windows, final_edge, plan_run, split
@@ -340,13 +340,13 @@ class Collector:
         stats: RequestStats,
     ) -> list[Document]:
         docs: dict[str, Document] = {}
+        shaper = Shaper(spec, target, width, group_by, names)
         for page in client.iter_pages(spec, win, width, group_by, stats):
             for bucket in page["data"]:
                 start, end = bucket["start_time"], bucket["end_time"]
                 if end > edge or start < win.start or end > win.end:
                     continue  # not final or outside what we asked for: never written
-                for result in bucket["results"]:
-                    doc = shape(spec, target, width, start, end, group_by, result, names)
+                for doc in shaper.bucket(start, end, bucket["results"]):
                     if doc.id in docs:
                         raise FatalApiError(
                             f"{spec.name}: two results for the same group in bucket {iso(start)} "

@@ -115,16 +115,19 @@ def _dim_text(value: Any) -> str:
 
 
 def measure_hash(values: Mapping[str, Any]) -> str:
-    """Content hash of a row's measures and attributes (16 hex chars)."""
-    canon = "\x1f".join(f"{k}={_canon(values[k])}" for k in sorted(values))
-    return hashlib.blake2b(canon.encode(), digest_size=8).hexdigest()
+    """Content hash of a row's measures and attributes (16 hex chars).
+
+    The canonical form is the JSON of ``[[name, value], ...]`` sorted by name, Decimals normalized
+    (``"12.50"`` and ``12.5`` hash alike: a change of JSON type is not a revision).
+    """
+    canon = orjson.dumps(sorted(values.items()), default=_canon_default)
+    return hashlib.blake2b(canon, digest_size=8).hexdigest()
 
 
-def _canon(value: Any) -> str:
-    # "12.50" and 12.5 are the same amount: a change of JSON type must not look like a revision.
+def _canon_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format(value.normalize(), "f")
-    return str(value)
+    raise TypeError(f"cannot hash {type(value).__name__}")
 
 
 def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
@@ -133,6 +136,121 @@ def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
     for part in head:
         node = node.setdefault(part, {})
     node[leaf] = value
+
+
+class Shaper:
+    """Shapes the results of one (stream, target, width, group_by) into documents, fast.
+
+    Everything that does not depend on the row (field paths, the ``_id`` prefix, data stream names) is
+    computed once; timestamps are formatted once per bucket. ``shape()`` is the one-row convenience form.
+    """
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        target: Target,
+        width: str,
+        group_by: tuple[str, ...],
+        names: Names | None = None,
+    ) -> None:
+        self.spec = spec
+        self.width = width
+        self.names = names
+        self.dataset = f"openai.{spec.name}"
+        self.index = target.data_stream(spec.name)
+        self._org = {"id": target.org_id} if target.org_name is None else {"id": target.org_id, "name": target.org_name}
+        self._ds = {"type": target.data_stream_type, "dataset": self.dataset, "namespace": target.namespace}
+        self._id_prefix = "\x1f".join([target.org_id, spec.name, width])
+        self._group_key = ",".join(sorted(group_by))
+        # dims: (name, goes under openai.base) in the order of the API; id parts sorted by name
+        self._dims = [(d, d in _BASE_DIMS) for d in spec.group_by]
+        self._id_order = sorted(range(len(self._dims)), key=lambda i: self._dims[i][0])
+        # measures: (api name, location, path, gen_ai leaf)
+        self._measures: list[tuple[str, bool, tuple[str, ...], str | None]] = []
+        for m in spec.measures:
+            gen = m.gen_ai.rsplit(".", 1)[1] if m.gen_ai else None
+            self._measures.append((m.name, m.name == "num_model_requests", tuple(m.name.split(".")), gen))
+        self._hash_order = sorted(
+            [m.name for m in spec.measures] + list(spec.attributes)
+        )
+        self._attrs = [(a, tuple(a.split("."))) for a in spec.attributes]
+
+    def bucket(self, start: int, end: int, results: list[Mapping[str, Any]]) -> list[Document]:
+        """Documents of one bucket's results."""
+        ts, te = iso(start), iso(end)
+        return [self.row(start, ts, te, r) for r in results]
+
+    def row(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
+        spec = self.spec
+        base: dict[str, Any] = {
+            "usage_object_type": result.get("object") or spec.object_type,
+            "start_time": ts,
+            "end_time": te,
+            "bucket_width": self.width,
+        }
+        own: dict[str, Any] = {}
+        dim_values = []
+        for name, in_base in self._dims:
+            value = result.get(name)
+            dim_values.append(value)
+            if value is not None:
+                (base if in_base else own)[name] = value
+        hashed: dict[str, Any] = {}
+        usage: dict[str, Any] = {}
+        amount = result.get("amount") if spec.is_costs else None
+        for name, in_base, path, gen in self._measures:
+            if len(path) == 1:
+                value = result.get(name)
+            else:  # amount.value
+                value = amount.get("value") if amount else None
+            if value is None:
+                continue
+            hashed[name] = value
+            if in_base:
+                base[name] = value
+            elif len(path) == 1:
+                own[name] = value
+            else:
+                _set(own, name, value)
+            if gen is not None:
+                usage[gen] = value
+        for name, path in self._attrs:
+            value = (amount.get("currency") if amount else None) if len(path) == 2 else result.get(name)
+            if value is not None:
+                hashed[name] = value
+                _set(own, name, value)
+        doc: dict[str, Any] = {
+            "@timestamp": ts,
+            "ecs": _ECS,
+            "event": {"kind": "metric", "dataset": self.dataset, "module": "openai", "hash": ""},
+            "data_stream": self._ds,
+            "organization": self._org,
+            "openai": {"base": base, spec.name: own} if own else {"base": base},
+        }
+        model = base.get("model")
+        if usage or model is not None:
+            gen_ai: dict[str, Any] = {}
+            if usage:
+                gen_ai["usage"] = usage
+            if model is not None:
+                gen_ai["request"] = {"model": model}
+            gen_ai["provider"] = _PROVIDER
+            doc["gen_ai"] = gen_ai
+        if self.names is not None:
+            _add_names(base, self.names)
+        digest = measure_hash(hashed)
+        doc["event"]["hash"] = digest
+        parts = [self._id_prefix, str(start), self._group_key]
+        for i in self._id_order:
+            parts.append(f"{self._dims[i][0]}={_dim_text(dim_values[i])}")
+        sha = hashlib.sha1("\x1f".join(parts).encode(), usedforsecurity=False).digest()
+        doc_id = base64.urlsafe_b64encode(sha).decode().rstrip("=")
+        return Document(doc_id, self.index, spec.name, start, digest, doc)
+
+
+_ECS = {"version": ECS_VERSION}  # shared, never mutated
+_PROVIDER = {"name": "openai"}
+_BASE_DIMS = frozenset({"project_id", "user_id", "api_key_id", "model"})
 
 
 def shape(
@@ -145,7 +263,7 @@ def shape(
     result: Mapping[str, Any],
     names: Names | None = None,
 ) -> Document:
-    """Turn one API result row into a :class:`Document`.
+    """Turn one API result row into a :class:`Document` (see :class:`Shaper` for many rows).
 
     Args:
         spec: the stream.
@@ -157,65 +275,7 @@ def shape(
         result: the parsed result row.
         names: optional display names for project, API key and user IDs.
     """
-    dataset = f"openai.{spec.name}"
-    index = target.data_stream(spec.name)
-    base: dict[str, Any] = {
-        "usage_object_type": result.get("object") or spec.object_type,
-        "start_time": iso(start),
-        "end_time": iso(end),
-        "bucket_width": width,
-    }
-    own: dict[str, Any] = {}
-    doc: dict[str, Any] = {
-        "@timestamp": iso(start),
-        "ecs": {"version": ECS_VERSION},
-        "event": {"kind": "metric", "dataset": dataset, "module": "openai"},
-        "data_stream": {"type": target.data_stream_type, "dataset": dataset, "namespace": target.namespace},
-        "organization": {"id": target.org_id} if target.org_name is None
-        else {"id": target.org_id, "name": target.org_name},
-        "openai": {"base": base, spec.name: own},
-    }
-    dims: list[tuple[str, Any]] = []
-    for dim in spec.group_by:
-        value = result.get(dim)
-        dims.append((dim, value))
-        if value is not None:
-            (base if dim in ("project_id", "user_id", "api_key_id", "model") else own)[dim] = value
-    hashed: dict[str, Any] = {}
-    gen_ai: dict[str, Any] = {}
-    for m in spec.measures:
-        if "." in m.name:  # costs amount.value
-            amount = result.get("amount") or {}
-            value = amount.get("value")
-        else:
-            value = result.get(m.name)
-        if value is None:
-            continue
-        hashed[m.name] = value
-        if m.name == "num_model_requests":
-            base[m.name] = value
-        else:
-            _set(own, m.name, value)
-        if m.gen_ai:
-            _set(gen_ai, m.gen_ai.removeprefix("gen_ai."), value)
-    for attr in spec.attributes:
-        value = (result.get("amount") or {}).get("currency") if attr == "amount.currency" else result.get(attr)
-        if value is not None:
-            hashed[attr] = value
-            _set(own, attr, value)
-    if gen_ai or "model" in base:
-        if "model" in base:
-            gen_ai.setdefault("request", {})["model"] = base["model"]
-        gen_ai["provider"] = {"name": "openai"}
-        doc["gen_ai"] = gen_ai
-    if names is not None:
-        _add_names(base, names)
-    if not own:
-        del doc["openai"][spec.name]
-    digest = measure_hash(hashed)
-    doc["event"]["hash"] = digest
-    doc_id = document_id(target, spec.name, width, start, group_by, dims)
-    return Document(doc_id, index, spec.name, start, digest, doc)
+    return Shaper(spec, target, width, group_by, names).row(start, iso(start), iso(end), result)
 
 
 def _add_names(base: dict[str, Any], names: Names) -> None:
