@@ -199,10 +199,8 @@ class Shaper:
         usage: dict[str, Any] = {}
         amount = result.get("amount") if spec.is_costs else None
         for name, in_base, path, gen in self._measures:
-            if len(path) == 1:
-                value = result.get(name)
-            else:  # amount.value
-                value = amount.get("value") if amount else None
+            # "amount.value" is the only nested measure
+            value = result.get(name) if len(path) == 1 else (amount.get("value") if amount else None)
             if value is None:
                 continue
             hashed[name] = value
