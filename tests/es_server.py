@@ -24,6 +24,9 @@ Rules it models, each with its source (``R:`` = ``/work/shared/reference/deliver
 Fault hooks: :meth:`EsServer.reject_next_items` (item-level 429, R §3), :meth:`EsServer.fail_item`
 (item-level 400), :meth:`EsServer.stop`/:meth:`EsServer.start` (down and back on the same port, data kept)
 and :meth:`EsServer.die_after_bulks` (the server dies in the middle of a run).
+
+Tests reach it through ``tests/conftest_es.py`` (``es_target``), which picks a live cluster instead when
+``ELASTICSEARCH_URL`` is set.
 """
 
 from __future__ import annotations
@@ -32,23 +35,13 @@ import base64
 import fnmatch
 import itertools
 import json
-import os
 import re
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
-
-import pytest
-
-if TYPE_CHECKING:
-    from usage_collector.config import Settings
-    from usage_collector.sinks.elasticsearch import ElasticsearchSink
 
 
 class EsError(Exception):
@@ -786,98 +779,3 @@ class _Handler(BaseHTTPRequestHandler):
                  for entry in body.get("index", []) for n in entry["names"]}
         ok = all(cluster.values()) and all(all(v.values()) for v in index.values())
         return {"username": "test", "has_all_requested": ok, "cluster": cluster, "index": index, "application": {}}
-
-
-# --- fixtures' helper: the test server, or a live cluster when ELASTICSEARCH_URL is set -------------------
-#: Read at import (collection time), before tests/conftest.py clears ELASTICSEARCH_* for each test.
-LIVE_URL = os.environ.get("ELASTICSEARCH_URL")
-_LIVE = {name.lower(): os.environ[name] for name in (
-    "ELASTICSEARCH_API_KEY", "ELASTICSEARCH_USERNAME", "ELASTICSEARCH_PASSWORD", "ELASTICSEARCH_CA_CERTS",
-    "ELASTICSEARCH_VERIFY_CERTS") if os.environ.get(name)}
-
-
-@dataclass
-class EsTarget:
-    """Where a test writes: the in-memory server (``server`` set) or a live cluster (``server`` is None).
-
-    Each target has its own namespace, so tests on a live cluster do not see each other's data streams (the
-    index templates are shared: setup installs the same ones for every namespace).
-    """
-
-    url: str
-    server: EsServer | None
-    namespace: str
-    _clients: list[Any] = field(default_factory=list)
-
-    def require_server(self) -> EsServer:
-        """The test server; skips the test on a live cluster (fault hooks need the test server)."""
-        if self.server is None:
-            pytest.skip("needs the test server's fault hooks (ELASTICSEARCH_URL is set)")
-        return self.server
-
-    def settings(self, **overrides: Any) -> Settings:
-        from tests.conftest import make_settings
-
-        base: dict[str, Any] = {"elasticsearch_url": self.url, "namespace": self.namespace}
-        if self.server is None:
-            base.update(_LIVE)
-        return make_settings(**{**base, **overrides})
-
-    def sink(self, settings: Settings | None = None, **kwargs: Any) -> ElasticsearchSink:
-        from usage_collector.sinks.elasticsearch import ElasticsearchSink
-
-        kwargs.setdefault("initial_backoff", 0.0)
-        kwargs.setdefault("max_backoff", 0.0)
-        kwargs.setdefault("transport_backoff", 0.0)
-        return ElasticsearchSink(settings or self.settings(), **kwargs)
-
-    def client(self) -> Any:
-        """A raw client (compatibility headers pinned like the sink's)."""
-        from usage_collector.sinks.elasticsearch import connect
-
-        client, _ = connect(self.settings())
-        self._clients.append(client)
-        return client
-
-    def data_stream(self, stream: str) -> str:
-        from usage_collector.es_setup import data_stream_name
-
-        return data_stream_name(self.settings(), stream)
-
-    def rollover(self, stream: str) -> str:
-        return str(self.client().indices.rollover(alias=self.data_stream(stream))["new_index"])
-
-    def copies(self, stream: str, doc_id: str) -> list[str]:
-        """Backing indices holding ``doc_id`` (a search: the sink writes with refresh)."""
-        body = self.client().search(index=self.data_stream(stream), query={"ids": {"values": [doc_id]}},
-                                    ignore_unavailable=True)
-        return sorted(h["_index"] for h in body["hits"]["hits"])
-
-    def close(self) -> None:
-        if self.server is None and self._clients:  # live cluster: remove this test's objects
-            client = self._clients[0]
-            for call in (lambda: client.indices.delete_data_stream(name=f"*-{self.namespace}"),
-                         lambda: client.indices.delete(index=f"usage-collector-state-{self.namespace}")):
-                with suppress(Exception):  # best effort
-                    call()
-        for client in self._clients:
-            client.close()
-
-
-@contextmanager
-def es_target(version: str = "9.1.0", **server_kwargs: Any) -> Iterator[EsTarget]:
-    """The test server (``version``, ``server_kwargs`` as in :class:`EsServer`), or the live cluster."""
-    namespace = "t" + uuid.uuid4().hex[:10]
-    if LIVE_URL:
-        target = EsTarget(LIVE_URL, None, namespace)
-        try:
-            yield target
-        finally:
-            target.close()
-        return
-    with EsServer(version, **server_kwargs) as server:
-        target = EsTarget(server.url, server, namespace)
-        try:
-            yield target
-        finally:
-            target.close()

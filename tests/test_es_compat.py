@@ -9,7 +9,8 @@ import pytest
 from elasticsearch import BadRequestError, Elasticsearch
 
 from tests.conftest import CANARY_KEY, T0
-from tests.es_server import EsServer, es_target
+from tests.conftest_es import es_target
+from tests.es_server import EsServer
 from usage_collector import es_setup
 from usage_collector.catalogue import STREAMS
 from usage_collector.documents import Target, shape
@@ -109,3 +110,32 @@ def test_credentials_appear_in_no_log_record_or_exception(auth, caplog):
     for secret in (CANARY_PASSWORD, CANARY_API_KEY, encoded, CANARY_KEY):
         assert not [t for t in texts if secret in t], secret
     assert "openai.images.images" in errors[0]  # the value itself is redacted, the field is named
+
+
+def test_a_server_that_is_not_elasticsearch_is_named_as_such():
+    """The client checks the X-Elastic-Product header; the sink says what that means."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class NotElastic(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"version": {"number": "9.0.0"}}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), NotElastic)
+    Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with es_target() as es:
+            settings = es.settings(elasticsearch_url=f"http://127.0.0.1:{httpd.server_address[1]}")
+            with pytest.raises(SinkError, match="not Elasticsearch"):
+                es.sink(settings).open()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

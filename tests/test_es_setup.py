@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.es_server import EsTarget, es_target
+from tests.conftest_es import EsTarget, es_target
 from usage_collector import es_setup
 from usage_collector.catalogue import STREAMS
 from usage_collector.documents import Names, Target, shape

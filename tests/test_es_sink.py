@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from tests.conftest import T0
-from tests.es_server import EsTarget, es_target
+from tests.conftest_es import EsTarget, es_target
 from usage_collector.catalogue import STREAMS
 from usage_collector.documents import Document, Target, shape
 from usage_collector.errors import LeaseHeldError, SinkError

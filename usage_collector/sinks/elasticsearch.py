@@ -218,7 +218,8 @@ def _detect(client: Elasticsearch, description: str, secrets: Sequence[str]) -> 
     for compat in (8, 9):  # 8 first: accepted by 8.x and 9.x; a 10.x server would want 9
         transport.compat_major = compat
         try:
-            body = guard(client.info, what, secrets, reraise=(AuthorizationException, BadRequestError))
+            body = guard(client.info, what, secrets,
+                         reraise=(AuthorizationException, BadRequestError, UnsupportedProductError))
             break
         except UnsupportedProductError:
             raise SinkError(f"{what}: the server is not Elasticsearch") from None
@@ -451,7 +452,7 @@ class ElasticsearchSink:
 
     def _missing_objects(self, es: Elasticsearch) -> list[str]:
         wanted = [es_setup.data_stream_name(self.settings, s) for s in self.settings.streams] + [self.runs_stream]
-        pattern = f"{self.settings.data_stream_type}-openai.*-{self.settings.namespace}"
+        pattern = es_setup.index_patterns(self.settings)["usage"]
         body = self._call(lambda: es.indices.get_data_stream(name=[pattern, self.runs_stream + "*"]),
                           "list data streams")
         have = {d["name"] for d in body.get("data_streams", [])}
