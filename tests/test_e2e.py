@@ -100,3 +100,34 @@ def test_a_collector_that_never_rereads_would_undercount(org, tmp_path):
             clock.advance(3600)
     with pytest.raises(AssertionError, match="differences"):
         assert_sink_equals_truth(sink, org, ["completions"], org.start, org.end)
+
+
+def test_two_organizations_in_one_install_each_equal_their_truth(tmp_path):
+    """``[[organizations]]``: one sink, two Admin keys, documents kept apart by ``organization.id``."""
+    from pydantic import SecretStr
+
+    from usage_collector.config import OrgConfig
+
+    org_a = Organization(seed=21, start="2026-10-01", days=2)
+    org_b = Organization(seed=22, start="2026-10-01", days=2)
+    clock = FakeClock(org_a.end + 3 * 86400)
+    key_b = CANARY_KEY + "-b"
+    sink = make_sink("duckdb", tmp_path)
+    with serve(sim(org_a, clock)) as url_a, serve(SimulatedAPI(org_b, admin_key=key_b, clock=clock.now)) as url_b:
+        settings = make_settings(streams=["completions", "costs"])
+        settings.organizations = [
+            OrgConfig(id="org-a", name="A", admin_key=SecretStr(CANARY_KEY), base_url=url_a),
+            OrgConfig(id="org-b", name="B", admin_key=SecretStr(key_b), base_url=url_b),
+        ]
+        result = Collector(settings, sink, clock=clock).backfill(org_a.start, org_a.end)
+    assert not result.failed and {r.org_id for r in result.streams} == {"org-a", "org-b"}
+
+    class OneOrg:
+        def __init__(self, org_id):
+            self.org_id = org_id
+
+        def iter_documents(self):
+            return (d for d in sink.iter_documents() if d["_source"]["organization"]["id"] == self.org_id)
+
+    assert_sink_equals_truth(OneOrg("org-a"), org_a, ["completions", "costs"], org_a.start, org_a.end)
+    assert_sink_equals_truth(OneOrg("org-b"), org_b, ["completions", "costs"], org_b.start, org_b.end)
