@@ -49,7 +49,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .catalogue import STREAMS, Measure, StreamSpec
+from .catalogue import STREAMS, Measure
 from .documents import Target
 from .errors import SinkError
 
@@ -118,7 +118,7 @@ def index_patterns(settings: Settings) -> dict[str, str]:
 
 
 # --- fields -----------------------------------------------------------------------------------------
-def _measure_mapping(spec: StreamSpec, m: Measure) -> dict[str, Any]:
+def _measure_mapping(m: Measure) -> dict[str, Any]:
     if m.value_type == "decimal":
         mapping: dict[str, Any] = (
             {"type": "scaled_float", "scaling_factor": 1000000} if m.name == "amount.value" else {"type": "double"}
@@ -160,7 +160,7 @@ def document_fields() -> dict[str, dict[str, Any]]:
         for dim in spec.dimensions:
             fields.setdefault(spec.field_name(dim.name), {"type": "boolean"} if dim.type == "boolean" else _KW)
         for m in spec.measures:
-            fields.setdefault(spec.field_name(m.name), _measure_mapping(spec, m))
+            fields.setdefault(spec.field_name(m.name), _measure_mapping(m))
             if m.gen_ai:
                 fields.setdefault(m.gen_ai, {"type": "long", "meta": {"metric_type": m.kind}})
         for attr in spec.attributes:
