@@ -222,12 +222,11 @@ def ilm_policy(settings: Settings, retention_days: int | None = None) -> dict[st
     """The ILM policy body (``PUT _ilm/policy/usage-collector``).
 
     Args:
-        settings: the settings (a ``retention_days`` attribute, when the configuration has one, is used if
-            ``retention_days`` is not given).
+        settings: the settings; their ``retention_days`` applies when ``retention_days`` is not given.
         retention_days: delete backing indices this many days after rollover; ``None`` keeps them forever.
     """
     if retention_days is None:
-        retention_days = getattr(settings, "retention_days", None)
+        retention_days = settings.retention_days
     phases: dict[str, Any] = {"hot": {"min_age": "0ms", "actions": {"rollover": dict(ROLLOVER)}}}
     if retention_days:
         phases["delete"] = {"min_age": f"{int(retention_days)}d", "actions": {"delete": {}}}
@@ -467,7 +466,8 @@ def setup(
         client: an Elasticsearch client; one is built from ``settings`` when ``None``.
         dry_run: only read, and report what would be created or updated.
         out: receives one line per object (``print`` for the CLI).
-        retention_days: delete backing indices this many days after rollover (default: keep).
+        retention_days: delete backing indices this many days after rollover (default: the
+            ``retention_days`` setting; unset keeps everything).
 
     Returns:
         The report; ``report.changed`` is empty when everything was already in place.
