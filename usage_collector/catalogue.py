@@ -185,6 +185,9 @@ STREAMS: dict[str, StreamSpec] = {
             group_by=("project_id",),
             filters=("project_ids",),
             measures=(Measure("usage_bytes", kind="gauge", required=True),),
+            # A gauge does not add up over time: one daily value per project is what a person (and storage
+            # billing) reads, and summing hourly documents per day would give 24x the bytes.
+            default_width="1d",
         ),
         StreamSpec(
             name="code_interpreter_sessions",

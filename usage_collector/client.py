@@ -221,9 +221,9 @@ class OpenAIClient:
             return exc.retry_after
         return float(self._expo(rs))
 
-    def _stop(self, started: float) -> Any:
+    def _stop(self, started: float, max_attempts: int) -> Any:
         def stop(rs: RetryCallState) -> bool:
-            if rs.attempt_number >= self._max_attempts:
+            if rs.attempt_number >= max_attempts:
                 return True
             exc = rs.outcome.exception() if rs.outcome else None
             if isinstance(exc, RetriableApiError) and exc.retry_after is not None and (
@@ -234,7 +234,9 @@ class OpenAIClient:
 
         return stop
 
-    def call(self, path: str, params: Params, stats: RequestStats, parse: Any = None) -> Any:
+    def call(
+        self, path: str, params: Params, stats: RequestStats, parse: Any = None, max_attempts: int | None = None
+    ) -> Any:
         """GET ``path`` with retries; ``parse(body)`` runs inside the retry so a truncated body is retried.
 
         Raises:
@@ -242,6 +244,7 @@ class OpenAIClient:
             FatalApiError: a non-retriable failure.
         """
         started = self._clock.now()
+        budget = self._max_attempts if max_attempts is None else max_attempts
 
         def before_sleep(rs: RetryCallState) -> None:
             stats.retries += 1
@@ -251,7 +254,7 @@ class OpenAIClient:
 
         retrying = Retrying(
             retry=retry_if_exception_type(RetriableApiError),
-            stop=self._stop(started),
+            stop=self._stop(started, budget),
             wait=self._wait,
             sleep=self._clock.sleep,
             before_sleep=before_sleep,
@@ -318,7 +321,9 @@ class OpenAIClient:
             seen.add(cursor)
 
     # --- admin lists (names) ----------------------------------------------------------------------
-    def iter_list(self, path: str, stats: RequestStats, params: Params | None = None) -> Iterator[dict[str, Any]]:
+    def iter_list(
+        self, path: str, stats: RequestStats, params: Params | None = None, max_attempts: int | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Objects of a cursor-paginated Admin list (``limit``/``after``; ref §3)."""
         after: str | None = None
         seen: set[str] = set()
@@ -326,7 +331,7 @@ class OpenAIClient:
             p: Params = [*(params or []), ("limit", "100")]
             if after:
                 p.append(("after", after))
-            body = self.call(path, p, stats).json()
+            body = self.call(path, p, stats, max_attempts=max_attempts).json()
             data = body.get("data") or []
             yield from data
             if not body.get("has_more") or not data:

@@ -39,6 +39,9 @@ from .sinks.base import Checkpoint, Sink, WriteStats
 
 log = logging.getLogger(__name__)
 
+#: Names are a nicety: a list endpoint that keeps failing must not hold up the usage itself.
+NAME_ATTEMPTS = 2
+
 #: called after each window: (org, stream, window, stats of that window)
 ProgressFn = Callable[[str, str, Window, WriteStats], None]
 
@@ -208,21 +211,22 @@ class Collector:
             projects: dict[str, str] = {}
             keys: dict[str, str] = {}
             users: dict[str, str] = {}
-            for p in client.iter_list("organization/projects", stats, [("include_archived", "true")]):
+            for p in client.iter_list("organization/projects", stats, [("include_archived", "true")], NAME_ATTEMPTS):
                 projects[p["id"]] = p.get("name") or p["id"]
-            for u in client.iter_list("organization/users", stats):
+            for u in client.iter_list("organization/users", stats, None, NAME_ATTEMPTS):
                 users[u["id"]] = u.get("email") or u.get("name") or u["id"]
             for pid in projects:
                 # owner_project_access=any lists every enabled key, not only those visible by membership
                 # (ref §4.17); archived projects answer 400 on some sub-lists, which only costs names.
                 try:
                     for k in client.iter_list(f"organization/projects/{pid}/api_keys", stats,
-                                              [("owner_project_access", "any")]):
+                                              [("owner_project_access", "any")], NAME_ATTEMPTS):
                         keys[k["id"]] = k.get("name") or k.get("redacted_value") or k["id"]
                 except FatalApiError as exc:
                     log.debug("no API key names for project %s: %s", pid, exc)
                 try:  # usage by service-account keys reports the service account as user_id
-                    for sa in client.iter_list(f"organization/projects/{pid}/service_accounts", stats):
+                    path = f"organization/projects/{pid}/service_accounts"
+                    for sa in client.iter_list(path, stats, None, NAME_ATTEMPTS):
                         users.setdefault(sa["id"], sa.get("name") or sa["id"])
                 except FatalApiError as exc:
                     log.debug("no service account names for project %s: %s", pid, exc)
