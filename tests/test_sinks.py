@@ -113,3 +113,17 @@ def test_run_documents_round_trip(sink):
     sink.record_run({"@timestamp": "2025-10-15T00:00:00Z", "usage_collector": {"stream": "costs"}})
     sink.record_run({"@timestamp": "2025-10-15T01:00:00Z", "usage_collector": {"stream": "images"}})
     assert [r["usage_collector"]["stream"] for r in sink.list_runs()] == ["images", "costs"]
+
+
+def test_a_lease_left_by_a_killed_process_on_this_host_is_taken_over(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that no longer runs
+    s = NdjsonSink(tmp_path / "o.ndjson")
+    s.acquire_lease("org", f"{socket.gethostname()}:{proc.pid}:dead", 600, now=1000)
+    s.acquire_lease("org", "me", 600, now=1001)  # not refused: the holder is gone
+    with pytest.raises(LeaseHeldError):
+        s.acquire_lease("org", "other-host:1:x", 600, now=1002)

@@ -114,6 +114,8 @@ class Collector:
         self.progress = progress
         self.stop = stop or threading.Event()
         self.holder = holder_id()
+        self._renewed: dict[str, float] = {}
+        self._renew_lock = threading.Lock()
 
     # --- public entry points --------------------------------------------------------------------
     def run_cycle(self, streams: Sequence[str] | None = None) -> CycleResult:
@@ -151,6 +153,7 @@ class Collector:
         for org in self.settings.orgs():
             try:
                 self.sink.acquire_lease(org.id, self.holder, self.settings.lease_ttl, self.clock.now())
+                self._renewed[org.id] = self.clock.now()
                 failpoint("lease.acquired")
             except LeaseHeldError as exc:
                 log.warning("%s", exc)
@@ -311,6 +314,7 @@ class Collector:
                 res.stats.add(stats)
                 res.windows_done += 1
                 res.position = cp.position
+                self._renew_lease(org.id)
                 log.info(
                     "%s %s %s: %d docs (created %d, updated %d, unchanged %d)",
                     org.id, spec.name, win, len(docs), stats.created, stats.updated, stats.unchanged,
@@ -358,6 +362,15 @@ class Collector:
                         )
                     docs[doc.id] = doc
         return list(docs.values())
+
+    def _renew_lease(self, org_id: str) -> None:
+        """Extend the lease while working, so a short TTL only matters when a run died."""
+        now = self.clock.now()
+        with self._renew_lock:
+            if now - self._renewed.get(org_id, now) < self.settings.lease_ttl / 3:
+                return
+            self._renewed[org_id] = now
+        self.sink.acquire_lease(org_id, self.holder, self.settings.lease_ttl, now)
 
     def _advance_run_cursor(self, org: OrgConfig, stream: str, width: str, window: Window) -> None:
         """After a complete backfill, let the scheduled cursor continue from its end when contiguous."""

@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     sink: str | None = None
     namespace: str = "default"
     data_stream_type: Literal["metrics", "logs"] = "metrics"
-    lease_ttl: float = 3600.0
+    lease_ttl: float = 600.0
     interval: float = 300.0
     jitter: float = 30.0
     stop_timeout: float = 60.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,7 +48,12 @@ class FileLease:
     def acquire(self, org_id: str, holder: str, ttl: float, now: float) -> Lease:
         with self._locked() as data:
             cur = data.get(org_id)
-            if cur and cur.get("holder") != holder and float(cur.get("expires_at", 0)) > now:
+            if (
+                cur
+                and cur.get("holder") != holder
+                and float(cur.get("expires_at", 0)) > now
+                and not _dead_local_holder(str(cur.get("holder")))
+            ):
                 raise LeaseHeldError(
                     f"organization {org_id!r} is being collected by {cur['holder']} "
                     f"(lease until {_iso(float(cur['expires_at']))})",
@@ -63,6 +69,21 @@ class FileLease:
         with self._locked() as data:
             if data.get(org_id, {}).get("holder") == holder:
                 del data[org_id]
+
+
+def _dead_local_holder(holder: str) -> bool:
+    """``host:pid:suffix`` on this host whose process is gone (a run killed with ``kill -9``)."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _iso(ts: float) -> str:
