@@ -219,3 +219,39 @@ def test_configuring_twice_replaces_the_handler() -> None:
 def test_bad_options_are_config_errors(fmt: str, level: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         configure_logging(fmt, level, stream=io.StringIO())  # type: ignore[arg-type]
+
+
+def test_default_stream_is_the_current_stderr_even_after_it_was_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    configure_logging("text", "INFO")
+    logging.getLogger("usage_collector").info("one")
+    first.close()  # e.g. a CLI test runner that captured stderr for one command
+    monkeypatch.setattr("sys.stderr", second)
+    logging.getLogger("usage_collector").info("two")
+    assert "two" in second.getvalue()
+
+
+def test_the_filter_is_idempotent_and_leaves_exc_info_to_other_handlers() -> None:
+    for secret in (CANARY_KEY, ES_CANARY, PASSWORD_CANARY):
+        register_secret(secret)
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    first = Keep()
+    first.addFilter(logs.RedactingFilter())  # a second redacting handler runs before ours
+    root = logging.getLogger()
+    root.addHandler(first)
+    try:
+        out = io.StringIO()
+        configure_logging("text", "INFO", stream=out)
+        emit_everything(logging.getLogger("usage_collector"))
+    finally:
+        root.removeHandler(first)
+    text = out.getvalue()
+    assert CANARY_KEY not in text and ES_CANARY not in text
+    assert "ValueError: elasticsearch rejected api key [REDACTED]" in text  # the chain survived two passes
+    assert isinstance(seen[-1].exc_info[1], RuntimeError)  # type: ignore[index]

@@ -25,7 +25,6 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable
-from types import TracebackType
 from typing import IO, Any, Literal
 
 import ecs_logging
@@ -128,41 +127,15 @@ def _redact_value(value: Any) -> Any:
     return value if cleaned == text else cleaned
 
 
-class _RedactedException(Exception):
-    """Stands in for an exception whose text held a secret; it keeps the original type's name."""
-
-
-def _clean_exc_info(
-    exc_info: tuple[type[BaseException], BaseException, TracebackType | None],
-) -> tuple[type[BaseException], BaseException, TracebackType | None]:
-    etype, value, tb = exc_info
-    message = str(value)
-    cleaned = redact(message)
-    if cleaned == message and not _chain_has_secret(value):
-        return exc_info
-    # A look-alike exception with the redacted text and the same traceback frames. Formatters read
-    # only the type's name, str(value) and the frames; the chain is already in exc_text.
-    stand_in_type = type(etype.__name__, (_RedactedException,), {"__module__": etype.__module__})
-    stand_in = stand_in_type(cleaned)
-    return stand_in_type, stand_in.with_traceback(tb), tb
-
-
-def _chain_has_secret(value: BaseException) -> bool:
-    seen: set[int] = set()
-    exc: BaseException | None = value
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if redact(str(exc)) != str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 class RedactingFilter(logging.Filter):
     """Redacts secrets in a record before any formatter sees it (install it on the handler).
 
     The message is rendered (``msg % args``) and redacted, so ``args`` become empty; ``extra`` string
-    values, ``stack_info`` and the exception (its text and its chained exceptions) are redacted too.
+    values and ``stack_info`` are redacted too, and ``exc_text`` is set to the redacted traceback (chained
+    exceptions included), which formatters print instead of formatting ``exc_info`` themselves.
+    ``exc_info`` is left alone for other handlers; our formatters redact their whole output once more
+    (ECS's ``error.message``/``error.stack_trace`` are built from ``exc_info``). Running it twice on a
+    record is harmless.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -179,8 +152,8 @@ class RedactingFilter(logging.Filter):
             record.stack_info = redact(record.stack_info)
         exc_info = record.exc_info
         if exc_info and exc_info[0] is not None and exc_info[1] is not None:
+            # Always from exc_info: another handler may have cached an unredacted exc_text already.
             record.exc_text = redact("".join(traceback.format_exception(*exc_info)).rstrip("\n"))
-            record.exc_info = _clean_exc_info(exc_info)
         elif record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
@@ -219,6 +192,25 @@ def _ecs_formatter() -> logging.Formatter:
     )
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record (like logging's last-resort handler).
+
+    A handler bound to the ``sys.stderr`` object of configuration time breaks when that object is replaced
+    and closed (test runners, ``CliRunner``): every later record would end in "I/O operation on closed file".
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def _is_tty(stream: IO[str]) -> bool:
     try:
         return bool(stream.isatty())
@@ -251,18 +243,22 @@ def configure_logging(
         raise ConfigError(f"--log-format: {fmt!r} is not allowed; use json, text or auto")
     out: IO[str] = stream if stream is not None else sys.stderr
     tty = _is_tty(out)
+
+    def stream_handler() -> logging.Handler:
+        return logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+
     chosen = ("text" if tty else "json") if fmt == "auto" else fmt
 
     handler: logging.Handler
     if chosen == "json":
-        handler = logging.StreamHandler(out)
+        handler = stream_handler()
         handler.setFormatter(_ecs_formatter())
     elif tty:
         from rich.console import Console
         from rich.logging import RichHandler
 
         handler = RichHandler(
-            console=Console(file=out),
+            console=Console(file=stream, stderr=True),  # file=None: sys.stderr at the time of writing
             show_path=False,
             markup=False,  # a message is text, not rich markup ("[REDACTED]" must stay as is)
             rich_tracebacks=False,  # rich would render the exception itself, around our redaction
@@ -270,7 +266,7 @@ def configure_logging(
         )
         handler.setFormatter(_RedactingFormatter("%(message)s"))
     else:
-        handler = logging.StreamHandler(out)
+        handler = stream_handler()
         handler.setFormatter(_PlainFormatter())
     handler.addFilter(RedactingFilter())
     handler.set_name("usage-collector")
