@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped, unused-ignore]
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 

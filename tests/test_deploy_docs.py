@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped, unused-ignore]
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "deployment.md"
@@ -22,7 +22,7 @@ def test_every_deployment_file_is_documented(path: Path) -> None:
 
 def unit_value(name: str, key: str) -> str:
     [value] = re.findall(rf"^{key}=(.*)$", (DEPLOY / "systemd" / name).read_text(), re.MULTILINE)
-    return value
+    return str(value)
 
 
 def test_the_sizing_table_matches_the_files() -> None:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from jsonschema import Draft202012Validator
+import yaml  # type: ignore[import-untyped, unused-ignore]
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
 
 from usage_collector.config import load_settings
 
