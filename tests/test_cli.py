@@ -56,7 +56,7 @@ def simulator():
 
 
 def test_backfill_then_status_and_report_with_the_key_in_no_output(simulator, tmp_path):
-    org, url = simulator
+    _, url = simulator
     env = {"OPENAI_ADMIN_KEY": CANARY_KEY, "OPENAI_BASE_URL": url, "USAGE_COLLECTOR_RATE_LIMIT": "500"}
     sink = f"duckdb:{tmp_path}/u.duckdb"
     out = invoke("--log-level", "DEBUG", "backfill", "--start", "2026-09-01", "--end", "2026-09-04",

@@ -98,3 +98,13 @@ def test_bad_toml_and_unknown_keys_are_named(tmp_path):
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("15m", 900), ("2h", 7200), ("3d", 259200), (5, 5)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+def test_elasticsearch_secrets_from_files(tmp_path, monkeypatch):
+    key = tmp_path / "es-key"
+    key.write_text("es-api-key-from-file\n")
+    monkeypatch.setenv("ELASTICSEARCH_API_KEY_FILE", str(key))
+    assert load_settings().elasticsearch_api_key.get_secret_value() == "es-api-key-from-file"
+    monkeypatch.setenv("ELASTICSEARCH_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="ELASTICSEARCH_PASSWORD_FILE: cannot read"):
+        load_settings()

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from usage_collector.catalogue import STREAMS
-from usage_collector.planning import split, Window
+from usage_collector.planning import Window, split
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -62,10 +62,7 @@ def truth_table(org: Any, stream: str, start: int, end: int, width: str) -> dict
                 key = (b["start_time"], *(r.get(g) for g in spec.group_by))
                 row = {}
                 for m in spec.measures:
-                    if "." in m.name:
-                        v = (r.get("amount") or {}).get("value")
-                    else:
-                        v = r.get(m.name)
+                    v = (r.get("amount") or {}).get("value") if "." in m.name else r.get(m.name)
                     if v is not None:
                         row[m.name] = v
                 out[key] = row

@@ -154,6 +154,8 @@ def _report_result(result: CycleResult, *, title: str) -> int:
 
     for line in result.skipped:
         typer.echo(f"skipped: {line}")
+    if result.stopped:
+        typer.echo("stopped by a signal: the windows listed were written and checkpointed; the next run resumes")
     rows = []
     for r in result.streams:
         rows.append(
@@ -196,9 +198,28 @@ def _print_table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, 
 
 
 def _collector(settings: Settings, sink: Any, progress: Any = None) -> Any:
+    """A collector whose SIGTERM/SIGINT finish the window being written (its checkpoint lands), then stop.
+
+    A CronJob deadline or a systemd stop sends SIGTERM: the run ends cleanly, releases its lease, and the
+    next run resumes from the checkpoint.
+    """
+    import signal
+    import threading
+
     from .collector import Collector
 
-    return Collector(settings, sink, progress=progress)
+    collector = Collector(settings, sink, progress=progress)
+    if threading.current_thread() is threading.main_thread():
+
+        def on_signal(signum: int, frame: object) -> None:
+            if collector.stop.is_set():
+                raise KeyboardInterrupt  # a second signal: stop now (the lease expires by its TTL)
+            log.warning("received %s: finishing the current window, then stopping", signal.Signals(signum).name)
+            collector.stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    return collector
 
 
 @app.command()

@@ -75,6 +75,8 @@ class CycleResult:
     streams: list[StreamResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
+    stopped: bool = False
+
     @property
     def failed(self) -> list[StreamResult]:
         return [r for r in self.streams if not r.ok]
@@ -151,6 +153,8 @@ class Collector:
     ) -> CycleResult:
         result = CycleResult()
         for org in self.settings.orgs():
+            if self.stop.is_set():
+                break
             try:
                 self.sink.acquire_lease(org.id, self.holder, self.settings.lease_ttl, self.clock.now())
                 self._renewed[org.id] = self.clock.now()
@@ -172,6 +176,7 @@ class Collector:
                     result.streams.append(r)
             finally:
                 self.sink.release_lease(org.id, self.holder)
+        result.stopped = self.stop.is_set()
         return result
 
     def _client(self, org: OrgConfig) -> OpenAIClient:

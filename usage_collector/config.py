@@ -165,6 +165,12 @@ class Settings(BaseSettings):
     elasticsearch_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("ELASTICSEARCH_API_KEY", "elasticsearch_api_key")
     )
+    elasticsearch_api_key_file: Path | None = Field(
+        None, validation_alias=AliasChoices("ELASTICSEARCH_API_KEY_FILE", "elasticsearch_api_key_file")
+    )
+    elasticsearch_password_file: Path | None = Field(
+        None, validation_alias=AliasChoices("ELASTICSEARCH_PASSWORD_FILE", "elasticsearch_password_file")
+    )
     elasticsearch_username: str | None = Field(
         None, validation_alias=AliasChoices("ELASTICSEARCH_USERNAME", "elasticsearch_username")
     )
@@ -252,6 +258,22 @@ class Settings(BaseSettings):
         if not re.match(r"^https?://[^\s/]+", v):
             raise ValueError("must be an http:// or https:// URL")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _secret_files(self) -> Settings:
+        """``ELASTICSEARCH_API_KEY_FILE`` / ``_PASSWORD_FILE`` (Kubernetes Secret volumes, systemd credentials)."""
+        for attr, env in (("elasticsearch_api_key", "ELASTICSEARCH_API_KEY_FILE"),
+                          ("elasticsearch_password", "ELASTICSEARCH_PASSWORD_FILE")):
+            path: Path | None = getattr(self, attr + "_file")
+            if path is not None and getattr(self, attr) is None:
+                try:
+                    text = path.read_text().strip()
+                except OSError as exc:
+                    raise ValueError(f"{env}: cannot read {path}: {exc.strerror}") from None
+                if not text:
+                    raise ValueError(f"{env}: {path} is empty")
+                setattr(self, attr, SecretStr(text))
+        return self
 
     @model_validator(mode="after")
     def _cross(self) -> Settings:
