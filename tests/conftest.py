@@ -32,6 +32,18 @@ def clock() -> FakeClock:
     return FakeClock(T0 + 3 * 3600 + 30 * 60)  # 03:30Z
 
 
+@pytest.fixture(params=["duckdb", "ndjson"])
+def sink(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
+    """Each file sink in turn, opened in a fresh directory."""
+    from usage_collector.sinks.duckdb import DuckDBSink
+    from usage_collector.sinks.ndjson import NdjsonSink
+
+    s = DuckDBSink(tmp_path / "u.duckdb") if request.param == "duckdb" else NdjsonSink(tmp_path / "u.ndjson")
+    s.open()
+    yield s
+    s.close()
+
+
 def make_settings(**overrides: Any) -> Settings:
     """Settings for tests: the canary key, no real backoff, a generous rate limit."""
     base: dict[str, Any] = {

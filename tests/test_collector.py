@@ -9,13 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import CANARY_KEY, T0, make_settings
 from usage_collector.catalogue import STREAMS, WIDTH_SECONDS
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
-from usage_collector.sinks.duckdb import DuckDBSink
 from usage_collector.sinks.ndjson import NdjsonSink
 
 H = 3600
@@ -81,14 +79,6 @@ def stored(sink, stream: str) -> dict[str, int]:
             node = node[part]
         out[src["@timestamp"]] = node
     return out
-
-
-@pytest.fixture(params=["duckdb", "ndjson"])
-def sink(request, tmp_path):
-    s = DuckDBSink(tmp_path / "u.duckdb") if request.param == "duckdb" else NdjsonSink(tmp_path / "u.ndjson")
-    s.open()
-    yield s
-    s.close()
 
 
 def test_run_writes_final_buckets_only_and_checkpoints(sink):

@@ -24,14 +24,6 @@ def docs(tokens=(10, 20, 30), start=T0):
     return out
 
 
-@pytest.fixture(params=["duckdb", "ndjson"])
-def sink(request, tmp_path):
-    s = DuckDBSink(tmp_path / "u.duckdb") if request.param == "duckdb" else NdjsonSink(tmp_path / "u.ndjson")
-    s.open()
-    yield s
-    s.close()
-
-
 def cp(pos):
     return Checkpoint("org", "embeddings", "1h", position=pos)
 

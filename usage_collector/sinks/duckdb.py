@@ -31,8 +31,8 @@ from ..catalogue import STREAMS, StreamSpec
 from ..documents import Document, dumps
 from ..errors import SinkError
 from ..failpoints import failpoint
-from .base import Checkpoint, Lease, WriteStats, checkpoint_key
-from .filelease import FileLease
+from .base import Checkpoint, WriteStats, checkpoint_key
+from .filelease import FileLease, FileLeaseMixin
 
 _CHUNK = 500
 
@@ -76,7 +76,7 @@ def _view_sql(spec: StreamSpec) -> str:
            f"WHERE stream = '{spec.name}'"
 
 
-class DuckDBSink:
+class DuckDBSink(FileLeaseMixin):
     """Documents, checkpoints and runs in one DuckDB file."""
 
     def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
@@ -212,12 +212,6 @@ class DuckDBSink:
         with self._lock:
             rows = self._db().execute("SELECT data FROM checkpoints ORDER BY key").fetchall()
         return [Checkpoint.from_dict(orjson.loads(r[0])) for r in rows]
-
-    def acquire_lease(self, org_id: str, holder: str, ttl: float, now: float) -> Lease:
-        return self._lease.acquire(org_id, holder, ttl, now)
-
-    def release_lease(self, org_id: str, holder: str) -> None:
-        self._lease.release(org_id, holder)
 
     def record_run(self, run: dict[str, Any]) -> None:
         with self._lock:

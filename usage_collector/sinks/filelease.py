@@ -71,6 +71,18 @@ class FileLease:
                 del data[org_id]
 
 
+class FileLeaseMixin:
+    """``acquire_lease``/``release_lease`` of the Sink protocol for sinks that keep a :class:`FileLease`."""
+
+    _lease: FileLease
+
+    def acquire_lease(self, org_id: str, holder: str, ttl: float, now: float) -> Lease:
+        return self._lease.acquire(org_id, holder, ttl, now)
+
+    def release_lease(self, org_id: str, holder: str) -> None:
+        self._lease.release(org_id, holder)
+
+
 def _dead_local_holder(holder: str) -> bool:
     """``host:pid:suffix`` on this host whose process is gone (a run killed with ``kill -9``)."""
     host, _, rest = holder.partition(":")

@@ -23,13 +23,13 @@ import orjson
 from ..documents import Document, dumps
 from ..errors import SinkError
 from ..failpoints import failpoint
-from .base import Checkpoint, Lease, WriteStats
-from .filelease import FileLease
+from .base import Checkpoint, WriteStats
+from .filelease import FileLease, FileLeaseMixin
 
 MAX_RUNS = 1000
 
 
-class NdjsonSink:
+class NdjsonSink(FileLeaseMixin):
     """Append-only NDJSON file plus a JSON state file."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -169,12 +169,6 @@ class NdjsonSink:
         with self._lock:
             self.open()
             return [Checkpoint.from_dict(v) for v in self._state["checkpoints"].values()]
-
-    def acquire_lease(self, org_id: str, holder: str, ttl: float, now: float) -> Lease:
-        return self._lease.acquire(org_id, holder, ttl, now)
-
-    def release_lease(self, org_id: str, holder: str) -> None:
-        self._lease.release(org_id, holder)
 
     def record_run(self, run: dict[str, Any]) -> None:
         with self._lock:
