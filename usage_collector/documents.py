@@ -115,13 +115,13 @@ def _dim_text(value: Any) -> str:
 
 
 def measure_hash(values: Mapping[str, Any]) -> str:
-    """Content hash of a row's measures and attributes (16 hex chars).
+    """Content hash of a row's measures and attributes, in catalogue order (16 hex chars).
 
-    The canonical form is the JSON of ``[[name, value], ...]`` sorted by name, Decimals normalized
-    (``"12.50"`` and ``12.5`` hash alike: a change of JSON type is not a revision).
+    ``values`` must be filled in catalogue order (measures, then attributes), as :class:`Shaper` does, so the
+    JSON needs no sorting. Decimals are normalized: ``"12.50"`` and ``12.5`` hash alike, a change of JSON
+    type is not a revision.
     """
-    canon = orjson.dumps(sorted(values.items()), default=_canon_default)
-    return hashlib.blake2b(canon, digest_size=8).hexdigest()
+    return hashlib.blake2b(orjson.dumps(values, default=_canon_default), digest_size=8).hexdigest()
 
 
 def _canon_default(value: Any) -> Any:
@@ -164,7 +164,10 @@ class Shaper:
         self._group_key = ",".join(sorted(group_by))
         # dims: (name, goes under openai.base) in the order of the API; id parts sorted by name
         self._dims = [(d, d in _BASE_DIMS) for d in spec.group_by]
-        self._id_order = sorted(range(len(self._dims)), key=lambda i: self._dims[i][0])
+        order = sorted(range(len(self._dims)), key=lambda i: self._dims[i][0])
+        self._id_dims = [(i, self._dims[i][0] + "=") for i in order]
+        self._id_head = self._id_prefix + "\x1f"
+        self._id_group = "\x1f" + self._group_key + ("\x1f" if order else "")
         # measures: (api name, location, path, gen_ai leaf)
         self._measures: list[tuple[str, bool, tuple[str, ...], str | None]] = []
         for m in spec.measures:
@@ -238,10 +241,10 @@ class Shaper:
             _add_names(base, self.names)
         digest = measure_hash(hashed)
         doc["event"]["hash"] = digest
-        parts = [self._id_prefix, str(start), self._group_key]
-        for i in self._id_order:
-            parts.append(f"{self._dims[i][0]}={_dim_text(dim_values[i])}")
-        sha = hashlib.sha1("\x1f".join(parts).encode(), usedforsecurity=False).digest()
+        key = self._id_head + str(start) + self._id_group + "\x1f".join(
+            [name + _dim_text(dim_values[i]) for i, name in self._id_dims]
+        )
+        sha = hashlib.sha1(key.encode(), usedforsecurity=False).digest()
         doc_id = base64.urlsafe_b64encode(sha).decode().rstrip("=")
         return Document(doc_id, self.index, spec.name, start, digest, doc)
 
