@@ -34,7 +34,7 @@ class Report:
 def _label(base: dict[str, Any], key: str, name_key: str) -> str:
     ident = base.get(key)
     if ident is None:
-        return "(none)"
+        return "(organization level)"  # e.g. Scale Tier units and storage are billed to no project/key
     name = base.get(name_key)
     return f"{name} ({ident})" if name and name != ident else str(ident)
 
@@ -124,11 +124,13 @@ def _bars(rows: list[tuple[str, Decimal]], currency: str, width: int = 560) -> s
         return "<p>no data</p>"
     peak = max(v for _, v in rows) or Decimal(1)
     h = 22
-    parts = [f'<svg width="{width + 260}" height="{h * len(rows)}" role="img">']
+    parts = [f'<svg width="{250 + width + 110}" height="{h * len(rows)}" role="img">']
     for i, (label, v) in enumerate(rows):
         w = int(Decimal(width) * v / peak)
         y = i * h
-        parts.append(f'<text x="0" y="{y + 15}" font-size="12">{html.escape(label[:38])}</text>')
+        short = label if len(label) <= 38 else label[:36] + "\u2026"
+        parts.append(f'<text x="0" y="{y + 15}" font-size="12"><title>{html.escape(label)}</title>'
+                     f"{html.escape(short)}</text>")
         parts.append(f'<rect x="250" y="{y + 3}" width="{w}" height="{h - 6}" fill="#3b7dd8"/>')
         parts.append(f'<text x="{254 + w}" y="{y + 15}" font-size="12">{html.escape(money(v, currency))}</text>')
     parts.append("</svg>")
