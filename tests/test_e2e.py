@@ -131,3 +131,21 @@ def test_two_organizations_in_one_install_each_equal_their_truth(tmp_path):
 
     assert_sink_equals_truth(OneOrg("org-a"), org_a, ["completions", "costs"], org_a.start, org_a.end)
     assert_sink_equals_truth(OneOrg("org-b"), org_b, ["completions", "costs"], org_b.start, org_b.end)
+
+
+def test_report_totals_equal_the_bill_to_the_cent(org, tmp_path):
+    from decimal import Decimal
+
+    from usage_collector.report import build_report, render_html
+
+    clock = FakeClock(org.end + 3 * 86400)
+    sink = make_sink("duckdb", tmp_path)
+    with serve(sim(org, clock)) as url:
+        Collector(make_settings(openai_base_url=url, streams=["costs"]), sink, clock=clock).backfill(org.start, org.end)
+    rep = build_report(sink)
+    assert rep.total_cost == org.total_cost(org.start, org.end) > 0
+    assert sum((v for _, v in rep.cost_by_project), Decimal(0)) == rep.total_cost
+    assert sum((v for _, v in rep.cost_by_line_item), Decimal(0)) == rep.total_cost
+    assert len(rep.days) == DAYS
+    page = render_html(rep)
+    assert f"${rep.total_cost.quantize(Decimal('0.01')):,}" in page
