@@ -1,0 +1,206 @@
+"""P2 throughput: result rows per second from raw page bytes to Elasticsearch bulk bodies.
+
+Page bytes are captured once from the simulator (``SimulatedAPI.handle``, the exact bytes its HTTP server
+sends): completions, images and embeddings at 1h (168 buckets a page, every ``group_by``), costs at 1d
+(180 days a page, every ``group_by``). Then, in this process, on the same bytes, interleaved round by round:
+
+* **ours (sink as is)**: ``parse_page`` -> ``Shaper.bucket`` (documents keyed by ``_id`` as the collector
+  does) -> ``ElasticsearchSink._plan`` (``create`` actions, nothing stored yet) -> for each action
+  ``elasticsearch.helpers.expand_action`` and the client's ``application/json`` serializer (what
+  ``streaming_bulk`` does) -> one bulk body (action line + source line per document);
+* **ours (OrjsonSerializer)**: the same path with ``elasticsearch.serializer.OrjsonSerializer`` as the
+  client's ``application/json`` serializer (informative: what a one-line serializer swap in ``connect()`` gives);
+* **ceiling**: ``orjson.loads(page)`` and ``orjson.dumps(row)`` of every result row, one line per row.
+
+Goal: ours (sink as is) at least 40 % of the ceiling, in rows per second.
+
+    python bench/p2_throughput.py [--rounds 7] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ADMIN_KEY, DAY, SEED, emit, median, table, verdict  # noqa: E402
+
+import orjson  # noqa: E402
+
+from usage_collector.catalogue import STREAMS  # noqa: E402
+from usage_collector.documents import Document, Shaper, Target, dumps  # noqa: E402
+from usage_collector.models import parse_page  # noqa: E402
+from usage_collector.simulator import Organization, SimulatedAPI  # noqa: E402
+
+GOAL = 0.40
+CAPTURE = [("completions", "1h", 2), ("images", "1h", 2), ("embeddings", "1h", 2), ("costs", "1d", 1)]
+TARGET = Target("org-bench", "Bench Org")
+
+
+def capture() -> list[tuple[str, str, bytes, int]]:
+    """``(stream, width, body, rows)`` of real simulator pages."""
+    org = Organization(seed=SEED, start="2026-01-01", days=200)
+    now = org.start + 199 * DAY + 12 * 3600
+    api = SimulatedAPI(org, clock=lambda: now)
+    pages = []
+    for name, width, n in CAPTURE:
+        spec = STREAMS[name]
+        limit = spec.limit_max(width)
+        span = limit * {"1h": 3600, "1d": DAY}[width]
+        for i in range(n):
+            start = now - 3 * DAY - (i + 1) * span if width == "1h" else now - DAY - span
+            start -= start % {"1h": 3600, "1d": DAY}[width]
+            params = [("start_time", str(start)), ("end_time", str(start + span)), ("bucket_width", width),
+                      ("limit", str(limit))] + [("group_by[]", g) for g in spec.group_by]
+            status, _, body = api.handle("GET", "/v1/" + spec.path, params, {"Authorization": f"Bearer {ADMIN_KEY}"})
+            assert status == 200, body[:200]
+            rows = sum(len(b["results"]) for b in orjson.loads(body)["data"])
+            pages.append((name, width, body, rows))
+    return pages
+
+
+def _es_serializer() -> Any:
+    """The serializer ``streaming_bulk`` uses: the client's ``application/json`` one (defaults, as the sink)."""
+    from elasticsearch import Elasticsearch
+
+    es = Elasticsearch("http://127.0.0.1:9")  # never contacted
+    return es.transport.serializers.get_serializer("application/json")
+
+
+def shape_page(name: str, width: str, body: bytes) -> list[Document]:
+    spec = STREAMS[name]
+    page = parse_page(spec, body)
+    shaper = Shaper(spec, TARGET, width, spec.group_by, None)
+    docs: dict[str, Document] = {}
+    for bucket in page["data"]:
+        for doc in shaper.bucket(bucket["start_time"], bucket["end_time"], bucket["results"]):
+            docs[doc.id] = doc
+    return list(docs.values())
+
+
+def ours_sink(pages: list[tuple[str, str, bytes, int]], serializer: Any) -> int:
+    """Page bytes -> bulk bodies exactly as the Elasticsearch sink builds them."""
+    from elasticsearch.helpers import expand_action
+
+    from usage_collector.sinks.elasticsearch import ElasticsearchSink
+
+    size = 0
+    for name, width, body, _ in pages:
+        docs = shape_page(name, width, body)
+        lines: list[bytes] = []
+        for a in ElasticsearchSink._plan(docs, {}, {}):
+            action, data = expand_action(a)
+            lines.append(serializer.dumps(action))
+            if data is not None:
+                lines.append(serializer.dumps(data))
+        size += len(b"\n".join(lines) + b"\n")
+    return size
+
+
+def ceiling(pages: list[tuple[str, str, bytes, int]]) -> int:
+    size = 0
+    for _, _, body, _ in pages:
+        page = orjson.loads(body)
+        size += len(b"\n".join([orjson.dumps(r) for b in page["data"] for r in b["results"]]) + b"\n")
+    return size
+
+
+def timed(fn: Any, *args: Any) -> float:
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--profile", action="store_true", help="pyinstrument profile of 'ours (sink as is)'")
+    args = ap.parse_args()
+
+    pages = capture()
+    rows = sum(p[3] for p in pages)
+    serializer = _es_serializer()
+    print(f"P2: {len(pages)} pages, {sum(len(p[2]) for p in pages) / 1e6:.1f} MB, {rows:,} result rows "
+          f"({', '.join(f'{n} {w}' for n, w, _ in CAPTURE)}); serializer {type(serializer).__module__}."
+          f"{type(serializer).__name__}")
+    # warm-up (adapters, shapers, imports)
+    from elasticsearch.serializer import OrjsonSerializer
+
+    fast = OrjsonSerializer()
+    ours_sink(pages, serializer), ours_sink(pages, fast), ceiling(pages)
+
+    sides = {"ours (sink as is)": lambda: ours_sink(pages, serializer),
+             "ours (OrjsonSerializer)": lambda: ours_sink(pages, fast),
+             "ceiling (orjson loads+dumps)": lambda: ceiling(pages)}
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    for i in range(args.rounds):
+        order = list(sides) if i % 2 == 0 else list(reversed(sides))  # interleaved, alternating order
+        for k in order:
+            times[k].append(timed(sides[k]))
+    ceil_t = times["ceiling (orjson loads+dumps)"]
+    out = []
+    for k, ts in times.items():
+        ratios = [c / t for c, t in zip(ceil_t, ts, strict=True)]  # per round: (rows/t) / (rows/c)
+        out.append([k, median(ts), rows / median(ts), median(ratios)])
+    print(table(["side", "median s", "rows/s", "of ceiling"], out))
+
+    # per stream (informative): one round each
+    per = []
+    for name, width, _ in CAPTURE:
+        sub = [p for p in pages if p[0] == name]
+        r = sum(p[3] for p in sub)
+        a = median([timed(ours_sink, sub, serializer) for _ in range(3)])
+        b = median([timed(ours_sink, sub, fast) for _ in range(3)])
+        c = median([timed(ceiling, sub) for _ in range(3)])
+        per.append([f"{name} {width}", r, r / a, r / b, r / c, c / a, c / b])
+    print("\nper stream (median of 3):")
+    print(table(["stream", "rows", "as is rows/s", "orjson-ser rows/s", "ceiling rows/s", "as is/ceil",
+                         "orjson-ser/ceil"],
+                per))
+
+    # stages (informative): where the time of "ours (sink as is)" goes, median of 5, all pages
+    def parse_only() -> None:
+        for name, _, body, _ in pages:
+            parse_page(STREAMS[name], body)
+
+    def parse_shape() -> None:
+        for name, width, body, _ in pages:
+            shape_page(name, width, body)
+
+    st = {"parse_page": median([timed(parse_only) for _ in range(5)]),
+          "parse_page + shape": median([timed(parse_shape) for _ in range(5)]),
+          "+ _plan, expand_action, serializer (sink as is)": median([timed(ours_sink, pages, serializer)
+                                                                     for _ in range(5)])}
+    prev = 0.0
+    rows_st = []
+    for k, v in st.items():
+        rows_st.append([k, v, (v - prev) / rows * 1e6, (v - prev) / v * 100 if k.startswith("+") else None])
+        prev = v
+    full = st["+ _plan, expand_action, serializer (sink as is)"]
+    rows_st = [[k, t, us, f"{(t - (rows_st[i - 1][1] if i else 0)) / full * 100:.0f} %"]
+               for i, (k, t, us, _) in enumerate(rows_st)]
+    rows_st.append(["ceiling", median(ceil_t), median(ceil_t) / rows * 1e6, ""])
+    print("\nstages of ours (sink as is), cumulative; us/row is the stage's own cost:")
+    print(table(["stage", "cumulative s", "us/row", "share"], rows_st))
+
+    results = [verdict("P2 throughput (ours sink as is / ceiling)", out[0][3], GOAL, at_most=False),
+               verdict("P2 throughput (ours with OrjsonSerializer / ceiling, informative)", out[1][3], GOAL, at_most=False)]
+    emit(results[:1])
+
+    if args.profile:
+        from pyinstrument import Profiler
+
+        prof = Profiler(interval=0.0005)
+        prof.start()
+        for _ in range(3):
+            ours_sink(pages, serializer)
+        prof.stop()
+        print(prof.output_text(unicode=False, color=False, show_all=False, short_mode=False))
+
+
+if __name__ == "__main__":
+    main()
