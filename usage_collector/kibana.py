@@ -229,9 +229,10 @@ def xy(title: str, *metrics: M, x: Bucket | None = Histogram(), split: Terms | N
               time_range=time_range, dv=dv)
 
 
-def _by_model(title: str, measure: M, stream: str, description: str = "") -> XY:
+def _by_model(title: str, measure: M, stream: str) -> XY:
     return xy(title, measure, split=Terms("openai.base.model", 10, "Model"), query=_ds(stream),
-              description=description)
+              description=f"{measure.label} of the {stream.replace('_', ' ')} stream over time, stacked by "
+              "model (top 10).")
 
 
 # =====================================================================================================
@@ -251,11 +252,11 @@ _PROJECT = Terms("openai.base.project_name", 10, "Project", missing=True)
 _API_KEY = Terms("openai.base.api_key_name", 10, "API key", missing=True)
 
 
-def _top(title: str, ident: str, name: str, what: str) -> Table:
+def _top(title: str, ident: str, name: str, what: str, id_label: str) -> Table:
     return Table(
-        title, 16, 13, f"The ten {what} with the most model requests; the name column is empty where the "
-        "documents carry no name (names need the Admin list endpoints, see enrich_names).",
-        rows=(Terms(f"openai.base.{ident}", 10, what.capitalize()[:-1] + " ID", other=False),
+        title, 16, 13, f"The ten {what} with the most model requests, with their tokens; the name is empty "
+        "where the documents carry none (names come from the Admin list endpoints, setting enrich_names).",
+        rows=(Terms(f"openai.base.{ident}", 10, id_label, other=False),
               Terms(f"openai.base.{name}", 1, "Name", other=False, missing=True)),
         metrics=(_REQ, _TOK), sort_by=0, query=_NOT_WEB)
 
@@ -282,9 +283,9 @@ USAGE_OVERVIEW = Dashboard(
            w=16, h=12, query=_NOT_WEB, description="Model requests per usage stream."),
         xy("Model requests over time, by model", _REQ, split=Terms("openai.base.model", 10, "Model"), w=32,
            query=_NOT_WEB, description="Request rate over time, stacked by model (top 10)."),
-        _top("Top 10 projects", "project_id", "project_name", "projects"),
-        _top("Top 10 API keys", "api_key_id", "api_key_name", "api keys"),
-        _top("Top 10 users", "user_id", "user_email", "users"),
+        _top("Top 10 projects", "project_id", "project_name", "projects", "Project ID"),
+        _top("Top 10 API keys", "api_key_id", "api_key_name", "API keys", "API key ID"),
+        _top("Top 10 users", "user_id", "user_email", "users", "User ID"),
         Markdown("", 48, 3, text="### Tokens"),
         xy("Token usage by type", *_TOKEN_TYPES, description="Tokens over time by type, stacked: the "
            "completions input is split into its uncached and cached parts, so the stack is the total."),
@@ -1063,7 +1064,8 @@ def rules(settings: Settings, *, stale_intervals: int = 3, daily_cost_threshold:
       collector is not running, so the stale rule would see nothing).
     * **daily-cost** (only with ``daily_cost_threshold``): yesterday's billed cost (UTC day) above it.
     * **cost-spike** (ES|QL): yesterday's cost above ``spike_factor`` times the median of the ``spike_days``
-      days before (days with any cost). ES|QL rules need Kibana 8.11+ (technical preview before 8.14).
+      days before (days with any cost). ES|QL in rules is a technical preview in Kibana 8.x; a Kibana that
+      refuses it makes :func:`install_rules` report that rule and install the others.
     """
     from .catalogue import WIDTH_SECONDS
     from .es_setup import RUNS_DATASET, data_stream_name
@@ -1439,8 +1441,10 @@ def render_docs() -> str:
         "| daily cost above a threshold | yesterday's billed cost (UTC day) is above the threshold; installed "
         "only when a threshold is given |",
         "| cost spike | yesterday's cost is above X times (3 by default) the median daily cost of the 28 days "
-        "before (days with any cost, at least 7 of them); ES\\|QL, which rules accept from Kibana 8.11 "
-        "(technical preview until 8.14), because a query DSL rule cannot compute a median |",
+        "before (days with any cost, at least 7 of them); ES\\|QL, because a query DSL rule cannot compute a "
+        "median: it needs a Kibana whose Elasticsearch query rule accepts ES\\|QL (technical preview in 8.x) "
+        "and ES\\|QL with `NOW`, `DATE_TRUNC`, `CASE` and `MEDIAN`; a Kibana that refuses it is reported and "
+        "the other rules are still installed |",
     ]
     return "\n".join(lines) + "\n"
 
