@@ -42,7 +42,8 @@ REFERENCE_OPS = {"formula", "math", "cumulative_sum"}
 # --- helpers ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def objects() -> list[dict[str, Any]]:
-    return [json.loads(line) for line in kibana.NDJSON_PATH.read_text().splitlines()]
+    out: list[dict[str, Any]] = [json.loads(line) for line in kibana.NDJSON_PATH.read_text().splitlines()]
+    return out
 
 
 def by_type(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -50,7 +51,8 @@ def by_type(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
-    return json.loads(dashboard["attributes"]["panelsJSON"])
+    out: list[dict[str, Any]] = json.loads(dashboard["attributes"]["panelsJSON"])
+    return out
 
 
 def lens_panels(objects: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:

@@ -1208,17 +1208,21 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """Certificate and host name verification with the system store, plus ``ELASTICSEARCH_CA_CERTS``."""
+    ctx = ssl.create_default_context()
+    if settings.elasticsearch_ca_certs is not None:
+        ctx.load_verify_locations(cafile=str(settings.elasticsearch_ca_certs))
+    return ctx
+
+
 def make_client(settings: Settings, *, verify: bool | str | ssl.SSLContext | None = None,
                 timeout: float = 60.0) -> httpx.Client:
-    """An ``httpx`` client for Kibana: TLS verified (system store plus ``ELASTICSEARCH_CA_CERTS``)."""
+    """An ``httpx`` client for Kibana; TLS is verified with :func:`tls_context` unless ``verify`` says otherwise."""
     import httpx
 
-    if verify is None:
-        ctx = ssl.create_default_context()
-        if settings.elasticsearch_ca_certs is not None:
-            ctx.load_verify_locations(cafile=str(settings.elasticsearch_ca_certs))
-        verify = ctx
-    return httpx.Client(verify=verify, timeout=timeout, headers={"kbn-xsrf": "true"}, follow_redirects=False)
+    return httpx.Client(verify=tls_context(settings) if verify is None else verify, timeout=timeout,
+                        headers={"kbn-xsrf": "true"}, follow_redirects=False)
 
 
 def _request(client: httpx.Client, method: str, url: str, what: str, secrets: Sequence[str],
