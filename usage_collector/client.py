@@ -310,15 +310,21 @@ class OpenAIClient:
             page_params = params if cursor is None else [*params, ("page", cursor)]
             page: Page = self.call(spec.path, page_params, stats, parse=lambda body: parse_page(spec, body))
             failpoint("page.parsed")
+            nxt = page.get("next_page") if page["has_more"] else None
+            if page["has_more"]:
+                # Checked before the page is used: a page reached through a cursor that points back to it
+                # is the same page again, not new data.
+                if not nxt:
+                    raise PaginationError(f"{spec.name}: has_more is true but next_page is missing ({window})")
+                if nxt in seen or nxt == cursor:
+                    raise PaginationError(
+                        f"{spec.name}: loop detected in pagination: cursor repeated ({window})"
+                    )
             yield page
-            if not page["has_more"]:
+            if nxt is None:
                 return
-            cursor = page.get("next_page")
-            if not cursor:
-                raise PaginationError(f"{spec.name}: has_more is true but next_page is missing ({window})")
-            if cursor in seen:
-                raise PaginationError(f"{spec.name}: loop detected in pagination: cursor repeated ({window})")
-            seen.add(cursor)
+            seen.add(nxt)
+            cursor = nxt
 
     # --- admin lists (names) ----------------------------------------------------------------------
     def iter_list(

@@ -106,6 +106,7 @@ class NdjsonSink(FileLeaseMixin):
                     stats.updated += 1
                 out.append(dumps(doc.action()) + b"\n")
             if out:
+                size = self.path.stat().st_size if self.path.exists() else 0
                 try:
                     with self.path.open("ab") as fh:
                         half = len(out) // 2
@@ -118,7 +119,14 @@ class NdjsonSink(FileLeaseMixin):
                         fh.flush()
                         os.fsync(fh.fileno())
                 except OSError as exc:
-                    raise SinkError(f"{self.path}: cannot append {len(out)} document(s): {exc.strerror}") from None
+                    # Cut the partial append back off, or the next append would be glued to a cut line.
+                    try:
+                        os.truncate(self.path, size)
+                    except OSError:
+                        self._hashes = None  # the next open() repairs the tail
+                    raise SinkError(
+                        f"{self.path}: cannot append {len(out)} document(s): {exc.strerror}"
+                    ) from None
                 for doc in docs:
                     self._hashes[doc.id] = doc.hash
             failpoint("sink.before_checkpoint")
