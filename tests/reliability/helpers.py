@@ -217,31 +217,31 @@ def ndjson_lines(path: Path) -> list[bytes]:
 
 
 # --- the canary ------------------------------------------------------------------------------------------------
-def canary_hits(texts: Iterable[str] = (), paths: Iterable[Path] = ()) -> list[str]:
-    """Where the canary Admin key (or its distinctive part) appears: texts by index, files by path."""
+def canary_hits(texts: Iterable[str] = (), paths: Iterable[Path] = (), secrets: Iterable[str] = ()) -> list[str]:
+    """Where the canary Admin key (or its distinctive part, or another canary in ``secrets``) appears: texts
+    by index, files by path."""
+    needles = [CANARY_KEY, CANARY_CORE, *secrets]
     hits = []
     for i, text in enumerate(texts):
-        if CANARY_KEY in text or CANARY_CORE in text:
-            hits.append(f"text #{i}: ...{_around(text)}...")
+        for needle in needles:
+            if needle in text:
+                j = text.find(needle)
+                hits.append(f"text #{i}: ...{text[max(0, j - 80): j + 40]}...")
     for root in paths:
         files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
         for f in files:
             data = f.read_bytes()
-            if CANARY_KEY.encode() in data or CANARY_CORE.encode() in data:
+            if any(n.encode() in data for n in needles):
                 hits.append(str(f))
     return hits
-
-
-def _around(text: str) -> str:
-    i = text.find(CANARY_CORE)
-    return text[max(0, i - 80): i + 40]
 
 
 def outputs(*results: subprocess.CompletedProcess[str]) -> list[str]:
     return [t for r in results for t in (r.stdout, r.stderr)]
 
 
-def assert_no_canary(label: str, texts: Iterable[str] = (), paths: Iterable[Path] = ()) -> None:
+def assert_no_canary(label: str, texts: Iterable[str] = (), paths: Iterable[Path] = (),
+                     secrets: Iterable[str] = ()) -> None:
     """Zero hits for the canary key in ``texts`` (logs, outputs, exception text) and the files under
     ``paths`` (sink files, state files, leases, reports); counted in the matrix as one "canary secret" run."""
     from tests.reliability.matrix import MATRIX
@@ -249,5 +249,5 @@ def assert_no_canary(label: str, texts: Iterable[str] = (), paths: Iterable[Path
     texts, paths = list(texts), list(paths)
     with MATRIX.run("canary secret: logs, errors, state, sink bytes, report", label):
         assert texts or paths
-        hits = canary_hits(texts, paths)
+        hits = canary_hits(texts, paths, secrets)
         assert not hits, f"the Admin key leaked ({label}): {hits}"
