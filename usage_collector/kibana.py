@@ -1080,7 +1080,7 @@ def rules(settings: Settings, *, stale_intervals: int = 3, daily_cost_threshold:
     window = max(2 * settings.interval, 900.0)
     size, unit = _duration(window)
     base = {"consumer": "stackAlerts", "rule_type_id": ".es-query", "enabled": True, "actions": [],
-            "tags": RULE_TAGS, "notify_when": "onActionGroupChange"}
+            "tags": RULE_TAGS}
     out = [Rule("stream-stale", RULE_IDS["stream-stale"], {
         **base,
         "name": "[OpenAI] usage-collector: stream has no new complete bucket",
@@ -1399,7 +1399,9 @@ def render_docs() -> str:
         "Kibana is reached at `KIBANA_URL` (space: `kibana_space`, default space when unset) with the",
         "Elasticsearch credentials: `ELASTICSEARCH_API_KEY` (sent as `Authorization: ApiKey`), else",
         "`ELASTICSEARCH_USERNAME`/`ELASTICSEARCH_PASSWORD`. The user needs the *Saved Objects Management* and",
-        "*Dashboard* (all) privileges in that space, and *Stack Rules* for the alert rules.",
+        "*Dashboard* (all) privileges in that space, and *Stack Rules* for the alert rules. An API key made with",
+        "the Elasticsearch-only roles of `docs/elasticsearch.md` has no Kibana privileges: use a key or user",
+        "whose role also grants these Kibana features.",
         "",
         "## Data views",
         "",
