@@ -729,10 +729,10 @@ class _Layer:
                 col["dataType"] = _lens_type(self.types.get(call.field, "keyword"))
                 col["params"] = {"sortField": "@timestamp", "showArrayValues": False}
                 col["filter"] = {"query": f'"{call.field}": *', "language": "kuery"}
+                if col["dataType"] == "string":
+                    col["scale"] = "ordinal"
             else:
                 col["dataType"] = "number"
-                col["params"] = {"emptyAsNull": empty_as_null}
-            if call.op == "unique_count":
                 col["params"] = {"emptyAsNull": empty_as_null}
         if fmt and call.op not in _WRAPPERS:
             col.setdefault("params", {})["format"] = fmt
@@ -1311,7 +1311,7 @@ def install(
         lines = [f"{e.get('type')} {e.get('id')}: {(e.get('error') or {}).get('type', 'error')}"
                  + _missing(e) for e in errors]
         raise KibanaError(_redact("Kibana refused objects of the import: " + "; ".join(lines or ["unknown"]),
-                                  secrets), )
+                                  secrets))
     for u in urls:
         out(f"dashboard: {u}")
     return urls
