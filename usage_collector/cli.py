@@ -290,21 +290,53 @@ def setup(
         int | None, typer.Option("--retention-days", help="Delete data this many days after rollover "
                                  "(default: keep).", show_default=False)
     ] = None,
+    kibana_url: Annotated[
+        str | None, typer.Option("--kibana-url", help="Also import the dashboards into this Kibana "
+                                 "(env KIBANA_URL).", show_default=False)
+    ] = None,
+    space: Annotated[str | None, typer.Option("--space", help="Kibana space id.", show_default=False)] = None,
+    with_rules: Annotated[
+        bool, typer.Option("--with-rules", help="Also create the alert rules (off by default).")
+    ] = False,
+    daily_cost_threshold: Annotated[
+        float | None, typer.Option("--daily-cost-threshold", help="Rule: alert when a day's billed cost "
+                                   "exceeds this (USD).", show_default=False)
+    ] = None,
+    spike_factor: Annotated[
+        float, typer.Option("--spike-factor", help="Rule: alert when a day costs this many times its "
+                            "trailing median.")
+    ] = 3.0,
+    stale_intervals: Annotated[
+        int, typer.Option("--stale-intervals", help="Rule: alert when a stream has no new complete bucket "
+                          "for this many intervals.")
+    ] = 3,
 ) -> None:
-    """Install or update Elasticsearch templates, ILM policy, data streams and the state index (idempotent).
+    """Install or update Elasticsearch templates, ILM policy, data streams, state index, and Kibana
+    dashboards (and, with --with-rules, alert rules); idempotent.
 
     Needs ELASTICSEARCH_URL (or ELASTICSEARCH_CLOUD_ID) and credentials with the setup privileges listed in
-    docs/elasticsearch.md. A second run changes nothing and says so. Example: usage-collector setup --dry-run
+    docs/elasticsearch.md; Kibana is used when KIBANA_URL / --kibana-url is set. A second run changes nothing
+    and says so. Example: usage-collector setup --dry-run --kibana-url https://kibana.example:5601
     """
     from .errors import CollectorError
 
-    settings = _settings(retention_days=retention_days)
+    settings = _settings(retention_days=retention_days, kibana_url=kibana_url, kibana_space=space)
     if not (settings.elasticsearch_url or settings.elasticsearch_cloud_id):
         _fail("setup prepares Elasticsearch: set ELASTICSEARCH_URL or ELASTICSEARCH_CLOUD_ID")
     from . import es_setup
 
     try:
-        es_setup.setup(settings, dry_run=dry_run, out=typer.echo, retention_days=settings.retention_days)
+        report = es_setup.setup(settings, dry_run=dry_run, out=typer.echo, retention_days=settings.retention_days)
+        if settings.kibana_url:
+            from . import kibana
+
+            kibana.install(settings, dry_run=dry_run, out=typer.echo, report=report)
+            if with_rules:
+                kibana.install_rules(settings, dry_run=dry_run, out=typer.echo, report=report,
+                                     stale_intervals=stale_intervals, daily_cost_threshold=daily_cost_threshold,
+                                     spike_factor=spike_factor)
+        else:
+            typer.echo("Kibana: skipped (set KIBANA_URL or --kibana-url to import the dashboards)")
     except CollectorError as exc:
         _fail(str(exc), 1)
 
