@@ -17,7 +17,7 @@ runner = CliRunner()
 class _Kibana(BaseHTTPRequestHandler):
     requests: list[tuple[str, str, dict[str, str], bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.requests.append(("POST", self.path, dict(self.headers), body))
         objects = [json.loads(line) for line in body.replace(b"\r\n", b"\n").split(b"\n")
@@ -55,6 +55,7 @@ def test_setup_installs_elasticsearch_and_kibana_and_a_second_run_changes_nothin
     imports = [r for r in _Kibana.requests if "/api/saved_objects/_import" in r[1]]
     assert len(imports) == 2
     method, path, headers, body = imports[0]
+    assert method == "POST"
     assert path.startswith("/s/finops/api/saved_objects/_import") and "overwrite=true" in path
     assert headers.get("kbn-xsrf") or headers.get("Kbn-Xsrf")
     assert "multipart/form-data" in headers.get("Content-Type", "")
