@@ -175,7 +175,10 @@ class Collector:
                     r.error = f"{type(exc).__name__}: {exc}"
                     result.streams.append(r)
             finally:
-                self.sink.release_lease(org.id, self.holder)
+                try:
+                    self.sink.release_lease(org.id, self.holder)
+                except CollectorError as exc:  # the sink may be what failed; the lease then expires by its TTL
+                    log.warning("%s: could not release the lease (it expires by itself): %s", org.id, exc)
         result.stopped = self.stop.is_set()
         return result
 
