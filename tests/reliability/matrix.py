@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 #: The order of the table (scenario prefixes); anything else goes last in the order first seen.
-ORDER = ("crash", "api", "sink", "elasticsearch", "revisions", "overlap", "canary", "bad input")
+ORDER = ("crash", "api", "sink", "elasticsearch", "revisions", "overlap", "bad input", "canary")
 
 JSON_ENV = "RELIABILITY_MATRIX_JSON"
 
