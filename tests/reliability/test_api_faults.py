@@ -137,7 +137,7 @@ class Stopping:
 STOPPING = [
     Stopping("has_more without next_page", FaultPlan(schedule={2: K.HAS_MORE_NO_CURSOR}), {"completions"},
              "has_more is true but next_page is missing"),
-    # the reason given is checked by test_a_repeated_cursor_is_named_as_such (see there)
+    # the reason given is checked by test_a_repeated_cursor_is_named_as_such
     Stopping("repeating cursor", FaultPlan(schedule={4: K.REPEAT_CURSOR}), {"embeddings"}, "embeddings"),
     # the key is revoked at request 9 (audio_speeches' first window): every later stream fails
     Stopping("401 in the middle (key revoked)", FaultPlan(unauthorized_from=9),
@@ -185,12 +185,9 @@ def test_fatal_faults_stop_the_stream_with_a_clear_error_and_a_safe_checkpoint(c
 
 
 def test_a_repeated_cursor_is_named_as_such(org, tmp_path):
-    """BUG (client.py ``iter_pages``): a page whose ``next_page`` repeats the cursor that produced it is
-    yielded before the cursor is checked, so the collector first sees the repeated page's buckets a second
-    time and stops with "two results for the same group in bucket ... refusing to keep only one" (blaming
-    the data) instead of "loop detected in pagination: cursor repeated". The stream does stop and nothing
-    wrong is written (the matrix test above checks that); only the reason is misleading. Checking
-    ``next_page`` against the cursors already used before yielding the page fixes it."""
+    """Regression (found by this matrix, fixed in 3d5c20f): a page whose ``next_page`` repeats the cursor that
+    produced it was yielded before the cursor was checked, so the collector stopped with "two results for
+    the same group in bucket ... refusing to keep only one" (blaming the data) instead of naming the loop."""
     clock = FakeClock(org.end + 3 * DAY)
     sink = _sink("duckdb", tmp_path)
     result = _backfill(org, sink, clock, FaultPlan(schedule={2: K.REPEAT_CURSOR}), streams=["embeddings"])

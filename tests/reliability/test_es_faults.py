@@ -142,17 +142,34 @@ def test_the_server_going_down_mid_run_and_coming_back_loses_nothing(org, url, e
 
 
 def test_the_result_of_a_cycle_survives_the_sink_going_down(org, url, es):
-    """BUG (collector.py ``Collector._each_org``, the ``finally: self.sink.release_lease(...)``): when the sink
-    is unreachable at the end of an organization's streams, ``release_lease`` raises ``SinkError`` out of the
-    ``finally`` and replaces the ``CycleResult``: ``backfill``/``run_cycle`` raise instead of returning which
-    streams failed and why. ``usage-collector backfill``/``run`` then print a traceback (exit 1) instead of
-    "N stream(s) failed" with one line per stream, and ``serve`` loses the cycle's result. Seen with the
-    Elasticsearch server going down mid-run; the same holds for a lock file that cannot be written.
-    (Related: ``_collect_stream`` calls ``self._range`` -> ``load_checkpoint`` before its ``try``, so a sink
-    error there fails every stream of the organization through ``_collect_org``, including streams that were
-    already written.) Catching and logging the release error (the lease expires by its TTL) fixes it."""
+    """Regression (found by this matrix, fixed in c27436a): ``release_lease`` raising in the ``finally`` of
+    ``Collector._each_org`` replaced the cycle's result, so ``backfill``/``run`` printed a traceback instead
+    of which streams failed and why."""
     sink = es.sink(_settings(es, url))
     outcome = _down_mid_run(org, es, url, sink)
     es.server.start()
     sink.close()
     assert not isinstance(outcome, Exception), f"backfill raised instead of returning the failed streams: {outcome}"
+
+
+def test_a_stream_written_before_the_sink_went_down_is_not_reported_failed(org, url, es):
+    """BUG (collector.py ``Collector._collect_stream``: ``self._range(...)``, which calls
+    ``sink.load_checkpoint``, runs before the ``try``). The sink goes down after completions' two windows
+    were written and checkpointed (6 bulk requests), during embeddings' first window. Embeddings fails
+    rightly ("unreachable during a bulk write"); then costs' ``load_checkpoint`` raises outside the ``try``,
+    the exception leaves ``_collect_stream`` and ``_collect_org``, and ``_each_org`` marks *every* stream of
+    the organization failed with costs' error ("read checkpoint default/costs/1d/backfill"): completions,
+    complete and checkpointed, is reported FAILED and embeddings loses its own reason. At concurrency > 1
+    the same exception also discards the results of streams still running. Nothing is lost in the sink (the
+    test above); the report is wrong. Moving the ``_range`` call inside the ``try`` fixes it."""
+    sink = es.sink(_settings(es, url))
+    es.server.die_after_bulks(6)
+    try:
+        result = _backfill(org, es, url, sink)
+    finally:
+        es.server.stop()
+        es.server.start()
+        sink.close()
+    status = {r.stream: r.error or "ok" for r in result.streams}
+    assert status["completions"] == "ok", status
+    assert "during a bulk write" in status["embeddings"], status

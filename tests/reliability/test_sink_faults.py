@@ -278,14 +278,11 @@ def test_ndjson_disk_full_on_the_state_file_loses_nothing(org, url, tmp_path, mo
 
 
 def test_ndjson_a_failed_append_does_not_corrupt_the_file_when_space_comes_back(org, url, tmp_path, monkeypatch):
-    """BUG (sinks/ndjson.py ``write_window``): an append that fails part-way (ENOSPC, EFBIG, EIO) leaves a cut
-    line at the end of the file, and ``_hashes``/the checkpoint rightly do not move, but the file is not
-    truncated back. When the next window (another stream, same run) appends successfully, its first line is
-    glued to the cut one: a line in the middle of the file is no longer JSON, ``_repair_tail`` only looks at
-    the last line, and from then on every ``open()`` (every later run) dies with ``JSONDecodeError`` (not
-    even a ``SinkError``): the sink is unusable until someone edits the file by hand, and the documents of
-    the glued line are lost to ``iter_documents``. Remembering the size before the append and truncating
-    back to it in the ``except OSError`` branch fixes it."""
+    """Regression (found by this matrix, fixed in 3d5c20f): an append that failed part-way (ENOSPC, EFBIG,
+    EIO) left a cut line at the end of the file; when the next window (another stream, same run) appended
+    successfully, its first line was glued to the cut one, a line in the middle of the file was no longer
+    JSON, and every later ``open()`` died with ``JSONDecodeError``: the sink was unusable until edited by
+    hand. The append is now truncated back on failure."""
     clock = FakeClock(org.end + 3 * DAY)
     path = tmp_path / "u.ndjson"
     sink = NdjsonSink(path)
