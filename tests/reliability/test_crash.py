@@ -112,10 +112,10 @@ def url(api):
 
 @pytest.fixture(scope="module")
 def slow_api(org):
-    """Every usage/costs response takes 80 ms, so a run at concurrency 1 lasts long enough (20 pages) for a
-    timer to land inside it."""
+    """Every usage/costs response takes 100 ms, so a run at concurrency 1 lasts long enough (20 pages, 2 s)
+    for a timer to land inside it."""
     return HookedAPI(org, admin_key=CANARY_KEY,
-                     faults=FaultPlan(latency=1.0, latency_seconds=0.08, path_prefixes=USAGE_PATHS))
+                     faults=FaultPlan(latency=1.0, latency_seconds=0.1, path_prefixes=USAGE_PATHS))
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +211,7 @@ def _crash_run(point: Crash, org, args, env, api, url, slow_api, slow_url) -> An
         try:
             proc = spawn(args, env)
             assert started.wait(30), "the collector never reached a usage request"
-            delay = random.Random(int(arg)).uniform(0.15, 1.0)  # < 19 pages x 80 ms still to come
+            delay = random.Random(int(arg)).uniform(0.15, 0.9)  # well below the 2 s of pages still to come
             threading.Event().wait(delay)
             proc.kill()
             return finish(proc)

@@ -2,8 +2,9 @@
 with one line naming the lease holder (the first process: host, its pid, a suffix) and the lease's expiry.
 No document is written twice.
 
-Every usage/costs response takes 300 ms, so the first run is still working when the second starts (it is
-started once the first has made its first usage request, i.e. after it took the lease).
+The overlap is made certain, not timed: the simulator holds its answer to the first run's first usage request
+(the run has taken the lease by then) until the second run has exited, like a very slow response; the first
+run then finishes normally.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from tests.reliability.helpers import (
     spawn,
 )
 from tests.reliability.matrix import MATRIX
-from usage_collector.simulator import FaultPlan, Organization
+from usage_collector.simulator import Organization
 
 USAGE_PATHS = ("/v1/organization/usage/", "/v1/organization/costs")
 
@@ -43,18 +44,26 @@ USAGE_PATHS = ("/v1/organization/usage/", "/v1/organization/costs")
 def test_a_second_run_while_the_first_writes_exits_0_naming_the_holder(kind, tmp_path):
     # within `run`'s 7-day initial lookback; final at once (revision horizons 0)
     org = Organization(seed=606, start=TODAY - 5 * DAY, days=3)
-    api = HookedAPI(org, admin_key=CANARY_KEY, revision_horizon=0, costs_revision_horizon=0,
-                    faults=FaultPlan(latency=1.0, latency_seconds=0.3, path_prefixes=USAGE_PATHS))
-    started = threading.Event()
-    api.hook = lambda n, path: started.set() if path.startswith(USAGE_PATHS) else None
+    api = HookedAPI(org, admin_key=CANARY_KEY, revision_horizon=0, costs_revision_horizon=0)
+    started, release = threading.Event(), threading.Event()
+
+    def hold_first_usage_request(n: int, path: str) -> None:
+        if path.startswith(USAGE_PATHS) and not started.is_set():
+            started.set()
+            release.wait(30)
+
+    api.hook = hold_first_usage_request
     path = tmp_path / f"u.{kind}"
     args = ["--log-format", "json", "run", "--sink", f"{kind}:{path}"]
     with MATRIX.run("overlap: two `run` processes, one sink", kind), serve(api) as url:
         env = cli_env(url)
         first = spawn(args, env)
         assert started.wait(30), "the first run never reached a usage request"
-        second = cli(args, env, timeout=30)
-        assert first.poll() is None, "the first run ended before the second started: no overlap was tested"
+        try:
+            second = cli(args, env, timeout=30)
+            assert first.poll() is None, "the first run ended before the second started: no overlap was tested"
+        finally:
+            release.set()
         first_done = finish(first)
         assert first_done.returncode == 0, describe(first_done)
         assert second.returncode == 0, describe(second)
