@@ -1,0 +1,120 @@
+"""P6 concurrency: wall time of a multi-stream backfill with 200 ms latency on every request, concurrent vs serial.
+
+The simulator runs in its own process (``bench/_sim.py --latency 1.0 --latency-seconds 0.2``: every request
+gets a ``latency`` fault, which sleeps with the simulator's default ``time.sleep``; the script checks that a
+request really takes >= 0.2 s). The collector runs in this process: the real ``Collector.backfill`` on the
+system clock (the rate limiter really sleeps), into a fresh DuckDB file per run, all 11 streams, 1h
+(costs 1d), the last ``--days`` days (default 14: 3 windows, so 3 requests, per usage stream).
+
+Sides, interleaved round by round (the order alternates), medians of ``--rounds`` (default 3):
+
+* **serial**: ``concurrency=1``;
+* **concurrent**: ``concurrency=11`` (one worker per stream), ``rate_limit=100`` requests/s;
+* informative: ``concurrency=4`` (the default) at 100/s; ``concurrency=4`` at the default ``rate_limit=5``;
+  ``concurrency=11`` at 100/s with name enrichment on.
+
+The goal figure uses ``enrich_names=false`` on both sides (the Admin list requests are made before the
+streams start, one after the other, whatever ``concurrency`` is; the names-on row shows their cost).
+The rate limit of the goal figure is ``rate_limit=100`` (requests per second, all streams together) on both
+sides. At the default 5/s the limiter alone spaces request starts 0.2 s apart, as long as the simulated
+latency itself, so no concurrency can beat serial by more than ~2x there.
+
+Goal: concurrent at most 1/4 of serial.
+
+    python bench/p6_concurrency.py [--rounds 3] [--days 14]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ADMIN_KEY, emit, median, sim_process, table, verdict  # noqa: E402
+
+import httpx  # noqa: E402
+
+from usage_collector.catalogue import STREAMS  # noqa: E402
+from usage_collector.collector import Collector  # noqa: E402
+from usage_collector.config import load_settings  # noqa: E402
+from usage_collector.sinks.duckdb import DuckDBSink  # noqa: E402
+
+GOAL = 0.25
+LATENCY = 0.2
+N = len(STREAMS)
+SIDES: dict[str, dict[str, Any]] = {
+    "serial (concurrency 1, 100/s)": {"concurrency": 1, "rate_limit": 100.0},
+    f"concurrent ({N} workers, 100/s)": {"concurrency": N, "rate_limit": 100.0},
+    "concurrency 4, 100/s": {"concurrency": 4, "rate_limit": 100.0},
+    "concurrency 4, default 5/s": {"concurrency": 4, "rate_limit": 5.0},
+    f"concurrent ({N} workers, 100/s), names on": {"concurrency": N, "rate_limit": 100.0, "enrich_names": True},
+}
+
+
+def one(base_url: str, tmp: str, tag: str, days: int, **kw: Any) -> tuple[float, int]:
+    settings = load_settings(None, openai_admin_key=ADMIN_KEY, openai_base_url=base_url,
+                             **{"enrich_names": False, **kw})
+    sink = DuckDBSink(f"{tmp}/{tag}.duckdb")
+    now = time.time()
+    start = int(now // 86400 * 86400 - days * 86400)
+    t = time.perf_counter()
+    try:
+        result = Collector(settings, sink).backfill(start, None, bucket_width="1h")
+    finally:
+        sink.close()
+    wall = time.perf_counter() - t
+    if result.failed:
+        raise SystemExit(f"backfill failed: {[(r.stream, r.error) for r in result.failed]}")
+    return wall, sum(r.requests.requests for r in result.streams)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--days", type=int, default=14)
+    args = ap.parse_args()
+    times: dict[str, list[float]] = {k: [] for k in SIDES}
+    reqs: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp, sim_process(
+        "--days", str(args.days + 2), "--latency", "1.0", "--latency-seconds", str(LATENCY)
+    ) as (base_url, counters):
+        # the simulator really sleeps: time a few cheap requests
+        with httpx.Client(headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
+            rtt = []
+            for _ in range(3):
+                t = time.perf_counter()
+                http.get(f"{base_url}/organization/projects").raise_for_status()
+                rtt.append(time.perf_counter() - t)
+        print(f"P6: one request to the simulator takes {median(rtt) * 1000:.0f} ms (median of 3; latency fault "
+              f"{LATENCY * 1000:.0f} ms on every request)")
+        if median(rtt) < LATENCY:
+            raise SystemExit("the simulator does not sleep: latency fault not applied")
+        keys = list(SIDES)
+        for i in range(args.rounds):
+            for k in keys if i % 2 == 0 else list(reversed(keys)):
+                wall, n = one(base_url, tmp, f"r{i}_{keys.index(k)}", args.days, **SIDES[k])
+                times[k].append(wall)
+                reqs[k] = n
+    serial = times[keys[0]]
+    rows = []
+    ratio = {}
+    for k in keys:
+        ratio[k] = median([t / s for t, s in zip(times[k], serial, strict=True)])
+        rows.append([k, reqs[k], median(times[k]), min(times[k]), max(times[k]), ratio[k]])
+    faults = counters.get("by_fault", {})
+    print(f"{N} streams, 1h (costs 1d), {args.days} days, {args.rounds} interleaved rounds, DuckDB sink; simulator: "
+          f"{counters.get('total', '?')} requests, latency faults {faults.get('latency', '?')}")
+    print(table(["side", "requests", "median s", "min s", "max s", "x serial"], rows))
+    results = [verdict(f"P6 concurrency ({N} workers / serial, 100 req/s)", ratio[keys[1]], GOAL, at_most=True)]
+    for k in keys[2:]:
+        verdict(f"P6 {k} / serial (informative)", ratio[k], GOAL, at_most=True)
+    emit(results)
+
+
+if __name__ == "__main__":
+    main()
