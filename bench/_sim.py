@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from usage_collector.simulator import FaultPlan, Organization, SimulatedAPI, serve  # noqa: E402
+from usage_collector.simulator import FaultPlan, Organization, SimulatedAPI, serve
 
 
 def main() -> None:

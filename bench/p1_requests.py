@@ -29,16 +29,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ADMIN_KEY, DAY, SEED, NullSink, emit, table, verdict  # noqa: E402
+import httpx
+import orjson
+from _common import ADMIN_KEY, DAY, SEED, NullSink, emit, table, verdict
 
-import httpx  # noqa: E402
-import orjson  # noqa: E402
-
-from usage_collector.catalogue import STREAMS  # noqa: E402
-from usage_collector.clock import FakeClock  # noqa: E402
-from usage_collector.collector import Collector  # noqa: E402
-from usage_collector.config import load_settings  # noqa: E402
-from usage_collector.simulator import Organization, SimulatedAPI, serve  # noqa: E402
+from usage_collector.catalogue import STREAMS
+from usage_collector.clock import FakeClock
+from usage_collector.collector import Collector
+from usage_collector.config import load_settings
+from usage_collector.simulator import Organization, SimulatedAPI, serve
 
 WIDTH_S = {"1m": 60, "1h": 3600, "1d": 86400}
 #: Elastic's default page sizes are the API defaults (ref §0): 1m 60, 1h 24, 1d 7; costs 7.

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PY, cli_env, emit, median, sim_process, table, verdict  # noqa: E402
+from _common import PY, cli_env, emit, median, sim_process, table, verdict
 
 GOAL_HELP, GOAL_RUN = 2.0, 4.0
 

@@ -35,14 +35,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ADMIN_KEY, emit, median, sim_process, table, verdict  # noqa: E402
+import httpx
+from _common import ADMIN_KEY, emit, median, sim_process, table, verdict
 
-import httpx  # noqa: E402
-
-from usage_collector.catalogue import STREAMS  # noqa: E402
-from usage_collector.collector import Collector  # noqa: E402
-from usage_collector.config import load_settings  # noqa: E402
-from usage_collector.sinks.duckdb import DuckDBSink  # noqa: E402
+from usage_collector.catalogue import STREAMS
+from usage_collector.collector import Collector
+from usage_collector.config import load_settings
+from usage_collector.sinks.duckdb import DuckDBSink
 
 GOAL = 0.25
 LATENCY = 0.2
