@@ -296,15 +296,18 @@ class Collector:
         width = self._width(spec, backfill[2] if backfill else None)
         started = self.clock.now()
         t0 = time.monotonic()
-        window, cp, edge = self._range(org, spec, width, backfill, started)
         scope = "backfill" if backfill else "run"
-        if cp is None:
-            cp = Checkpoint(org.id, spec.name, width, scope)
-            if backfill:
-                cp.range_start, cp.range_end = window.start, window.end
-        res = StreamResult(org.id, spec.name, width, mode, window, started_at=started, position=cp.position)
+        res = StreamResult(org.id, spec.name, width, mode, Window(0, 0), started_at=started)
+        edge = final_edge(started, width, self.settings.grace_for(spec.name))
         group_by = spec.group_by
         try:
+            window, cp, edge = self._range(org, spec, width, backfill, started)
+            res.window = window
+            if cp is None:
+                cp = Checkpoint(org.id, spec.name, width, scope)
+                if backfill:
+                    cp.range_start, cp.range_end = window.start, window.end
+            res.position = cp.position
             for win in split(window, width, spec.limit_max(width)):
                 if self.stop.is_set():
                     log.info("%s: stop requested; leaving after %d window(s)", spec.name, res.windows_done)

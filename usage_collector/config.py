@@ -22,14 +22,15 @@ Durations are ``90s``, ``15m``, ``2h``, ``3d`` or plain seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from .catalogue import STREAM_NAMES, STREAMS
 from .errors import ConfigError
@@ -128,7 +129,8 @@ class Settings(BaseSettings):
     organizations: list[OrgConfig] = Field(default_factory=list)
 
     # --- what to collect --------------------------------------------------------------------------
-    streams: list[str] = Field(default_factory=lambda: list(STREAM_NAMES))
+    # NoDecode: the environment gives "completions,costs" (or JSON), parsed by the validator below.
+    streams: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(STREAM_NAMES))
     bucket_width: dict[str, Literal["1m", "1h", "1d"]] = Field(default_factory=dict)
     finalization_grace: float = 900.0
     costs_finalization_grace: float = 0.0
@@ -225,7 +227,14 @@ class Settings(BaseSettings):
     @classmethod
     def _streams(cls, v: Any) -> list[str]:
         if isinstance(v, str):
-            v = [s.strip() for s in v.split(",") if s.strip()]
+            text = v.strip()
+            if text.startswith("["):
+                try:
+                    v = json.loads(text)
+                except ValueError:
+                    raise ValueError("expected a JSON list or comma-separated stream names") from None
+            else:
+                v = [s.strip() for s in text.split(",") if s.strip()]
         if not v:
             raise ValueError("at least one stream is required")
         return list(v)
@@ -367,6 +376,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     _TomlSource.path = config_file
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:  # an environment value that could not be decoded (e.g. not JSON)
+        raise ConfigError(str(exc).split("\n")[0]) from None
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
         loc = ".".join(str(p) for p in err["loc"])
