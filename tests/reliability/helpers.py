@@ -110,9 +110,10 @@ def backfill_args(org: Organization, sink: str, *extra: str, log_format: str = "
             "--sink", sink, *extra]
 
 
-def spawn(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
+def spawn(args: list[str], env: dict[str, str], cwd: Path | None = None,
+          preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen([*cli_command(), *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
@@ -125,9 +126,9 @@ def finish(proc: subprocess.Popen[str], timeout: float = TIMEOUT) -> subprocess.
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def cli(args: list[str], env: dict[str, str], cwd: Path | None = None,
-        timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return finish(spawn(args, env, cwd), timeout)
+def cli(args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = TIMEOUT,
+        preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
+    return finish(spawn(args, env, cwd, preexec_fn), timeout)
 
 
 def killed_by_sigkill(result: subprocess.CompletedProcess[str]) -> bool:

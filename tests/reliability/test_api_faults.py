@@ -36,6 +36,7 @@ from tests.reliability.helpers import (
     serve,
 )
 from tests.reliability.matrix import MATRIX
+from usage_collector.catalogue import STREAMS
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
 from usage_collector.simulator import FaultKind, FaultPlan, SimulatedAPI
@@ -168,8 +169,6 @@ def test_fatal_faults_stop_the_stream_with_a_clear_error_and_a_safe_checkpoint(c
                 assert positions[stream] == org.end, f"{stream} did not finish although it had no fault"
         assert any(positions[s] < org.end for s in case.failed)
         for stream in case.failed:  # the error is on the stream's checkpoint, for `status`
-            from usage_collector.catalogue import STREAMS
-
             cp = sink.load_checkpoint("default", stream, STREAMS[stream].default_width, "backfill")
             assert cp is not None and case.message in (cp.last_error or ""), (stream, cp)
 
@@ -209,8 +208,8 @@ SUBPROCESS = [
 @pytest.mark.parametrize("name,faults,n_failed,message", SUBPROCESS, ids=[c[0] for c in SUBPROCESS])
 def test_the_cli_exits_1_naming_each_failed_stream_and_the_rerun_completes(name, faults, n_failed, message, org,
                                                                         tmp_path):
-    path = tmp_path / "u.duckdb"
-    args = backfill_args(org, f"duckdb:{path}", log_format="json")
+    path = tmp_path / "u.ndjson"
+    args = backfill_args(org, f"ndjson:{path}", log_format="json")
     with MATRIX.run(f"api: {name}", "subprocess, exit status"):
         with serve(SimulatedAPI(org, admin_key=CANARY_KEY, faults=faults)) as url:
             env = cli_env(url, concurrency=1, enrich_names="false")
@@ -221,11 +220,11 @@ def test_the_cli_exits_1_naming_each_failed_stream_and_the_rerun_completes(name,
         assert len(lines) == 1 + n_failed, describe(first)
         for line in lines[1:]:
             assert line.startswith("  default/") and message in line, line
-        with open_sink("duckdb", path) as sink:
+        with open_sink("ndjson", path) as sink:
             assert_checkpoints_never_pass_unwritten_data(sink, org)
         with serve(SimulatedAPI(org, admin_key=CANARY_KEY)) as url:
             rerun = cli(args, cli_env(url))
         assert rerun.returncode == 0, describe(rerun)
-        with open_sink("duckdb", path) as sink:
+        with open_sink("ndjson", path) as sink:
             assert_exact(sink, org)
     assert_no_canary(f"api {name} subprocess", outputs(first, rerun), [tmp_path])

@@ -65,21 +65,19 @@ def test_bad_configuration_or_input_exits_2_with_one_line_and_writes_nothing(nam
 
 
 def test_a_malformed_streams_environment_variable_exits_2_with_one_line(tmp_path):
-    """BUG (config.py ``Settings``/``load_settings``): ``USAGE_COLLECTOR_STREAMS`` (README, configuration
-    table) is decoded as JSON by pydantic-settings before the ``_streams`` validator sees it, so the
-    documented forms ``completions,costs`` and ``costs`` -- and a typo like ``nope`` -- end in an uncaught
-    ``pydantic_settings.SettingsError`` traceback with exit status 1 instead of being accepted (or, for
-    ``nope``, exit 2 with "unknown stream 'nope'"). Only ``'["costs"]'`` works. Fix: annotate ``streams`` with
-    ``pydantic_settings.NoDecode`` (so the validator splits the comma list) and turn ``SettingsError`` into
-    ``ConfigError`` in ``load_settings``."""
-    bad = cli(["run"], {**_env({}), "USAGE_COLLECTOR_STREAMS": "nope"}, cwd=tmp_path, timeout=30)
-    assert bad.returncode == 2 and "unknown stream 'nope'" in bad.stderr, describe(bad)
-    assert bad.stderr.count("\n") == 1, describe(bad)
+    """Regression (found by this matrix, fixed in f6d2ca0): ``USAGE_COLLECTOR_STREAMS`` (README) was decoded
+    as JSON by pydantic-settings before the ``_streams`` validator saw it, so ``nope`` (and the documented
+    ``completions,costs``) ended in a ``SettingsError`` traceback with exit status 1."""
+    with MATRIX.run("bad input: config, stream, dates, sink, key", "USAGE_COLLECTOR_STREAMS=nope"):
+        bad = cli(["run"], {**_env({}), "USAGE_COLLECTOR_STREAMS": "nope"}, cwd=tmp_path, timeout=30)
+        assert bad.returncode == 2 and "unknown stream 'nope'" in bad.stderr, describe(bad)
+        assert bad.stderr.count("\n") == 1, describe(bad)
+        assert list(tmp_path.iterdir()) == [], "something was written"
 
 
 def test_the_documented_comma_list_of_streams_in_the_environment_is_accepted(tmp_path):
-    """Same bug as above, the other face: ``USAGE_COLLECTOR_STREAMS=completions,costs`` must select two
-    streams (here it must get as far as the network, which is unreachable: exit 1 naming both)."""
+    """The other face of the same regression: ``USAGE_COLLECTOR_STREAMS=completions,costs`` selects two
+    streams (here it gets as far as the network, which is unreachable: exit 1 naming both)."""
     env = {**_env({"USAGE_COLLECTOR_MAX_ATTEMPTS": "1", "USAGE_COLLECTOR_ENRICH_NAMES": "false"}),
            "USAGE_COLLECTOR_STREAMS": "completions,costs"}
     result = cli(["--log-format", "json", "run", "--sink", "ndjson:o.ndjson"], env, cwd=tmp_path, timeout=30)

@@ -153,23 +153,19 @@ def test_the_result_of_a_cycle_survives_the_sink_going_down(org, url, es):
 
 
 def test_a_stream_written_before_the_sink_went_down_is_not_reported_failed(org, url, es):
-    """BUG (collector.py ``Collector._collect_stream``: ``self._range(...)``, which calls
-    ``sink.load_checkpoint``, runs before the ``try``). The sink goes down after completions' two windows
-    were written and checkpointed (6 bulk requests), during embeddings' first window. Embeddings fails
-    rightly ("unreachable during a bulk write"); then costs' ``load_checkpoint`` raises outside the ``try``,
-    the exception leaves ``_collect_stream`` and ``_collect_org``, and ``_each_org`` marks *every* stream of
-    the organization failed with costs' error ("read checkpoint default/costs/1d/backfill"): completions,
-    complete and checkpointed, is reported FAILED and embeddings loses its own reason. At concurrency > 1
-    the same exception also discards the results of streams still running. Nothing is lost in the sink (the
-    test above); the report is wrong. Moving the ``_range`` call inside the ``try`` fixes it."""
+    """Regression (found by this matrix, fixed in f6d2ca0): ``_collect_stream`` called ``self._range`` (which
+    loads the checkpoint) before its ``try``, so when the sink went down the exception left the stream and
+    ``_each_org`` marked *every* stream of the organization failed with that one error: completions, written
+    and checkpointed before the server died, was reported FAILED and embeddings lost its own reason."""
     sink = es.sink(_settings(es, url))
-    es.server.die_after_bulks(6)
-    try:
-        result = _backfill(org, es, url, sink)
-    finally:
-        es.server.stop()
-        es.server.start()
-        sink.close()
-    status = {r.stream: r.error or "ok" for r in result.streams}
-    assert status["completions"] == "ok", status
-    assert "during a bulk write" in status["embeddings"], status
+    with MATRIX.run("elasticsearch: server down mid-run, back", "each stream reports its own outcome"):
+        es.server.die_after_bulks(6)
+        try:
+            result = _backfill(org, es, url, sink)
+        finally:
+            es.server.stop()
+            es.server.start()
+            sink.close()
+        status = {r.stream: r.error or "ok" for r in result.streams}
+        assert status["completions"] == "ok", status
+        assert "during a bulk write" in status["embeddings"], status

@@ -73,12 +73,7 @@ def test_a_write_refused_by_the_kernel_fails_the_stream_and_the_rerun_repairs_to
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     with MATRIX.run(f"sink: {kind} write refused by the kernel (EFBIG)", "subprocess"):
-        import subprocess
-
-        from tests.reliability.helpers import cli_command
-
-        proc = subprocess.run([*cli_command(), *args], env=env, capture_output=True, text=True, timeout=90,
-                              preexec_fn=small_disk)
+        proc = cli(args, env, preexec_fn=small_disk)
         assert proc.returncode == 1, describe(proc)
         lines = plain_lines(proc.stderr)
         failed_lines = [line for line in lines if line.startswith("  default/")]
