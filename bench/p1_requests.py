@@ -16,7 +16,11 @@ Each count is also computed analytically (pages = ceil(buckets / buckets per pag
 must equal the measured ones. When the 1m range is shortened (``--days-1m``), the 90-day 1m figures are
 the analytic ones, verified on the measured shorter range.
 
-    python bench/p1_requests.py [--days 90] [--days-1m 90]
+    python bench/p1_requests.py [--days 90] [--days-1m 30]
+
+At 1m the default measures 30 days (the 90-day 1m backfill moves 1.6 million documents through the
+collector and takes ~95 s here on its own, too close to the 2-minute budget on a shared machine);
+``--days-1m 90`` measures all 90 days (it matched the analytic counts exactly).
 """
 
 from __future__ import annotations
@@ -155,7 +159,8 @@ def measure(api: SimulatedAPI, base_url: str, now: int, days: int, width: str) -
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=int, default=90)
-    ap.add_argument("--days-1m", type=int, default=90, help="measured range at 1m (90-day figures analytic)")
+    ap.add_argument("--days-1m", type=int, default=30,
+                    help="measured range at 1m; the 90-day figures are analytic, verified on it (90 = measure all)")
     args = ap.parse_args()
 
     org = Organization(seed=SEED, start="2026-01-01", days=args.days + 2)
