@@ -23,6 +23,7 @@ import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "reliability.md"
@@ -83,7 +84,7 @@ MUTANTS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def run_matrix(extra: list[str]) -> tuple[list[dict], float, int, list[str]]:
+def run_matrix(extra: list[str]) -> tuple[list[dict[str, Any]], float, int, list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         rows_path, junit = Path(tmp) / "matrix.json", Path(tmp) / "junit.xml"
         env = {**os.environ, "RELIABILITY_MATRIX_JSON": str(rows_path)}
@@ -101,7 +102,7 @@ def run_matrix(extra: list[str]) -> tuple[list[dict], float, int, list[str]]:
     return rows, seconds, code, failing
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| scenario | runs | exact | failed |", "|---|---:|---:|---:|"]
     for r in rows:
         failed = f"{r['failed']} ({', '.join(r['failures'])})" if r["failed"] else "0"
@@ -111,7 +112,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def block(rows: list[dict], seconds: float, failing: list[str]) -> str:
+def block(rows: list[dict[str, Any]], seconds: float, failing: list[str]) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()

@@ -29,7 +29,7 @@ from tests.reliability.helpers import (
 from tests.reliability.matrix import MATRIX
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
-from usage_collector.simulator import FaultPlan, SimulatedAPI
+from usage_collector.simulator import FaultKind, FaultPlan, SimulatedAPI
 from usage_collector.sinks.duckdb import DuckDBSink
 
 
@@ -92,13 +92,17 @@ def test_exception_texts_carry_no_key(org, tmp_path):
         import logging
 
         records: list[logging.LogRecord] = []
-        handler = logging.Handler()
-        handler.emit = records.append  # type: ignore[method-assign]
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                records.append(record)
+
+        handler = Keep()
         logging.getLogger().addHandler(handler)
         old = logging.getLogger().level
         logging.getLogger().setLevel(logging.DEBUG)
         try:
-            faults = FaultPlan(unauthorized_from=4, schedule={1: "500", 2: "truncated"})
+            faults = FaultPlan(unauthorized_from=4, schedule={1: FaultKind.SERVER_ERROR, 2: FaultKind.TRUNCATED})
             with serve(SimulatedAPI(org, admin_key=CANARY_KEY, clock=clock.now, faults=faults)) as url:
                 result = Collector(make_settings(openai_base_url=url), sink, clock=clock).backfill(org.start, org.end)
             unreachable = Collector(make_settings(openai_base_url="http://127.0.0.1:9/v1", max_attempts=2), sink,

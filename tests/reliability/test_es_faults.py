@@ -87,7 +87,7 @@ def _an_id_in_the_second_window(org, url, tmp_path) -> str:
     Collector(make_settings(openai_base_url=url, streams=["completions"]), sink,
               clock=FakeClock(org.end + 3 * DAY)).backfill(org.start, org.end)
     second = iso(org.start + 7 * DAY)
-    return next(d["_id"] for d in sink.iter_documents("completions") if d["_source"]["@timestamp"] >= second)
+    return next(str(d["_id"]) for d in sink.iter_documents("completions") if d["_source"]["@timestamp"] >= second)
 
 
 def test_a_bulk_item_refused_with_400_fails_its_stream_naming_it_and_the_checkpoint_stays(org, url, es, tmp_path):
