@@ -162,8 +162,21 @@ def test_client_errors_are_fatal_with_the_api_message(httpx_mock: HTTPXMock, clo
 def test_rate_limit_spaces_requests_on_the_clock(httpx_mock: HTTPXMock, clock):
     for _ in range(5):
         httpx_mock.add_response(url=URL, json=page([]))
-    client = make_client(clock, rate_limit=2.0)
+    client = make_client(clock, rate_limit=2.0, rate_limit_burst=1)
     start = clock.now()
     for _ in range(5):
         pages(client, "embeddings")
     assert clock.now() - start == pytest.approx(2.0)  # 5 requests at 2/s: 4 gaps of 0.5 s
+
+
+def test_rate_limit_lets_a_burst_through_then_keeps_the_rate(httpx_mock: HTTPXMock, clock):
+    for _ in range(8):
+        httpx_mock.add_response(url=URL, json=page([]))
+    client = make_client(clock, rate_limit=2.0, rate_limit_burst=4)
+    start = clock.now()
+    for _ in range(4):
+        pages(client, "embeddings")
+    assert clock.now() == start  # the burst starts at once
+    for _ in range(4):
+        pages(client, "embeddings")
+    assert clock.now() - start == pytest.approx(2.0)  # then 2/s

@@ -45,21 +45,26 @@ class RequestStats:
 
 
 class RateLimiter:
-    """At most ``rate`` request starts per second across threads (a spacing limiter on the clock)."""
+    """At most ``rate`` request starts per second across threads, after an initial ``burst``.
 
-    def __init__(self, rate: float, clock: Clock) -> None:
+    A token bucket in its GCRA form: ``burst`` requests may start at once, then one every ``1/rate`` s.
+    """
+
+    def __init__(self, rate: float, clock: Clock, burst: int = 1) -> None:
         self._interval = 1.0 / rate
+        self._tolerance = (max(1, burst) - 1) * self._interval
         self._clock = clock
-        self._next = 0.0
+        self._tat = 0.0  # theoretical arrival time of the next request
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
         with self._lock:
             now = self._clock.now()
-            slot = max(now, self._next)
-            self._next = slot + self._interval
-        if slot > now:
-            self._clock.sleep(slot - now)
+            tat = max(self._tat, now)
+            wait = tat - self._tolerance - now
+            self._tat = tat + self._interval
+        if wait > 0:
+            self._clock.sleep(wait)
 
 
 def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
@@ -147,6 +152,7 @@ class OpenAIClient:
         clock: time source for retries and the rate limit (tests pass a fake clock: nothing sleeps).
         transport: an ``httpx`` transport (tests pass ``httpx.MockTransport``).
         rate_limit: requests per second (shared by every thread using this client).
+        rate_limit_burst: requests that may start at once before the rate applies.
         timeout: per-request timeout in seconds.
         max_attempts: attempts per request including the first.
         max_retry_time: give up retrying a request after this many seconds.
@@ -164,6 +170,7 @@ class OpenAIClient:
         clock: Clock | None = None,
         transport: httpx.BaseTransport | None = None,
         rate_limit: float = 5.0,
+        rate_limit_burst: int = 10,
         timeout: float = 60.0,
         max_attempts: int = 8,
         max_retry_time: float = 600.0,
@@ -173,7 +180,7 @@ class OpenAIClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._clock = clock or SystemClock()
-        self._limiter = RateLimiter(rate_limit, self._clock)
+        self._limiter = RateLimiter(rate_limit, self._clock, rate_limit_burst)
         self._max_attempts = max_attempts
         self._max_retry_time = max_retry_time
         self._retry_after_cap = retry_after_cap
@@ -188,6 +195,9 @@ class OpenAIClient:
             timeout=timeout,
             transport=transport,
             follow_redirects=False,
+            # TLS verification stays on for https; a plain http:// base URL (the simulator, a local proxy)
+            # has no TLS to verify, so skip building an SSL context for it.
+            verify=not self.base_url.startswith("http://"),
         )
 
     def close(self) -> None:

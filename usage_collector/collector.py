@@ -190,6 +190,7 @@ class Collector:
             clock=self.clock,
             transport=self.transport,
             rate_limit=s.rate_limit,
+            rate_limit_burst=s.rate_limit_burst,
             timeout=s.request_timeout,
             max_attempts=s.max_attempts,
             max_retry_time=s.max_retry_time,
@@ -330,6 +331,7 @@ class Collector:
                     "%s %s %s: %d docs (created %d, updated %d, unchanged %d)",
                     org.id, spec.name, win, len(docs), stats.created, stats.updated, stats.unchanged,
                 )
+                del docs  # keep one window in memory at a time
                 if self.progress:
                     self.progress(org.id, spec.name, win, stats)
             if backfill and cp.complete:

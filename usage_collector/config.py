@@ -140,6 +140,7 @@ class Settings(BaseSettings):
 
     # --- HTTP ---------------------------------------------------------------------------------------
     rate_limit: float = 5.0
+    rate_limit_burst: int = 10
     concurrency: int = 4
     request_timeout: float = 60.0
     max_attempts: int = 8
@@ -246,7 +247,7 @@ class Settings(BaseSettings):
             raise ValueError("must be > 0 (requests per second)")
         return v
 
-    @field_validator("concurrency", "max_attempts")
+    @field_validator("concurrency", "max_attempts", "rate_limit_burst")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:

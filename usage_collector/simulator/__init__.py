@@ -15,19 +15,58 @@ Every modelled behaviour cites ``shared/reference/openai-usage-api.md``.
 
 from __future__ import annotations
 
-from .api import (
-    DEFAULT_ADMIN_KEY,
-    DEFAULT_COSTS_REVISION_HORIZON,
-    DEFAULT_REVISION_HORIZON,
-    ApiError,
-    RequestCounters,
-    SimulatedAPI,
-)
-from .faults import FaultKind, FaultPlan
-from .org import ApiKey, Bucket, Organization, Project, ServiceAccount, User, VectorStore
-from .server import SimServer, serve
-from .streams import STREAMS, StreamDef
-from .truth import revision_factor
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Imported on first use (PEP 562), so ``usage-collector --help`` and every other command that only registers
+# ``simulate`` do not load the whole simulator.
+_WHERE = {
+    "DEFAULT_ADMIN_KEY": "api",
+    "DEFAULT_COSTS_REVISION_HORIZON": "api",
+    "DEFAULT_REVISION_HORIZON": "api",
+    "ApiError": "api",
+    "RequestCounters": "api",
+    "SimulatedAPI": "api",
+    "FaultKind": "faults",
+    "FaultPlan": "faults",
+    "ApiKey": "org",
+    "Bucket": "org",
+    "Organization": "org",
+    "Project": "org",
+    "ServiceAccount": "org",
+    "User": "org",
+    "VectorStore": "org",
+    "SimServer": "server",
+    "serve": "server",
+    "STREAMS": "streams",
+    "StreamDef": "streams",
+    "revision_factor": "truth",
+}
+
+if TYPE_CHECKING:
+    from .api import (
+        DEFAULT_ADMIN_KEY,
+        DEFAULT_COSTS_REVISION_HORIZON,
+        DEFAULT_REVISION_HORIZON,
+        ApiError,
+        RequestCounters,
+        SimulatedAPI,
+    )
+    from .faults import FaultKind, FaultPlan
+    from .org import ApiKey, Bucket, Organization, Project, ServiceAccount, User, VectorStore
+    from .server import SimServer, serve
+    from .streams import STREAMS, StreamDef
+    from .truth import revision_factor
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_ADMIN_KEY",

@@ -195,6 +195,7 @@ def gauge_walk(key: int, hours: int, end_hour: int, initial: float) -> tuple[lis
     values: list[int] = []
     minutes: list[int] = []
     v = 0
+    cap = int(initial * 20)
     for h in range(hours):
         r = draw(key, h)
         u = unit(r)
@@ -202,8 +203,9 @@ def gauge_walk(key: int, hours: int, end_hour: int, initial: float) -> tuple[lis
             nv = 0
         elif h == 0:
             nv = int(initial * (0.8 + 0.4 * unit(r ^ 1)))
-        elif u < 0.22:  # upload
-            nv = v + int(v * 0.01 * (1 + (r >> 20) % 8)) + 4096 * (1 + (r >> 30) % 256)
+        elif u < 0.22:  # upload: proportional growth only below a soft cap, so a year stays realistic
+            grow = int(v * 0.01 * (1 + (r >> 20) % 8)) if v < cap else 0
+            nv = v + grow + 4096 * (1 + (r >> 30) % 256)
         elif u < 0.25:  # deletion of files
             nv = v - int(v * 0.05 * (1 + (r >> 20) % 6))
         else:
