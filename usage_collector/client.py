@@ -170,7 +170,7 @@ class OpenAIClient:
         clock: Clock | None = None,
         transport: httpx.BaseTransport | None = None,
         rate_limit: float = 5.0,
-        rate_limit_burst: int = 10,
+        rate_limit_burst: int = 30,
         timeout: float = 60.0,
         max_attempts: int = 8,
         max_retry_time: float = 600.0,

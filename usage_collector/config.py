@@ -140,7 +140,7 @@ class Settings(BaseSettings):
 
     # --- HTTP ---------------------------------------------------------------------------------------
     rate_limit: float = 5.0
-    rate_limit_burst: int = 10
+    rate_limit_burst: int = 30
     concurrency: int = 4
     request_timeout: float = 60.0
     max_attempts: int = 8
