@@ -22,6 +22,7 @@ from tests.truth import assert_sink_equals_truth, diff, sink_table, truth_table
 from usage_collector.catalogue import STREAM_NAMES, STREAMS
 from usage_collector.simulator import Organization, SimulatedAPI
 from usage_collector.simulator.server import SimServer
+from usage_collector.simulator.server import serve as sim_serve
 
 DAY = 86400
 #: UTC midnight today; every simulated organization here ends well before it (final, past every horizon).
@@ -73,15 +74,8 @@ class _QuietServer(SimServer):
 def serve(api: SimulatedAPI) -> Iterator[str]:
     """Like :func:`usage_collector.simulator.serve` (127.0.0.1, any port), without tracebacks for clients
     that die mid-request."""
-    server = _QuietServer(api, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server.base_url
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with sim_serve(api, server_class=_QuietServer) as base_url:
+        yield base_url
 
 
 # --- the CLI as a subprocess ---------------------------------------------------------------------------------

@@ -74,7 +74,9 @@ class SimServer(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(api: SimulatedAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+def serve(
+    api: SimulatedAPI, host: str = "127.0.0.1", port: int = 0, server_class: type[SimServer] | None = None
+) -> Iterator[str]:
     """Serve ``api`` on a background thread for the duration of the ``with`` block.
 
     Example:
@@ -85,11 +87,12 @@ def serve(api: SimulatedAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator
         api: the handler to serve (its ``counters`` count the requests).
         host: interface to bind.
         port: port (0 = any free port).
+        server_class: a :class:`SimServer` subclass (tests that silence some errors).
 
     Yields:
         The base URL, ``http://127.0.0.1:PORT/v1``.
     """
-    server = SimServer(api, host, port)
+    server = (server_class or SimServer)(api, host, port)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
