@@ -21,3 +21,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for line in MATRIX.table().splitlines():
         terminalreporter.write_line(line)
     MATRIX.dump()
+
+
+@pytest.fixture(scope="module")
+def url(org):
+    """The module's simulated organization (its ``org`` fixture) served over HTTP with the canary key."""
+    from tests.conftest import CANARY_KEY
+    from tests.reliability.helpers import serve
+    from usage_collector.simulator import SimulatedAPI
+
+    with serve(SimulatedAPI(org, admin_key=CANARY_KEY)) as base_url:
+        yield base_url

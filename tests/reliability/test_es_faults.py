@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.conftest import CANARY_KEY, make_settings
+from tests.conftest import make_settings
 from tests.conftest_es import es_target
 from tests.reliability.helpers import (
     DAY,
@@ -19,13 +19,11 @@ from tests.reliability.helpers import (
     assert_exact,
     assert_no_canary,
     past_org,
-    serve,
 )
 from tests.reliability.matrix import MATRIX
 from usage_collector.clock import FakeClock, iso
 from usage_collector.collector import Collector
 from usage_collector.errors import SinkError
-from usage_collector.simulator import SimulatedAPI
 from usage_collector.sinks.ndjson import NdjsonSink
 
 pytestmark = pytest.mark.live_es
@@ -38,12 +36,6 @@ ES_KEY = "CANARY-es-api-key-4d2b8e"
 @pytest.fixture(scope="module")
 def org():
     return past_org(seed=404, days=8)
-
-
-@pytest.fixture(scope="module")
-def url(org):
-    with serve(SimulatedAPI(org, admin_key=CANARY_KEY)) as base_url:
-        yield base_url
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CANARY_KEY, make_settings
+from tests.conftest import make_settings
 from tests.reliability.helpers import (
     ALL,
     DAY,
@@ -36,12 +36,10 @@ from tests.reliability.helpers import (
     outputs,
     past_org,
     plain_lines,
-    serve,
 )
 from tests.reliability.matrix import MATRIX
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
-from usage_collector.simulator import SimulatedAPI
 from usage_collector.sinks.duckdb import DuckDBSink
 from usage_collector.sinks.ndjson import NdjsonSink
 
@@ -52,12 +50,6 @@ FILE_LIMIT = {"duckdb": 3_000_000, "ndjson": 4_000_000}
 @pytest.fixture(scope="module")
 def org():
     return past_org(seed=303, days=8)
-
-
-@pytest.fixture(scope="module")
-def url(org):
-    with serve(SimulatedAPI(org, admin_key=CANARY_KEY)) as base_url:
-        yield base_url
 
 
 # --- real I/O: the kernel refuses the write ------------------------------------------------------------------
