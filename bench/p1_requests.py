@@ -37,6 +37,7 @@ import httpx
 import orjson
 from _common import ADMIN_KEY, DAY, SEED, NullSink, emit, table, verdict
 
+from usage_collector.planning import BackfillRange
 from usage_collector.catalogue import STREAMS
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
@@ -108,7 +109,7 @@ def run_ours(api: SimulatedAPI, base_url: str, now: int, start: int, width: str)
         max_backoff=0.0, enrich_names=False, concurrency=4,
     )
     sink = NullSink()
-    result = Collector(settings, sink, clock=FakeClock(now)).backfill(start, None, bucket_width=width)
+    result = Collector(settings, sink, clock=FakeClock(now)).backfill(BackfillRange(start, None, bucket_width=width))
     failed = [f"{r.stream}: {r.error}" for r in result.failed]
     if failed:
         raise SystemExit(f"our backfill failed: {failed}")

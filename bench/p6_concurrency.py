@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from _common import ADMIN_KEY, emit, median, sim_process, table, verdict
 
+from usage_collector.planning import BackfillRange
 from usage_collector.catalogue import STREAMS
 from usage_collector.collector import Collector
 from usage_collector.config import load_settings
@@ -63,7 +64,7 @@ def one(base_url: str, tmp: str, tag: str, days: int, **kw: Any) -> tuple[float,
     start = int(now // 86400 * 86400 - days * 86400)
     t = time.perf_counter()
     try:
-        result = Collector(settings, sink).backfill(start, None, bucket_width="1h")
+        result = Collector(settings, sink).backfill(BackfillRange(start, None, bucket_width="1h"))
     finally:
         sink.close()
     wall = time.perf_counter() - t

@@ -7,7 +7,7 @@
 
 ``--mutants`` copies the committed tree (``git archive HEAD``) to a temporary directory, breaks one thing at a
 time there (a checkpoint stored before its documents, no repair of a cut NDJSON line, ...), runs the part of
-the matrix that must notice, and reports DETECTED or MISSED per mutant. The working tree is never touched.
+the matrix (or the sink unit tests, for what happens inside one write) that must notice, and reports DETECTED or MISSED per mutant. The working tree is never touched.
 """
 
 from __future__ import annotations
@@ -29,58 +29,58 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "reliability.md"
 BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
 
-#: name -> (file, text, replacement, pytest selection under tests/reliability)
+#: name -> (file, text, replacement, pytest selection: a test file and ``-k``)
 MUTANTS: dict[str, tuple[str, str, str, str]] = {
     "duckdb: checkpoint committed before the documents": (
         "usage_collector/sinks/duckdb.py",
-        "                self._insert(con, pending[: len(pending) // 2])",
+        "                self._insert(con, [*fresh, *changed])",
         "                if checkpoint is not None:\n                    self._put_checkpoint(con, checkpoint)\n"
         "                con.execute('COMMIT')\n                con.execute('BEGIN TRANSACTION')\n"
-        "                self._insert(con, pending[: len(pending) // 2])",
-        "test_crash.py -k duckdb-sink.mid_write"),
+        "                self._insert(con, [*fresh, *changed])",
+        "tests/test_sinks.py -k duckdb_failed_window"),
     "ndjson: checkpoint stored before the lines": (
         "usage_collector/sinks/ndjson.py",
         "            if out:\n",
         "            if checkpoint is not None:\n                self.save_checkpoint(checkpoint)\n"
         "            if out:\n",
-        "test_crash.py -k ndjson-sink.mid_write"),
+        "tests/test_sinks.py -k ndjson_failed_append"),
     "ndjson: a cut last line is not repaired": (
         "usage_collector/sinks/ndjson.py",
         "    def _repair_tail(self) -> None:\n",
         "    def _repair_tail(self) -> None:\n        return\n",
-        "test_crash.py -k ndjson-sink.mid_write:1"),
+        "tests/test_sinks.py -k partial_last_line"),
     "collector: an interrupted backfill resumes one bucket late": (
-        "usage_collector/collector.py",
-        "return Window(min(cp.position, end), end), cp, edge",
-        "return Window(min(cp.position + 3600, end), end), cp, edge",
-        "test_crash.py -k 'window.shaped:2 or window.written:7'"),
+        "usage_collector/planning.py",
+        "Window(min(stored.position, end), end)",
+        "Window(min(stored.position + 3600, end), end)",
+        "tests/reliability/test_crash.py -k 'window.shaped:2 or window.written:7'"),
     "lease: a holder killed with -9 is never taken over": (
         "usage_collector/sinks/filelease.py",
         '    """``host:pid:suffix`` on this host whose process is gone (a run killed with ``kill -9``)."""\n',
         '    """``host:pid:suffix`` on this host whose process is gone (a run killed with ``kill -9``)."""\n'
         "    return False\n",
-        "test_crash.py -k window.written:11"),
+        "tests/reliability/test_crash.py -k window.written:11"),
     "client: Retry-After ignored": (
         "usage_collector/client.py",
         "            return exc.retry_after\n",
         "            return 0.5\n",
-        "test_api_faults.py -k 'storm and seconds'"),
+        "tests/reliability/test_api_faults.py -k 'storm and seconds'"),
     "client: has_more without next_page taken as the last page": (
         "usage_collector/client.py",
         "                    raise PaginationError(f\"{spec.name}: has_more is true but next_page is missing",
         "                    return\n                    raise PaginationError(f\"{spec.name}: has_more is true but "
         "next_page is missing",
-        "test_api_faults.py -k has_more"),
+        "tests/reliability/test_api_faults.py -k has_more"),
     "duckdb: a revised document is kept at its old value": (
         "usage_collector/sinks/duckdb.py",
         "                    elif prev != doc.hash:\n                        changed.append(doc)",
         "                    elif prev != doc.hash:\n                        stats.unchanged += 1",
-        "test_revisions.py -k cron"),
+        "tests/reliability/test_revisions.py -k cron"),
     "ndjson: a failed append is left in the file": (
         "usage_collector/sinks/ndjson.py",
         "                        os.truncate(self.path, size)\n",
         "                        pass\n",
-        "test_sink_faults.py -k space_comes_back"),
+        "tests/reliability/test_sink_faults.py -k space_comes_back"),
 }
 
 
@@ -149,7 +149,7 @@ def mutants() -> int:
                 continue
             path.write_text(original.replace(old, new, 1))
             try:
-                cmd = f"{sys.executable} -m pytest tests/reliability/{selection} -q -x -p no:cacheprovider"
+                cmd = f"{sys.executable} -m pytest {selection} -q -x -p no:cacheprovider"
                 res = subprocess.run(cmd, shell=True, cwd=tmp, env=env, capture_output=True, text=True)
                 summary = (res.stdout.strip().splitlines() or ["?"])[-1]
                 detected = res.returncode != 0 and re.search(r"\d+ failed", summary)

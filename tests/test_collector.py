@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import CANARY_KEY, T0, make_settings
+from usage_collector.planning import BackfillRange
 from usage_collector.catalogue import STREAMS, WIDTH_SECONDS
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
@@ -146,18 +147,18 @@ def test_interrupted_backfill_resumes_and_gives_the_same_result(tmp_path):
     sink = NdjsonSink(tmp_path / "b.ndjson")
     c = collect(sink, clock, api, streams=["embeddings"])
     c.progress = progress
-    c.backfill(T0, T0 + 30 * 86400)
+    c.backfill(BackfillRange(T0, T0 + 30 * 86400))
     partial = sink.load_checkpoint("default", "embeddings", "1h", "backfill")
     assert partial.position == T0 + 14 * 86400 and not partial.complete
     n_before = len(api.requests)
     c2 = collect(sink, clock, api, streams=["embeddings"])
-    c2.backfill(T0, T0 + 30 * 86400)
+    c2.backfill(BackfillRange(T0, T0 + 30 * 86400))
     assert len(api.requests) - n_before == 3  # resumed: 16 days left = 3 windows of 7 days
     done = sink.load_checkpoint("default", "embeddings", "1h", "backfill")
     assert done.complete and done.position == T0 + 30 * 86400
 
     ref = NdjsonSink(tmp_path / "ref.ndjson")
-    collect(ref, clock, api, streams=["embeddings"]).backfill(T0, T0 + 30 * 86400)
+    collect(ref, clock, api, streams=["embeddings"]).backfill(BackfillRange(T0, T0 + 30 * 86400))
     assert stored(sink, "embeddings") == stored(ref, "embeddings")
     assert sink.load_checkpoint("default", "embeddings", "1h", "run").position == T0 + 30 * 86400
 

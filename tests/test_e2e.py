@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import CANARY_KEY, make_settings
 from tests.truth import assert_sink_equals_truth
+from usage_collector.planning import BackfillRange
 from usage_collector.catalogue import STREAM_NAMES
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
@@ -39,12 +40,12 @@ def test_backfill_of_every_stream_equals_the_truth_and_a_rerun_writes_nothing(or
     sink = make_sink(kind, tmp_path)
     with serve(sim(org, clock)) as url:
         settings = make_settings(openai_base_url=url, concurrency=4, enrich_names=True)
-        first = Collector(settings, sink, clock=clock).backfill(org.start, org.end)
+        first = Collector(settings, sink, clock=clock).backfill(BackfillRange(org.start, org.end))
         assert not first.failed, [r.error for r in first.failed]
         assert {r.stream for r in first.streams} == set(STREAM_NAMES)
         compared = assert_sink_equals_truth(sink, org, STREAM_NAMES, org.start, org.end)
         assert compared > 1000
-        second = Collector(settings, sink, clock=clock).backfill(org.start, org.end)
+        second = Collector(settings, sink, clock=clock).backfill(BackfillRange(org.start, org.end))
         assert sum(r.stats.written for r in second.streams) == 0
         assert sum(r.stats.unchanged for r in second.streams) == compared
     names = [d["_source"]["openai"]["base"].get("project_name") for d in sink.iter_documents("completions")]
@@ -60,7 +61,7 @@ def test_faults_on_still_give_the_exact_truth(org, tmp_path):
     sink = make_sink("duckdb", tmp_path)
     with serve(api) as url:
         settings = make_settings(openai_base_url=url, concurrency=3, max_attempts=12)
-        result = Collector(settings, sink, clock=clock).backfill(org.start, org.end)
+        result = Collector(settings, sink, clock=clock).backfill(BackfillRange(org.start, org.end))
     assert not result.failed, [r.error for r in result.failed]
     assert sum(r.requests.retries for r in result.streams) > 0, "the fault plan injected nothing"
     assert_sink_equals_truth(sink, org, STREAM_NAMES, org.start, org.end)
@@ -119,7 +120,7 @@ def test_two_organizations_in_one_install_each_equal_their_truth(tmp_path):
             OrgConfig(id="org-a", name="A", admin_key=SecretStr(CANARY_KEY), base_url=url_a),
             OrgConfig(id="org-b", name="B", admin_key=SecretStr(key_b), base_url=url_b),
         ]
-        result = Collector(settings, sink, clock=clock).backfill(org_a.start, org_a.end)
+        result = Collector(settings, sink, clock=clock).backfill(BackfillRange(org_a.start, org_a.end))
     assert not result.failed and {r.org_id for r in result.streams} == {"org-a", "org-b"}
 
     class OneOrg:
@@ -141,7 +142,7 @@ def test_report_totals_equal_the_bill_to_the_cent(org, tmp_path):
     clock = FakeClock(org.end + 3 * 86400)
     sink = make_sink("duckdb", tmp_path)
     with serve(sim(org, clock)) as url:
-        Collector(make_settings(openai_base_url=url, streams=["costs"]), sink, clock=clock).backfill(org.start, org.end)
+        Collector(make_settings(openai_base_url=url, streams=["costs"]), sink, clock=clock).backfill(BackfillRange(org.start, org.end))
     rep = build_report(sink)
     assert rep.total_cost == org.total_cost(org.start, org.end) > 0
     assert sum((v for _, v in rep.cost_by_project), Decimal(0)) == rep.total_cost

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import CANARY_KEY
 from tests.conftest_es import es_target
 from tests.truth import assert_sink_equals_truth
+from usage_collector.planning import BackfillRange
 from usage_collector.catalogue import STREAM_NAMES
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
@@ -31,13 +32,13 @@ def test_backfill_into_elasticsearch_equals_the_truth_and_a_rerun_writes_nothing
         sink = es.sink(settings)
         sink.open()
         try:
-            first = Collector(settings, sink, clock=clock).backfill(org.start, org.end)
+            first = Collector(settings, sink, clock=clock).backfill(BackfillRange(org.start, org.end))
             assert not first.failed, [r.error for r in first.failed]
             compared = assert_sink_equals_truth(sink, org, STREAM_NAMES, org.start, org.end)
             assert compared > 500
             for stream in ("completions", "costs"):
                 es.rollover(stream)  # new backing index: create alone would now duplicate
-            second = Collector(settings, sink, clock=clock).backfill(org.start, org.end)
+            second = Collector(settings, sink, clock=clock).backfill(BackfillRange(org.start, org.end))
             assert sum(r.stats.written for r in second.streams) == 0
             assert sum(r.stats.unchanged for r in second.streams) == compared
             assert_sink_equals_truth(sink, org, STREAM_NAMES, org.start, org.end)

@@ -72,6 +72,26 @@ def test_ndjson_cuts_a_partial_last_line_left_by_a_crash(tmp_path):
     assert len(current(s2)) == 3
 
 
+def test_ndjson_failed_append_stores_no_checkpoint_and_leaves_no_line(tmp_path, monkeypatch):
+    from usage_collector.sinks import ndjson
+
+    path = tmp_path / "o.ndjson"
+    s = NdjsonSink(path)
+    s.write_window(docs(), cp(T0))
+    before = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ndjson.os, "fsync", disk_full)
+    with pytest.raises(SinkError, match="cannot append 1 document"):
+        s.write_window(docs((10, 25, 30)), cp(T0 + 3600))
+    monkeypatch.undo()
+    assert path.read_bytes() == before  # the partial append was cut back off
+    assert s.load_checkpoint("org", "embeddings", "1h").position == T0  # not moved
+    assert sorted(current(NdjsonSink(path)).values()) == [10, 20, 30]
+
+
 def test_duckdb_failed_window_stores_neither_documents_nor_checkpoint(tmp_path):
     s = DuckDBSink(tmp_path / "u.duckdb")
     bad = docs()

@@ -1,7 +1,7 @@
 """The catalogue: one declarative entry per OpenAI usage/costs stream.
 
 Adding a stream is adding a :class:`StreamSpec` to :data:`STREAMS`. Every fact here comes from
-``shared/reference/openai-usage-api.md`` (§0 limits and ``group_by`` values, §1.2 filters, §1.6 result
+``shared/reference/openai-usage-api.md`` (§0 limits and ``group_by`` values, §1.6 result
 schemas, §4.14 object discriminators).
 
 Field naming follows Elastic's ``openai`` integration (``elastic-openai-integration.md`` §3): the shared
@@ -72,7 +72,6 @@ class StreamSpec:
         group_by: the ``group_by`` values the endpoint allows, in the order we send them.
         measures: numeric fields.
         attributes: non-numeric, non-grouping fields kept on the document (``amount.currency``).
-        filters: extra array/boolean filters the endpoint accepts (ref §1.2).
         default_width: bucket width used when the configuration does not choose one.
         widths: bucket widths the endpoint supports.
     """
@@ -83,7 +82,6 @@ class StreamSpec:
     group_by: tuple[str, ...]
     measures: tuple[Measure, ...]
     attributes: tuple[str, ...] = ()
-    filters: tuple[str, ...] = ()
     default_width: BucketWidth = "1h"
     widths: tuple[BucketWidth, ...] = BUCKET_WIDTHS
     dimension_types: dict[str, DimType] = field(default_factory=dict)
@@ -119,7 +117,6 @@ STREAMS: dict[str, StreamSpec] = {
             object_type="organization.usage.completions.result",
             group_by=(*_USER_DIMS, "batch", "service_tier"),
             dimension_types={"batch": "boolean"},
-            filters=("project_ids", "user_ids", "api_key_ids", "models", "batch"),
             measures=(
                 Measure("input_tokens", required=True, gen_ai="gen_ai.usage.input_tokens"),
                 Measure("output_tokens", required=True, gen_ai="gen_ai.usage.output_tokens"),
@@ -143,7 +140,6 @@ STREAMS: dict[str, StreamSpec] = {
             path="organization/usage/embeddings",
             object_type="organization.usage.embeddings.result",
             group_by=_USER_DIMS,
-            filters=("project_ids", "user_ids", "api_key_ids", "models"),
             measures=(Measure("input_tokens", required=True, gen_ai="gen_ai.usage.input_tokens"), _REQ),
         ),
         StreamSpec(
@@ -151,7 +147,6 @@ STREAMS: dict[str, StreamSpec] = {
             path="organization/usage/moderations",
             object_type="organization.usage.moderations.result",
             group_by=_USER_DIMS,
-            filters=("project_ids", "user_ids", "api_key_ids", "models"),
             measures=(Measure("input_tokens", required=True, gen_ai="gen_ai.usage.input_tokens"), _REQ),
         ),
         StreamSpec(
@@ -159,7 +154,6 @@ STREAMS: dict[str, StreamSpec] = {
             path="organization/usage/images",
             object_type="organization.usage.images.result",
             group_by=(*_USER_DIMS, "size", "source"),
-            filters=("project_ids", "user_ids", "api_key_ids", "models", "sizes", "sources"),
             measures=(Measure("images", required=True), _REQ),
         ),
         StreamSpec(
@@ -167,7 +161,6 @@ STREAMS: dict[str, StreamSpec] = {
             path="organization/usage/audio_speeches",
             object_type="organization.usage.audio_speeches.result",
             group_by=_USER_DIMS,
-            filters=("project_ids", "user_ids", "api_key_ids", "models"),
             measures=(Measure("characters", required=True), _REQ),
         ),
         StreamSpec(
@@ -175,7 +168,6 @@ STREAMS: dict[str, StreamSpec] = {
             path="organization/usage/audio_transcriptions",
             object_type="organization.usage.audio_transcriptions.result",
             group_by=_USER_DIMS,
-            filters=("project_ids", "user_ids", "api_key_ids", "models"),
             measures=(Measure("seconds", required=True), _REQ),
         ),
         StreamSpec(
@@ -183,7 +175,6 @@ STREAMS: dict[str, StreamSpec] = {
             path="organization/usage/vector_stores",
             object_type="organization.usage.vector_stores.result",
             group_by=("project_id",),
-            filters=("project_ids",),
             measures=(Measure("usage_bytes", kind="gauge", required=True),),
             # A gauge does not add up over time: one daily value per project is what a person (and storage
             # billing) reads, and summing hourly documents per day would give 24x the bytes.
@@ -194,7 +185,6 @@ STREAMS: dict[str, StreamSpec] = {
             path="organization/usage/code_interpreter_sessions",
             object_type="organization.usage.code_interpreter_sessions.result",
             group_by=("project_id",),
-            filters=("project_ids",),
             measures=(Measure("num_sessions", required=True),),
         ),
         StreamSpec(
@@ -202,7 +192,6 @@ STREAMS: dict[str, StreamSpec] = {
             path="organization/usage/file_search_calls",
             object_type="organization.usage.file_searches.result",
             group_by=("project_id", "user_id", "api_key_id", "vector_store_id"),
-            filters=("project_ids", "user_ids", "api_key_ids", "vector_store_ids"),
             measures=(Measure("num_requests", required=True),),
         ),
         StreamSpec(
@@ -210,7 +199,6 @@ STREAMS: dict[str, StreamSpec] = {
             path="organization/usage/web_search_calls",
             object_type="organization.usage.web_searches.result",
             group_by=(*_USER_DIMS, "context_level"),
-            filters=("project_ids", "user_ids", "api_key_ids", "models", "context_levels"),
             measures=(_REQ, Measure("num_requests", required=True)),
         ),
         StreamSpec(
@@ -218,7 +206,6 @@ STREAMS: dict[str, StreamSpec] = {
             path="organization/costs",
             object_type="organization.costs.result",
             group_by=("project_id", "line_item", "api_key_id"),
-            filters=("project_ids", "api_key_ids"),
             measures=(
                 Measure("amount.value", required=True, value_type="decimal"),
                 Measure("quantity", value_type="decimal"),
@@ -232,16 +219,3 @@ STREAMS: dict[str, StreamSpec] = {
 
 STREAM_NAMES: tuple[str, ...] = tuple(STREAMS)
 
-
-def get_stream(name: str) -> StreamSpec:
-    """Return the catalogue entry called ``name``.
-
-    Raises:
-        ConfigError: ``name`` is not a known stream; the message lists the known ones.
-    """
-    try:
-        return STREAMS[name]
-    except KeyError:
-        from .errors import ConfigError
-
-        raise ConfigError(f"unknown stream {name!r}; known streams: {', '.join(STREAM_NAMES)}") from None

@@ -17,8 +17,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from .collector import CycleResult
+    import threading
+
+    from .collector import Collector, CycleResult
     from .config import Settings
+    from .sinks.base import Sink
 
 log = logging.getLogger("usage_collector")
 
@@ -75,11 +78,8 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _configure_logging(settings: Settings) -> None:
-    try:
-        from .logs import configure_logging, register_secret
-    except ImportError:  # pragma: no cover - logs module not present
-        logging.basicConfig(level=settings.log_level, stream=sys.stderr, format="%(levelname)s %(message)s")
-        return
+    from .logs import configure_logging, register_secret
+
     configure_logging(settings.log_format, settings.log_level)
     for secret in (settings.openai_admin_key, settings.elasticsearch_api_key, settings.elasticsearch_password):
         if secret is not None and secret.get_secret_value():
@@ -125,7 +125,7 @@ def _main(
     _state.log_level = log_level.upper() if log_level else None
 
 
-def _require_keys(settings: Settings, sink: Any) -> None:
+def _require_keys(settings: Settings, sink: Sink) -> None:
     """Fail with exit status 2, before anything is written, if an organization has no usable Admin key."""
     from .errors import ConfigError
 
@@ -137,7 +137,7 @@ def _require_keys(settings: Settings, sink: Any) -> None:
         _fail(str(exc))
 
 
-def _open_sink(settings: Settings, spec: str | None = None) -> Any:
+def _open_sink(settings: Settings, spec: str | None = None) -> Sink:
     from .errors import ConfigError
     from .sinks import make_sink
 
@@ -197,7 +197,7 @@ def _print_table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, 
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
 
 
-def _collector(settings: Settings, sink: Any, progress: Any = None) -> Any:
+def _collector(settings: Settings, sink: Sink) -> Collector:
     """A collector whose SIGTERM/SIGINT finish the window being written (its checkpoint lands), then stop.
 
     A CronJob deadline or a systemd stop sends SIGTERM: the run ends cleanly, releases its lease, and the
@@ -208,7 +208,7 @@ def _collector(settings: Settings, sink: Any, progress: Any = None) -> Any:
 
     from .collector import Collector
 
-    collector = Collector(settings, sink, progress=progress)
+    collector = Collector(settings, sink)
     if threading.current_thread() is threading.main_thread():
 
         def on_signal(signum: int, frame: object) -> None:
@@ -263,9 +263,11 @@ def serve(
     from .schedule import serve as serve_forever
 
     settings = _settings(sink=sink, interval=interval, jitter=jitter)
-    _require_keys(settings, _open_sink(settings))
+    probe = _open_sink(settings)  # fail fast on a bad sink or key, before the first cycle
+    _require_keys(settings, probe)
+    probe.close()
 
-    def cycle(stop: Any) -> int:
+    def cycle(stop: threading.Event) -> int:
         from .collector import Collector
 
         snk = _open_sink(settings)
@@ -369,13 +371,14 @@ def backfill(
     snk = _open_sink(settings)
     _require_keys(settings, snk)
     try:
+        from .planning import BackfillRange
         from .progress import progress_reporter
 
+        span = BackfillRange(t0, t1, bucket_width)
         collector = _collector(settings, snk)
-        plan = collector.plan(backfill=(t0, t1, bucket_width))
-        with progress_reporter(sum(p[4] for p in plan)) as progress:
+        with progress_reporter(sum(p.windows for p in collector.plan(backfill=span))) as progress:
             collector.progress = progress
-            result = collector.backfill(t0, t1, bucket_width=bucket_width)
+            result = collector.backfill(span)
     finally:
         snk.close()
     raise typer.Exit(_report_result(result, title="usage-collector backfill"))
@@ -445,6 +448,7 @@ def demo(
 
     from .collector import Collector
     from .config import OrgConfig
+    from .planning import BackfillRange
     from .report import build_report, render_terminal
     from .simulator import Organization, SimulatedAPI, serve
 
@@ -464,7 +468,7 @@ def demo(
         t0 = time.monotonic()
         try:
             collector = Collector(settings, snk)
-            result = collector.backfill(org.start, None)
+            result = collector.backfill(BackfillRange(org.start, None))
             code = _report_result(result, title=f"demo backfill into {snk.description}")
             typer.echo(
                 f"{sum(r.stats.created + r.stats.updated + r.stats.unchanged for r in result.streams):,} documents "
@@ -510,12 +514,9 @@ def report(
 
 def main() -> None:
     """Console-script entry point."""
-    try:
-        from .simulator.cli import register
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        register(app)
+    from .simulator.cli import register
+
+    register(app)
     app()
 
 

@@ -26,7 +26,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 from . import __version__
 from .catalogue import StreamSpec
 from .clock import Clock, SystemClock
-from .errors import ApiError, AuthError, FatalApiError, PaginationError, RetriableApiError
+from .documents import Names
+from .errors import ApiError, AuthError, CollectorError, FatalApiError, PaginationError, RetriableApiError
 from .failpoints import failpoint
 from .models import Page, parse_page
 from .planning import Window
@@ -297,7 +298,6 @@ class OpenAIClient:
         width: str,
         group_by: Sequence[str],
         stats: RequestStats,
-        filters: Sequence[tuple[str, str]] = (),
     ) -> Iterator[Page]:
         """Every page of ``spec`` for ``window``, following ``next_page`` with the same parameters.
 
@@ -313,7 +313,6 @@ class OpenAIClient:
             ("limit", str(spec.limit_max(width))),
         ]
         params += [("group_by[]", g) for g in group_by]
-        params += list(filters)
         seen: set[str] = set()
         cursor: str | None = None
         while True:
@@ -356,3 +355,44 @@ class OpenAIClient:
             if not after or after in seen:
                 raise PaginationError(f"{path}: loop detected in list pagination")
             seen.add(after)
+
+
+#: Names are a nicety: a list endpoint that keeps failing must not hold up the usage itself.
+NAME_ATTEMPTS = 2
+
+
+def fetch_names(client: OpenAIClient) -> Names | None:
+    """Project, API key and user names from the Admin list endpoints; ``None`` if they cannot be read.
+
+    Service accounts are listed as users: usage by a service-account key reports the service account as
+    ``user_id``. A project whose key or service-account list is refused (archived projects answer 400 on some
+    sub-lists) only costs those names.
+    """
+    stats = RequestStats()
+    try:
+        projects: dict[str, str] = {}
+        keys: dict[str, str] = {}
+        users: dict[str, str] = {}
+        for p in client.iter_list("organization/projects", stats, [("include_archived", "true")], NAME_ATTEMPTS):
+            projects[p["id"]] = p.get("name") or p["id"]
+        for u in client.iter_list("organization/users", stats, None, NAME_ATTEMPTS):
+            users[u["id"]] = u.get("email") or u.get("name") or u["id"]
+        for pid in projects:
+            # owner_project_access=any lists every enabled key, not only those visible by membership (ref §4.17)
+            try:
+                for k in client.iter_list(
+                    f"organization/projects/{pid}/api_keys", stats, [("owner_project_access", "any")], NAME_ATTEMPTS
+                ):
+                    keys[k["id"]] = k.get("name") or k.get("redacted_value") or k["id"]
+            except FatalApiError as exc:
+                log.debug("no API key names for project %s: %s", pid, exc)
+            try:
+                path = f"organization/projects/{pid}/service_accounts"
+                for sa in client.iter_list(path, stats, None, NAME_ATTEMPTS):
+                    users.setdefault(sa["id"], sa.get("name") or sa["id"])
+            except FatalApiError as exc:
+                log.debug("no service account names for project %s: %s", pid, exc)
+        return Names(projects, keys, users)
+    except CollectorError as exc:
+        log.warning("names unavailable, documents carry IDs only: %s", exc)
+        return None

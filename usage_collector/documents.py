@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -31,6 +31,8 @@ from .catalogue import StreamSpec
 from .clock import iso
 
 ECS_VERSION = "8.11.0"
+#: ``event.dataset`` of run documents (one per stream per cycle), in ``logs-usage_collector.runs-<namespace>``.
+RUNS_DATASET = "usage_collector.runs"
 
 
 @dataclass(frozen=True)
@@ -93,16 +95,9 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, default=_json_default)
 
 
-def document_id(target: Target, stream: str, width: str, start: int, group_by: Iterable[str],
-                dims: Iterable[tuple[str, Any]]) -> str:
-    """The deterministic ``_id``: stable across runs, revisions and collector versions.
-
-    >>> document_id(Target("org-1"), "completions", "1h", 1730419200, ["model"], [("model", "gpt-4o")])
-    'FTyp0XTdqXxUGURnmyuntTn0uY0'
-    """
-    parts = [target.org_id, stream, width, str(start), ",".join(sorted(group_by))]
-    parts.extend(f"{k}={_dim_text(v)}" for k, v in sorted(dims))
-    digest = hashlib.sha1("\x1f".join(parts).encode(), usedforsecurity=False).digest()
+def _digest_id(key: str) -> str:
+    """The ``_id`` of an identity key: url-safe base64 of its SHA-1, unpadded (27 characters)."""
+    digest = hashlib.sha1(key.encode(), usedforsecurity=False).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
@@ -163,7 +158,7 @@ class Shaper:
         self._id_prefix = "\x1f".join([target.org_id, spec.name, width])
         self._group_key = ",".join(sorted(group_by))
         # dims: (name, goes under openai.base) in the order of the API; id parts sorted by name
-        self._dims = [(d, d in _BASE_DIMS) for d in spec.group_by]
+        self._dims = [(d, _in_base(spec, d)) for d in spec.group_by]
         order = sorted(range(len(self._dims)), key=lambda i: self._dims[i][0])
         self._id_dims = [(i, self._dims[i][0] + "=") for i in order]
         self._id_head = self._id_prefix + "\x1f"
@@ -172,10 +167,7 @@ class Shaper:
         self._measures: list[tuple[str, bool, tuple[str, ...], str | None]] = []
         for m in spec.measures:
             gen = m.gen_ai.rsplit(".", 1)[1] if m.gen_ai else None
-            self._measures.append((m.name, m.name == "num_model_requests", tuple(m.name.split(".")), gen))
-        self._hash_order = sorted(
-            [m.name for m in spec.measures] + list(spec.attributes)
-        )
+            self._measures.append((m.name, _in_base(spec, m.name), tuple(m.name.split(".")), gen))
         self._attrs = [(a, tuple(a.split("."))) for a in spec.attributes]
 
     def bucket(self, start: int, end: int, results: list[Mapping[str, Any]]) -> list[Document]:
@@ -241,17 +233,20 @@ class Shaper:
             _add_names(base, self.names)
         digest = measure_hash(hashed)
         doc["event"]["hash"] = digest
+        # identity: org, stream, width, bucket start, group_by set, every dimension value (sorted by name)
         key = self._id_head + str(start) + self._id_group + "\x1f".join(
             [name + _dim_text(dim_values[i]) for i, name in self._id_dims]
         )
-        sha = hashlib.sha1(key.encode(), usedforsecurity=False).digest()
-        doc_id = base64.urlsafe_b64encode(sha).decode().rstrip("=")
-        return Document(doc_id, self.index, spec.name, start, digest, doc)
+        return Document(_digest_id(key), self.index, spec.name, start, digest, doc)
 
 
 _ECS = {"version": ECS_VERSION}  # shared, never mutated
 _PROVIDER = {"name": "openai"}
-_BASE_DIMS = frozenset({"project_id", "user_id", "api_key_id", "model"})
+
+
+def _in_base(spec: StreamSpec, api_field: str) -> bool:
+    """Whether ``api_field`` is written under ``openai.base`` (the catalogue's one rule, ``field_name``)."""
+    return spec.field_name(api_field).startswith("openai.base.")
 
 
 def shape(
@@ -265,6 +260,13 @@ def shape(
     names: Names | None = None,
 ) -> Document:
     """Turn one API result row into a :class:`Document` (see :class:`Shaper` for many rows).
+
+    The ``_id`` is stable across runs, revisions and collector versions:
+
+    >>> from .catalogue import STREAMS
+    >>> row = {"model": "gpt-4o", "input_tokens": 1, "output_tokens": 2, "num_model_requests": 1}
+    >>> shape(STREAMS["completions"], Target("org-1"), "1h", 1730419200, 1730422800, ("model",), row).id
+    'u-VuSS2pbm_XfgPZwxjmKXpZ38c'
 
     Args:
         spec: the stream.
@@ -288,3 +290,58 @@ def _add_names(base: dict[str, Any], names: Names) -> None:
         ident = base.get(key)
         if ident is not None and ident in table:
             base[out] = table[ident]
+
+
+def run_document(
+    *,
+    run_id: str,
+    org_id: str,
+    stream: str,
+    bucket_width: str,
+    mode: str,
+    window: tuple[int, int],
+    windows: int,
+    requests: int,
+    retries: int,
+    created: int,
+    updated: int,
+    unchanged: int,
+    position: int | None,
+    started_at: float,
+    finished_at: float,
+    duration: float,
+    final_edge: int,
+    error: str | None,
+) -> dict[str, Any]:
+    """The run document of one stream in one cycle or backfill (``event.dataset`` :data:`RUNS_DATASET`).
+
+    ``usage-collector status`` and the Collector health dashboard read it; its mapping is
+    ``usage_collector.elastic.objects`` ``runs_fields``.
+    """
+    run: dict[str, Any] = {
+        "@timestamp": iso(started_at),
+        "event": {
+            "kind": "event",
+            "dataset": RUNS_DATASET,
+            "outcome": "success" if error is None else "failure",
+            "duration": int(duration * 1e9),
+        },
+        "organization": {"id": org_id},
+        "usage_collector": {
+            "run_id": run_id,
+            "mode": mode,
+            "stream": stream,
+            "bucket_width": bucket_width,
+            "window": {"start": iso(window[0]), "end": iso(window[1])},
+            "windows": windows,
+            "requests": requests,
+            "retries": retries,
+            "documents": {"created": created, "updated": updated, "unchanged": unchanged},
+            "position": iso(position) if position is not None else None,
+            "lag_seconds": int(finished_at - position) if position is not None else None,
+            "final_edge": iso(final_edge),
+        },
+    }
+    if error is not None:
+        run["error"] = {"message": error}
+    return run

@@ -4,9 +4,11 @@ Set ``USAGE_COLLECTOR_FAILPOINTS=name:N[,name:N...]`` and the N-th time the proc
 itself with ``SIGKILL`` (like ``kill -9``: no cleanup, no flush). Unset, a failpoint costs one dict lookup.
 The reliability matrix (``tests/reliability``) uses them to crash a backfill at exact points.
 
-Names: ``page.parsed`` (after a page is parsed), ``window.shaped`` (documents built, nothing written),
-``sink.mid_write`` (half of a window written, not committed), ``sink.before_checkpoint`` (documents durable,
-checkpoint not yet stored), ``window.written`` (window and checkpoint stored), ``lease.acquired``.
+They sit only at the collector's stage boundaries, never inside a sink (sinks write plainly; what a crash
+inside a write leaves, a torn NDJSON line or a rolled-back DuckDB transaction, is covered by unit tests of the
+sinks' own recovery). Names, in the order of the data path: ``lease.acquired``, ``page.parsed`` (after a page
+is parsed), ``window.shaped`` (documents built, nothing written), ``window.written`` (the window's documents
+and its checkpoint acknowledged by the sink).
 """
 
 from __future__ import annotations

@@ -25,14 +25,6 @@ from .catalogue import StreamSpec
 from .errors import FatalApiError, RetriableApiError
 
 
-class Bucket(TypedDict):
-    """``UsageTimeBucket``: one time bucket and its grouped results (ref §1.5)."""
-
-    start_time: int
-    end_time: int
-    results: list[dict[str, Any]]
-
-
 class _PageBase(TypedDict):
     data: list[dict[str, Any]]
     has_more: bool

@@ -27,7 +27,6 @@ class Report:
     cost_by_line_item: list[tuple[str, Decimal]] = field(default_factory=list)
     cost_by_api_key: list[tuple[str, Decimal]] = field(default_factory=list)
     tokens_by_model: list[tuple[str, int, int]] = field(default_factory=list)
-    requests_by_stream: list[tuple[str, int]] = field(default_factory=list)
     documents: int = 0
 
 
@@ -55,7 +54,6 @@ def aggregate(docs: Iterable[dict[str, Any]]) -> Report:
     by_key: dict[str, Decimal] = defaultdict(Decimal)
     by_day: dict[str, Decimal] = defaultdict(Decimal)
     tokens: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    requests: dict[str, int] = defaultdict(int)
     for d in docs:
         rep.documents += 1
         src = d["_source"]
@@ -71,7 +69,6 @@ def aggregate(docs: Iterable[dict[str, Any]]) -> Report:
             by_item[own.get("line_item") or "(none)"] += value
             by_key[_label(base, "api_key_id", "api_key_name")] += value
             continue
-        requests[stream] += int(base.get("num_model_requests", own.get("num_requests", own.get("num_sessions", 0))))
         if "input_tokens" in own:
             t = tokens[base.get("model") or "(none)"]
             t[0] += int(own.get("input_tokens", 0))
@@ -81,7 +78,6 @@ def aggregate(docs: Iterable[dict[str, Any]]) -> Report:
     rep.cost_by_line_item = _top(by_item)
     rep.cost_by_api_key = _top(by_key)
     rep.tokens_by_model = sorted(((m, i, o) for m, (i, o) in tokens.items()), key=lambda r: (-(r[1] + r[2]), r[0]))
-    rep.requests_by_stream = sorted(requests.items(), key=lambda kv: (-kv[1], kv[0]))
     return rep
 
 

@@ -36,6 +36,7 @@ from tests.reliability.helpers import (
     serve,
 )
 from tests.reliability.matrix import MATRIX
+from usage_collector.planning import BackfillRange
 from usage_collector.catalogue import STREAMS
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
@@ -59,7 +60,7 @@ def _sim(org, clock, faults=None, **kw):
 def _backfill(org, sink, clock, faults=None, sim_kw=None, **settings_kw):
     with serve(_sim(org, clock, faults, **(sim_kw or {}))) as url:
         settings = make_settings(openai_base_url=url, **settings_kw)
-        return Collector(settings, sink, clock=clock).backfill(org.start, org.end)
+        return Collector(settings, sink, clock=clock).backfill(BackfillRange(org.start, org.end))
 
 
 def _sink(kind, tmp_path):

@@ -27,6 +27,7 @@ from tests.reliability.helpers import (
     serve,
 )
 from tests.reliability.matrix import MATRIX
+from usage_collector.planning import BackfillRange
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
 from usage_collector.simulator import FaultKind, FaultPlan, SimulatedAPI
@@ -48,7 +49,7 @@ def test_the_admin_key_appears_in_no_log_error_state_file_document_or_report(kin
         with serve(SimulatedAPI(org, admin_key=CANARY_KEY)) as url:
             env = cli_env(url)
             crashed = cli(["--log-level", "DEBUG", *backfill_args(org, sink, log_format="json")],
-                          {**env, "USAGE_COLLECTOR_FAILPOINTS": "sink.before_checkpoint:4"})
+                          {**env, "USAGE_COLLECTOR_FAILPOINTS": "window.shaped:4"})
             assert killed_by_sigkill(crashed), describe(crashed)
             rerun = cli(["--log-level", "DEBUG", *backfill_args(org, sink, log_format="text")], env)
             assert rerun.returncode == 0, describe(rerun)
@@ -104,9 +105,9 @@ def test_exception_texts_carry_no_key(org, tmp_path):
         try:
             faults = FaultPlan(unauthorized_from=4, schedule={1: FaultKind.SERVER_ERROR, 2: FaultKind.TRUNCATED})
             with serve(SimulatedAPI(org, admin_key=CANARY_KEY, clock=clock.now, faults=faults)) as url:
-                result = Collector(make_settings(openai_base_url=url), sink, clock=clock).backfill(org.start, org.end)
+                result = Collector(make_settings(openai_base_url=url), sink, clock=clock).backfill(BackfillRange(org.start, org.end))
             unreachable = Collector(make_settings(openai_base_url="http://127.0.0.1:9/v1", max_attempts=2), sink,
-                                    clock=clock).backfill(org.start, org.end)
+                                    clock=clock).backfill(BackfillRange(org.start, org.end))
         finally:
             logging.getLogger().removeHandler(handler)
             logging.getLogger().setLevel(old)

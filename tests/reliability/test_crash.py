@@ -72,8 +72,8 @@ POINTS = [
     Crash("duckdb", "lease.acquired:1", 4),
     Crash("duckdb", "page.parsed:1"),
     Crash("duckdb", "window.shaped:2"),  # completions' first window landed, the second not
-    Crash("duckdb", "sink.mid_write:5"),  # half of a window inserted, not committed
-    Crash("duckdb", "sink.before_checkpoint:13"),  # all of vector_stores inserted, not committed
+    Crash("duckdb", "window.shaped:5"),
+    Crash("duckdb", "window.shaped:13"),  # vector_stores shaped, nothing written
     Crash("duckdb", "window.written:11"),
     Crash("duckdb", "window.written:20"),  # the last window, before the run cursor moves
     Crash("duckdb", "page.parsed:9", 4),
@@ -83,10 +83,10 @@ POINTS = [
     Crash("ndjson", "lease.acquired:1"),
     Crash("ndjson", "page.parsed:3"),
     Crash("ndjson", "window.shaped:9", 4),
-    Crash("ndjson", "sink.mid_write:1"),  # a line cut in the middle at the end of the file
-    Crash("ndjson", "sink.mid_write:14", 4),
-    Crash("ndjson", "sink.before_checkpoint:2"),  # lines durable, checkpoint not stored
-    Crash("ndjson", "sink.before_checkpoint:19"),
+    Crash("ndjson", "window.shaped:1"),
+    Crash("ndjson", "window.shaped:14", 4),
+    Crash("ndjson", "window.written:2"),
+    Crash("ndjson", "window.written:19"),
     Crash("ndjson", "window.written:7"),
     Crash("ndjson", f"in-flight:{NAME_REQUESTS + 15}"),
     Crash("ndjson", "timer:2"),

@@ -21,6 +21,7 @@ from tests.reliability.helpers import (
     past_org,
 )
 from tests.reliability.matrix import MATRIX
+from usage_collector.planning import BackfillRange
 from usage_collector.clock import FakeClock, iso
 from usage_collector.collector import Collector
 from usage_collector.errors import SinkError
@@ -51,7 +52,7 @@ def _settings(es, url):
 
 def _backfill(org, es, url, sink, later=0.0):
     clock = FakeClock(org.end + 3 * DAY + later)
-    result = Collector(_settings(es, url), sink, clock=clock).backfill(org.start, org.end)
+    result = Collector(_settings(es, url), sink, clock=clock).backfill(BackfillRange(org.start, org.end))
     assert not result.skipped, result.skipped
     return result
 
@@ -77,7 +78,7 @@ def _an_id_in_the_second_window(org, url, tmp_path) -> str:
     """The ``_id`` of a completions document of the second window (same ``_id`` in every sink)."""
     sink = NdjsonSink(tmp_path / "ids.ndjson")
     Collector(make_settings(openai_base_url=url, streams=["completions"]), sink,
-              clock=FakeClock(org.end + 3 * DAY)).backfill(org.start, org.end)
+              clock=FakeClock(org.end + 3 * DAY)).backfill(BackfillRange(org.start, org.end))
     second = iso(org.start + 7 * DAY)
     return next(str(d["_id"]) for d in sink.iter_documents("completions") if d["_source"]["@timestamp"] >= second)
 

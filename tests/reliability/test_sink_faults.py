@@ -38,6 +38,7 @@ from tests.reliability.helpers import (
     plain_lines,
 )
 from tests.reliability.matrix import MATRIX
+from usage_collector.planning import BackfillRange
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
 from usage_collector.sinks.duckdb import DuckDBSink
@@ -132,7 +133,7 @@ def test_duckdb_out_of_space_mid_window_loses_nothing(transient, org, url, tmp_p
     disk = _FullDisk(sink._db(), fail_at=9, transient=transient)  # in the middle of a window, after others
     sink._con = disk
     with MATRIX.run("sink: duckdb out of space mid-window", "freed at once" if transient else "stays full"):
-        result = Collector(settings, sink, clock=clock).backfill(org.start, org.end)
+        result = Collector(settings, sink, clock=clock).backfill(BackfillRange(org.start, org.end))
         assert disk.raised, "the disk never filled"
         failed = {r.stream: r.error or "" for r in result.failed}
         assert failed and (len(failed) == 1 if transient else len(failed) > 1), failed
@@ -140,7 +141,7 @@ def test_duckdb_out_of_space_mid_window_loses_nothing(transient, org, url, tmp_p
             assert "u.duckdb" in error and "No space left on device" in error and "not written" in error, error
         disk.free()
         assert_checkpoints_never_pass_unwritten_data(sink, org)
-        rerun = Collector(settings, sink, clock=clock).backfill(org.start, org.end)
+        rerun = Collector(settings, sink, clock=clock).backfill(BackfillRange(org.start, org.end))
         assert not rerun.failed, [r.error for r in rerun.failed]
         assert_exact(sink, org)
     assert_no_canary("sink duckdb ENOSPC", list(failed.values()), [tmp_path])
@@ -203,7 +204,7 @@ class _LimitedFile:
 
 
 def _ndjson_backfill(org, url, sink, clock):
-    return Collector(make_settings(openai_base_url=url), sink, clock=clock).backfill(org.start, org.end)
+    return Collector(make_settings(openai_base_url=url), sink, clock=clock).backfill(BackfillRange(org.start, org.end))
 
 
 def test_ndjson_disk_full_on_append_loses_nothing_after_space_is_freed(org, url, tmp_path, monkeypatch):

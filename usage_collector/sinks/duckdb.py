@@ -30,7 +30,6 @@ import orjson
 from ..catalogue import STREAMS, StreamSpec
 from ..documents import Document, dumps
 from ..errors import SinkError
-from ..failpoints import failpoint
 from .base import Checkpoint, WriteStats, checkpoint_key
 from .filelease import FileLease, FileLeaseMixin
 
@@ -144,13 +143,9 @@ class DuckDBSink(FileLeaseMixin):
                         stats.unchanged += 1
                 if changed:
                     con.execute("DELETE FROM documents WHERE _id IN (SELECT unnest(?))", [[d.id for d in changed]])
-                pending = [*fresh, *changed]
-                self._insert(con, pending[: len(pending) // 2])
-                failpoint("sink.mid_write")
-                self._insert(con, pending[len(pending) // 2 :])
+                self._insert(con, [*fresh, *changed])
                 stats.created = len(fresh)
                 stats.updated = len(changed)
-                failpoint("sink.before_checkpoint")
                 if checkpoint is not None:
                     self._put_checkpoint(con, checkpoint)
                 con.execute("COMMIT")

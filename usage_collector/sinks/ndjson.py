@@ -22,7 +22,6 @@ import orjson
 
 from ..documents import Document, dumps
 from ..errors import SinkError
-from ..failpoints import failpoint
 from .base import Checkpoint, WriteStats
 from .filelease import FileLease, FileLeaseMixin
 
@@ -109,13 +108,7 @@ class NdjsonSink(FileLeaseMixin):
                 size = self.path.stat().st_size if self.path.exists() else 0
                 try:
                     with self.path.open("ab") as fh:
-                        half = len(out) // 2
-                        fh.write(b"".join(out[:half]))
-                        fh.write(out[half][: len(out[half]) // 2])  # a line cut in the middle
-                        fh.flush()
-                        failpoint("sink.mid_write")
-                        fh.write(out[half][len(out[half]) // 2 :])
-                        fh.write(b"".join(out[half + 1 :]))
+                        fh.write(b"".join(out))
                         fh.flush()
                         os.fsync(fh.fileno())
                 except OSError as exc:
@@ -129,7 +122,6 @@ class NdjsonSink(FileLeaseMixin):
                     ) from None
                 for doc in docs:
                     self._hashes[doc.id] = doc.hash
-            failpoint("sink.before_checkpoint")
             if checkpoint is not None:
                 self.save_checkpoint(checkpoint)
             return stats
