@@ -37,11 +37,11 @@ import httpx
 import orjson
 from _common import ADMIN_KEY, DAY, SEED, NullSink, emit, table, verdict
 
-from usage_collector.planning import BackfillRange
 from usage_collector.catalogue import STREAMS
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
 from usage_collector.config import load_settings
+from usage_collector.planning import BackfillRange
 from usage_collector.simulator import Organization, SimulatedAPI, serve
 
 WIDTH_S = {"1m": 60, "1h": 3600, "1d": 86400}

@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from _common import ADMIN_KEY, emit, median, sim_process, table, verdict
 
-from usage_collector.planning import BackfillRange
 from usage_collector.catalogue import STREAMS
 from usage_collector.collector import Collector
 from usage_collector.config import load_settings
+from usage_collector.planning import BackfillRange
 from usage_collector.sinks.duckdb import DuckDBSink
 
 GOAL = 0.25

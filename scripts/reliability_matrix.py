@@ -7,7 +7,8 @@
 
 ``--mutants`` copies the committed tree (``git archive HEAD``) to a temporary directory, breaks one thing at a
 time there (a checkpoint stored before its documents, no repair of a cut NDJSON line, ...), runs the part of
-the matrix (or the sink unit tests, for what happens inside one write) that must notice, and reports DETECTED or MISSED per mutant. The working tree is never touched.
+the matrix (or the sink unit tests, for what happens inside one write) that must notice, and reports DETECTED
+or MISSED per mutant. The working tree is never touched.
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 
 from tests.conftest import CANARY_KEY, T0, make_settings
-from usage_collector.planning import BackfillRange
 from usage_collector.catalogue import STREAMS, WIDTH_SECONDS
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
+from usage_collector.planning import BackfillRange
 from usage_collector.sinks.ndjson import NdjsonSink
 
 H = 3600

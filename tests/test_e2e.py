@@ -10,10 +10,10 @@ import pytest
 
 from tests.conftest import CANARY_KEY, make_settings
 from tests.truth import assert_sink_equals_truth
-from usage_collector.planning import BackfillRange
 from usage_collector.catalogue import STREAM_NAMES
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
+from usage_collector.planning import BackfillRange
 from usage_collector.simulator import FaultPlan, Organization, SimulatedAPI, serve
 from usage_collector.sinks.duckdb import DuckDBSink
 from usage_collector.sinks.ndjson import NdjsonSink

@@ -12,10 +12,10 @@ import pytest
 from tests.conftest import CANARY_KEY
 from tests.conftest_es import es_target
 from tests.truth import assert_sink_equals_truth
-from usage_collector.planning import BackfillRange
 from usage_collector.catalogue import STREAM_NAMES
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
+from usage_collector.planning import BackfillRange
 from usage_collector.simulator import Organization, SimulatedAPI, serve
 
 pytestmark = pytest.mark.live_es

@@ -27,9 +27,9 @@ from tests.reliability.helpers import (
     serve,
 )
 from tests.reliability.matrix import MATRIX
-from usage_collector.planning import BackfillRange
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
+from usage_collector.planning import BackfillRange
 from usage_collector.simulator import FaultKind, FaultPlan, SimulatedAPI
 from usage_collector.sinks.duckdb import DuckDBSink
 

@@ -21,10 +21,10 @@ from tests.reliability.helpers import (
     past_org,
 )
 from tests.reliability.matrix import MATRIX
-from usage_collector.planning import BackfillRange
 from usage_collector.clock import FakeClock, iso
 from usage_collector.collector import Collector
 from usage_collector.errors import SinkError
+from usage_collector.planning import BackfillRange
 from usage_collector.sinks.ndjson import NdjsonSink
 
 pytestmark = pytest.mark.live_es

@@ -38,9 +38,9 @@ from tests.reliability.helpers import (
     plain_lines,
 )
 from tests.reliability.matrix import MATRIX
-from usage_collector.planning import BackfillRange
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
+from usage_collector.planning import BackfillRange
 from usage_collector.sinks.duckdb import DuckDBSink
 from usage_collector.sinks.ndjson import NdjsonSink
 
