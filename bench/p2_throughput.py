@@ -85,7 +85,7 @@ def ours_sink(pages: list[tuple[str, str, bytes, int]], serializer: Any) -> int:
     """Page bytes -> bulk bodies exactly as the Elasticsearch sink builds them."""
     from elasticsearch.helpers import expand_action
 
-    from usage_collector.sinks.elasticsearch import ElasticsearchSink
+    from usage_collector.elastic.sink import ElasticsearchSink
 
     size = 0
     for name, width, body, _ in pages:

@@ -18,7 +18,7 @@ from tests.es_server import EsServer
 
 if TYPE_CHECKING:
     from usage_collector.config import Settings
-    from usage_collector.sinks.elasticsearch import ElasticsearchSink
+    from usage_collector.elastic.sink import ElasticsearchSink
 
 #: Read at import (collection time), before tests/conftest.py clears ELASTICSEARCH_* for each test.
 LIVE_URL = os.environ.get("ELASTICSEARCH_URL")
@@ -55,7 +55,7 @@ class EsTarget:
         return make_settings(**{**base, **overrides})
 
     def sink(self, settings: Settings | None = None, **kwargs: Any) -> ElasticsearchSink:
-        from usage_collector.sinks.elasticsearch import ElasticsearchSink
+        from usage_collector.elastic.sink import ElasticsearchSink
 
         kwargs.setdefault("initial_backoff", 0.0)
         kwargs.setdefault("max_backoff", 0.0)
@@ -64,14 +64,14 @@ class EsTarget:
 
     def client(self) -> Any:
         """A raw client (compatibility headers pinned like the sink's)."""
-        from usage_collector.sinks.elasticsearch import connect
+        from usage_collector.elastic.connection import connect
 
         client, _ = connect(self.settings())
         self._clients.append(client)
         return client
 
     def data_stream(self, stream: str) -> str:
-        from usage_collector.es_setup import data_stream_name
+        from usage_collector.elastic.objects import data_stream_name
 
         return data_stream_name(self.settings(), stream)
 

@@ -129,7 +129,7 @@ class EsState:
         self.data_streams: dict[str, dict[str, Any]] = {}
         self.scrolls: dict[str, tuple[list[dict[str, Any]], int]] = {}
         self.ids = itertools.count(1)
-        if builtin_templates:  # Elasticsearch's own logs/metrics templates, priority 100 (es_setup docstring)
+        if builtin_templates:  # Elasticsearch's own logs/metrics templates, priority 100 (elastic.objects docstring)
             for kind in ("logs", "metrics"):
                 self.index_templates[kind] = {"index_patterns": [f"{kind}-*-*"], "priority": 100, "data_stream": {},
                                               "composed_of": [], "template": {"mappings": {"dynamic": True}}}

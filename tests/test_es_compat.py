@@ -11,9 +11,9 @@ from elasticsearch import BadRequestError, Elasticsearch
 from tests.conftest import CANARY_KEY, T0
 from tests.conftest_es import es_target
 from tests.es_server import EsServer
-from usage_collector import es_setup
 from usage_collector.catalogue import STREAMS
 from usage_collector.documents import Target, shape
+from usage_collector.elastic.setup import setup
 from usage_collector.errors import SinkError
 from usage_collector.sinks.base import Checkpoint
 
@@ -90,7 +90,7 @@ def test_credentials_appear_in_no_log_record_or_exception(auth, caplog):
         bad = window(es.namespace, images=4)  # a revision, so it is written
         secret = CANARY_API_KEY if auth == "api_key" else CANARY_PASSWORD
         bad[0].source["openai"]["images"]["images"] = secret  # even a document value equal to the secret
-        for attempt in (lambda: sink.write_window(bad, None), lambda: es_setup.setup(settings, out=print)):
+        for attempt in (lambda: sink.write_window(bad, None), lambda: setup(settings, out=print)):
             server.denied_privileges = {"manage_ilm"}
             try:
                 attempt()

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import make_settings
-from usage_collector import es_setup, kibana
+from usage_collector import kibana
 from usage_collector.catalogue import STREAMS
+from usage_collector.elastic import objects as es_objects
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "dashboards.md"
@@ -74,9 +75,9 @@ def flatten(props: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def effective_mappings(settings) -> dict[str, dict[str, str]]:
     """Index template name -> {field: type}: components merged with the template's own mappings."""
-    comps = es_setup.component_templates(settings)
+    comps = es_objects.component_templates(settings)
     out = {}
-    for name, body in es_setup.index_templates(settings).items():
+    for name, body in es_objects.index_templates(settings).items():
         fields: dict[str, str] = {}
         for comp in body.get("composed_of", []):
             fields.update(flatten(comps[comp]["template"].get("mappings", {}).get("properties", {})))
@@ -88,7 +89,7 @@ def effective_mappings(settings) -> dict[str, dict[str, str]]:
 def templates_of(settings, data_view_id: str) -> dict[str, dict[str, str]]:
     """The templates whose data a data view reads: every usage stream's, or the runs template."""
     maps = effective_mappings(settings)
-    runs = f"usage-collector-logs-{es_setup.RUNS_DATASET}"
+    runs = f"usage-collector-logs-{es_objects.RUNS_DATASET}"
     if data_view_id == kibana.RUNS_DATA_VIEW:
         return {runs: maps[runs]}
     return {n: m for n, m in maps.items() if n != runs}
@@ -370,8 +371,8 @@ def test_data_views_match_our_data_streams_and_nothing_else(ds_type):
     for stream in STREAMS:
         for ns in ("prod", "default"):
             assert matches(usage, f"{ds_type}-openai.{stream}-{ns}")
-    assert matches(runs, es_setup.runs_data_stream(s))
-    assert not matches(usage, es_setup.runs_data_stream(s))
+    assert matches(runs, es_objects.runs_data_stream(s))
+    assert not matches(usage, es_objects.runs_data_stream(s))
     for foreign in ("logs-openai.audit-default", "logs-openai.rate_limits-default", "metrics-openai.other-default",
                     "logs-nginx.access-default", "metrics-system.cpu-default", ".kibana"):
         assert not matches(usage, foreign) and not matches(runs, foreign)

@@ -183,7 +183,7 @@ def test_install_uses_the_configured_space_and_basic_auth(kb):
 
 
 def test_install_appends_to_the_setup_report(kb):
-    from usage_collector.es_setup import SetupReport
+    from usage_collector.elastic.setup import SetupReport
 
     report = SetupReport(dry_run=False)
     kibana.install(settings_for(kb), out=lambda _: None, report=report)

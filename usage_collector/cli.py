@@ -325,10 +325,10 @@ def setup(
     settings = _settings(retention_days=retention_days, kibana_url=kibana_url, kibana_space=space)
     if not (settings.elasticsearch_url or settings.elasticsearch_cloud_id):
         _fail("setup prepares Elasticsearch: set ELASTICSEARCH_URL or ELASTICSEARCH_CLOUD_ID")
-    from . import es_setup
+    from .elastic import setup as elastic_setup
 
     try:
-        report = es_setup.setup(settings, dry_run=dry_run, out=typer.echo, retention_days=settings.retention_days)
+        report = elastic_setup.setup(settings, dry_run=dry_run, out=typer.echo, retention_days=settings.retention_days)
         if settings.kibana_url:
             from . import kibana
 

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .config import Settings
-    from .es_setup import SetupReport
+    from .elastic.setup import SetupReport
 
 #: The oldest Kibana the objects are written for (see the module docstring).
 KIBANA_MIN_VERSION = "8.11.0"
@@ -484,7 +484,7 @@ def field_types(settings: Settings) -> dict[str, dict[str, str]]:
 
     Usage fields are taken from the shared mappings component (every usage template is composed of it).
     """
-    from . import es_setup
+    from .elastic import objects as es_objects
 
     def flat(props: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         out: dict[str, str] = {}
@@ -495,9 +495,9 @@ def field_types(settings: Settings) -> dict[str, dict[str, str]]:
                 out[f"{prefix}{name}"] = str(spec.get("type", "object"))
         return out
 
-    comps = es_setup.component_templates(settings)
-    usage = flat(comps[es_setup.MAPPINGS_COMPONENT]["template"]["mappings"]["properties"])
-    runs_body = es_setup.index_templates(settings)[f"usage-collector-logs-{es_setup.RUNS_DATASET}"]
+    comps = es_objects.component_templates(settings)
+    usage = flat(comps[es_objects.MAPPINGS_COMPONENT]["template"]["mappings"]["properties"])
+    runs_body = es_objects.index_templates(settings)[f"usage-collector-logs-{es_objects.RUNS_DATASET}"]
     runs = flat(runs_body["template"]["mappings"]["properties"])
     return {"usage": usage, "runs": runs}
 
@@ -960,7 +960,7 @@ def usage_index_pattern(settings: Settings) -> str:
 
 
 def runs_index_pattern(settings: Settings) -> str:
-    from .es_setup import RUNS_DATASET
+    from .elastic.objects import RUNS_DATASET
 
     return f"logs-{RUNS_DATASET}-*"
 
@@ -1068,7 +1068,7 @@ def rules(settings: Settings, *, stale_intervals: int = 3, daily_cost_threshold:
       refuses it makes :func:`install_rules` report that rule and install the others.
     """
     from .catalogue import WIDTH_SECONDS
-    from .es_setup import RUNS_DATASET, data_stream_name
+    from .elastic.objects import RUNS_DATASET, data_stream_name
 
     n = max(1, stale_intervals)
     limits = []
@@ -1265,7 +1265,7 @@ def install(
         dry_run: send nothing; say what would be imported.
         out: receives one line per object and one per dashboard URL.
         client: an ``httpx.Client`` (tests); one is built with TLS verification when ``None``.
-        report: an ``es_setup.SetupReport`` to append the Kibana objects to.
+        report: an ``elastic.setup.SetupReport`` to append the Kibana objects to.
 
     Raises:
         ConfigError: no or a malformed ``kibana_url``, or a bad space id.

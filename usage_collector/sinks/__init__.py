@@ -38,7 +38,7 @@ def make_sink(spec: str, settings: Settings) -> Sink:
 
         return NdjsonSink(arg)
     if kind in ("elasticsearch", "es"):
-        from .elasticsearch import ElasticsearchSink
+        from ..elastic.sink import ElasticsearchSink
 
         sink: Sink = ElasticsearchSink.from_settings(settings)
         return sink

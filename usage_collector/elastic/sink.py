@@ -24,40 +24,31 @@ request, small at our volumes (a window is at most a few thousand documents), an
 writing (``POST _refresh`` would need ``maintenance``). Checkpoints and leases are read by ``_id`` (a real-time
 GET), so they never depend on a refresh.
 
-**Elasticsearch 8.x and 9.x.** elasticsearch-py 9 sends ``Accept``/``Content-Type:
-application/vnd.elasticsearch+json; compatible-with=9``, which an 8.x server refuses with
-``media_type_header_exception`` (elastic/elasticsearch-py#2923). :func:`connect` installs a transport that
-rewrites ``compatible-with`` on every request: ``8`` until the server's version is known (8.x and 9.x both
-accept it, ``RestCompatibleVersionHelper`` allows the current and the previous major), then the server's
-major (capped at the client's). ``GET /`` needs the ``monitor`` cluster privilege; without it the collector
-stays on ``compatible-with=8`` and says so in a warning.
-
-Credentials stay ``SecretStr`` until handed to the client; no log line or exception carries them, and URLs
-are shown without user information. ``elasticsearch`` is imported only when this sink is used.
+Connecting, the compatibility header and error messages are :mod:`usage_collector.elastic.connection`;
+``elasticsearch`` is imported only when this sink is used.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .. import es_setup
 from ..catalogue import STREAMS
 from ..clock import iso
 from ..documents import Document
-from ..errors import ConfigError, LeaseHeldError, SinkError
-from .base import Checkpoint, Lease, WriteStats, checkpoint_key
+from ..errors import LeaseHeldError, SinkError
+from ..sinks.base import Checkpoint, Lease, WriteStats, checkpoint_key
+from .connection import ServerInfo, _reason, _redact, connect, describe, field_of, guard, secret_values, sink_error
+from .objects import data_stream_name, index_patterns, runs_data_stream, state_index
+from .setup import setup
 
 if TYPE_CHECKING:
-    from elastic_transport import Transport
     from elasticsearch import Elasticsearch
 
     from ..config import Settings
@@ -67,16 +58,7 @@ log = logging.getLogger(__name__)
 #: ``_id`` s per lookup search, and the hits it may return (duplicates across backing indices included).
 LOOKUP_CHUNK = 1000
 LOOKUP_SIZE = 10000
-_COMPAT = re.compile(r"compatible-with=\d+")
 _BACKING_GEN = re.compile(r"-(\d+)$")
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    """What ``GET /`` said and the compatibility header chosen for it."""
-
-    version: str
-    compat: int
 
 
 @dataclass(frozen=True)
@@ -85,262 +67,6 @@ class _Hit:
     seq_no: int
     primary_term: int
     hash: str | None
-
-
-# --- connection -------------------------------------------------------------------------------------
-def _pin_compat(headers: Mapping[str, str], major: int) -> dict[str, str]:
-    out = dict(headers)
-    for key, value in out.items():
-        if key.lower() in ("accept", "content-type") and isinstance(value, str):
-            out[key] = _COMPAT.sub(f"compatible-with={major}", value)
-    return out
-
-
-@functools.cache
-def _compat_transport() -> type[Transport]:
-    """A transport pinning ``compatible-with`` and counting bulk items rejected with 429 (per thread)."""
-    from elastic_transport import Transport, TransportApiResponse
-
-    class CompatTransport(Transport):
-        compat_major = 8
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._local = threading.local()
-
-        def perform_request(self, method: str, target: str, **kwargs: Any) -> TransportApiResponse:
-            headers = kwargs.get("headers")
-            if isinstance(headers, Mapping):
-                kwargs["headers"] = _pin_compat(headers, self.compat_major)
-            resp = super().perform_request(method, target, **kwargs)
-            body = resp.body
-            if target.partition("?")[0].endswith("/_bulk") and isinstance(body, dict) and body.get("errors"):
-                rejected = sum(1 for item in body.get("items", ()) for r in item.values() if r.get("status") == 429)
-                self._local.rejected = self.rejected_items() + rejected
-            return resp
-
-        def rejected_items(self) -> int:
-            return int(getattr(self._local, "rejected", 0))
-
-    return CompatTransport
-
-
-def _connection(settings: Settings) -> tuple[dict[str, Any], str]:
-    """Client keyword arguments and a credential-free description."""
-    kwargs: dict[str, Any] = {"verify_certs": settings.elasticsearch_verify_certs}
-    username = settings.elasticsearch_username
-    password = settings.elasticsearch_password.get_secret_value() if settings.elasticsearch_password else None
-    if settings.elasticsearch_cloud_id:
-        kwargs["cloud_id"] = settings.elasticsearch_cloud_id
-        description = f"elasticsearch:cloud:{settings.elasticsearch_cloud_id.partition(':')[0]}"
-    elif settings.elasticsearch_url:
-        parts = urlsplit(settings.elasticsearch_url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError("ELASTICSEARCH_URL: must be an http:// or https:// URL")
-        if parts.username is not None or parts.password is not None:  # credentials in the URL: move them out
-            username = username or unquote(parts.username or "")
-            password = password or unquote(parts.password or "")
-        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        kwargs["hosts"] = [url]
-        description = f"elasticsearch:{url}"
-    else:
-        raise ConfigError("the elasticsearch sink needs ELASTICSEARCH_URL or ELASTICSEARCH_CLOUD_ID")
-    if settings.elasticsearch_api_key is not None:
-        kwargs["api_key"] = settings.elasticsearch_api_key.get_secret_value()
-    elif username:
-        kwargs["basic_auth"] = (username, password or "")
-    if settings.elasticsearch_ca_certs is not None:
-        kwargs["ca_certs"] = str(settings.elasticsearch_ca_certs)
-    return kwargs, description
-
-
-def describe(settings: Settings) -> str:
-    """``elasticsearch:https://host:9200``: where the sink writes, without credentials."""
-    return _connection(settings)[1]
-
-
-def secret_values(settings: Settings) -> list[str]:
-    """Every credential in ``settings`` (and its base64 form), to blank out of messages."""
-    values = [s.get_secret_value() for s in (settings.elasticsearch_api_key, settings.elasticsearch_password,
-                                             settings.openai_admin_key) if s is not None]
-    if settings.elasticsearch_url:
-        parts = urlsplit(settings.elasticsearch_url)
-        if parts.password:
-            values.append(unquote(parts.password))
-    out = [v for v in values if v]
-    out += [base64.b64encode(v.encode()).decode() for v in out]
-    return out
-
-
-def connect(
-    settings: Settings, *, request_timeout: float = 30.0, max_retries: int = 3, retry_backoff: float = 0.5
-) -> tuple[Elasticsearch, ServerInfo]:
-    """A client for ``settings`` whose headers suit the server's major version.
-
-    Args:
-        settings: ``elasticsearch_*`` connection settings.
-        request_timeout: seconds per request.
-        max_retries: transport retries of a whole request after a connection error, 429 or 502/503/504
-            (item-level 429s inside a bulk response are retried by the bulk helper instead).
-        retry_backoff: base of the transport's exponential backoff with jitter (``0`` retries at once).
-
-    Raises:
-        ConfigError: neither a URL nor a cloud id.
-        SinkError: unreachable, authentication failed, not Elasticsearch, or older than 8.0.
-    """
-    from elasticsearch import Elasticsearch
-
-    kwargs, description = _connection(settings)
-    client = Elasticsearch(
-        **kwargs,
-        transport_class=_compat_transport(),
-        request_timeout=request_timeout,
-        max_retries=max_retries,
-        retry_on_status=(429, 502, 503, 504),
-        retry_backoff_base=retry_backoff,
-        retry_backoff_cap=30.0,
-    )
-    try:
-        return client, _detect(client, description, secret_values(settings))
-    except BaseException:
-        client.close()
-        raise
-
-
-def _detect(client: Elasticsearch, description: str, secrets: Sequence[str]) -> ServerInfo:
-    import elasticsearch
-    from elasticsearch import AuthorizationException, BadRequestError, UnsupportedProductError
-
-    transport: Any = client.transport
-    what = f"{description}: GET /"
-    for compat in (8, 9):  # 8 first: accepted by 8.x and 9.x; a 10.x server would want 9
-        transport.compat_major = compat
-        try:
-            body = guard(client.info, what, secrets,
-                         reraise=(AuthorizationException, BadRequestError, UnsupportedProductError))
-            break
-        except UnsupportedProductError:
-            raise SinkError(f"{what}: the server is not Elasticsearch") from None
-        except AuthorizationException:
-            log.warning("%s: no 'monitor' privilege to read the version (GET /); using compatible-with=8, "
-                        "which Elasticsearch 8.x and 9.x accept", description)
-            return ServerInfo("unknown", 8)
-        except BadRequestError as exc:
-            if "media_type" not in str(exc):
-                raise sink_error(exc, what, secrets) from None
-            if compat == 9:
-                raise SinkError(f"{sink_error(exc, what, secrets)}; the server accepts neither compatible-with=8 "
-                                "nor 9: it is older than 8.0, which is not supported (use 8.x or 9.x)") from None
-    version = str(body.get("version", {}).get("number", "0"))
-    major = int(version.split(".")[0] or 0)
-    if major < 8:
-        raise SinkError(f"{description}: Elasticsearch {version} is not supported; use 8.x or 9.x")
-    transport.compat_major = 8 if major == 8 else min(major, elasticsearch.__version__[0])
-    log.info("%s: Elasticsearch %s, sending compatible-with=%d", description, version, transport.compat_major)
-    return ServerInfo(version, transport.compat_major)
-
-
-# --- errors -----------------------------------------------------------------------------------------
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for s in secrets:
-        text = text.replace(s, "***")
-    return text
-
-
-def _reason(body: Any) -> tuple[str | None, str]:
-    """``(type, reason)`` of an error response body or of a bulk item's ``error``."""
-    err = body["error"] if isinstance(body, Mapping) and "error" in body else body
-    if isinstance(err, Mapping):
-        reason = str(err.get("reason"))
-        cause = err.get("caused_by")
-        if isinstance(cause, Mapping) and cause.get("reason"):
-            reason += f" (caused by {cause.get('type')}: {cause.get('reason')})"
-        return (str(err["type"]) if err.get("type") else None), reason
-    return None, str(err)
-
-
-def _api_message(what: str, exc: Any, secrets: Sequence[str]) -> str:
-    kind, reason = _reason(getattr(exc, "body", None))
-    return _redact(f"{what}: HTTP {exc.status_code} {kind or exc.message}: {reason}", secrets)
-
-
-def sink_error(exc: Exception, what: str, secrets: Sequence[str], hint: str | None = None) -> SinkError:
-    """A :class:`SinkError` for a client error: names ``what`` and the reason, never a secret.
-
-    ``hint`` names the privilege the request needs; it is added to a 403 message.
-    """
-    from elasticsearch import ApiError, AuthenticationException, AuthorizationException, NotFoundError
-
-    if isinstance(exc, AuthenticationException):
-        return SinkError(f"{what}: authentication failed; check ELASTICSEARCH_API_KEY or "
-                         "ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD")
-    if isinstance(exc, AuthorizationException):
-        need = f"this needs the {hint} privilege" if hint else "see the privileges a run needs"
-        return SinkError(_api_message(what, exc, secrets) + f"; {need} (docs/elasticsearch.md)")
-    if isinstance(exc, NotFoundError):
-        return SinkError(_api_message(what, exc, secrets) + "; has `usage-collector setup` been run?")
-    if isinstance(exc, ApiError):
-        return SinkError(_api_message(what, exc, secrets))
-    message = getattr(exc, "message", None) or str(exc)
-    return SinkError(_redact(f"{what}: Elasticsearch unreachable ({type(exc).__name__}: {message})", secrets))
-
-
-def guard(fn: Callable[[], Any], what: str, secrets: Sequence[str], *, allow_404: bool = False,
-          reraise: tuple[type[BaseException], ...] = (), hint: str | None = None) -> Any:
-    """Run one request; turn client errors into a :class:`SinkError` (see :func:`sink_error`).
-
-    Args:
-        fn: the request.
-        what: names the request in messages.
-        secrets: values to blank out of messages.
-        allow_404: return ``None`` on 404 instead of raising.
-        reraise: exception types the caller handles itself.
-        hint: the privilege the request needs, named in a 403 message.
-
-    Returns:
-        The response body, or ``None`` on an allowed 404.
-    """
-    from elasticsearch import ApiError, NotFoundError, TransportError
-
-    try:
-        resp = fn()
-        return getattr(resp, "body", resp)
-    except reraise:
-        raise
-    except NotFoundError as exc:
-        if allow_404:
-            return None
-        raise sink_error(exc, what, secrets, hint) from None
-    except (ApiError, TransportError) as exc:
-        raise sink_error(exc, what, secrets, hint) from None
-
-
-_FIELD_PATTERNS = (
-    re.compile(r"dynamic introduction of \[(?P<leaf>[^\]]+)\] within \[(?P<parent>[^\]]+)\]"),
-    re.compile(r"failed to parse field \[(?P<field>[^\]]+)\]"),
-    re.compile(r"field \[(?P<field>[^\]]+)\]"),
-)
-
-
-def field_of(reason: str) -> str | None:
-    """The field an Elasticsearch item error names, if any.
-
-    >>> field_of("[1:7] failed to parse field [openai.base.num_model_requests] of type [long] in document")
-    'openai.base.num_model_requests'
-    >>> field_of("mapping set to strict, dynamic introduction of [x] within [openai.images] is not allowed")
-    'openai.images.x'
-    """
-    for pattern in _FIELD_PATTERNS:
-        m = pattern.search(reason)
-        if m:
-            groups = m.groupdict()
-            if groups.get("leaf"):
-                parent = groups["parent"]
-                return groups["leaf"] if parent == "_doc" else f"{parent}.{groups['leaf']}"
-            return groups["field"]
-    return None
 
 
 def _generation(index: str) -> int:
@@ -368,7 +94,7 @@ class ElasticsearchSink:
         initial_backoff: seconds before the first resend, doubled each time (``0`` in tests).
         max_backoff: cap of one backoff.
         conflict_passes: times a window is planned again after 409s.
-        auto_setup: on :meth:`open`, run :func:`usage_collector.es_setup.setup` if the data streams or the
+        auto_setup: on :meth:`open`, run :func:`usage_collector.elastic.setup.setup` if the data streams or the
             state index are missing (needs the setup privileges; otherwise the error says to run ``setup``).
         request_timeout: seconds per request.
         transport_retries: retries of a whole request after a connection error, 429 or 502/503/504.
@@ -402,8 +128,8 @@ class ElasticsearchSink:
         self.request_timeout = request_timeout
         self.transport_retries = transport_retries
         self.transport_backoff = transport_backoff
-        self.state_index = es_setup.state_index(settings)
-        self.runs_stream = es_setup.runs_data_stream(settings)
+        self.state_index = state_index(settings)
+        self.runs_stream = runs_data_stream(settings)
         self.server: ServerInfo | None = None
         self._es = client
         self._owned = client is None
@@ -451,8 +177,8 @@ class ElasticsearchSink:
         return guard(fn, f"{self.description}: {what}", self._secrets, allow_404=allow_404)
 
     def _missing_objects(self, es: Elasticsearch) -> list[str]:
-        wanted = [es_setup.data_stream_name(self.settings, s) for s in self.settings.streams] + [self.runs_stream]
-        pattern = es_setup.index_patterns(self.settings)["usage"]
+        wanted = [data_stream_name(self.settings, s) for s in self.settings.streams] + [self.runs_stream]
+        pattern = index_patterns(self.settings)["usage"]
         body = self._call(lambda: es.indices.get_data_stream(name=[pattern, self.runs_stream + "*"]),
                           "list data streams")
         have = {d["name"] for d in body.get("data_streams", [])}
@@ -467,7 +193,7 @@ class ElasticsearchSink:
             raise SinkError(f"{self.description}: missing {what}; run `usage-collector setup` first")
         log.info("%s: missing %s; running setup", self.description, what)
         try:
-            es_setup.setup(self.settings, client=es, out=log.info)
+            setup(self.settings, client=es, out=log.info)
         except SinkError as exc:
             raise SinkError(f"{self.description}: missing {what}, and creating them failed ({exc}); run "
                             "`usage-collector setup` with the setup role (docs/elasticsearch.md)") from None
@@ -633,7 +359,7 @@ class ElasticsearchSink:
         es = self._client()
         streams = [stream] if stream is not None else list(STREAMS)
         for name in streams:
-            ds = es_setup.data_stream_name(self.settings, name)
+            ds = data_stream_name(self.settings, name)
             body = self._call(functools.partial(es.indices.get_data_stream, name=ds), f"read data stream {ds}",
                               allow_404=True)
             seen: set[str] = set()

@@ -1,0 +1,267 @@
+"""The idempotent ``setup``: install or update every Elasticsearch object usage-collector needs.
+
+:func:`setup` reads each object, compares it with what this version wants, and writes only what differs; a
+second run reports that nothing changed. Kibana saved objects are a separate step that appends to the same
+:class:`SetupReport` (see :func:`setup`).
+
+The objects themselves are built in :mod:`usage_collector.elastic.objects`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..catalogue import STREAMS
+from ..errors import SinkError
+from .connection import connect, guard, secret_values
+from .objects import (
+    ILM_POLICY,
+    MAPPINGS_COMPONENT,
+    RUNS_DATASET,
+    SETUP_CLUSTER_PRIVILEGES,
+    SETUP_INDEX_PRIVILEGES,
+    component_templates,
+    data_stream_name,
+    ilm_policy,
+    index_patterns,
+    index_template_name,
+    index_templates,
+    runs_data_stream,
+    state_index,
+    state_index_body,
+)
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+    from ..config import Settings
+
+Status = Literal["created", "updated", "unchanged", "would create", "would update"]
+
+
+@dataclass
+class SetupAction:
+    """One object ``setup`` looked at."""
+
+    kind: str
+    name: str
+    status: Status
+    detail: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.kind} {self.name}: {self.status}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+@dataclass
+class SetupReport:
+    """What ``setup`` did (or, with ``dry_run``, would do).
+
+    Kibana saved objects are installed by a separate step that appends its own :class:`SetupAction` s with
+    :meth:`add`, so one report covers the whole ``usage-collector setup``.
+    """
+
+    dry_run: bool
+    server_version: str = ""
+    actions: list[SetupAction] = field(default_factory=list)
+
+    def add(self, kind: str, name: str, status: Status, detail: str = "") -> SetupAction:
+        action = SetupAction(kind, name, status, detail)
+        self.actions.append(action)
+        return action
+
+    @property
+    def changed(self) -> list[SetupAction]:
+        return [a for a in self.actions if a.status != "unchanged"]
+
+
+def _same(actual: Any, desired: Any) -> bool:
+    """``desired`` is contained in ``actual`` as Elasticsearch returns it.
+
+    Elasticsearch adds defaults (``min_age: 0ms``, ``data_stream.hidden``), turns settings into strings
+    (``"1"``) and numbers into floats (``1000000.0``), so dicts compare as subsets and scalars by value.
+    """
+    if isinstance(desired, Mapping):
+        return isinstance(actual, Mapping) and all(k in actual and _same(actual[k], v) for k, v in desired.items())
+    if isinstance(desired, list | tuple):
+        return (isinstance(actual, list | tuple) and len(actual) == len(desired)
+                and all(_same(a, d) for a, d in zip(actual, desired, strict=True)))
+    if isinstance(desired, bool) or isinstance(actual, bool):
+        return str(actual).lower() == str(desired).lower()
+    if isinstance(desired, int | float) and isinstance(actual, int | float | str):
+        try:
+            return float(actual) == float(desired)
+        except ValueError:
+            return False
+    return str(actual) == str(desired)
+
+
+class _Setup:
+    def __init__(self, client: Elasticsearch, settings: Settings, report: SetupReport, dry_run: bool,
+                 out: Callable[[str], None]) -> None:
+        self.es = client
+        self.report = report
+        self.dry_run = dry_run
+        self.out = out
+        self.secrets = secret_values(settings)
+
+    def get(self, read: Callable[[], Any], what: str, privilege: str) -> Any:
+        """The object as Elasticsearch returns it, or ``None`` when it does not exist."""
+        return guard(read, f"setup: read {what}", self.secrets, allow_404=True, hint=privilege)
+
+    def record(self, kind: str, name: str, exists: bool, same: bool, write: Callable[[], object],
+               privilege: str, detail: str = "") -> bool:
+        """Write the object unless it is already as wanted; returns whether it changed (or would)."""
+        if exists and same:
+            self.out(str(self.report.add(kind, name, "unchanged")))
+            return False
+        status: Status = ("would update" if exists else "would create") if self.dry_run else (
+            "updated" if exists else "created")
+        if not self.dry_run:
+            guard(write, f"setup: write {kind} {name}", self.secrets, hint=privilege)
+        self.out(str(self.report.add(kind, name, status, detail)))
+        return True
+
+
+def missing_privileges(client: Elasticsearch, settings: Settings) -> list[str] | None:
+    """The privileges ``setup`` needs that the credentials lack; ``None`` when the cluster cannot tell
+    (security disabled).
+    """
+    from elasticsearch import ApiError
+
+    patterns = list(index_patterns(settings).values())
+    try:
+        resp = guard(functools.partial(
+            client.security.has_privileges, cluster=list(SETUP_CLUSTER_PRIVILEGES),
+            index=[{"names": patterns, "privileges": list(SETUP_INDEX_PRIVILEGES)}],
+        ), "setup: check privileges", secret_values(settings), reraise=(ApiError,))
+    except ApiError:  # security disabled, or an old cluster: the writes below will tell
+        return None
+    if resp.get("has_all_requested", True):
+        return []
+    missing = [f"cluster:{p}" for p, ok in resp.get("cluster", {}).items() if not ok]
+    for name, privileges in resp.get("index", {}).items():
+        missing += [f"{name}:{p}" for p, ok in privileges.items() if not ok]
+    return missing
+
+
+def setup(
+    settings: Settings,
+    client: Elasticsearch | None = None,
+    dry_run: bool = False,
+    out: Callable[[str], None] = print,
+    retention_days: int | None = None,
+) -> SetupReport:
+    """Install or update every Elasticsearch object usage-collector needs; idempotent.
+
+    Each object is read first and written only if it differs from what this version wants, so a second run
+    changes nothing and says so. Existing data streams whose mappings changed get the new mappings applied
+    (additive). Kibana saved objects are a separate step: call it with the returned report and ``dry_run``.
+
+    Args:
+        settings: connection, namespace and data stream type.
+        client: an Elasticsearch client; one is built from ``settings`` when ``None``.
+        dry_run: only read, and report what would be created or updated.
+        out: receives one line per object (``print`` for the CLI).
+        retention_days: delete backing indices this many days after rollover (default: the
+            ``retention_days`` setting; unset keeps everything).
+
+    Returns:
+        The report; ``report.changed`` is empty when everything was already in place.
+
+    Raises:
+        SinkError: Elasticsearch refused an object or is unreachable; the message names the object and the
+            privilege it needs, never a credential.
+    """
+    owned = client is None
+    es, info = connect(settings) if client is None else (client, None)
+    report = SetupReport(dry_run=dry_run, server_version=info.version if info else "")
+    try:
+        missing = missing_privileges(es, settings)
+        if missing:
+            raise SinkError("setup: these credentials lack " + ", ".join(missing)
+                            + "; see docs/elasticsearch.md for the setup role")
+        _install(_Setup(es, settings, report, dry_run, out), settings, retention_days)
+    finally:
+        if owned:
+            es.close()
+    if not report.changed:
+        out("Elasticsearch: nothing changed, every object is up to date")
+    return report
+
+
+def _install(s: _Setup, settings: Settings, retention_days: int | None) -> None:
+    es = s.es
+    p = functools.partial
+    policy = ilm_policy(settings, retention_days)["policy"]
+    cur = s.get(p(es.ilm.get_lifecycle, name=ILM_POLICY), f"ILM policy {ILM_POLICY}", "manage_ilm")
+    actual = (cur or {}).get(ILM_POLICY, {}).get("policy") or {}
+    same = _same(actual, policy) and set(actual.get("phases", {})) == set(policy["phases"])
+    s.record("ILM policy", ILM_POLICY, cur is not None, same, p(es.ilm.put_lifecycle, name=ILM_POLICY, policy=policy),
+             "manage_ilm")
+
+    mappings_changed = False
+    for name, body in component_templates(settings).items():
+        cur = s.get(p(es.cluster.get_component_template, name=name), f"component template {name}",
+                    "manage_index_templates")
+        found = (cur or {}).get("component_templates") or []
+        changed = s.record("component template", name, bool(found),
+                           bool(found) and _same(found[0]["component_template"], body),
+                           p(es.cluster.put_component_template, name=name, **body), "manage_index_templates")
+        mappings_changed |= changed and name == MAPPINGS_COMPONENT
+
+    templates = index_templates(settings)
+    changed_templates: set[str] = set()
+    for name, body in templates.items():
+        cur = s.get(p(es.indices.get_index_template, name=name), f"index template {name}", "manage_index_templates")
+        found = (cur or {}).get("index_templates") or []
+        if s.record("index template", name, bool(found), bool(found) and _same(found[0]["index_template"], body),
+                    p(es.indices.put_index_template, name=name, **body), "manage_index_templates"):
+            changed_templates.add(name)
+
+    state = state_index(settings)
+    sbody = state_index_body(settings)
+    cur = s.get(p(es.indices.get_mapping, index=state), f"index {state}", "view_index_metadata")
+    if cur is None:
+        s.record("index", state, False, False, p(es.indices.create, index=state, **sbody), "create_index")
+    else:
+        props = (cur.get(state) or {}).get("mappings", {}).get("properties")
+        s.record("index mapping", state, True, _same(props, sbody["mappings"]["properties"]),
+                 p(es.indices.put_mapping, index=state, properties=sbody["mappings"]["properties"]), "manage")
+
+    runs_template = f"usage-collector-logs-{RUNS_DATASET}"
+    by_stream = {data_stream_name(settings, st): index_template_name(settings, st) for st in STREAMS}
+    by_stream[runs_data_stream(settings)] = runs_template
+    for ds, tname in by_stream.items():
+        cur = s.get(p(es.indices.get_data_stream, name=ds), f"data stream {ds}", "view_index_metadata")
+        if not (cur or {}).get("data_streams"):
+            s.record("data stream", ds, False, False, p(es.indices.create_data_stream, name=ds), "create_index")
+        elif tname in changed_templates or (mappings_changed and tname != runs_template):
+            s.record("data stream mapping", ds, True, False,
+                     p(es.indices.put_mapping, index=ds, **_effective_mappings(settings, templates[tname])),
+                     "manage", "new fields applied to the existing backing indices")
+        else:
+            s.record("data stream", ds, True, True, lambda: None, "")
+
+
+def _effective_mappings(settings: Settings, template: Mapping[str, Any]) -> dict[str, Any]:
+    """The mappings an index template gives: its components' merged with its own (later wins)."""
+    comps = component_templates(settings)
+    merged: dict[str, Any] = {}
+    for part in [comps[c]["template"] for c in template.get("composed_of", [])] + [template.get("template", {})]:
+        m = part.get("mappings") or {}
+        if "dynamic" in m:
+            merged["dynamic"] = m["dynamic"]
+        _merge(merged.setdefault("properties", {}), m.get("properties") or {})
+    return merged
+
+
+def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
