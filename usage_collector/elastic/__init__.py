@@ -1,0 +1,1 @@
+"""Elasticsearch and Kibana: connection, objects, setup, sink, and the Kibana dashboards."""
