@@ -21,9 +21,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import make_settings
-from usage_collector import kibana
 from usage_collector.catalogue import STREAMS
+from usage_collector.documents import RUNS_DATASET
+from usage_collector.elastic import kibana
 from usage_collector.elastic import objects as es_objects
+from usage_collector.elastic.kibana.docs import render_docs
+from usage_collector.elastic.kibana.lens import _Layer
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "dashboards.md"
@@ -89,7 +92,7 @@ def effective_mappings(settings) -> dict[str, dict[str, str]]:
 def templates_of(settings, data_view_id: str) -> dict[str, dict[str, str]]:
     """The templates whose data a data view reads: every usage stream's, or the runs template."""
     maps = effective_mappings(settings)
-    runs = f"usage-collector-logs-{es_objects.RUNS_DATASET}"
+    runs = f"usage-collector-logs-{RUNS_DATASET}"
     if data_view_id == kibana.RUNS_DATA_VIEW:
         return {runs: maps[runs]}
     return {n: m for n, m in maps.items() if n != runs}
@@ -144,7 +147,7 @@ def field_uses(objects: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]
 # --- the committed files -------------------------------------------------------------------------------
 def test_committed_ndjson_is_what_the_definitions_compile_to():
     assert kibana.NDJSON_PATH.read_text() == kibana.render_ndjson(), (
-        "kibana/usage-collector.ndjson is stale: run python -m usage_collector.kibana")
+        "kibana/usage-collector.ndjson is stale: run python -m usage_collector.elastic.kibana.docs")
 
 
 def test_regenerating_twice_gives_identical_output():
@@ -152,7 +155,8 @@ def test_regenerating_twice_gives_identical_output():
 
 
 def test_docs_list_every_dashboard_and_are_in_sync():
-    assert DOCS.read_text() == kibana.render_docs(), "docs/dashboards.md is stale: python -m usage_collector.kibana"
+    assert DOCS.read_text() == render_docs(), (
+        "docs/dashboards.md is stale: run python -m usage_collector.elastic.kibana.docs")
     text = DOCS.read_text()
     for d in kibana.DASHBOARDS:
         assert d.title in text
@@ -381,7 +385,7 @@ def test_data_views_match_our_data_streams_and_nothing_else(ds_type):
 
 # --- the formula compiler ----------------------------------------------------------------------------
 def test_formula_compiles_to_helper_columns_and_tinymath():
-    layer = kibana._Layer("t", {"a": "long", "b": "long"})
+    layer = _Layer("t", {"a": "long", "b": "long"})
     cid = layer.metric(kibana.M("Ratio", "sum(a) / sum(b, kql='x : \"y\"', shift='1w') - 1"), "m")
     cols = layer.columns
     assert cols[cid]["operationType"] == "formula" and cols[cid]["references"] == [f"{cid}X2"]
@@ -395,7 +399,7 @@ def test_formula_compiles_to_helper_columns_and_tinymath():
 
 
 def test_a_single_aggregation_is_a_plain_column():
-    layer = kibana._Layer("t", {"a": "long"})
+    layer = _Layer("t", {"a": "long"})
     cid = layer.metric(kibana.M("A", "sum(a)"), "m")
     assert layer.columns[cid]["operationType"] == "sum" and len(layer.columns) == 1
     wrapped = layer.metric(kibana.M("Cumulative", "cumulative_sum(sum(a, shift='1M'))"), "c")
@@ -406,4 +410,4 @@ def test_a_single_aggregation_is_a_plain_column():
 @pytest.mark.parametrize("bad", ["sum(a", "frobnicate(a)", "sum(a) +", "sum(a) sum(b)"])
 def test_malformed_formulas_are_refused(bad):
     with pytest.raises(ValueError):
-        kibana._Layer("t", {}).metric(kibana.M("x", bad), "m")
+        _Layer("t", {}).metric(kibana.M("x", bad), "m")

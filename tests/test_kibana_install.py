@@ -31,7 +31,8 @@ import pytest
 
 from tests.conftest import make_settings
 from tests.test_kibana import templates_of
-from usage_collector import kibana
+from usage_collector.elastic import kibana
+from usage_collector.elastic.kibana import client as kibana_client
 from usage_collector.errors import ConfigError
 
 API_KEY = "a2liYW5hLWtleS1DQU5BUlk6c2VjcmV0LUNBTkFSWQ=="
@@ -239,13 +240,13 @@ def test_tls_is_verified_by_default(tmp_path):
     with pytest.raises(FileNotFoundError):  # a configured CA is loaded, not ignored
         kibana.tls_context(make_settings(elasticsearch_ca_certs=str(tmp_path / "missing.pem")))
     captured = {}
-    real = kibana.tls_context
+    real = kibana_client.tls_context
 
     def spy(settings):
         captured["ctx"] = real(settings)
         return captured["ctx"]
 
-    with unittest.mock.patch.object(kibana, "tls_context", spy):
+    with unittest.mock.patch.object(kibana_client, "tls_context", spy):
         kibana.make_client(make_settings()).close()
     assert captured["ctx"].verify_mode == ssl.CERT_REQUIRED
 

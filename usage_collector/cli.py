@@ -330,7 +330,7 @@ def setup(
     try:
         report = elastic_setup.setup(settings, dry_run=dry_run, out=typer.echo, retention_days=settings.retention_days)
         if settings.kibana_url:
-            from . import kibana
+            from .elastic import kibana
 
             kibana.install(settings, dry_run=dry_run, out=typer.echo, report=report)
             if with_rules:

@@ -46,7 +46,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..catalogue import STREAMS, Measure
-from ..documents import Target
+from ..documents import RUNS_DATASET, Target
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -56,7 +56,6 @@ MANAGED_BY = "usage-collector"
 ILM_POLICY = "usage-collector"
 MAPPINGS_COMPONENT = "usage-collector-openai@mappings"
 SETTINGS_COMPONENT = "usage-collector@settings"
-RUNS_DATASET = "usage_collector.runs"
 #: Above the built-in ``logs``/``metrics`` templates (100); equal to Fleet integrations (see module docstring).
 TEMPLATE_PRIORITY = 200
 ROLLOVER = {"max_primary_shard_size": "50gb", "max_age": "30d"}
@@ -163,8 +162,8 @@ def document_fields() -> dict[str, dict[str, Any]]:
     return dict(sorted(fields.items()))
 
 
-def _runs_fields() -> dict[str, dict[str, Any]]:
-    """The run document layout written by the collector (``collector.py`` ``_record_run``)."""
+def runs_fields() -> dict[str, dict[str, Any]]:
+    """The mapping of the run document :func:`usage_collector.documents.run_document` builds."""
     uc = "usage_collector"
     fields: dict[str, dict[str, Any]] = {
         "@timestamp": _DATE,
@@ -262,7 +261,7 @@ def index_templates(settings: Settings) -> dict[str, dict[str, Any]]:
         "priority": TEMPLATE_PRIORITY,
         "composed_of": [SETTINGS_COMPONENT],
         "template": {"mappings": {"dynamic": "runtime", "properties": nest({
-            **_runs_fields(),
+            **runs_fields(),
             "data_stream.type": {**_CONST, "value": "logs"},
             "data_stream.dataset": {**_CONST, "value": RUNS_DATASET},
         })}},
@@ -336,6 +335,6 @@ def render_fields_md() -> str:
     lines += ["", "## Run documents (`logs-usage_collector.runs-<namespace>`)", "",
               "Mapped with `dynamic: runtime`: other fields stay queryable as runtime fields.", "",
               "| Field | Type |", "|---|---|"]
-    lines += [f"| `{n}` | {m['type']} |" for n, m in sorted(_runs_fields().items())]
+    lines += [f"| `{n}` | {m['type']} |" for n, m in sorted(runs_fields().items())]
     return "\n".join(lines) + "\n"
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..catalogue import STREAMS
+from ..documents import RUNS_DATASET
 from ..errors import SinkError
 from .connection import connect, guard, secret_values
 from .objects import (
     ILM_POLICY,
     MAPPINGS_COMPONENT,
-    RUNS_DATASET,
     SETUP_CLUSTER_PRIVILEGES,
     SETUP_INDEX_PRIVILEGES,
     component_templates,

@@ -1,0 +1,140 @@
+"""The optional alert rules: Elasticsearch query rules with fixed ids and no actions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ...catalogue import STREAMS, WIDTH_SECONDS
+from ...documents import RUNS_DATASET
+from ..objects import data_stream_name
+from .dashboards import _COST
+from .lens import _NS, _dumps
+
+if TYPE_CHECKING:
+    from ...config import Settings
+
+
+def _rule_id(name: str) -> str:
+    """A fixed id Kibana accepts for a rule (it requires a UUID v1 or v4): uuid5's bits, stamped v4."""
+    return str(uuid.UUID(bytes=uuid.uuid5(_NS, f"rule/{name}").bytes, version=4))
+
+
+RULE_IDS = {name: _rule_id(name) for name in ("stream-stale", "collector-silent", "daily-cost", "cost-spike")}
+RULE_TAGS = ["usage-collector", "openai"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One alerting rule: its fixed id and the create body (``POST /api/alerting/rule/<id>``)."""
+
+    key: str
+    id: str
+    body: dict[str, Any]
+
+    def update_body(self) -> dict[str, Any]:
+        """The ``PUT`` body: the create body less what an update may not change."""
+        return {k: v for k, v in self.body.items() if k not in ("rule_type_id", "consumer", "enabled")}
+
+
+def _duration(seconds: float) -> tuple[int, str]:
+    """Kibana's ``timeWindowSize``/``Unit`` (whole minutes, at least 1)."""
+    minutes = max(1, int(-(-seconds // 60)))
+    if minutes % 1440 == 0:
+        return minutes // 1440, "d"
+    if minutes % 60 == 0:
+        return minutes // 60, "h"
+    return minutes, "m"
+
+
+def _interval(seconds: float) -> str:
+    size, unit = _duration(seconds)
+    return f"{size}{unit}"
+
+
+def rules(settings: Settings, *, stale_intervals: int = 3, daily_cost_threshold: float | None = None,
+          spike_factor: float = 3.0, spike_days: int = 28) -> list[Rule]:
+    """The alert rules (``.es-query``), all in the ``stackAlerts`` consumer with no actions.
+
+    * **stream-stale** (query DSL on the run documents, one alert per stream): a run reported a lag above
+      ``stale_intervals`` bucket widths plus that stream's finalization grace plus one collection interval,
+      i.e. no new complete bucket for that long.
+    * **collector-silent**: no run document at all for ``stale_intervals`` collection intervals (the
+      collector is not running, so the stale rule would see nothing).
+    * **daily-cost** (only with ``daily_cost_threshold``): yesterday's billed cost (UTC day) above it.
+    * **cost-spike** (ES|QL): yesterday's cost above ``spike_factor`` times the median of the ``spike_days``
+      days before (days with any cost). ES|QL in rules is a technical preview in Kibana 8.x; a Kibana that
+      refuses it makes :func:`.client.install_rules` report that rule and install the others.
+    """
+    n = max(1, stale_intervals)
+    limits = []
+    for s in settings.streams:
+        limit = n * WIDTH_SECONDS[settings.width_for(s)] + settings.grace_for(s) + settings.interval
+        limits.append({"bool": {"filter": [{"term": {"usage_collector.stream": s}},
+                                           {"range": {"usage_collector.lag_seconds": {"gt": int(limit)}}}]}})
+    runs_index = [f"logs-{RUNS_DATASET}-*"]
+    window = max(2 * settings.interval, 900.0)
+    size, unit = _duration(window)
+    base = {"consumer": "stackAlerts", "rule_type_id": ".es-query", "enabled": True, "actions": [],
+            "tags": RULE_TAGS}
+    out = [Rule("stream-stale", RULE_IDS["stream-stale"], {
+        **base,
+        "name": "[OpenAI] usage-collector: stream has no new complete bucket",
+        "schedule": {"interval": _interval(settings.interval)},
+        "params": {
+            "searchType": "esQuery", "index": runs_index, "timeField": "@timestamp",
+            "esQuery": _dumps({"query": {"bool": {"filter": [
+                {"term": {"event.dataset": RUNS_DATASET}},
+                {"bool": {"should": limits, "minimum_should_match": 1}}]}}}),
+            "size": 10, "threshold": [0], "thresholdComparator": ">", "timeWindowSize": size,
+            "timeWindowUnit": unit, "aggType": "count", "groupBy": "top", "termField": "usage_collector.stream",
+            "termSize": len(STREAMS), "excludeHitsFromPreviousRun": False,
+        },
+    })]
+    silent_size, silent_unit = _duration(max(n * settings.interval, 900.0))
+    out.append(Rule("collector-silent", RULE_IDS["collector-silent"], {
+        **base,
+        "name": "[OpenAI] usage-collector: no runs recorded",
+        "schedule": {"interval": _interval(settings.interval)},
+        "params": {
+            "searchType": "esQuery", "index": runs_index, "timeField": "@timestamp",
+            "esQuery": _dumps({"query": {"term": {"event.dataset": RUNS_DATASET}}}),
+            "size": 0, "threshold": [1], "thresholdComparator": "<", "timeWindowSize": silent_size,
+            "timeWindowUnit": silent_unit, "aggType": "count", "groupBy": "all", "excludeHitsFromPreviousRun": False,
+        },
+    }))
+    costs_index = [data_stream_name(settings, "costs").rsplit("-", 1)[0] + "-*"]
+    if daily_cost_threshold is not None:
+        out.append(Rule("daily-cost", RULE_IDS["daily-cost"], {
+            **base,
+            "name": f"[OpenAI] usage-collector: daily cost above {daily_cost_threshold:g}",
+            "schedule": {"interval": "1h"},
+            "params": {
+                "searchType": "esQuery", "index": costs_index, "timeField": "@timestamp",
+                "esQuery": _dumps({"query": {"range": {"@timestamp": {"gte": "now-1d/d", "lt": "now/d"}}}}),
+                "size": 0, "threshold": [float(daily_cost_threshold)], "thresholdComparator": ">",
+                "timeWindowSize": 3, "timeWindowUnit": "d", "aggType": "sum", "aggField": _COST, "groupBy": "all",
+                "excludeHitsFromPreviousRun": False,
+            },
+        }))
+    esql = (
+        f"FROM {costs_index[0]}\n"
+        "| EVAL day = DATE_TRUNC(1 day, @timestamp)\n"
+        f"| STATS cost = SUM({_COST}) BY day\n"
+        "| EVAL yesterday = DATE_TRUNC(1 day, NOW()) - 1 day\n"
+        "| EVAL latest = CASE(day == yesterday, cost), trailing = CASE(day < yesterday, cost)\n"
+        "| STATS latest_cost = MAX(latest), median_cost = MEDIAN(trailing), days = COUNT(trailing)\n"
+        f"| WHERE days >= 7 AND latest_cost > {float(spike_factor):g} * median_cost"
+    )
+    out.append(Rule("cost-spike", RULE_IDS["cost-spike"], {
+        **base,
+        "name": f"[OpenAI] usage-collector: daily cost above {spike_factor:g}x its trailing median",
+        "schedule": {"interval": "1h"},
+        "params": {
+            "searchType": "esqlQuery", "esqlQuery": {"esql": esql}, "timeField": "@timestamp",
+            "size": 0, "threshold": [0], "thresholdComparator": ">", "timeWindowSize": spike_days + 2,
+            "timeWindowUnit": "d",
+        },
+    }))
+    return out

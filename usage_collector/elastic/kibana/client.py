@@ -1,0 +1,267 @@
+"""Installation of the saved objects and the alert rules into Kibana, over its HTTP API.
+
+**Installation.** :func:`install` sends one ``POST /api/saved_objects/_import?overwrite=true`` (multipart
+field ``file``, header ``kbn-xsrf: true``, ``/s/<space>`` prefix for a space): importing with overwrite is
+idempotent because every object has a fixed id. :func:`install_rules` creates or updates the optional alert
+rules with the alerting API (``POST``/``PUT /api/alerting/rule/<id>``). Kibana credentials are the
+Elasticsearch ones (``ELASTICSEARCH_API_KEY`` as ``Authorization: ApiKey``, else user and password as basic
+auth); Kibana accepts both. TLS is verified; ``ELASTICSEARCH_CA_CERTS`` is trusted in addition to the system
+store, since self-managed stacks usually sign Kibana with the same CA.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, urlsplit
+
+from ...errors import CollectorError
+from .alerts import rules
+from .dashboards import DASHBOARDS
+from .lens import _dumps, saved_objects
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ...config import Settings
+    from ..setup import SetupReport
+
+
+class KibanaError(CollectorError):
+    """Kibana refused an object or could not be reached; the message never carries a credential."""
+
+
+def kibana_base(settings: Settings, space: str | None) -> str:
+    """``<kibana_url>`` or ``<kibana_url>/s/<space>`` (the default space has no prefix)."""
+    if not settings.kibana_url:
+        from ...errors import ConfigError
+
+        raise ConfigError("KIBANA_URL: set the Kibana URL (e.g. https://kibana.example.com:5601) to install "
+                          "dashboards")
+    url = settings.kibana_url.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        from ...errors import ConfigError
+
+        raise ConfigError("KIBANA_URL: must be an http:// or https:// URL")
+    if parts.username or parts.password:
+        from ...errors import ConfigError
+
+        raise ConfigError("KIBANA_URL: put credentials in ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/"
+                          "_PASSWORD, not in the URL")
+    space = space if space is not None else settings.kibana_space
+    if space and space != "default":
+        if not re.fullmatch(r"[a-z0-9_\-]+", space):
+            from ...errors import ConfigError
+
+            raise ConfigError(f"space {space!r}: a Kibana space id is lowercase letters, digits, '_' and '-'")
+        return f"{url}/s/{quote(space)}"
+    return url
+
+
+def dashboard_urls(settings: Settings, space: str | None = None) -> list[str]:
+    base = kibana_base(settings, space)
+    return [f"{base}/app/dashboards#/view/{quote(d.id)}" for d in DASHBOARDS]
+
+
+def _auth_headers(settings: Settings) -> dict[str, str]:
+    import base64
+
+    if settings.elasticsearch_api_key is not None:
+        return {"Authorization": "ApiKey " + settings.elasticsearch_api_key.get_secret_value()}
+    if settings.elasticsearch_username and settings.elasticsearch_password is not None:
+        token = f"{settings.elasticsearch_username}:{settings.elasticsearch_password.get_secret_value()}"
+        return {"Authorization": "Basic " + base64.b64encode(token.encode()).decode()}
+    return {}
+
+
+def _secrets(settings: Settings) -> list[str]:
+    import base64
+
+    values = [s.get_secret_value() for s in (settings.elasticsearch_api_key, settings.elasticsearch_password,
+                                             settings.openai_admin_key) if s is not None]
+    values = [v for v in values if v]
+    if settings.elasticsearch_username and settings.elasticsearch_password is not None:
+        token = f"{settings.elasticsearch_username}:{settings.elasticsearch_password.get_secret_value()}"
+        values.append(base64.b64encode(token.encode()).decode())
+    return values
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    for s in secrets:
+        text = text.replace(s, "[redacted]")
+    return text
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """Certificate and host name verification with the system store, plus ``ELASTICSEARCH_CA_CERTS``."""
+    ctx = ssl.create_default_context()
+    if settings.elasticsearch_ca_certs is not None:
+        ctx.load_verify_locations(cafile=str(settings.elasticsearch_ca_certs))
+    return ctx
+
+
+def make_client(settings: Settings, *, verify: bool | str | ssl.SSLContext | None = None,
+                timeout: float = 60.0) -> httpx.Client:
+    """An ``httpx`` client for Kibana; TLS is verified with :func:`tls_context` unless ``verify`` says otherwise."""
+    import httpx
+
+    return httpx.Client(verify=tls_context(settings) if verify is None else verify, timeout=timeout,
+                        headers={"kbn-xsrf": "true"}, follow_redirects=False)
+
+
+def _request(client: httpx.Client, method: str, url: str, what: str, secrets: Sequence[str],
+             **kwargs: Any) -> httpx.Response:
+    import httpx
+
+    try:
+        return client.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise KibanaError(_redact(f"{what}: {type(exc).__name__}: {exc}", secrets)) from None
+
+
+def _fail(resp: httpx.Response, what: str, secrets: Sequence[str]) -> KibanaError:
+    hint = {401: " (check ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/_PASSWORD)",
+            403: " (the user needs the Saved Objects Management and Dashboard privileges, or Stack Rules for "
+                 "rules, in this space)",
+            404: " (is KIBANA_URL a Kibana, and does the space exist?)"}.get(resp.status_code, "")
+    body = resp.text[:500]
+    return KibanaError(_redact(f"{what}: HTTP {resp.status_code}{hint}: {body}", secrets))
+
+
+def install(
+    settings: Settings,
+    *,
+    space: str | None = None,
+    dry_run: bool = False,
+    out: Callable[[str], None] = print,
+    client: httpx.Client | None = None,
+    report: SetupReport | None = None,
+) -> list[str]:
+    """Import the data views, saved search and dashboards into Kibana (idempotent); returns dashboard URLs.
+
+    One ``POST <kibana>[/s/<space>]/api/saved_objects/_import?overwrite=true`` with the NDJSON as the
+    multipart field ``file`` and ``kbn-xsrf: true``. Objects have fixed ids, so a second run overwrites them
+    with the same content.
+
+    Args:
+        settings: ``kibana_url``, ``kibana_space`` and the Elasticsearch credentials (reused for Kibana).
+        space: the Kibana space id (``None``: ``settings.kibana_space``; ``"default"`` or empty: default space).
+        dry_run: send nothing; say what would be imported.
+        out: receives one line per object and one per dashboard URL.
+        client: an ``httpx.Client`` (tests); one is built with TLS verification when ``None``.
+        report: an :class:`..setup.SetupReport` to append the Kibana objects to.
+
+    Raises:
+        ConfigError: no or a malformed ``kibana_url``, or a bad space id.
+        KibanaError: Kibana refused the import or one of the objects (the message lists them).
+    """
+    base = kibana_base(settings, space)
+    objects = saved_objects(settings)
+    urls = dashboard_urls(settings, space)
+    if dry_run:
+        for o in objects:
+            line = f"Kibana {o['type']} {o['id']}: would import"
+            out(line)
+            if report is not None:
+                report.add(f"Kibana {o['type']}", o["id"], "would update", "import with overwrite")
+        for u in urls:
+            out(f"dashboard: {u}")
+        return urls
+    secrets = _secrets(settings)
+    owned = client is None
+    http = client or make_client(settings)
+    try:
+        body = "".join(_dumps(o) + "\n" for o in objects).encode()
+        resp = _request(http, "POST", f"{base}/api/saved_objects/_import", "Kibana: import saved objects", secrets,
+                        params={"overwrite": "true"}, headers={"kbn-xsrf": "true", **_auth_headers(settings)},
+                        files={"file": ("usage-collector.ndjson", body, "application/ndjson")})
+        if resp.status_code != 200:
+            raise _fail(resp, "Kibana: import saved objects", secrets)
+        result = resp.json()
+    finally:
+        if owned:
+            http.close()
+    done = {(r.get("type"), r.get("id")): r for r in result.get("successResults") or []}
+    for o in objects:
+        r = done.get((o["type"], o["id"]))
+        if r is None:
+            continue
+        status: Literal["updated", "created"] = "updated" if r.get("overwrite") else "created"
+        out(f"Kibana {o['type']} {o['id']}: {status}")
+        if report is not None:
+            report.add(f"Kibana {o['type']}", o["id"], status)
+    errors = result.get("errors") or []
+    if not result.get("success", False) or errors:
+        lines = [f"{e.get('type')} {e.get('id')}: {(e.get('error') or {}).get('type', 'error')}"
+                 + _missing(e) for e in errors]
+        raise KibanaError(_redact("Kibana refused objects of the import: " + "; ".join(lines or ["unknown"]),
+                                  secrets))
+    for u in urls:
+        out(f"dashboard: {u}")
+    return urls
+
+
+def _missing(err: Mapping[str, Any]) -> str:
+    refs = (err.get("error") or {}).get("references") or []
+    names = ", ".join(f"{r.get('type')} {r.get('id')}" for r in refs)
+    return f" (missing {names})" if refs else ""
+
+
+def install_rules(
+    settings: Settings,
+    *,
+    space: str | None = None,
+    dry_run: bool = False,
+    out: Callable[[str], None] = print,
+    client: httpx.Client | None = None,
+    stale_intervals: int = 3,
+    daily_cost_threshold: float | None = None,
+    spike_factor: float = 3.0,
+    report: SetupReport | None = None,
+) -> list[str]:
+    """Create or update the alert rules of :func:`rules` (idempotent); returns their ids.
+
+    Each rule has a fixed id: ``POST /api/alerting/rule/<id>`` creates it; on 409 (it exists)
+    ``PUT /api/alerting/rule/<id>`` updates it to this definition. Rules have no actions: attach connectors in
+    Kibana (Stack Management > Rules). A rule Kibana refuses (e.g. the ES|QL one on a Kibana without ES|QL
+    rules) is reported and the others are still installed; the call then raises :class:`KibanaError`.
+    """
+    base = kibana_base(settings, space)
+    defs = rules(settings, stale_intervals=stale_intervals, daily_cost_threshold=daily_cost_threshold,
+                 spike_factor=spike_factor)
+    if dry_run:
+        for r in defs:
+            out(f"Kibana rule {r.body['name']} ({r.id}): would create or update")
+            if report is not None:
+                report.add("Kibana rule", r.id, "would update", r.body["name"])
+        return [r.id for r in defs]
+    secrets = _secrets(settings)
+    headers = {"kbn-xsrf": "true", "Content-Type": "application/json", **_auth_headers(settings)}
+    owned = client is None
+    http = client or make_client(settings)
+    failures: list[str] = []
+    try:
+        for r in defs:
+            what = f"Kibana: rule {r.body['name']}"
+            url = f"{base}/api/alerting/rule/{r.id}"
+            resp = _request(http, "POST", url, what, secrets, content=_dumps(r.body), headers=headers)
+            status: Literal["created", "updated"] = "created"
+            if resp.status_code == 409:
+                resp = _request(http, "PUT", url, what, secrets, content=_dumps(r.update_body()), headers=headers)
+                status = "updated"
+            if resp.status_code != 200:
+                failures.append(str(_fail(resp, what, secrets)))
+                out(failures[-1])
+                continue
+            out(f"Kibana rule {r.body['name']} ({r.id}): {status}")
+            if report is not None:
+                report.add("Kibana rule", r.id, status, r.body["name"])
+    finally:
+        if owned:
+            http.close()
+    if failures:
+        raise KibanaError("; ".join(failures))
+    return [r.id for r in defs]
