@@ -142,7 +142,8 @@ def test_report_totals_equal_the_bill_to_the_cent(org, tmp_path):
     clock = FakeClock(org.end + 3 * 86400)
     sink = make_sink("duckdb", tmp_path)
     with serve(sim(org, clock)) as url:
-        Collector(make_settings(openai_base_url=url, streams=["costs"]), sink, clock=clock).backfill(BackfillRange(org.start, org.end))
+        Collector(make_settings(openai_base_url=url, streams=["costs"]), sink, clock=clock).backfill(
+            BackfillRange(org.start, org.end))
     rep = build_report(sink)
     assert rep.total_cost == org.total_cost(org.start, org.end) > 0
     assert sum((v for _, v in rep.cost_by_project), Decimal(0)) == rep.total_cost

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import CANARY_KEY
-from usage_collector import logs
+from usage_collector import logs, secrets
 from usage_collector.errors import ConfigError
-from usage_collector.logs import NOISY_LOGGERS, REDACTED, configure_logging, redact, register_secret
+from usage_collector.logs import NOISY_LOGGERS, configure_logging
+from usage_collector.secrets import REDACTED, redact, register_secret
 
 ES_CANARY = "ZXNfY2FuYXJ5X2lkOmVzX2NhbmFyeV9rZXk="  # an Elasticsearch API key (base64 id:key)
 PASSWORD_CANARY = "pw-CANARY-41c7e"  # does not look like a key: only registration can catch it
@@ -39,7 +40,7 @@ def _restore_logging() -> Iterator[None]:
     for n, lv in noisy.items():
         logging.getLogger(n).setLevel(lv)
     logging.captureWarnings(False)
-    logs._forget_secrets()
+    secrets.forget()
 
 
 def json_lines(out: io.StringIO) -> list[dict[str, object]]:

@@ -59,7 +59,9 @@ _state = _State()
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    from .secrets import redact
+
+    typer.echo(f"error: {redact(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -78,15 +80,11 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _configure_logging(settings: Settings) -> None:
-    from .logs import configure_logging, register_secret
+    from . import secrets
+    from .logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
-    for secret in (settings.openai_admin_key, settings.elasticsearch_api_key, settings.elasticsearch_password):
-        if secret is not None and secret.get_secret_value():
-            register_secret(secret.get_secret_value())
-    for org in settings.organizations:
-        if org.admin_key is not None and org.admin_key.get_secret_value():
-            register_secret(org.admin_key.get_secret_value())
+    secrets.register(settings)
 
 
 def parse_when(value: str, option: str) -> int:

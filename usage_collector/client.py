@@ -31,6 +31,7 @@ from .errors import ApiError, AuthError, CollectorError, FatalApiError, Paginati
 from .failpoints import failpoint
 from .models import Page, parse_page
 from .planning import Window
+from .secrets import bearer, redact, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def _api_message(response: httpx.Response) -> str:
         body = response.json()
         err = body.get("error") if isinstance(body, dict) else None
         if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:500]
+            return redact(str(err["message"]))[:500]  # an API may echo the key it refused
     except ValueError:
         pass
     return response.reason_phrase or f"HTTP {response.status_code}"
@@ -180,6 +181,7 @@ class OpenAIClient:
         max_backoff: float = 60.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        register_secret(admin_key)  # redacted from log records and errors, however the client was built
         self._clock = clock or SystemClock()
         self._limiter = RateLimiter(rate_limit, self._clock, rate_limit_burst)
         self._max_attempts = max_attempts
@@ -189,7 +191,7 @@ class OpenAIClient:
         self._http = httpx.Client(
             base_url=self.base_url + "/",
             headers={
-                "Authorization": f"Bearer {admin_key.get_secret_value()}",
+                **bearer(admin_key),
                 "User-Agent": f"usage-collector/{__version__}",
                 "Accept": "application/json",
             },

@@ -5,11 +5,13 @@
 * ``text`` — rich's ``RichHandler`` on a terminal, plain ``time level logger: message`` lines otherwise.
 * ``auto`` — ``text`` when stderr is a terminal, else ``json`` (systemd's journal, Kubernetes, CI).
 
-Every record passes :class:`RedactingFilter` before it is formatted. It replaces with ``[REDACTED]``:
-values given to :func:`register_secret` (the Admin key, Elasticsearch credentials), OpenAI keys
-(``sk-...``), ``Bearer``/``ApiKey``/``Basic`` credentials, the user-info part of URLs
-(``https://user:pass@host``) and ``key=``/``token=``/``password=`` query values — in the message, its
-arguments, ``extra`` fields, stack info and exception text (the chained exceptions included).
+Every record passes :class:`RedactingFilter` before it is formatted, and the formatters redact their output
+once more. Both call :func:`usage_collector.secrets.redact`, the package's only redaction (which values and
+patterns it replaces with ``[REDACTED]`` is described there): in the message, its arguments, ``extra``
+fields, stack info and exception text (the chained exceptions included). Registering secrets
+(:func:`usage_collector.secrets.register`, which the CLI calls with the settings) also redacts every record
+at creation, whichever logger made it and whichever handler receives it (pytest's ``caplog``, a library's own
+handler): see :mod:`usage_collector.secrets`.
 
 Noisy libraries (httpx, httpcore, elastic_transport, elasticsearch, urllib3, apscheduler) log at WARNING and
 above unless the level is DEBUG. At DEBUG they may show request lines; those are redacted like everything
@@ -19,98 +21,29 @@ else, but DEBUG is for troubleshooting, not for production.
 from __future__ import annotations
 
 import logging
-import re
 import sys
-import threading
 import time
-import traceback
 from collections.abc import Iterable
 from typing import IO, Any, Literal
 
 import ecs_logging
 
 from .errors import ConfigError
+from .secrets import redact, redact_record
 
 __all__ = [
     "LEVELS",
     "NOISY_LOGGERS",
-    "REDACTED",
     "RedactingFilter",
     "configure_logging",
-    "redact",
-    "register_secret",
 ]
 
-REDACTED = "[REDACTED]"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 NOISY_LOGGERS = ("httpx", "httpcore", "elastic_transport", "elasticsearch", "urllib3", "apscheduler")
-#: Registered secrets shorter than this are ignored: redacting "ab" everywhere would garble every line.
-MIN_SECRET_LENGTH = 4
-
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
-_secret_re: re.Pattern[str] | None = None
 _installed: logging.Handler | None = None  # the handler configure_logging() added last
-
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # OpenAI keys: sk-..., sk-proj-..., sk-admin-..., sk-svcacct-...
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), REDACTED),
-    # Authorization header values (also inside repr()'d dicts).
-    (re.compile(r"\b(Bearer|ApiKey|Basic)(\s+)[A-Za-z0-9._~+/=\-:]+", re.IGNORECASE), rf"\1\2{REDACTED}"),
-    # URL user-info: scheme://user:password@host -> scheme://[REDACTED]@host
-    (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@:]+(?::[^/\s@]*)?@"), rf"\1{REDACTED}@"),
-    # Credentials in query strings or key=value text.
-    (
-        re.compile(r"\b((?:api[_-]?key|access[_-]?token|token|password|passwd|secret)=)[^&\s\"']+", re.IGNORECASE),
-        rf"\1{REDACTED}",
-    ),
-)
 
 # LogRecord attributes that are not ``extra=`` fields.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
-
-
-def register_secret(value: str) -> None:
-    """Redact ``value`` wherever it appears in a log record from now on.
-
-    Args:
-        value: a secret (the Admin key, an Elasticsearch API key or password). Surrounding whitespace is
-            ignored; values shorter than :data:`MIN_SECRET_LENGTH` are ignored.
-    """
-    global _secret_re
-    value = value.strip()
-    if len(value) < MIN_SECRET_LENGTH:
-        return
-    with _secrets_lock:
-        if value in _secrets:
-            return
-        _secrets.add(value)
-        ordered = sorted(_secrets, key=len, reverse=True)  # longest first: a secret may contain another
-        _secret_re = re.compile("|".join(re.escape(s) for s in ordered))
-
-
-def _forget_secrets() -> None:
-    """Tests only: drop every registered secret."""
-    global _secret_re
-    with _secrets_lock:
-        _secrets.clear()
-        _secret_re = None
-
-
-def redact(text: str) -> str:
-    """``text`` with registered secrets and credential-looking substrings replaced by ``[REDACTED]``.
-
-    Example::
-
-        >>> redact("GET https://elastic:changeme@es:9200/_bulk with Bearer sk-admin-abc123XYZ")
-        'GET https://[REDACTED]@es:9200/_bulk with Bearer [REDACTED]'
-    """
-    secret_re = _secret_re
-    if secret_re is not None:
-        text = secret_re.sub(REDACTED, text)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def _redact_value(value: Any) -> Any:
@@ -130,32 +63,23 @@ def _redact_value(value: Any) -> Any:
 class RedactingFilter(logging.Filter):
     """Redacts secrets in a record before any formatter sees it (install it on the handler).
 
-    The message is rendered (``msg % args``) and redacted, so ``args`` become empty; ``extra`` string
-    values and ``stack_info`` are redacted too, and ``exc_text`` is set to the redacted traceback (chained
-    exceptions included), which formatters print instead of formatting ``exc_info`` themselves.
+    :func:`usage_collector.secrets.redact_record` (which the record factory already ran when the record was
+    created, if secrets were registered by then) plus the ``extra`` fields: the message is rendered
+    (``msg % args``) and redacted, so ``args`` become empty; ``extra`` string values and ``stack_info`` are
+    redacted too, and ``exc_text`` is set to the redacted traceback (chained exceptions included) when it
+    holds a secret, which formatters print instead of formatting ``exc_info`` themselves.
     ``exc_info`` is left alone for other handlers; our formatters redact their whole output once more
     (ECS's ``error.message``/``error.stack_trace`` are built from ``exc_info``). Running it twice on a
     record is harmless.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: keep what we can show safely
-            message = f"{record.msg!s} {record.args!r}"
-        record.msg = redact(message)
-        record.args = None
+        redact_record(record)
+        if record.args:  # nothing secret in it: render it anyway, so that no handler formats args again
+            record.msg, record.args = record.getMessage(), None
         for key, value in list(vars(record).items()):
             if key not in _RECORD_ATTRS and not key.startswith("_"):
                 setattr(record, key, _redact_value(value))
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        exc_info = record.exc_info
-        if exc_info and exc_info[0] is not None and exc_info[1] is not None:
-            # Always from exc_info: another handler may have cached an unredacted exc_text already.
-            record.exc_text = redact("".join(traceback.format_exception(*exc_info)).rstrip("\n"))
-        elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
         return True
 
 

@@ -1,6 +1,6 @@
 """Talking to Elasticsearch: the client (:func:`connect`), the compatibility header, and errors turned into
 :class:`~usage_collector.errors.SinkError` s that name the request and never a credential (:func:`guard`,
-:func:`sink_error`, :func:`field_of`, :func:`secret_values`). Used by the setup and the sink.
+:func:`sink_error`, :func:`field_of`). Used by the setup and the sink.
 
 **Elasticsearch 8.x and 9.x.** elasticsearch-py 9 sends ``Accept``/``Content-Type:
 application/vnd.elasticsearch+json; compatible-with=9``, which an 8.x server refuses with
@@ -10,22 +10,24 @@ accept it, ``RestCompatibleVersionHelper`` allows the current and the previous m
 major (capped at the client's). ``GET /`` needs the ``monitor`` cluster privilege; without it the collector
 stays on ``compatible-with=8`` and says so in a warning.
 
-Credentials stay ``SecretStr`` until handed to the client; no log line or exception carries them, and URLs
-are shown without user information. ``elasticsearch`` is imported only when a client is needed.
+Credentials stay ``SecretStr`` until handed to the client (:func:`usage_collector.secrets.credentials`).
+:func:`connect` registers them with :mod:`usage_collector.secrets`, whose
+:func:`~usage_collector.secrets.redact` cleans every message here and every log record; URLs are shown
+without user information. ``elasticsearch`` is imported only when a client is needed.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
+from .. import secrets
 from ..errors import ConfigError, SinkError
 
 if TYPE_CHECKING:
@@ -88,8 +90,6 @@ def _compat_transport() -> type[Transport]:
 def _connection(settings: Settings) -> tuple[dict[str, Any], str]:
     """Client keyword arguments and a credential-free description."""
     kwargs: dict[str, Any] = {"verify_certs": settings.elasticsearch_verify_certs}
-    username = settings.elasticsearch_username
-    password = settings.elasticsearch_password.get_secret_value() if settings.elasticsearch_password else None
     if settings.elasticsearch_cloud_id:
         kwargs["cloud_id"] = settings.elasticsearch_cloud_id
         description = f"elasticsearch:cloud:{settings.elasticsearch_cloud_id.partition(':')[0]}"
@@ -97,9 +97,7 @@ def _connection(settings: Settings) -> tuple[dict[str, Any], str]:
         parts = urlsplit(settings.elasticsearch_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError("ELASTICSEARCH_URL: must be an http:// or https:// URL")
-        if parts.username is not None or parts.password is not None:  # credentials in the URL: move them out
-            username = username or unquote(parts.username or "")
-            password = password or unquote(parts.password or "")
+        # Credentials in the URL are moved out of it (secrets.credentials reads them).
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         netloc = f"{host}:{parts.port}" if parts.port else host
         url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
@@ -107,10 +105,11 @@ def _connection(settings: Settings) -> tuple[dict[str, Any], str]:
         description = f"elasticsearch:{url}"
     else:
         raise ConfigError("the elasticsearch sink needs ELASTICSEARCH_URL or ELASTICSEARCH_CLOUD_ID")
-    if settings.elasticsearch_api_key is not None:
-        kwargs["api_key"] = settings.elasticsearch_api_key.get_secret_value()
-    elif username:
-        kwargs["basic_auth"] = (username, password or "")
+    api_key, basic = secrets.credentials(settings)
+    if api_key is not None:
+        kwargs["api_key"] = api_key
+    elif basic is not None:
+        kwargs["basic_auth"] = basic
     if settings.elasticsearch_ca_certs is not None:
         kwargs["ca_certs"] = str(settings.elasticsearch_ca_certs)
     return kwargs, description
@@ -119,19 +118,6 @@ def _connection(settings: Settings) -> tuple[dict[str, Any], str]:
 def describe(settings: Settings) -> str:
     """``elasticsearch:https://host:9200``: where the sink writes, without credentials."""
     return _connection(settings)[1]
-
-
-def secret_values(settings: Settings) -> list[str]:
-    """Every credential in ``settings`` (and its base64 form), to blank out of messages."""
-    values = [s.get_secret_value() for s in (settings.elasticsearch_api_key, settings.elasticsearch_password,
-                                             settings.openai_admin_key) if s is not None]
-    if settings.elasticsearch_url:
-        parts = urlsplit(settings.elasticsearch_url)
-        if parts.password:
-            values.append(unquote(parts.password))
-    out = [v for v in values if v]
-    out += [base64.b64encode(v.encode()).decode() for v in out]
-    return out
 
 
 def connect(
@@ -152,6 +138,7 @@ def connect(
     """
     from elasticsearch import Elasticsearch
 
+    secrets.register(settings)
     kwargs, description = _connection(settings)
     client = Elasticsearch(
         **kwargs,
@@ -163,13 +150,13 @@ def connect(
         retry_backoff_cap=30.0,
     )
     try:
-        return client, _detect(client, description, secret_values(settings))
+        return client, _detect(client, description)
     except BaseException:
         client.close()
         raise
 
 
-def _detect(client: Elasticsearch, description: str, secrets: Sequence[str]) -> ServerInfo:
+def _detect(client: Elasticsearch, description: str) -> ServerInfo:
     import elasticsearch
     from elasticsearch import AuthorizationException, BadRequestError, UnsupportedProductError
 
@@ -178,8 +165,7 @@ def _detect(client: Elasticsearch, description: str, secrets: Sequence[str]) -> 
     for compat in (8, 9):  # 8 first: accepted by 8.x and 9.x; a 10.x server would want 9
         transport.compat_major = compat
         try:
-            body = guard(client.info, what, secrets,
-                         reraise=(AuthorizationException, BadRequestError, UnsupportedProductError))
+            body = guard(client.info, what, reraise=(AuthorizationException, BadRequestError, UnsupportedProductError))
             break
         except UnsupportedProductError:
             raise SinkError(f"{what}: the server is not Elasticsearch") from None
@@ -189,9 +175,9 @@ def _detect(client: Elasticsearch, description: str, secrets: Sequence[str]) -> 
             return ServerInfo("unknown", 8)
         except BadRequestError as exc:
             if "media_type" not in str(exc):
-                raise sink_error(exc, what, secrets) from None
+                raise sink_error(exc, what) from None
             if compat == 9:
-                raise SinkError(f"{sink_error(exc, what, secrets)}; the server accepts neither compatible-with=8 "
+                raise SinkError(f"{sink_error(exc, what)}; the server accepts neither compatible-with=8 "
                                 "nor 9: it is older than 8.0, which is not supported (use 8.x or 9.x)") from None
     version = str(body.get("version", {}).get("number", "0"))
     major = int(version.split(".")[0] or 0)
@@ -203,12 +189,6 @@ def _detect(client: Elasticsearch, description: str, secrets: Sequence[str]) -> 
 
 
 # --- errors -----------------------------------------------------------------------------------------
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for s in secrets:
-        text = text.replace(s, "***")
-    return text
-
-
 def _reason(body: Any) -> tuple[str | None, str]:
     """``(type, reason)`` of an error response body or of a bulk item's ``error``."""
     err = body["error"] if isinstance(body, Mapping) and "error" in body else body
@@ -221,13 +201,14 @@ def _reason(body: Any) -> tuple[str | None, str]:
     return None, str(err)
 
 
-def _api_message(what: str, exc: Any, secrets: Sequence[str]) -> str:
+def _api_message(what: str, exc: Any) -> str:
     kind, reason = _reason(getattr(exc, "body", None))
-    return _redact(f"{what}: HTTP {exc.status_code} {kind or exc.message}: {reason}", secrets)
+    return secrets.redact(f"{what}: HTTP {exc.status_code} {kind or exc.message}: {reason}")
 
 
-def sink_error(exc: Exception, what: str, secrets: Sequence[str], hint: str | None = None) -> SinkError:
-    """A :class:`SinkError` for a client error: names ``what`` and the reason, never a secret.
+def sink_error(exc: Exception, what: str, hint: str | None = None) -> SinkError:
+    """A :class:`SinkError` for a client error: names ``what`` and the reason, never a secret
+    (:func:`usage_collector.secrets.redact`).
 
     ``hint`` names the privilege the request needs; it is added to a 403 message.
     """
@@ -238,23 +219,22 @@ def sink_error(exc: Exception, what: str, secrets: Sequence[str], hint: str | No
                          "ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD")
     if isinstance(exc, AuthorizationException):
         need = f"this needs the {hint} privilege" if hint else "see the privileges a run needs"
-        return SinkError(_api_message(what, exc, secrets) + f"; {need} (docs/elasticsearch.md)")
+        return SinkError(_api_message(what, exc) + f"; {need} (docs/elasticsearch.md)")
     if isinstance(exc, NotFoundError):
-        return SinkError(_api_message(what, exc, secrets) + "; has `usage-collector setup` been run?")
+        return SinkError(_api_message(what, exc) + "; has `usage-collector setup` been run?")
     if isinstance(exc, ApiError):
-        return SinkError(_api_message(what, exc, secrets))
+        return SinkError(_api_message(what, exc))
     message = getattr(exc, "message", None) or str(exc)
-    return SinkError(_redact(f"{what}: Elasticsearch unreachable ({type(exc).__name__}: {message})", secrets))
+    return SinkError(secrets.redact(f"{what}: Elasticsearch unreachable ({type(exc).__name__}: {message})"))
 
 
-def guard(fn: Callable[[], Any], what: str, secrets: Sequence[str], *, allow_404: bool = False,
+def guard(fn: Callable[[], Any], what: str, *, allow_404: bool = False,
           reraise: tuple[type[BaseException], ...] = (), hint: str | None = None) -> Any:
     """Run one request; turn client errors into a :class:`SinkError` (see :func:`sink_error`).
 
     Args:
         fn: the request.
         what: names the request in messages.
-        secrets: values to blank out of messages.
         allow_404: return ``None`` on 404 instead of raising.
         reraise: exception types the caller handles itself.
         hint: the privilege the request needs, named in a 403 message.
@@ -272,9 +252,9 @@ def guard(fn: Callable[[], Any], what: str, secrets: Sequence[str], *, allow_404
     except NotFoundError as exc:
         if allow_404:
             return None
-        raise sink_error(exc, what, secrets, hint) from None
+        raise sink_error(exc, what, hint) from None
     except (ApiError, TransportError) as exc:
-        raise sink_error(exc, what, secrets, hint) from None
+        raise sink_error(exc, what, hint) from None
 
 
 _FIELD_PATTERNS = (

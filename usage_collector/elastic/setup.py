@@ -14,10 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .. import secrets
 from ..catalogue import STREAMS
 from ..documents import RUNS_DATASET
 from ..errors import SinkError
-from .connection import connect, guard, secret_values
+from .connection import connect, guard
 from .objects import (
     ILM_POLICY,
     MAPPINGS_COMPONENT,
@@ -100,17 +101,15 @@ def _same(actual: Any, desired: Any) -> bool:
 
 
 class _Setup:
-    def __init__(self, client: Elasticsearch, settings: Settings, report: SetupReport, dry_run: bool,
-                 out: Callable[[str], None]) -> None:
+    def __init__(self, client: Elasticsearch, report: SetupReport, dry_run: bool, out: Callable[[str], None]) -> None:
         self.es = client
         self.report = report
         self.dry_run = dry_run
         self.out = out
-        self.secrets = secret_values(settings)
 
     def get(self, read: Callable[[], Any], what: str, privilege: str) -> Any:
         """The object as Elasticsearch returns it, or ``None`` when it does not exist."""
-        return guard(read, f"setup: read {what}", self.secrets, allow_404=True, hint=privilege)
+        return guard(read, f"setup: read {what}", allow_404=True, hint=privilege)
 
     def record(self, kind: str, name: str, exists: bool, same: bool, write: Callable[[], object],
                privilege: str, detail: str = "") -> bool:
@@ -121,7 +120,7 @@ class _Setup:
         status: Status = ("would update" if exists else "would create") if self.dry_run else (
             "updated" if exists else "created")
         if not self.dry_run:
-            guard(write, f"setup: write {kind} {name}", self.secrets, hint=privilege)
+            guard(write, f"setup: write {kind} {name}", hint=privilege)
         self.out(str(self.report.add(kind, name, status, detail)))
         return True
 
@@ -137,7 +136,7 @@ def missing_privileges(client: Elasticsearch, settings: Settings) -> list[str] |
         resp = guard(functools.partial(
             client.security.has_privileges, cluster=list(SETUP_CLUSTER_PRIVILEGES),
             index=[{"names": patterns, "privileges": list(SETUP_INDEX_PRIVILEGES)}],
-        ), "setup: check privileges", secret_values(settings), reraise=(ApiError,))
+        ), "setup: check privileges", reraise=(ApiError,))
     except ApiError:  # security disabled, or an old cluster: the writes below will tell
         return None
     if resp.get("has_all_requested", True):
@@ -176,6 +175,7 @@ def setup(
         SinkError: Elasticsearch refused an object or is unreachable; the message names the object and the
             privilege it needs, never a credential.
     """
+    secrets.register(settings)  # also when called directly, not through the CLI
     owned = client is None
     es, info = connect(settings) if client is None else (client, None)
     report = SetupReport(dry_run=dry_run, server_version=info.version if info else "")
@@ -184,7 +184,7 @@ def setup(
         if missing:
             raise SinkError("setup: these credentials lack " + ", ".join(missing)
                             + "; see docs/elasticsearch.md for the setup role")
-        _install(_Setup(es, settings, report, dry_run, out), settings, retention_days)
+        _install(_Setup(es, report, dry_run, out), settings, retention_days)
     finally:
         if owned:
             es.close()

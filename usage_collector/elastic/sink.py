@@ -39,12 +39,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import secrets
 from ..catalogue import STREAMS
 from ..clock import iso
 from ..documents import Document
 from ..errors import LeaseHeldError, SinkError
 from ..sinks.base import Checkpoint, Lease, WriteStats, checkpoint_key
-from .connection import ServerInfo, _reason, _redact, connect, describe, field_of, guard, secret_values, sink_error
+from .connection import ServerInfo, _reason, connect, describe, field_of, guard, sink_error
 from .objects import data_stream_name, index_patterns, runs_data_stream, state_index
 from .setup import setup
 
@@ -134,7 +135,7 @@ class ElasticsearchSink:
         self._es = client
         self._owned = client is None
         self._ready = False
-        self._secrets = secret_values(settings)
+        secrets.register(settings)  # also when built directly, not through the CLI
         self._lock = threading.Lock()
 
     @classmethod
@@ -174,7 +175,7 @@ class ElasticsearchSink:
         return self._es
 
     def _call(self, fn: Callable[[], Any], what: str, *, allow_404: bool = False) -> Any:
-        return guard(fn, f"{self.description}: {what}", self._secrets, allow_404=allow_404)
+        return guard(fn, f"{self.description}: {what}", allow_404=allow_404)
 
     def _missing_objects(self, es: Elasticsearch) -> list[str]:
         wanted = [data_stream_name(self.settings, s) for s in self.settings.streams] + [self.runs_stream]
@@ -329,13 +330,12 @@ class ElasticsearchSink:
                 else:
                     kind, reason = _reason(info.get("error"))
                     failures.append({"_id": doc_id, "_index": info.get("_index"), "op": op, "status": status,
-                                     "type": kind, "reason": _redact(reason, self._secrets),
+                                     "type": kind, "reason": secrets.redact(reason),
                                      "field": field_of(reason)})
         except TransportError as exc:
-            raise SinkError(_redact(
+            raise SinkError(secrets.redact(
                 f"{self.description}: Elasticsearch unreachable during a bulk write ({type(exc).__name__}: "
-                f"{exc.message}); the checkpoint was not moved, the window will be written again",
-                self._secrets)) from None
+                f"{exc.message}); the checkpoint was not moved, the window will be written again")) from None
         return conflicts
 
     def _failure_message(self, failures: list[dict[str, Any]], total: int) -> str:
@@ -372,7 +372,7 @@ class ElasticsearchSink:
                                 yield {"_id": hit["_id"], "_index": _data_stream_of(backing, hit["_source"]),
                                        "_source": hit["_source"]}
                     except (ApiError, TransportError, ScanError) as exc:
-                        raise sink_error(exc, f"{self.description}: read {backing}", self._secrets) from None
+                        raise sink_error(exc, f"{self.description}: read {backing}") from None
 
     # --- checkpoints ------------------------------------------------------------------------------------
     def load_checkpoint(self, org_id: str, stream: str, bucket_width: str, scope: str = "run") -> Checkpoint | None:
@@ -423,7 +423,7 @@ class ElasticsearchSink:
             else:
                 write = functools.partial(es.create, index=self.state_index, id=lease_id, document=doc, refresh=True)
             try:
-                guard(write, f"{self.description}: write {lease_id}", self._secrets, reraise=(ConflictError,))
+                guard(write, f"{self.description}: write {lease_id}", reraise=(ConflictError,))
                 return Lease(org_id, holder, now + ttl)
             except ConflictError:
                 continue  # someone else wrote it between our read and write: read again
@@ -442,7 +442,7 @@ class ElasticsearchSink:
         try:
             guard(lambda: es.index(index=self.state_index, id=lease_id, document=doc, if_seq_no=cur["_seq_no"],
                                     if_primary_term=cur["_primary_term"], refresh=True),
-                   f"{self.description}: release {lease_id}", self._secrets, reraise=(ConflictError,))
+                   f"{self.description}: release {lease_id}", reraise=(ConflictError,))
         except ConflictError:
             log.info("lease of %s changed hands before it was released", org_id)
 

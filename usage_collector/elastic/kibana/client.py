@@ -4,8 +4,10 @@
 field ``file``, header ``kbn-xsrf: true``, ``/s/<space>`` prefix for a space): importing with overwrite is
 idempotent because every object has a fixed id. :func:`install_rules` creates or updates the optional alert
 rules with the alerting API (``POST``/``PUT /api/alerting/rule/<id>``). Kibana credentials are the
-Elasticsearch ones (``ELASTICSEARCH_API_KEY`` as ``Authorization: ApiKey``, else user and password as basic
-auth); Kibana accepts both. TLS is verified; ``ELASTICSEARCH_CA_CERTS`` is trusted in addition to the system
+Elasticsearch ones (:func:`usage_collector.secrets.auth_headers`: ``ELASTICSEARCH_API_KEY`` as
+``Authorization: ApiKey``, else user and password as basic auth); Kibana accepts both. Both functions register
+the settings' secrets, and every message they raise goes through :func:`usage_collector.secrets.redact`.
+TLS is verified; ``ELASTICSEARCH_CA_CERTS`` is trusted in addition to the system
 store, since self-managed stacks usually sign Kibana with the same CA.
 """
 
@@ -13,10 +15,11 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
+from ... import secrets
 from ...errors import CollectorError
 from .alerts import rules
 from .dashboards import DASHBOARDS
@@ -66,35 +69,6 @@ def dashboard_urls(settings: Settings, space: str | None = None) -> list[str]:
     return [f"{base}/app/dashboards#/view/{quote(d.id)}" for d in DASHBOARDS]
 
 
-def _auth_headers(settings: Settings) -> dict[str, str]:
-    import base64
-
-    if settings.elasticsearch_api_key is not None:
-        return {"Authorization": "ApiKey " + settings.elasticsearch_api_key.get_secret_value()}
-    if settings.elasticsearch_username and settings.elasticsearch_password is not None:
-        token = f"{settings.elasticsearch_username}:{settings.elasticsearch_password.get_secret_value()}"
-        return {"Authorization": "Basic " + base64.b64encode(token.encode()).decode()}
-    return {}
-
-
-def _secrets(settings: Settings) -> list[str]:
-    import base64
-
-    values = [s.get_secret_value() for s in (settings.elasticsearch_api_key, settings.elasticsearch_password,
-                                             settings.openai_admin_key) if s is not None]
-    values = [v for v in values if v]
-    if settings.elasticsearch_username and settings.elasticsearch_password is not None:
-        token = f"{settings.elasticsearch_username}:{settings.elasticsearch_password.get_secret_value()}"
-        values.append(base64.b64encode(token.encode()).decode())
-    return values
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for s in secrets:
-        text = text.replace(s, "[redacted]")
-    return text
-
-
 def tls_context(settings: Settings) -> ssl.SSLContext:
     """Certificate and host name verification with the system store, plus ``ELASTICSEARCH_CA_CERTS``."""
     ctx = ssl.create_default_context()
@@ -112,23 +86,22 @@ def make_client(settings: Settings, *, verify: bool | str | ssl.SSLContext | Non
                         headers={"kbn-xsrf": "true"}, follow_redirects=False)
 
 
-def _request(client: httpx.Client, method: str, url: str, what: str, secrets: Sequence[str],
-             **kwargs: Any) -> httpx.Response:
+def _request(client: httpx.Client, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
     import httpx
 
     try:
         return client.request(method, url, **kwargs)
     except httpx.HTTPError as exc:
-        raise KibanaError(_redact(f"{what}: {type(exc).__name__}: {exc}", secrets)) from None
+        raise KibanaError(secrets.redact(f"{what}: {type(exc).__name__}: {exc}")) from None
 
 
-def _fail(resp: httpx.Response, what: str, secrets: Sequence[str]) -> KibanaError:
+def _fail(resp: httpx.Response, what: str) -> KibanaError:
     hint = {401: " (check ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/_PASSWORD)",
             403: " (the user needs the Saved Objects Management and Dashboard privileges, or Stack Rules for "
                  "rules, in this space)",
             404: " (is KIBANA_URL a Kibana, and does the space exist?)"}.get(resp.status_code, "")
-    body = resp.text[:500]
-    return KibanaError(_redact(f"{what}: HTTP {resp.status_code}{hint}: {body}", secrets))
+    body = secrets.redact(resp.text)[:500]  # redacted before it is cut: no secret is left half-shown
+    return KibanaError(secrets.redact(f"{what}: HTTP {resp.status_code}{hint}: {body}"))
 
 
 def install(
@@ -170,16 +143,17 @@ def install(
         for u in urls:
             out(f"dashboard: {u}")
         return urls
-    secrets = _secrets(settings)
+    secrets.register(settings)
     owned = client is None
     http = client or make_client(settings)
     try:
         body = "".join(_dumps(o) + "\n" for o in objects).encode()
-        resp = _request(http, "POST", f"{base}/api/saved_objects/_import", "Kibana: import saved objects", secrets,
-                        params={"overwrite": "true"}, headers={"kbn-xsrf": "true", **_auth_headers(settings)},
+        resp = _request(http, "POST", f"{base}/api/saved_objects/_import", "Kibana: import saved objects",
+                        params={"overwrite": "true"},
+                        headers={"kbn-xsrf": "true", **secrets.auth_headers(settings)},
                         files={"file": ("usage-collector.ndjson", body, "application/ndjson")})
         if resp.status_code != 200:
-            raise _fail(resp, "Kibana: import saved objects", secrets)
+            raise _fail(resp, "Kibana: import saved objects")
         result = resp.json()
     finally:
         if owned:
@@ -197,8 +171,8 @@ def install(
     if not result.get("success", False) or errors:
         lines = [f"{e.get('type')} {e.get('id')}: {(e.get('error') or {}).get('type', 'error')}"
                  + _missing(e) for e in errors]
-        raise KibanaError(_redact("Kibana refused objects of the import: " + "; ".join(lines or ["unknown"]),
-                                  secrets))
+        raise KibanaError(secrets.redact("Kibana refused objects of the import: "
+                                         + "; ".join(lines or ["unknown"])))
     for u in urls:
         out(f"dashboard: {u}")
     return urls
@@ -238,8 +212,8 @@ def install_rules(
             if report is not None:
                 report.add("Kibana rule", r.id, "would update", r.body["name"])
         return [r.id for r in defs]
-    secrets = _secrets(settings)
-    headers = {"kbn-xsrf": "true", "Content-Type": "application/json", **_auth_headers(settings)}
+    secrets.register(settings)
+    headers = {"kbn-xsrf": "true", "Content-Type": "application/json", **secrets.auth_headers(settings)}
     owned = client is None
     http = client or make_client(settings)
     failures: list[str] = []
@@ -247,13 +221,13 @@ def install_rules(
         for r in defs:
             what = f"Kibana: rule {r.body['name']}"
             url = f"{base}/api/alerting/rule/{r.id}"
-            resp = _request(http, "POST", url, what, secrets, content=_dumps(r.body), headers=headers)
+            resp = _request(http, "POST", url, what, content=_dumps(r.body), headers=headers)
             status: Literal["created", "updated"] = "created"
             if resp.status_code == 409:
-                resp = _request(http, "PUT", url, what, secrets, content=_dumps(r.update_body()), headers=headers)
+                resp = _request(http, "PUT", url, what, content=_dumps(r.update_body()), headers=headers)
                 status = "updated"
             if resp.status_code != 200:
-                failures.append(str(_fail(resp, what, secrets)))
+                failures.append(str(_fail(resp, what)))
                 out(failures[-1])
                 continue
             out(f"Kibana rule {r.body['name']} ({r.id}): {status}")
