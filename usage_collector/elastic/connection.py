@@ -19,6 +19,7 @@ without user information. ``elasticsearch`` is imported only when a client is ne
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import re
 import threading
@@ -142,18 +143,32 @@ def connect(
     kwargs, description = _connection(settings)
     client = Elasticsearch(
         **kwargs,
+        **_backoff_kwargs(retry_backoff),
         transport_class=_compat_transport(),
         request_timeout=request_timeout,
         max_retries=max_retries,
         retry_on_status=(429, 502, 503, 504),
-        retry_backoff_base=retry_backoff,
-        retry_backoff_cap=30.0,
     )
     try:
         return client, _detect(client, description)
     except BaseException:
         client.close()
         raise
+
+
+def _backoff_kwargs(base: float) -> dict[str, float]:
+    """The transport's backoff between retries, where this elasticsearch-py has it.
+
+    ``retry_backoff_base``/``retry_backoff_cap`` are constructor arguments of ``Elasticsearch`` only from
+    elasticsearch-py 9.4.1 (absent from every tag v8.13.0 through v9.4.0, which the project also allows):
+    passing them to an older client is a ``TypeError``. Older clients retry at once; the bulk helper's own
+    backoff (``initial_backoff``/``max_backoff``) still spaces item-level 429 retries on every version.
+    """
+    from elasticsearch import Elasticsearch
+
+    if "retry_backoff_base" not in inspect.signature(Elasticsearch.__init__).parameters:
+        return {}
+    return {"retry_backoff_base": base, "retry_backoff_cap": 30.0}
 
 
 def _detect(client: Elasticsearch, description: str) -> ServerInfo:
