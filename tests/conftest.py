@@ -1,19 +1,24 @@
-"""Shared fixtures: a fake clock, settings with no sleeping, and small page builders."""
+"""Shared fixtures: a clean environment, a fake clock, the Elasticsearch target and a Kibana stand-in.
+
+Helpers (constants, settings, builders) live in ``tests/helpers.py``.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest_es import EsTarget, es_target
+from tests.helpers import CANARY_KEY, T0, KibanaStandIn, kibana_stand_in, make_settings
 from usage_collector.clock import FakeClock
-from usage_collector.config import Settings, load_settings
+from usage_collector.sinks.base import Sink
 
-#: 2026-10-15T00:00:00Z
-T0 = 1760486400
-CANARY_KEY = "sk-admin-CANARY-7f3a9c1e5b"
+#: Still importable from here (``from tests.conftest import CANARY_KEY``); defined in ``tests/helpers.py``.
+__all__ = ["CANARY_KEY", "T0", "make_settings"]
 
 _ENV_PREFIXES = ("OPENAI_", "USAGE_COLLECTOR_", "ELASTICSEARCH_", "KIBANA_")
 
@@ -33,36 +38,35 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(params=["duckdb", "ndjson"])
-def sink(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
-    """Each file sink in turn, opened in a fresh directory."""
+def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sink]:
+    """Each file sink in turn, opened in a fresh directory (``test_sink_contract.py`` covers Elasticsearch too)."""
     from usage_collector.sinks.duckdb import DuckDBSink
     from usage_collector.sinks.ndjson import NdjsonSink
 
-    s = DuckDBSink(tmp_path / "u.duckdb") if request.param == "duckdb" else NdjsonSink(tmp_path / "u.ndjson")
+    s: Sink = DuckDBSink(tmp_path / "u.duckdb") if request.param == "duckdb" else NdjsonSink(tmp_path / "u.ndjson")
     s.open()
     yield s
     s.close()
 
 
-def make_settings(**overrides: Any) -> Settings:
-    """Settings for tests: the canary key, no real backoff, a generous rate limit."""
-    base: dict[str, Any] = {
-        "openai_admin_key": CANARY_KEY,
-        "openai_base_url": "http://testserver/v1",
-        "rate_limit": 1000.0,
-        "initial_backoff": 0.0,
-        "max_backoff": 0.0,
-        "enrich_names": False,
-        "concurrency": 1,
-    }
-    base.update(overrides)
-    return load_settings(None, **base)
+@pytest.fixture
+def es(request: pytest.FixtureRequest) -> Iterator[EsTarget]:
+    """Where an Elasticsearch test writes: ``tests/es_server.py``, or the live cluster of ``ELASTICSEARCH_URL``.
+
+    Configure the test server with the ``es_server`` marker (``@pytest.mark.es_server("8.15.0", api_key=...)``,
+    the arguments of :func:`~tests.conftest_es.es_target`), or parametrize ``es`` indirectly with versions.
+    """
+    marker = request.node.get_closest_marker("es_server")
+    args: tuple[Any, ...] = marker.args if marker else ()
+    kwargs: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    if hasattr(request, "param"):
+        args = (request.param,)
+    with es_target(*args, **kwargs) as target:
+        yield target
 
 
-def page(buckets: list[dict[str, Any]], has_more: bool = False, next_page: str | None = None) -> dict[str, Any]:
-    """A ``UsageResponse`` envelope (ref §1.5)."""
-    return {"object": "page", "data": buckets, "has_more": has_more, "next_page": next_page}
-
-
-def bucket(start: int, end: int, results: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"object": "bucket", "start_time": start, "end_time": end, "results": results}
+@pytest.fixture
+def kb() -> Iterator[KibanaStandIn]:
+    """A Kibana stand-in on 127.0.0.1 that records every request (``kb.url``, ``kb.requests``)."""
+    with kibana_stand_in() as stand_in:
+        yield stand_in

@@ -1,6 +1,6 @@
 """Where the Elasticsearch tests write: ``tests/es_server.py``, or a live cluster if ``ELASTICSEARCH_URL`` is set.
 
-Test modules define their own fixture around :func:`es_target` (``tests/conftest.py`` belongs to the core).
+Tests use the ``es`` fixture of ``tests/conftest.py``, which wraps :func:`es_target`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class EsTarget:
         return self.server
 
     def settings(self, **overrides: Any) -> Settings:
-        from tests.conftest import make_settings
+        from tests.helpers import make_settings
 
         base: dict[str, Any] = {"elasticsearch_url": self.url, "namespace": self.namespace}
         if self.server is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import CANARY_KEY
+from tests.helpers import CANARY_KEY
 from usage_collector.cli import app, main  # noqa: F401  (main registers `simulate`)
 from usage_collector.simulator import Organization, SimulatedAPI, serve
 from usage_collector.simulator.cli import register

@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 from pytest_httpx import HTTPXMock
 
-from tests.conftest import CANARY_KEY, T0, bucket, page
+from tests.helpers import CANARY_KEY, T0, bucket, page
 from usage_collector.catalogue import STREAMS
 from usage_collector.client import OpenAIClient, RequestStats
 from usage_collector.clock import FakeClock

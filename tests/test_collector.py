@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import CANARY_KEY, T0, make_settings
+from tests.helpers import CANARY_KEY, T0, bucket, make_settings, page
 from usage_collector.catalogue import STREAMS, WIDTH_SECONDS
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
@@ -48,9 +48,8 @@ class ScriptedAPI:
         for s in chunk:
             v = self.value(stream, s)
             results = [] if v is None else [self._result(stream, v)]
-            data.append({"object": "bucket", "start_time": s, "end_time": min(s + step, end), "results": results})
-        return httpx.Response(200, json={"object": "page", "data": data, "has_more": more,
-                                         "next_page": str(offset + len(chunk)) if more else None})
+            data.append(bucket(s, min(s + step, end), results))
+        return httpx.Response(200, json=page(data, more, str(offset + len(chunk)) if more else None))
 
     @staticmethod
     def _result(stream: str, v: int) -> dict[str, Any]:

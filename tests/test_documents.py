@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.conftest import T0
+from tests.helpers import T0
 from usage_collector.catalogue import STREAMS
 from usage_collector.documents import Names, Target, shape
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import CANARY_KEY, make_settings
+from tests.helpers import CANARY_KEY, make_settings
 from tests.truth import assert_sink_equals_truth
 from usage_collector.catalogue import STREAM_NAMES
 from usage_collector.clock import FakeClock
@@ -67,6 +67,7 @@ def test_faults_on_still_give_the_exact_truth(org, tmp_path):
     assert_sink_equals_truth(sink, org, STREAM_NAMES, org.start, org.end)
 
 
+@pytest.mark.slow  # ~10 s: 96 hourly cycles over HTTP against the simulator
 def test_late_revisions_are_caught_by_the_restatement_window(org, tmp_path):
     """Runs every hour across the revision horizon: the first reads are provisional, the last equal the truth."""
     streams = ["completions", "embeddings", "costs"]
@@ -142,8 +143,8 @@ def test_report_totals_equal_the_bill_to_the_cent(org, tmp_path):
     clock = FakeClock(org.end + 3 * 86400)
     sink = make_sink("duckdb", tmp_path)
     with serve(sim(org, clock)) as url:
-        Collector(make_settings(openai_base_url=url, streams=["costs"]), sink, clock=clock).backfill(
-            BackfillRange(org.start, org.end))
+        collector = Collector(make_settings(openai_base_url=url, streams=["costs"]), sink, clock=clock)
+        collector.backfill(BackfillRange(org.start, org.end))
     rep = build_report(sink)
     assert rep.total_cost == org.total_cost(org.start, org.end) > 0
     assert sum((v for _, v in rep.cost_by_project), Decimal(0)) == rep.total_cost

@@ -9,9 +9,9 @@ import elasticsearch
 import pytest
 from elasticsearch import BadRequestError, Elasticsearch
 
-from tests.conftest import CANARY_KEY, T0
 from tests.conftest_es import es_target
 from tests.es_server import EsServer
+from tests.helpers import CANARY_KEY, T0
 from usage_collector.catalogue import STREAMS
 from usage_collector.documents import Target, shape
 from usage_collector.elastic.setup import setup
@@ -33,28 +33,27 @@ def window(namespace: str, images: int = 3) -> list:
 CLIENT_MAJOR = int(elasticsearch.__version__[0])
 
 
-@pytest.mark.parametrize("version,server_major", [("8.15.0", 8), ("8.19.3", 8), ("9.1.0", 9)])
-def test_every_request_carries_headers_the_server_version_accepts(version, server_major):
+@pytest.mark.parametrize(("es", "server_major"), [("8.15.0", 8), ("8.19.3", 8), ("9.1.0", 9)], indirect=["es"])
+def test_every_request_carries_headers_the_server_version_accepts(es, server_major):
     major = min(server_major, CLIENT_MAJOR)
-    with es_target(version) as es:
-        server = es.require_server()
-        sink = es.sink()
-        sink.open()  # GET /, setup, data streams
-        sink.write_window(window(es.namespace), Checkpoint("org", "images", "1h", position=T0 + 3600))
-        sink.record_run({"@timestamp": "2025-10-15T00:00:00Z"})
-        assert sink.list_runs() and list(sink.iter_documents("images"))
-        assert sink.server is not None and sink.server.compat == major
-        json_type = f"application/vnd.elasticsearch+json; compatible-with={major}"
-        first, *rest = server.requests  # GET / goes out with 8, which 8.x and 9.x both accept
-        assert (first.method, first.path, first.headers["accept"]) == (
-            "GET", "/", "application/vnd.elasticsearch+json; compatible-with=8")
-        assert {r.headers["accept"] for r in rest} == {json_type}
-        bulk = server.headers_of("/_bulk")
-        assert bulk and {h["content-type"] for h in bulk} == {
-            f"application/vnd.elasticsearch+x-ndjson; compatible-with={major}"}
-        with_body = [r.headers for r in server.requests if int(r.headers.get("content-length", 0))
-                     and not r.path.startswith("/_bulk")]
-        assert with_body and {h["content-type"] for h in with_body} == {json_type}
+    server = es.require_server()
+    sink = es.sink()
+    sink.open()  # GET /, setup, data streams
+    sink.write_window(window(es.namespace), Checkpoint("org", "images", "1h", position=T0 + 3600))
+    sink.record_run({"@timestamp": "2025-10-15T00:00:00Z"})
+    assert sink.list_runs() and list(sink.iter_documents("images"))
+    assert sink.server is not None and sink.server.compat == major
+    json_type = f"application/vnd.elasticsearch+json; compatible-with={major}"
+    first, *rest = server.requests  # GET / goes out with 8, which 8.x and 9.x both accept
+    assert (first.method, first.path, first.headers["accept"]) == (
+        "GET", "/", "application/vnd.elasticsearch+json; compatible-with=8")
+    assert {r.headers["accept"] for r in rest} == {json_type}
+    bulk = server.headers_of("/_bulk")
+    assert bulk and {h["content-type"] for h in bulk} == {
+        f"application/vnd.elasticsearch+x-ndjson; compatible-with={major}"}
+    with_body = [r.headers for r in server.requests if int(r.headers.get("content-length", 0))
+                 and not r.path.startswith("/_bulk")]
+    assert with_body and {h["content-type"] for h in with_body} == {json_type}
 
 
 @pytest.mark.skipif(CLIENT_MAJOR < 9, reason="about elasticsearch-py 9's default header")
@@ -72,8 +71,10 @@ def test_the_test_server_refuses_elasticsearch_py_9_defaults_like_a_real_8x():
         client.close()
 
 
-def test_elasticsearch_7_is_refused_with_a_clear_message():
-    with es_target("7.17.0") as es, pytest.raises(SinkError, match=r"older than 8\.0.*use 8\.x or 9\.x"):
+@pytest.mark.es_server("7.17.0")
+def test_elasticsearch_7_is_refused_with_a_clear_message(es):
+    es.require_server()
+    with pytest.raises(SinkError, match=r"older than 8\.0.*use 8\.x or 9\.x"):
         es.sink().open()
 
 
@@ -119,7 +120,7 @@ def test_credentials_appear_in_no_log_record_or_exception(auth, caplog):
     assert "openai.images.images" in errors[0]  # the value itself is redacted, the field is named
 
 
-def test_a_server_that_is_not_elasticsearch_is_named_as_such():
+def test_a_server_that_is_not_elasticsearch_is_named_as_such(es):
     """The client checks the X-Elastic-Product header; the sink says what that means."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from threading import Thread
@@ -139,10 +140,9 @@ def test_a_server_that_is_not_elasticsearch_is_named_as_such():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), NotElastic)
     Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        with es_target() as es:
-            settings = es.settings(elasticsearch_url=f"http://127.0.0.1:{httpd.server_address[1]}")
-            with pytest.raises(SinkError, match="not Elasticsearch"):
-                es.sink(settings).open()
+        settings = es.settings(elasticsearch_url=f"http://127.0.0.1:{httpd.server_address[1]}")
+        with pytest.raises(SinkError, match="not Elasticsearch"):
+            es.sink(settings).open()
     finally:
         httpd.shutdown()
         httpd.server_close()

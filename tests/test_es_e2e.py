@@ -9,8 +9,7 @@ import logging
 
 import pytest
 
-from tests.conftest import CANARY_KEY
-from tests.conftest_es import es_target
+from tests.helpers import CANARY_KEY
 from tests.truth import assert_sink_equals_truth
 from usage_collector.catalogue import STREAM_NAMES
 from usage_collector.clock import FakeClock
@@ -21,13 +20,13 @@ from usage_collector.simulator import Organization, SimulatedAPI, serve
 pytestmark = pytest.mark.live_es
 
 
-@pytest.mark.parametrize("version", ["8.15.0", "9.1.0"], ids=["es8", "es9"])
-def test_backfill_into_elasticsearch_equals_the_truth_and_a_rerun_writes_nothing(version, caplog):
+@pytest.mark.parametrize("es", ["8.15.0", "9.1.0"], ids=["es8", "es9"], indirect=True)
+def test_backfill_into_elasticsearch_equals_the_truth_and_a_rerun_writes_nothing(es, caplog):
     caplog.set_level(logging.DEBUG)
     org = Organization(seed=31, start="2026-10-01", days=3)
     clock = FakeClock(org.end + 3 * 86400)
     api = SimulatedAPI(org, admin_key=CANARY_KEY, clock=clock.now)
-    with es_target(version) as es, serve(api) as url:
+    with serve(api) as url:
         settings = es.settings(openai_base_url=url, concurrency=3)
         sink = es.sink(settings)
         sink.open()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest_es import EsTarget, es_target
+from tests.conftest_es import EsTarget
 from usage_collector.catalogue import STREAMS
 from usage_collector.documents import Names, Target, shape
 from usage_collector.elastic import objects
@@ -17,12 +17,6 @@ from usage_collector.errors import SinkError
 pytestmark = pytest.mark.live_es
 
 FIELDS_MD = Path(__file__).resolve().parent.parent / "docs" / "fields.md"
-
-
-@pytest.fixture
-def es() -> Iterator[EsTarget]:
-    with es_target() as target:
-        yield target
 
 
 def writes(es: EsTarget) -> list[str]:

@@ -1,63 +1,38 @@
-"""Elasticsearch sink: idempotent windows across rollover, retries, failures, checkpoints, leases, runs.
+"""What only the Elasticsearch sink does: idempotent windows across rollover, retries, failures, strict mappings.
 
 Runs against ``tests/es_server.py``, or a live cluster when ``ELASTICSEARCH_URL`` is set (tests that need
-the test server's fault hooks skip there).
+the test server's fault hooks skip there). The contract every sink keeps is tested in ``test_sink_contract.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 
-from tests.conftest import T0
-from tests.conftest_es import EsTarget, es_target
+from tests import helpers
+from tests.conftest_es import EsTarget
+from tests.helpers import T0, cp, current
 from usage_collector.catalogue import STREAMS
 from usage_collector.documents import Document, Target, shape
-from usage_collector.errors import LeaseHeldError, SinkError
-from usage_collector.sinks.base import Checkpoint
+from usage_collector.errors import SinkError
 
 pytestmark = pytest.mark.live_es
 
-SPEC = STREAMS["embeddings"]
+
+def docs(es: EsTarget, tokens: tuple[int, ...] = (10, 20, 30)) -> list[Document]:
+    """:func:`tests.helpers.docs` in the target's namespace."""
+    return helpers.docs(tokens, namespace=es.namespace)
 
 
-@pytest.fixture
-def es() -> Iterator[EsTarget]:
-    with es_target() as target:
-        yield target
-
-
-def docs(target: EsTarget, tokens=(10, 20, 30), start: int = T0) -> list[Document]:
-    out = []
-    for i, t in enumerate(tokens):
-        row = {"object": SPEC.object_type, "input_tokens": t, "num_model_requests": 1, "project_id": f"p{i}",
-               "user_id": None, "api_key_id": None, "model": "text-embedding-3-small"}
-        out.append(shape(SPEC, Target("org", namespace=target.namespace), "1h", start, start + 3600,
-                         SPEC.group_by, row))
-    return out
-
-
-def cp(pos: int = T0 + 3600) -> Checkpoint:
-    return Checkpoint("org", "embeddings", "1h", position=pos)
-
-
-def tokens(sink) -> dict[str, int]:
-    return {d["_id"]: d["_source"]["openai"]["embeddings"]["input_tokens"] for d in sink.iter_documents("embeddings")}
-
-
-def test_a_second_write_of_the_same_window_writes_nothing(es):
+def test_a_second_write_of_the_same_window_sends_no_bulk_request(es):
+    server = es.require_server()
     sink = es.sink()
-    first = sink.write_window(docs(es), cp())
-    assert (first.created, first.updated, first.unchanged) == (3, 0, 0)
-    bulks = len(es.server.headers_of("/_bulk")) if es.server else 0
-    again = sink.write_window(docs(es), cp())
-    assert (again.created, again.updated, again.unchanged, again.written) == (0, 0, 3, 0)
-    if es.server:
-        assert len(es.server.headers_of("/_bulk")) == bulks  # not even a bulk request
-    assert sorted(tokens(sink).values()) == [10, 20, 30]
-    assert sink.load_checkpoint("org", "embeddings", "1h").position == T0 + 3600
+    sink.write_window(docs(es), cp())
+    bulks = len(server.headers_of("/_bulk"))
+    assert bulks == 1
+    assert sink.write_window(docs(es), cp()).unchanged == 3
+    assert len(server.headers_of("/_bulk")) == bulks
 
 
 def test_a_revised_bucket_is_updated_in_place_and_exists_once_after_a_rollover(es):
@@ -69,7 +44,7 @@ def test_a_revised_bucket_is_updated_in_place_and_exists_once_after_a_rollover(e
     assert (revised.created, revised.updated, revised.unchanged) == (0, 1, 2)
     assert revised.ids_updated == [docs(es)[1].id]
     assert es.copies("embeddings", docs(es)[1].id) == first_index != [new_index]  # overwritten where it was
-    assert sorted(tokens(sink).values()) == [10, 25, 30]
+    assert sorted(current(sink).values()) == [10, 25, 30]
     assert {d["_index"] for d in sink.iter_documents("embeddings")} == {es.data_stream("embeddings")}
 
 
@@ -91,7 +66,7 @@ def test_a_bulk_item_rejected_with_429_is_retried_and_succeeds(es):
     server.reject_next_items(2)
     stats = es.sink().write_window(docs(es), cp())
     assert (stats.created, stats.retried) == (3, 2)
-    assert len(tokens(es.sink())) == 3
+    assert len(current(es.sink())) == 3
 
 
 def test_429_beyond_max_retries_fails_the_window_and_keeps_the_checkpoint(es):
@@ -144,7 +119,7 @@ def test_the_server_going_down_mid_window_loses_nothing_after_a_retry(es):
     assert sink.load_checkpoint("org", "embeddings", "1h") is None
     stats = sink.write_window(window, cp())
     assert (stats.created, stats.unchanged) == (4, 2)
-    assert sorted(tokens(sink).values()) == [1, 2, 3, 4, 5, 6]
+    assert sorted(current(sink).values()) == [1, 2, 3, 4, 5, 6]
     assert sink.load_checkpoint("org", "embeddings", "1h").position == T0 + 3600
 
 
@@ -170,8 +145,9 @@ def test_a_409_from_a_write_the_lookup_could_not_see_is_resolved_in_real_time(es
     revised = docs(es, (11, 20, 30))
     stats = sink.write_window(revised, cp())
     assert (stats.created, stats.updated, stats.retried) == (2, 1, 1)
-    assert [server.source(i, window[0].id)["openai"]["embeddings"]["input_tokens"]
-            for i in server.copies(window[0].id)] == [11]
+    assert [
+        server.source(i, window[0].id)["openai"]["embeddings"]["input_tokens"] for i in server.copies(window[0].id)
+    ] == [11]
 
 
 def test_every_stream_writes_a_full_document_through_the_strict_mappings(es):
@@ -188,45 +164,21 @@ def test_every_stream_writes_a_full_document_through_the_strict_mappings(es):
                 row[m.name] = Decimal("1.5") if m.value_type == "decimal" else 7
         if "quantity_unit" in spec.attributes:
             row["quantity_unit"] = "tokens"
-        window.append(shape(spec, Target("org", "Org", namespace=es.namespace), spec.default_width, T0,
-                            T0 + 86400, spec.group_by, row))
+        window.append(
+            shape(
+                spec,
+                Target("org", "Org", namespace=es.namespace),
+                spec.default_width,
+                T0,
+                T0 + 86400,
+                spec.group_by,
+                row,
+            )
+        )
     stats = es.sink().write_window(window, None)
     assert stats.created == len(STREAMS)
     costs = list(es.sink().iter_documents("costs"))
     assert costs[0]["_source"]["openai"]["costs"]["amount"]["value"] == 12.500001
-
-
-def test_checkpoints_round_trip_and_list(es):
-    sink = es.sink()
-    sink.save_checkpoint(Checkpoint("org", "costs", "1d", position=T0, last_error="HTTP 500"))
-    sink.write_window([], cp())
-    assert sink.load_checkpoint("org", "costs", "1d").last_error == "HTTP 500"
-    assert [c.key for c in sink.list_checkpoints()] == ["org/costs/1d/run", "org/embeddings/1h/run"]
-    assert sink.load_checkpoint("org", "images", "1h") is None
-
-
-def test_the_lease_is_exclusive_until_it_expires(es):
-    sink = es.sink()
-    sink.acquire_lease("org", "run-a", 60, now=1000)
-    with pytest.raises(LeaseHeldError, match=r"run-a.*1970-01-01T00:17:40Z") as info:
-        es.sink().acquire_lease("org", "run-b", 60, now=1030)  # another process
-    assert (info.value.holder, info.value.expires_at) == ("run-a", 1060)
-    sink.acquire_lease("org", "run-a", 60, now=1030)  # renewal by the holder
-    es.sink().acquire_lease("org", "run-b", 60, now=1091)  # expired: taken over
-    sink.release_lease("org", "run-a")  # not the holder any more: no effect
-    with pytest.raises(LeaseHeldError):
-        sink.acquire_lease("org", "run-a", 60, now=1092)
-    sink.release_lease("org", "run-b")
-    sink.acquire_lease("org", "run-a", 60, now=1093)
-    sink.acquire_lease("other-org", "run-b", 60, now=1093)  # leases are per organization
-
-
-def test_run_documents_round_trip_newest_first(es):
-    sink = es.sink()
-    sink.record_run({"@timestamp": "2025-10-15T00:00:00Z", "usage_collector": {"stream": "costs"}})
-    sink.record_run({"@timestamp": "2025-10-15T01:00:00Z", "usage_collector": {"stream": "images"}})
-    assert [r["usage_collector"]["stream"] for r in sink.list_runs()] == ["images", "costs"]
-    assert len(sink.list_runs(limit=1)) == 1
 
 
 def test_open_without_setup_says_to_run_setup(es):

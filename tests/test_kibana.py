@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.helpers import make_settings, templates_of
 from usage_collector.catalogue import STREAMS
-from usage_collector.documents import RUNS_DATASET
 from usage_collector.elastic import kibana
 from usage_collector.elastic import objects as es_objects
 from usage_collector.elastic.kibana.docs import render_docs
@@ -64,38 +63,6 @@ def lens_panels(objects: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any],
         for p in panels(d):
             if p["type"] == "lens":
                 yield d, p
-
-
-def flatten(props: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, spec in props.items():
-        if "properties" in spec:
-            out.update(flatten(spec["properties"], f"{prefix}{name}."))
-        else:
-            out[prefix + name] = spec["type"]
-    return out
-
-
-def effective_mappings(settings) -> dict[str, dict[str, str]]:
-    """Index template name -> {field: type}: components merged with the template's own mappings."""
-    comps = es_objects.component_templates(settings)
-    out = {}
-    for name, body in es_objects.index_templates(settings).items():
-        fields: dict[str, str] = {}
-        for comp in body.get("composed_of", []):
-            fields.update(flatten(comps[comp]["template"].get("mappings", {}).get("properties", {})))
-        fields.update(flatten(body["template"]["mappings"]["properties"]))
-        out[name] = fields
-    return out
-
-
-def templates_of(settings, data_view_id: str) -> dict[str, dict[str, str]]:
-    """The templates whose data a data view reads: every usage stream's, or the runs template."""
-    maps = effective_mappings(settings)
-    runs = f"usage-collector-logs-{RUNS_DATASET}"
-    if data_view_id == kibana.RUNS_DATA_VIEW:
-        return {runs: maps[runs]}
-    return {n: m for n, m in maps.items() if n != runs}
 
 
 KQL_FIELD = re.compile(r'(?:^|[\s(])(?:not\s+)?"?([A-Za-z_@][\w.@]*)"?\s*(?::|<=|>=|<|>)')

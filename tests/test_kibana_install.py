@@ -1,4 +1,5 @@
-"""``install`` and ``install_rules`` against a stand-in Kibana on 127.0.0.1 that records every request.
+"""``install`` and ``install_rules`` against the Kibana stand-in (``kb``, ``tests/helpers.py``) that records every
+request.
 
 The requests are checked against what Kibana's API documents:
 
@@ -13,24 +14,17 @@ The requests are checked against what Kibana's API documents:
 from __future__ import annotations
 
 import base64
-import email.parser
-import email.policy
 import json
 import re
 import ssl
-import threading
 import unittest.mock
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.conftest import make_settings
-from tests.test_kibana import templates_of
+from tests.helpers import KibanaStandIn, import_file, make_settings, multipart_parts, templates_of
 from usage_collector.elastic import kibana
 from usage_collector.elastic.kibana import client as kibana_client
 from usage_collector.errors import ConfigError
@@ -39,103 +33,7 @@ API_KEY = "a2liYW5hLWtleS1DQU5BUlk6c2VjcmV0LUNBTkFSWQ=="
 PASSWORD = "pw-CANARY-19e2"
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class StandIn:
-    """A tiny Kibana: remembers imported objects and rules, answers like the real API."""
-
-    requests: list[Recorded] = field(default_factory=list)
-    saved: set[tuple[str, str]] = field(default_factory=set)
-    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
-    override: Callable[[Recorded], tuple[int, Any] | None] | None = None
-    url: str = ""
-
-    def handle(self, req: Recorded) -> tuple[int, Any]:
-        if self.override is not None and (answer := self.override(req)) is not None:
-            return answer
-        if req.method == "POST" and req.path.endswith("/api/saved_objects/_import"):
-            results = []
-            for obj in import_file(req):
-                key = (obj["type"], obj["id"])
-                entry = {"type": obj["type"], "id": obj["id"], "meta": {"title": obj["attributes"]["title"]}}
-                if key in self.saved:
-                    entry["overwrite"] = True
-                self.saved.add(key)
-                results.append(entry)
-            return 200, {"success": True, "successCount": len(results), "successResults": results}
-        m = re.fullmatch(r"(?:/s/[a-z0-9_\-]+)?/api/alerting/rule/([0-9a-f\-]+)", req.path)
-        if m:
-            rid, body = m.group(1), json.loads(req.body)
-            if req.method == "POST":
-                if rid in self.rules:
-                    return 409, {"statusCode": 409, "error": "Conflict", "message": f"rule {rid} exists"}
-                self.rules[rid] = body
-                return 200, {"id": rid, **body}
-            if req.method == "PUT":
-                if rid not in self.rules:
-                    return 404, {"statusCode": 404}
-                self.rules[rid].update(body)
-                return 200, {"id": rid, **self.rules[rid]}
-        return 404, {"statusCode": 404, "error": "Not Found"}
-
-
-def import_file(req: Recorded) -> list[dict[str, Any]]:
-    part = multipart_parts(req)["file"]
-    return [json.loads(line) for line in part.get_payload(decode=True).decode().splitlines()]
-
-
-def multipart_parts(req: Recorded) -> dict[str, Any]:
-    head = f"Content-Type: {req.headers['content-type']}\r\n\r\n".encode()
-    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + req.body)
-    assert msg.is_multipart()
-    return {str(p.get_param("name", header="content-disposition")): p for p in msg.iter_parts()}
-
-
-@pytest.fixture
-def kb() -> Iterator[StandIn]:
-    state = StandIn()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            parts = urlsplit(self.path)
-            req = Recorded(self.command, parts.path, parse_qs(parts.query),
-                           {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length))
-            state.requests.append(req)
-            status, body = state.handle(req)
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = _serve
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-def settings_for(kb: StandIn, **extra: Any):
+def settings_for(kb: KibanaStandIn, **extra: Any):
     return make_settings(kibana_url=kb.url, elasticsearch_api_key=API_KEY, **extra)
 
 
@@ -252,7 +150,7 @@ def test_tls_is_verified_by_default(tmp_path):
 
 
 # --- rules ---------------------------------------------------------------------------------------------
-def rule_requests(kb: StandIn, method: str) -> dict[str, dict[str, Any]]:
+def rule_requests(kb: KibanaStandIn, method: str) -> dict[str, dict[str, Any]]:
     out = {}
     for r in kb.requests:
         if r.method == method:

@@ -7,7 +7,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from tests.conftest import bucket, page
+from tests.helpers import bucket, page
 from usage_collector.catalogue import STREAMS
 from usage_collector.errors import FatalApiError, RetriableApiError
 from usage_collector.models import parse_page

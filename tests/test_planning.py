@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from tests.conftest import T0
+from tests.helpers import T0
 from usage_collector.planning import Window, align_down, align_up, count_windows, final_edge, plan_run, split
 
 H = 3600

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import CANARY_KEY
+from tests.helpers import CANARY_KEY
 from tests.truth import assert_sink_equals_truth
 from usage_collector.simulator import FaultPlan, Organization, SimulatedAPI, serve
 from usage_collector.sinks.ndjson import NdjsonSink

@@ -1,54 +1,16 @@
-"""DuckDB and NDJSON sinks: idempotent upsert, checkpoints with the window, crash repair, leases."""
+"""What only the DuckDB or the NDJSON sink does: appends, crash repair, transactions, views, dead lease holders.
+
+The contract every sink keeps is tested in ``test_sink_contract.py``.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import T0
-from usage_collector.catalogue import STREAMS
-from usage_collector.documents import Target, shape
+from tests.helpers import T0, cp, current, docs
 from usage_collector.errors import LeaseHeldError, SinkError
-from usage_collector.sinks.base import Checkpoint
 from usage_collector.sinks.duckdb import DuckDBSink
 from usage_collector.sinks.ndjson import NdjsonSink
-
-SPEC = STREAMS["embeddings"]
-
-
-def docs(tokens=(10, 20, 30), start=T0):
-    out = []
-    for i, t in enumerate(tokens):
-        row = {"object": SPEC.object_type, "input_tokens": t, "num_model_requests": 1, "project_id": f"p{i}",
-               "user_id": None, "api_key_id": None, "model": "text-embedding-3-small"}
-        out.append(shape(SPEC, Target("org"), "1h", start, start + 3600, SPEC.group_by, row))
-    return out
-
-
-def cp(pos):
-    return Checkpoint("org", "embeddings", "1h", position=pos)
-
-
-def current(sink):
-    return {d["_id"]: d["_source"]["openai"]["embeddings"]["input_tokens"] for d in sink.iter_documents()}
-
-
-def test_create_then_unchanged_then_update(sink):
-    first = sink.write_window(docs(), cp(T0 + 3600))
-    assert (first.created, first.updated, first.unchanged) == (3, 0, 0)
-    again = sink.write_window(docs(), cp(T0 + 3600))
-    assert (again.created, again.updated, again.unchanged) == (0, 0, 3)
-    revised = sink.write_window(docs((10, 25, 30)), cp(T0 + 3600))
-    assert (revised.created, revised.updated, revised.unchanged) == (0, 1, 2)
-    assert sorted(current(sink).values()) == [10, 25, 30]
-    assert sink.load_checkpoint("org", "embeddings", "1h").position == T0 + 3600
-
-
-def test_documents_survive_reopen_and_rerun_writes_nothing(sink, tmp_path):
-    sink.write_window(docs(), cp(T0 + 3600))
-    sink.close()
-    sink.open()
-    assert sink.write_window(docs(), cp(T0 + 3600)).written == 0
-    assert len(current(sink)) == 3
 
 
 def test_ndjson_appends_a_replaced_document_last_line_wins(tmp_path):
@@ -106,25 +68,6 @@ def test_duckdb_views_give_typed_columns(tmp_path):
     s = DuckDBSink(tmp_path / "u.duckdb")
     s.write_window(docs(), cp(T0))
     assert s.query("SELECT sum(input_tokens), count(*) FROM embeddings") == [(60, 3)]
-
-
-def test_lease_is_exclusive_until_it_expires(sink):
-    sink.acquire_lease("org", "a", 60, now=1000)
-    with pytest.raises(LeaseHeldError) as info:
-        sink.acquire_lease("org", "b", 60, now=1030)
-    assert info.value.holder == "a" and info.value.expires_at == 1060
-    sink.acquire_lease("org", "b", 60, now=1061)  # expired: taken over
-    sink.release_lease("org", "a")  # not the holder any more: no effect
-    with pytest.raises(LeaseHeldError):
-        sink.acquire_lease("org", "a", 60, now=1062)
-    sink.release_lease("org", "b")
-    sink.acquire_lease("org", "a", 60, now=1063)
-
-
-def test_run_documents_round_trip(sink):
-    sink.record_run({"@timestamp": "2025-10-15T00:00:00Z", "usage_collector": {"stream": "costs"}})
-    sink.record_run({"@timestamp": "2025-10-15T01:00:00Z", "usage_collector": {"stream": "images"}})
-    assert [r["usage_collector"]["stream"] for r in sink.list_runs()] == ["images", "costs"]
 
 
 def test_a_lease_left_by_a_killed_process_on_this_host_is_taken_over(tmp_path):

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import CANARY_KEY
+from tests.helpers import CANARY_KEY
 from tests.truth import assert_sink_equals_truth, diff, sink_table, truth_table
 from usage_collector.catalogue import STREAM_NAMES, STREAMS
 from usage_collector.simulator import Organization, SimulatedAPI

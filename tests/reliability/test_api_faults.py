@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CANARY_KEY, make_settings
+from tests.helpers import CANARY_KEY, make_settings
 from tests.reliability.helpers import (
     ALL,
     DAY,

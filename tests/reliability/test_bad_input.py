@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import CANARY_KEY
+from tests.helpers import CANARY_KEY
 from tests.reliability.helpers import (
     assert_no_canary,
     cli,

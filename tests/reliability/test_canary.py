@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.conftest import CANARY_KEY, make_settings
+from tests.helpers import CANARY_KEY, make_settings
 from tests.reliability.helpers import (
     DAY,
     assert_no_canary,
@@ -105,8 +105,8 @@ def test_exception_texts_carry_no_key(org, tmp_path):
         try:
             faults = FaultPlan(unauthorized_from=4, schedule={1: FaultKind.SERVER_ERROR, 2: FaultKind.TRUNCATED})
             with serve(SimulatedAPI(org, admin_key=CANARY_KEY, clock=clock.now, faults=faults)) as url:
-                result = Collector(make_settings(openai_base_url=url), sink, clock=clock).backfill(
-                    BackfillRange(org.start, org.end))
+                collector = Collector(make_settings(openai_base_url=url), sink, clock=clock)
+                result = collector.backfill(BackfillRange(org.start, org.end))
             unreachable = Collector(make_settings(openai_base_url="http://127.0.0.1:9/v1", max_attempts=2), sink,
                                     clock=clock).backfill(BackfillRange(org.start, org.end))
         finally:

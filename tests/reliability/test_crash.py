@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CANARY_KEY
+from tests.helpers import CANARY_KEY
 from tests.reliability.helpers import (
     ALL,
     HookedAPI,

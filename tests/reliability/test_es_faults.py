@@ -11,8 +11,7 @@ import json
 
 import pytest
 
-from tests.conftest import make_settings
-from tests.conftest_es import es_target
+from tests.helpers import make_settings
 from tests.reliability.helpers import (
     DAY,
     assert_checkpoints_never_pass_unwritten_data,
@@ -27,11 +26,11 @@ from usage_collector.errors import SinkError
 from usage_collector.planning import BackfillRange
 from usage_collector.sinks.ndjson import NdjsonSink
 
-pytestmark = pytest.mark.live_es
-
 #: completions and embeddings have two windows each (8 days of 1h buckets), costs one: 5 windows in order
 STREAMS = ["completions", "embeddings", "costs"]
 ES_KEY = "CANARY-es-api-key-4d2b8e"
+
+pytestmark = [pytest.mark.live_es, pytest.mark.es_server(api_key=ES_KEY)]
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +38,9 @@ def org():
     return past_org(seed=404, days=8)
 
 
-@pytest.fixture
-def es():
-    with es_target(api_key=ES_KEY) as target:
-        target.require_server()
-        yield target
+@pytest.fixture(autouse=True)
+def _test_server_only(es):
+    es.require_server()  # the fault hooks need the test server
 
 
 def _settings(es, url):

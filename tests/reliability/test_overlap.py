@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from tests.conftest import CANARY_KEY
+from tests.helpers import CANARY_KEY
 from tests.reliability.helpers import (
     ALL,
     DAY,

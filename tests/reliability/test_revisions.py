@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from tests.conftest import CANARY_KEY, make_settings
+from tests.helpers import CANARY_KEY, make_settings
 from tests.reliability.helpers import (
     ALL,
     DAY,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.reliability.helpers import (
     ALL,
     DAY,

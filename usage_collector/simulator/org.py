@@ -15,6 +15,7 @@ from typing import Any, Literal, TypedDict
 from .rand import hash_key, ident
 from .streams import STREAMS, WIDTH_SECONDS
 from .traffic import Profile, Series
+from .truth import TruthEngine
 
 DAY = 86400
 HOUR = 3600
@@ -320,8 +321,6 @@ class Organization:
         self.id = ident("org-", 24, seed, "org")
         self.name = "Simulated Org"
         self._build()
-        from .truth import TruthEngine  # local import: truth depends on this module
-
         self.engine = TruthEngine(self)
 
     # -- chart ---------------------------------------------------------------------------------------------------

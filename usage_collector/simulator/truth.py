@@ -34,14 +34,11 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, localcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import prices as P
 from .streams import StreamDef
-from .traffic import Values, gauge_walk, hour_values, split_minutes
-
-if TYPE_CHECKING:
-    from .org import Organization
+from .traffic import Series, Values, gauge_walk, hour_values, split_minutes
 
 DAY = 86400
 HOUR = 3600
@@ -50,6 +47,25 @@ _INF = 1 << 62
 
 Key = tuple[Any, ...]
 Filters = Mapping[str, frozenset[Any]]
+
+
+class OrgTraffic(Protocol):
+    """What the engine reads of an organization: its traffic series and calendar.
+
+    :class:`.org.Organization` provides it; this module does not import ``org``, which builds its engine from here.
+    """
+
+    @property
+    def series(self) -> Mapping[str, Sequence[Series]]: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def hours(self) -> int: ...
+    @property
+    def days(self) -> int: ...
+    @property
+    def start_weekday(self) -> int: ...
+
 
 #: Completions optional fields reported by older series shapes (ref §1.7 SPEC-2025-06 / SPEC-2024-12 examples).
 _SHAPE_FIELDS: dict[int, frozenset[str]] = {
@@ -156,7 +172,7 @@ CellKey = tuple[str, str | None, str | None]  # (line_item, project_id, api_key_
 class _CounterData:
     """Lazily computed, cached hourly/daily/minute components of one counter stream."""
 
-    def __init__(self, org: Organization, stream: str) -> None:
+    def __init__(self, org: OrgTraffic, stream: str) -> None:
         self.org = org
         self.stream = stream
         self.series = org.series.get(stream, [])
@@ -205,7 +221,7 @@ class _CounterData:
 class _GaugeData:
     """Per-project vector store bytes, minute resolution (see :func:`.traffic.gauge_walk`)."""
 
-    def __init__(self, org: Organization) -> None:
+    def __init__(self, org: OrgTraffic) -> None:
         self.org = org
         self.series = org.series.get("vector_stores", [])
         self.walks = [gauge_walk(s.key, org.hours, s.end_hour, s.profile.size) for s in self.series]
@@ -225,7 +241,7 @@ class _GaugeData:
 class TruthEngine:
     """Answers bucketed, grouped, filtered queries for an :class:`~.org.Organization` at a given ``now``."""
 
-    def __init__(self, org: Organization) -> None:
+    def __init__(self, org: OrgTraffic) -> None:
         self.org = org
         self._counters: dict[str, _CounterData] = {}
         self._gauge: _GaugeData | None = None

@@ -1,0 +1,229 @@
+"""Helpers shared by the test modules: constants, settings, API page builders, documents, a Kibana stand-in.
+
+One definition each; fixtures that wrap them live in ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import email.message
+import email.parser
+import email.policy
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from usage_collector.catalogue import STREAMS
+from usage_collector.config import Settings, load_settings
+from usage_collector.documents import RUNS_DATASET, Document, Target, shape
+from usage_collector.sinks.base import Checkpoint, Sink
+
+#: 2026-10-15T00:00:00Z
+T0 = 1760486400
+CANARY_KEY = "sk-admin-CANARY-7f3a9c1e5b"
+
+
+# --- settings ------------------------------------------------------------------------------------------------
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for tests: the canary key, no real backoff, a generous rate limit."""
+    base: dict[str, Any] = {
+        "openai_admin_key": CANARY_KEY,
+        "openai_base_url": "http://testserver/v1",
+        "rate_limit": 1000.0,
+        "initial_backoff": 0.0,
+        "max_backoff": 0.0,
+        "enrich_names": False,
+        "concurrency": 1,
+    }
+    base.update(overrides)
+    return load_settings(None, **base)
+
+
+# --- API responses -------------------------------------------------------------------------------------------
+def page(buckets: list[dict[str, Any]], has_more: bool = False, next_page: str | None = None) -> dict[str, Any]:
+    """A ``UsageResponse`` envelope (ref §1.5)."""
+    return {"object": "page", "data": buckets, "has_more": has_more, "next_page": next_page}
+
+
+def bucket(start: int, end: int, results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"object": "bucket", "start_time": start, "end_time": end, "results": results}
+
+
+# --- documents and checkpoints (one embeddings window) -------------------------------------------------------
+EMBEDDINGS = STREAMS["embeddings"]
+
+
+def docs(tokens: tuple[int, ...] = (10, 20, 30), start: int = T0, namespace: str = "default") -> list[Document]:
+    """One 1h embeddings window of organization ``org``: a document per project ``p<i>`` with ``tokens[i]``."""
+    out = []
+    for i, t in enumerate(tokens):
+        row = {
+            "object": EMBEDDINGS.object_type,
+            "input_tokens": t,
+            "num_model_requests": 1,
+            "project_id": f"p{i}",
+            "user_id": None,
+            "api_key_id": None,
+            "model": "text-embedding-3-small",
+        }
+        out.append(
+            shape(EMBEDDINGS, Target("org", namespace=namespace), "1h", start, start + 3600, EMBEDDINGS.group_by, row)
+        )
+    return out
+
+
+def cp(pos: int = T0 + 3600) -> Checkpoint:
+    """The run checkpoint of ``org``/embeddings/1h at ``pos``."""
+    return Checkpoint("org", "embeddings", "1h", position=pos)
+
+
+def current(sink: Sink) -> dict[str, int]:
+    """``_id`` -> input tokens of every current embeddings document in ``sink``."""
+    return {d["_id"]: d["_source"]["openai"]["embeddings"]["input_tokens"] for d in sink.iter_documents("embeddings")}
+
+
+# --- index templates -----------------------------------------------------------------------------------------
+def flatten(props: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Mapping ``properties`` -> ``{dotted field: type}``."""
+    out: dict[str, str] = {}
+    for name, spec in props.items():
+        if "properties" in spec:
+            out.update(flatten(spec["properties"], f"{prefix}{name}."))
+        else:
+            out[prefix + name] = spec["type"]
+    return out
+
+
+def effective_mappings(settings: Settings) -> dict[str, dict[str, str]]:
+    """Index template name -> {field: type}: components merged with the template's own mappings."""
+    from usage_collector.elastic import objects as es_objects
+
+    comps = es_objects.component_templates(settings)
+    out = {}
+    for name, body in es_objects.index_templates(settings).items():
+        fields: dict[str, str] = {}
+        for comp in body.get("composed_of", []):
+            fields.update(flatten(comps[comp]["template"].get("mappings", {}).get("properties", {})))
+        fields.update(flatten(body["template"]["mappings"]["properties"]))
+        out[name] = fields
+    return out
+
+
+def templates_of(settings: Settings, data_view_id: str) -> dict[str, dict[str, str]]:
+    """The templates whose data a data view reads: every usage stream's, or the runs template."""
+    from usage_collector.elastic import kibana
+
+    maps = effective_mappings(settings)
+    runs = f"usage-collector-logs-{RUNS_DATASET}"
+    if data_view_id == kibana.RUNS_DATA_VIEW:
+        return {runs: maps[runs]}
+    return {n: m for n, m in maps.items() if n != runs}
+
+
+# --- a Kibana stand-in ---------------------------------------------------------------------------------------
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
+@dataclass
+class KibanaStandIn:
+    """A tiny Kibana: remembers imported objects and rules, answers like the real API, records every request."""
+
+    requests: list[Recorded] = field(default_factory=list)
+    saved: set[tuple[str, str]] = field(default_factory=set)
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    override: Callable[[Recorded], tuple[int, Any] | None] | None = None
+    url: str = ""
+
+    def handle(self, req: Recorded) -> tuple[int, Any]:
+        if self.override is not None and (answer := self.override(req)) is not None:
+            return answer
+        if req.method == "POST" and req.path.endswith("/api/saved_objects/_import"):
+            results = []
+            for obj in import_file(req):
+                key = (obj["type"], obj["id"])
+                entry = {"type": obj["type"], "id": obj["id"], "meta": {"title": obj["attributes"]["title"]}}
+                if key in self.saved:
+                    entry["overwrite"] = True
+                self.saved.add(key)
+                results.append(entry)
+            return 200, {"success": True, "successCount": len(results), "successResults": results}
+        m = re.fullmatch(r"(?:/s/[a-z0-9_\-]+)?/api/alerting/rule/([0-9a-f\-]+)", req.path)
+        if m:
+            rid, body = m.group(1), json.loads(req.body)
+            if req.method == "POST":
+                if rid in self.rules:
+                    return 409, {"statusCode": 409, "error": "Conflict", "message": f"rule {rid} exists"}
+                self.rules[rid] = body
+                return 200, {"id": rid, **body}
+            if req.method == "PUT":
+                if rid not in self.rules:
+                    return 404, {"statusCode": 404}
+                self.rules[rid].update(body)
+                return 200, {"id": rid, **self.rules[rid]}
+        return 404, {"statusCode": 404, "error": "Not Found"}
+
+
+def import_file(req: Recorded) -> list[dict[str, Any]]:
+    """The saved objects of an import request (its multipart part ``file``)."""
+    part = multipart_parts(req)["file"]
+    return [json.loads(line) for line in part.get_payload(decode=True).decode().splitlines()]
+
+
+def multipart_parts(req: Recorded) -> dict[str, email.message.Message]:
+    head = f"Content-Type: {req.headers['content-type']}\r\n\r\n".encode()
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + req.body)
+    assert msg.is_multipart()
+    return {str(p.get_param("name", header="content-disposition")): p for p in msg.iter_parts()}
+
+
+@contextmanager
+def kibana_stand_in() -> Iterator[KibanaStandIn]:
+    """A :class:`KibanaStandIn` served on 127.0.0.1 (its ``url``) until the block ends."""
+    state = KibanaStandIn()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            parts = urlsplit(self.path)
+            req = Recorded(
+                self.command,
+                parts.path,
+                parse_qs(parts.query),
+                {k.lower(): v for k, v in self.headers.items()},
+                self.rfile.read(length),
+            )
+            state.requests.append(req)
+            status, body = state.handle(req)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = _serve
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
