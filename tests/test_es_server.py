@@ -277,12 +277,9 @@ def test_a_constant_keyword_value_set_by_the_first_document_cannot_be_unset_by_a
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product finding: setup's PUT <ds>/_mapping sends data_stream.namespace "
-    "as constant_keyword without the value the first document set",
-)
 def test_setup_can_update_the_mappings_of_a_data_stream_that_holds_documents():
+    """Regression (found by this model): setup's PUT <ds>/_mapping sent data_stream.namespace as a
+    constant_keyword without the value the first document set, which Elasticsearch refuses."""
     settings = make_settings(namespace="ns")
     with es() as api:
         setup(settings, client=_client(api), out=lambda _: None)
@@ -295,7 +292,13 @@ def test_setup_can_update_the_mappings_of_a_data_stream_that_holds_documents():
         stale = objects.component_templates(settings)[objects.MAPPINGS_COMPONENT]
         stale["template"]["mappings"]["properties"].pop("gen_ai")  # an older version's mappings: setup must update
         api("PUT", f"/_component_template/{objects.MAPPINGS_COMPONENT}", stale)
-        setup(settings, client=_client(api), out=lambda _: None)
+        report = setup(settings, client=_client(api), out=lambda _: None)
+        assert ("data stream mapping", ds, "updated") in [(a.kind, a.name, a.status) for a in report.actions]
+        status, body = api("GET", f"/{ds}/_mapping")
+        assert status == 200
+        (mapping,) = body.values()
+        assert "gen_ai" in mapping["mappings"]["properties"]
+        assert mapping["mappings"]["properties"]["data_stream"]["properties"]["namespace"]["value"] == "ns"
 
 
 def _client(api: Api) -> Any:

@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     jitter: float = 30.0
     stop_timeout: float = 60.0
     retention_days: int | None = None
+    #: How Elasticsearch expires data: ``ilm`` (an ILM policy), ``data_stream`` (data stream lifecycle, the only
+    #: kind on clusters without ILM such as Elastic Cloud Serverless), ``auto`` (ILM where the cluster has it).
+    lifecycle: Literal["auto", "ilm", "data_stream"] = "auto"
 
     elasticsearch_url: str | None = Field(
         None, validation_alias=AliasChoices("ELASTICSEARCH_URL", "elasticsearch_url")

@@ -156,7 +156,7 @@ def connect(
         raise
 
 
-def _backoff_kwargs(base: float) -> dict[str, float]:
+def _backoff_kwargs(base: float) -> dict[str, Any]:
     """The transport's backoff between retries, where this elasticsearch-py has it.
 
     ``retry_backoff_base``/``retry_backoff_cap`` are constructor arguments of ``Elasticsearch`` only from

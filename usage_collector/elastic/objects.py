@@ -6,10 +6,13 @@ Objects (names for ``data_stream_type = "metrics"``, namespace ``default``):
 
 =====================================  ==========================================================
 ILM policy ``usage-collector``         rollover at 50 GB per primary shard or 30 days; a delete
-                                       phase only when a retention is configured (default: keep)
+                                       phase only when a retention is configured (default: keep);
+                                       not on a cluster without ILM (data stream lifecycle instead)
 component template                     ``usage-collector-openai@mappings``: every field any stream's
                                        documents carry, mapped explicitly, ``dynamic: strict``
-component template                     ``usage-collector@settings``: the ILM policy
+component template                     ``usage-collector@settings``: ``index.mode: standard`` and
+                                       the lifecycle (ILM policy, or data stream lifecycle with the
+                                       retention as ``data_retention``)
 index template per stream              ``usage-collector-metrics-openai.<stream>`` for
                                        ``metrics-openai.<stream>-*``, ``data_stream: {}``, priority 200
 index template for run documents       ``usage-collector-logs-usage_collector.runs``
@@ -35,7 +38,9 @@ Why these choices:
   integration that owns the same data stream names (possible only with ``data_stream_type = "logs"``).
 * **Money as scaled_float(1e6)**: ``openai.costs.amount.value`` is stored as an exact integer number of
   micro-units (a millionth of a dollar, 10 000 times finer than a cent), so stored values carry no binary
-  fraction artefacts and sums agree with the bill to the cent; ``_source`` keeps the value as sent.
+  fraction artefacts and sums agree with the bill to the cent; ``_source`` keeps the value as sent, because
+  every template sets ``index.mode: standard`` (a LogsDB index, the 9.x default for ``logs-*-*``, rebuilds
+  ``_source`` from doc values and would give back the rounded value).
   ``openai.costs.quantity`` is a ``double``: token counts are integers (exact in a double up to 2**53) and
   fractional units such as ``gibibyte_hours`` must not be rounded to 1e-6.
 """
@@ -43,13 +48,16 @@ Why these choices:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..catalogue import STREAMS, Measure
 from ..documents import RUNS_DATASET, Target
 
 if TYPE_CHECKING:
     from ..config import Settings
+
+#: How data expires: an ILM policy, or the data stream lifecycle (``settings.lifecycle`` ``auto`` picks one).
+Lifecycle = Literal["ilm", "data_stream"]
 
 #: Marks every object we own, so ``setup`` (and people) can tell ours from others'.
 MANAGED_BY = "usage-collector"
@@ -210,6 +218,11 @@ def _meta(description: str) -> dict[str, Any]:
     return {"managed_by": MANAGED_BY, "description": description}
 
 
+def data_stream_lifecycle(retention_days: int | None) -> dict[str, Any]:
+    """A data stream lifecycle body: ``{"data_retention": "90d"}``, or ``{}`` (managed, kept forever)."""
+    return {"data_retention": f"{int(retention_days)}d"} if retention_days else {}
+
+
 def ilm_policy(settings: Settings, retention_days: int | None = None) -> dict[str, Any]:
     """The ILM policy body (``PUT _ilm/policy/usage-collector``).
 
@@ -225,16 +238,36 @@ def ilm_policy(settings: Settings, retention_days: int | None = None) -> dict[st
     return {"policy": {"phases": phases, "_meta": _meta("usage-collector data streams")}}
 
 
-def component_templates(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Component template bodies by name: the shared mappings and the ILM settings."""
+def component_templates(
+    settings: Settings, lifecycle: Lifecycle = "ilm", retention_days: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """Component template bodies by name: the shared mappings, and the settings with the lifecycle.
+
+    Args:
+        settings: the settings; their ``retention_days`` applies when ``retention_days`` is not given.
+        lifecycle: ``ilm`` names the ILM policy in ``index.lifecycle.name``; ``data_stream`` gives the template a
+            data stream lifecycle (``template.lifecycle``, Elasticsearch 8.11+) with ``data_retention`` when a
+            retention is set, and no ``index.lifecycle.*`` setting (unknown on a cluster without ILM).
+        retention_days: delete data this many days old; ``None`` keeps it.
+
+    ``index.mode: standard`` is set explicitly: from 9.0 a new cluster makes ``logs-*-*`` data streams LogsDB by
+    default, whose synthetic ``_source`` gives back ``scaled_float`` values rounded and dates reformatted; the
+    documents must read back exactly as written (see the module docstring).
+    """
+    if retention_days is None:
+        retention_days = settings.retention_days
+    if lifecycle == "ilm":
+        settings_part: dict[str, Any] = {"settings": {"index": {"mode": "standard", "lifecycle": {"name": ILM_POLICY}}}}
+    else:
+        settings_part = {"settings": {"index": {"mode": "standard"}}, "lifecycle": data_stream_lifecycle(retention_days)}
     return {
         MAPPINGS_COMPONENT: {
             "template": {"mappings": {"dynamic": "strict", "properties": nest(document_fields())}},
             "_meta": _meta("fields of every OpenAI usage and costs stream (generated from the catalogue)"),
         },
         SETTINGS_COMPONENT: {
-            "template": {"settings": {"index": {"lifecycle": {"name": ILM_POLICY}}}},
-            "_meta": _meta("ILM policy of usage-collector data streams"),
+            "template": settings_part,
+            "_meta": _meta(f"index mode and lifecycle ({lifecycle}) of usage-collector data streams"),
         },
     }
 

@@ -24,7 +24,9 @@ from .objects import (
     MAPPINGS_COMPONENT,
     SETUP_CLUSTER_PRIVILEGES,
     SETUP_INDEX_PRIVILEGES,
+    Lifecycle,
     component_templates,
+    data_stream_lifecycle,
     data_stream_name,
     ilm_policy,
     index_patterns,
@@ -67,6 +69,7 @@ class SetupReport:
 
     dry_run: bool
     server_version: str = ""
+    lifecycle: Lifecycle | None = None
     actions: list[SetupAction] = field(default_factory=list)
 
     def add(self, kind: str, name: str, status: Status, detail: str = "") -> SetupAction:
@@ -125,16 +128,19 @@ class _Setup:
         return True
 
 
-def missing_privileges(client: Elasticsearch, settings: Settings) -> list[str] | None:
+def missing_privileges(client: Elasticsearch, settings: Settings, lifecycle: Lifecycle = "ilm") -> list[str] | None:
     """The privileges ``setup`` needs that the credentials lack; ``None`` when the cluster cannot tell
-    (security disabled).
+    (security disabled: ``_security`` answers 400 "no handler found").
+
+    ``manage_ilm`` is asked for only when the lifecycle is ILM.
     """
     from elasticsearch import ApiError
 
     patterns = list(index_patterns(settings).values())
+    cluster = [p for p in SETUP_CLUSTER_PRIVILEGES if lifecycle == "ilm" or p != "manage_ilm"]
     try:
         resp = guard(functools.partial(
-            client.security.has_privileges, cluster=list(SETUP_CLUSTER_PRIVILEGES),
+            client.security.has_privileges, cluster=cluster,
             index=[{"names": patterns, "privileges": list(SETUP_INDEX_PRIVILEGES)}],
         ), "setup: check privileges", reraise=(ApiError,))
     except ApiError:  # security disabled, or an old cluster: the writes below will tell
@@ -180,11 +186,16 @@ def setup(
     es, info = connect(settings) if client is None else (client, None)
     report = SetupReport(dry_run=dry_run, server_version=info.version if info else "")
     try:
-        missing = missing_privileges(es, settings)
+        report.lifecycle = choose_lifecycle(es, settings)
+        missing = missing_privileges(es, settings, report.lifecycle)
         if missing:
             raise SinkError("setup: these credentials lack " + ", ".join(missing)
                             + "; see docs/elasticsearch.md for the setup role")
-        _install(_Setup(es, report, dry_run, out), settings, retention_days)
+        days = settings.retention_days if retention_days is None else retention_days
+        keep = f"delete after {days} days" if days else "kept forever"
+        out(f"Elasticsearch: retention by {_LIFECYCLE_NAMES[report.lifecycle]} ({keep}; lifecycle = "
+            f"{settings.lifecycle})")
+        _install(_Setup(es, report, dry_run, out), settings, report.lifecycle, retention_days)
     finally:
         if owned:
             es.close()
@@ -193,18 +204,57 @@ def setup(
     return report
 
 
-def _install(s: _Setup, settings: Settings, retention_days: int | None) -> None:
+_LIFECYCLE_NAMES: dict[Lifecycle, str] = {"ilm": f"ILM policy {ILM_POLICY}", "data_stream": "data stream lifecycle"}
+
+
+def has_ilm(client: Elasticsearch) -> bool:
+    """Whether the cluster has ILM.
+
+    Where ILM is not there (Elastic Cloud Serverless manages retention with the data stream lifecycle; a
+    distribution without x-pack), ``GET _ilm/policy`` is an unknown endpoint: Elasticsearch answers 400 with
+    "no handler found for uri [...] and method [...]" (``RestController.handleBadRequest``), not 404.
+    """
+    from elasticsearch import BadRequestError
+
+    try:
+        guard(lambda: client.ilm.get_lifecycle(name=ILM_POLICY), "setup: read ILM policy", allow_404=True,
+              hint="manage_ilm", reraise=(BadRequestError,))
+    except BadRequestError as exc:
+        if "no handler found" in str(exc.body):
+            return False
+        raise SinkError(f"setup: read ILM policy {ILM_POLICY}: {exc}") from None
+    return True
+
+
+def choose_lifecycle(client: Elasticsearch, settings: Settings) -> Lifecycle:
+    """The lifecycle ``setup`` installs: ``settings.lifecycle``, with ``auto`` resolved by :func:`has_ilm`.
+
+    Raises:
+        SinkError: ``lifecycle = ilm`` on a cluster without ILM (the message says to use ``auto`` or
+            ``data_stream``).
+    """
+    if settings.lifecycle == "data_stream":
+        return "data_stream"
+    ilm = has_ilm(client)
+    if settings.lifecycle == "ilm" and not ilm:
+        raise SinkError("setup: lifecycle = ilm, but this cluster has no ILM (GET _ilm answers 'no handler "
+                        "found'); set USAGE_COLLECTOR_LIFECYCLE=data_stream (or auto)")
+    return "ilm" if ilm else "data_stream"
+
+
+def _install(s: _Setup, settings: Settings, lifecycle: Lifecycle, retention_days: int | None) -> None:
     es = s.es
     p = functools.partial
-    policy = ilm_policy(settings, retention_days)["policy"]
-    cur = s.get(p(es.ilm.get_lifecycle, name=ILM_POLICY), f"ILM policy {ILM_POLICY}", "manage_ilm")
-    actual = (cur or {}).get(ILM_POLICY, {}).get("policy") or {}
-    same = _same(actual, policy) and set(actual.get("phases", {})) == set(policy["phases"])
-    s.record("ILM policy", ILM_POLICY, cur is not None, same, p(es.ilm.put_lifecycle, name=ILM_POLICY, policy=policy),
-             "manage_ilm")
+    if lifecycle == "ilm":
+        policy = ilm_policy(settings, retention_days)["policy"]
+        cur = s.get(p(es.ilm.get_lifecycle, name=ILM_POLICY), f"ILM policy {ILM_POLICY}", "manage_ilm")
+        actual = (cur or {}).get(ILM_POLICY, {}).get("policy") or {}
+        same = _same(actual, policy) and set(actual.get("phases", {})) == set(policy["phases"])
+        s.record("ILM policy", ILM_POLICY, cur is not None, same,
+                 p(es.ilm.put_lifecycle, name=ILM_POLICY, policy=policy), "manage_ilm")
 
     mappings_changed = False
-    for name, body in component_templates(settings).items():
+    for name, body in component_templates(settings, lifecycle, retention_days).items():
         cur = s.get(p(es.cluster.get_component_template, name=name), f"component template {name}",
                     "manage_index_templates")
         found = (cur or {}).get("component_templates") or []
@@ -235,20 +285,37 @@ def _install(s: _Setup, settings: Settings, retention_days: int | None) -> None:
     runs_template = f"usage-collector-logs-{RUNS_DATASET}"
     by_stream = {data_stream_name(settings, st): index_template_name(settings, st) for st in STREAMS}
     by_stream[runs_data_stream(settings)] = runs_template
+    wanted = data_stream_lifecycle(settings.retention_days if retention_days is None else retention_days)
     for ds, tname in by_stream.items():
         cur = s.get(p(es.indices.get_data_stream, name=ds), f"data stream {ds}", "view_index_metadata")
-        if not (cur or {}).get("data_streams"):
+        found = (cur or {}).get("data_streams") or []
+        if not found:
             s.record("data stream", ds, False, False, p(es.indices.create_data_stream, name=ds), "create_index")
-        elif tname in changed_templates or (mappings_changed and tname != runs_template):
+            continue
+        if tname in changed_templates or (mappings_changed and tname != runs_template):
             s.record("data stream mapping", ds, True, False,
-                     p(es.indices.put_mapping, index=ds, **_effective_mappings(settings, templates[tname])),
+                     p(es.indices.put_mapping, index=ds, **_effective_mappings(settings, ds, templates[tname])),
                      "manage", "new fields applied to the existing backing indices")
         else:
             s.record("data stream", ds, True, True, lambda: None, "")
+        if lifecycle == "data_stream":
+            # A template's lifecycle applies to data streams created after it; an existing one is updated with
+            # PUT _data_stream/<name>/_lifecycle (DataStreamLifecycle; Elasticsearch 8.11+). The request needs a
+            # body, so "enabled" (DataStreamLifecycle.ENABLED_FIELD) is always sent, also when kept forever.
+            have = found[0].get("lifecycle")
+            same = have is not None and have.get("enabled", True) and (
+                have.get("data_retention") == wanted.get("data_retention"))
+            s.record("data stream lifecycle", ds, have is not None, bool(same),
+                     p(es.indices.put_data_lifecycle, name=ds, body={"enabled": True, **wanted}), "manage")
 
 
-def _effective_mappings(settings: Settings, template: Mapping[str, Any]) -> dict[str, Any]:
-    """The mappings an index template gives: its components' merged with its own (later wins)."""
+def _effective_mappings(settings: Settings, data_stream: str, template: Mapping[str, Any]) -> dict[str, Any]:
+    """The mappings ``template`` gives ``data_stream``: its components' merged with its own (later wins).
+
+    ``data_stream.namespace`` is a ``constant_keyword`` whose value the first document set; a mapping update
+    that leaves the value out is a conflict ("Cannot update parameter [value] from [x] to [null]",
+    ``ConstantKeywordFieldMapper``), so it carries the data stream's own namespace.
+    """
     comps = component_templates(settings)
     merged: dict[str, Any] = {}
     for part in [comps[c]["template"] for c in template.get("composed_of", [])] + [template.get("template", {})]:
@@ -256,6 +323,8 @@ def _effective_mappings(settings: Settings, template: Mapping[str, Any]) -> dict
         if "dynamic" in m:
             merged["dynamic"] = m["dynamic"]
         _merge(merged.setdefault("properties", {}), m.get("properties") or {})
+    ds_fields = merged["properties"].setdefault("data_stream", {"properties": {}})["properties"]
+    ds_fields["namespace"] = {"type": "constant_keyword", "value": data_stream.rsplit("-", 1)[1]}
     return merged
 
 
