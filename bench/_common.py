@@ -99,7 +99,10 @@ def sim_process(*args: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """
     proc = subprocess.Popen(
         [PY, str(BENCH / "_sim.py"), *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     counters: dict[str, Any] = {}
     try:
@@ -120,10 +123,15 @@ def sim_process(*args: str) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def cli_env(base_url: str, **extra: str) -> dict[str, str]:
     """Environment for a ``usage-collector`` child: only our variables, pointing at the simulator."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "USAGE_COLLECTOR_", "ELASTICSEARCH_"))}
-    env.update({"OPENAI_BASE_URL": base_url, "OPENAI_ADMIN_KEY": ADMIN_KEY, "USAGE_COLLECTOR_LOG_FORMAT": "json",
-                "USAGE_COLLECTOR_LOG_LEVEL": "WARNING"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "USAGE_COLLECTOR_", "ELASTICSEARCH_"))}
+    env.update(
+        {
+            "OPENAI_BASE_URL": base_url,
+            "OPENAI_ADMIN_KEY": ADMIN_KEY,
+            "USAGE_COLLECTOR_LOG_FORMAT": "json",
+            "USAGE_COLLECTOR_LOG_LEVEL": "WARNING",
+        }
+    )
     env.update(extra)
     return env
 
@@ -135,8 +143,10 @@ def median(xs: Sequence[float]) -> float:
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(h) for h in header]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in cells]
+    lines = [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

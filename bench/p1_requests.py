@@ -105,8 +105,14 @@ def usage_requests(snap: dict) -> dict[str, int]:
 def run_ours(api: SimulatedAPI, base_url: str, now: int, start: int, width: str) -> tuple[dict[str, int], int]:
     api.counters.reset()
     settings = load_settings(
-        None, openai_admin_key=ADMIN_KEY, openai_base_url=base_url, rate_limit=100000.0, initial_backoff=0.0,
-        max_backoff=0.0, enrich_names=False, concurrency=4,
+        None,
+        openai_admin_key=ADMIN_KEY,
+        openai_base_url=base_url,
+        rate_limit=100000.0,
+        initial_backoff=0.0,
+        max_backoff=0.0,
+        enrich_names=False,
+        concurrency=4,
     )
     sink = NullSink()
     result = Collector(settings, sink, clock=FakeClock(now)).backfill(BackfillRange(start, None, bucket_width=width))
@@ -119,8 +125,9 @@ def run_ours(api: SimulatedAPI, base_url: str, now: int, start: int, width: str)
 def run_theirs(api: SimulatedAPI, base_url: str, start: int, width: str) -> dict[str, int]:
     """Elastic's CEL program, one stream after the other, each from ``start_time`` until ``has_more`` is false."""
     api.counters.reset()
-    with httpx.Client(base_url=base_url + "/", headers={"Authorization": f"Bearer {ADMIN_KEY}",
-                                                         "Content-Type": "application/json"}) as http:
+    with httpx.Client(
+        base_url=base_url + "/", headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"}
+    ) as http:
         for name, spec in STREAMS.items():
             params = {
                 "start_time": str(int(start)),
@@ -148,11 +155,17 @@ def measure(api: SimulatedAPI, base_url: str, now: int, days: int, width: str) -
     t2 = time.perf_counter()
     rows = []
     for name in STREAMS:
-        rows.append({
-            "stream": name, "width": stream_width(name, width), "days": days,
-            "ours": ours.get(name, 0), "ours_calc": ours_analytic(name, width, start, now),
-            "theirs": theirs.get(name, 0), "theirs_calc": theirs_analytic(name, width, start, now),
-        })
+        rows.append(
+            {
+                "stream": name,
+                "width": stream_width(name, width),
+                "days": days,
+                "ours": ours.get(name, 0),
+                "ours_calc": ours_analytic(name, width, start, now),
+                "theirs": theirs.get(name, 0),
+                "theirs_calc": theirs_analytic(name, width, start, now),
+            }
+        )
     print(f"  [{width}, {days} d: ours {t1 - t0:.1f}s ({docs:,} documents), theirs {t2 - t1:.1f}s]")
     return rows
 
@@ -160,8 +173,12 @@ def measure(api: SimulatedAPI, base_url: str, now: int, days: int, width: str) -
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=int, default=90)
-    ap.add_argument("--days-1m", type=int, default=30,
-                    help="measured range at 1m; the 90-day figures are analytic, verified on it (90 = measure all)")
+    ap.add_argument(
+        "--days-1m",
+        type=int,
+        default=30,
+        help="measured range at 1m; the 90-day figures are analytic, verified on it (90 = measure all)",
+    )
     args = ap.parse_args()
 
     org = Organization(seed=SEED, start="2026-01-01", days=args.days + 2)
@@ -175,9 +192,12 @@ def main() -> None:
             rows = measure(api, base_url, now, days, width)
             bad = [r["stream"] for r in rows if r["ours"] != r["ours_calc"] or r["theirs"] != r["theirs_calc"]]
             print(f"\nP1 {width}: requests for a {days}-day backfill (measured on the simulator; *_calc analytic)")
-            print(table(["stream", "width", "ours", "ours_calc", "theirs", "theirs_calc"],
-                        [[r["stream"], r["width"], r["ours"], r["ours_calc"], r["theirs"], r["theirs_calc"]]
-                         for r in rows]))
+            print(
+                table(
+                    ["stream", "width", "ours", "ours_calc", "theirs", "theirs_calc"],
+                    [[r["stream"], r["width"], r["ours"], r["ours_calc"], r["theirs"], r["theirs_calc"]] for r in rows],
+                )
+            )
             if bad:
                 print(f"  analytic != measured for {bad}: not scaling")
             ours_m, theirs_m = sum(r["ours"] for r in rows), sum(r["theirs"] for r in rows)
@@ -187,15 +207,18 @@ def main() -> None:
                     raise SystemExit("cannot extrapolate: the analytic counts do not match the measured sample")
                 ours90 = sum(ours_analytic(s, width, start90, now) for s in STREAMS)
                 theirs90 = sum(theirs_analytic(s, width, start90, now) for s in STREAMS)
-                print(f"  measured {days} d: ours {ours_m}, theirs {theirs_m} (ratio {ours_m / theirs_m:.4f}); "
-                      f"{args.days} d analytic (verified on the {days}-day sample): ours {ours90}, theirs {theirs90}")
+                print(
+                    f"  measured {days} d: ours {ours_m}, theirs {theirs_m} (ratio {ours_m / theirs_m:.4f}); "
+                    f"{args.days} d analytic (verified on the {days}-day sample): ours {ours90}, theirs {theirs90}"
+                )
                 ours_t, theirs_t, how = ours90, theirs90, f"analytic, verified on {days} d"
             else:
                 ours_t, theirs_t, how = ours_m, theirs_m, "measured"
             ratio = ours_t / theirs_t
             summary.append([width, ours_t, theirs_t, ratio, f"1/{1 / ratio:.1f}", f"1/{1 / GOALS[width]:.0f}", how])
-            results.append(verdict(f"P1 requests {width} ({args.days} d, ours/theirs)", ratio, GOALS[width],
-                                   at_most=True))
+            results.append(
+                verdict(f"P1 requests {width} ({args.days} d, ours/theirs)", ratio, GOALS[width], at_most=True)
+            )
     print(f"\nP1 summary: all {len(STREAMS)} streams, {args.days}-day backfill")
     print(table(["width", "ours", "theirs", "ratio", "= 1/x", "goal", "how"], summary))
     emit(results)

@@ -53,8 +53,12 @@ def capture() -> list[tuple[str, str, bytes, int]]:
         for i in range(n):
             start = now - 3 * DAY - (i + 1) * span if width == "1h" else now - DAY - span
             start -= start % {"1h": 3600, "1d": DAY}[width]
-            params = [("start_time", str(start)), ("end_time", str(start + span)), ("bucket_width", width),
-                      ("limit", str(limit))] + [("group_by[]", g) for g in spec.group_by]
+            params = [
+                ("start_time", str(start)),
+                ("end_time", str(start + span)),
+                ("bucket_width", width),
+                ("limit", str(limit)),
+            ] + [("group_by[]", g) for g in spec.group_by]
             status, _, body = api.handle("GET", "/v1/" + spec.path, params, {"Authorization": f"Bearer {ADMIN_KEY}"})
             assert status == 200, body[:200]
             rows = sum(len(b["results"]) for b in orjson.loads(body)["data"])
@@ -123,18 +127,22 @@ def main() -> None:
     pages = capture()
     rows = sum(p[3] for p in pages)
     serializer = _es_serializer()
-    print(f"P2: {len(pages)} pages, {sum(len(p[2]) for p in pages) / 1e6:.1f} MB, {rows:,} result rows "
-          f"({', '.join(f'{n} {w}' for n, w, _ in CAPTURE)}); serializer {type(serializer).__module__}."
-          f"{type(serializer).__name__}")
+    print(
+        f"P2: {len(pages)} pages, {sum(len(p[2]) for p in pages) / 1e6:.1f} MB, {rows:,} result rows "
+        f"({', '.join(f'{n} {w}' for n, w, _ in CAPTURE)}); serializer {type(serializer).__module__}."
+        f"{type(serializer).__name__}"
+    )
     # warm-up (adapters, shapers, imports)
     from elasticsearch.serializer import OrjsonSerializer
 
     fast = OrjsonSerializer()
     ours_sink(pages, serializer), ours_sink(pages, fast), ceiling(pages)
 
-    sides = {"ours (sink as is)": lambda: ours_sink(pages, serializer),
-             "ours (OrjsonSerializer)": lambda: ours_sink(pages, fast),
-             "ceiling (orjson loads+dumps)": lambda: ceiling(pages)}
+    sides = {
+        "ours (sink as is)": lambda: ours_sink(pages, serializer),
+        "ours (OrjsonSerializer)": lambda: ours_sink(pages, fast),
+        "ceiling (orjson loads+dumps)": lambda: ceiling(pages),
+    }
     times: dict[str, list[float]] = {k: [] for k in sides}
     for i in range(args.rounds):
         order = list(sides) if i % 2 == 0 else list(reversed(sides))  # interleaved, alternating order
@@ -157,9 +165,12 @@ def main() -> None:
         c = median([timed(ceiling, sub) for _ in range(3)])
         per.append([f"{name} {width}", r, r / a, r / b, r / c, c / a, c / b])
     print("\nper stream (median of 3):")
-    print(table(["stream", "rows", "as is rows/s", "orjson-ser rows/s", "ceiling rows/s", "as is/ceil",
-                         "orjson-ser/ceil"],
-                per))
+    print(
+        table(
+            ["stream", "rows", "as is rows/s", "orjson-ser rows/s", "ceiling rows/s", "as is/ceil", "orjson-ser/ceil"],
+            per,
+        )
+    )
 
     # stages (informative): where the time of "ours (sink as is)" goes, median of 5, all pages
     def parse_only() -> None:
@@ -170,10 +181,13 @@ def main() -> None:
         for name, width, body, _ in pages:
             shape_page(name, width, body)
 
-    st = {"parse_page": median([timed(parse_only) for _ in range(5)]),
-          "parse_page + shape": median([timed(parse_shape) for _ in range(5)]),
-          "+ _plan, expand_action, serializer (sink as is)": median([timed(ours_sink, pages, serializer)
-                                                                     for _ in range(5)])}
+    st = {
+        "parse_page": median([timed(parse_only) for _ in range(5)]),
+        "parse_page + shape": median([timed(parse_shape) for _ in range(5)]),
+        "+ _plan, expand_action, serializer (sink as is)": median(
+            [timed(ours_sink, pages, serializer) for _ in range(5)]
+        ),
+    }
     full = st["+ _plan, expand_action, serializer (sink as is)"]
     rows_st: list[list[Any]] = []
     prev = 0.0

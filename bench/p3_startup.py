@@ -70,14 +70,16 @@ def main() -> None:
             "run (nothing new, 11 streams)": ([uc, "run", "--sink", db], env),
             "run, 11 streams, 1000/s, names off": ([uc, "run", "--sink", db], fast_nonames),
             "run --stream completions, 1000/s, names off": (
-                [uc, "run", "--sink", db, "--stream", "completions"], fast_nonames),
+                [uc, "run", "--sink", db, "--stream", "completions"],
+                fast_nonames,
+            ),
         }
         for cmd, e in list(cmds.values())[:2]:  # warm the page cache (the runs were warmed by the first run)
             once(cmd, e)
         times: dict[str, list[float]] = {k: [] for k in cmds}
         keys = list(cmds)
         for i in range(args.runs):
-            for k in keys[i % len(keys):] + keys[:i % len(keys)]:
+            for k in keys[i % len(keys) :] + keys[: i % len(keys)]:
                 times[k].append(once(*cmds[k]))
     base = times[keys[0]]
     rows = []
@@ -86,17 +88,27 @@ def main() -> None:
         r = median([t / b for t, b in zip(times[k], base, strict=True)])
         ratio[k] = r
         rows.append([k, round(median(times[k]) * 1000), round(min(times[k]) * 1000), round(max(times[k]) * 1000), r])
-    print(f"P3: {args.runs} interleaved rounds, wall time per command (ms), ratio = median of per-round ratios "
-          f"to the baseline; simulator requests during the timed part: {counters.get('total', '?')}")
+    print(
+        f"P3: {args.runs} interleaved rounds, wall time per command (ms), ratio = median of per-round ratios "
+        f"to the baseline; simulator requests during the timed part: {counters.get('total', '?')}"
+    )
     print(table(["command", "median ms", "min ms", "max ms", "x baseline"], rows))
     results = [
         verdict("P3 start-up --help (x import httpx)", ratio[keys[1]], GOAL_HELP, at_most=True),
         verdict("P3 start-up no-op run, 11 streams (x import httpx)", ratio[keys[2]], GOAL_RUN, at_most=True),
     ]
-    verdict("P3 start-up no-op run, 11 streams, 1000/s, names off (x import httpx, informative)", ratio[keys[3]],
-            GOAL_RUN, at_most=True)
-    verdict("P3 start-up no-op run --stream completions, 1000/s, names off (x import httpx, informative)",
-            ratio[keys[4]], GOAL_RUN, at_most=True)
+    verdict(
+        "P3 start-up no-op run, 11 streams, 1000/s, names off (x import httpx, informative)",
+        ratio[keys[3]],
+        GOAL_RUN,
+        at_most=True,
+    )
+    verdict(
+        "P3 start-up no-op run --stream completions, 1000/s, names off (x import httpx, informative)",
+        ratio[keys[4]],
+        GOAL_RUN,
+        at_most=True,
+    )
     emit(results)
 
 

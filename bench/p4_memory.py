@@ -74,6 +74,7 @@ def main() -> None:
         n = 0
         kinds = ["duckdb"] if args.no_ndjson else ["duckdb", "ndjson"]
         for kind in kinds:
+
             def sink(days: int, kind: str = kind) -> str:
                 nonlocal n
                 n += 1
@@ -88,10 +89,20 @@ def main() -> None:
             s_rss, l_rss = median([r for r, _ in short]), median([r for r, _ in long])
             ratios[kind] = l_rss / s_rss
             rows.append([kind, "1 d", len(short), round(s_rss), round(median([w for _, w in short]), 1), ""])
-            rows.append([kind, "365 d", len(long), round(l_rss), round(median([w for _, w in long]), 1),
-                         f"{l_rss / s_rss:.2f}x"])
-    print(f"P4: peak RSS of one backfill child, 1h, {len(STREAM_SET)} streams (all but vector_stores), "
-          f"rate limit 1000/s; simulator requests {counters.get('total', '?')}")
+            rows.append(
+                [
+                    kind,
+                    "365 d",
+                    len(long),
+                    round(l_rss),
+                    round(median([w for _, w in long]), 1),
+                    f"{l_rss / s_rss:.2f}x",
+                ]
+            )
+    print(
+        f"P4: peak RSS of one backfill child, 1h, {len(STREAM_SET)} streams (all but vector_stores), "
+        f"rate limit 1000/s; simulator requests {counters.get('total', '?')}"
+    )
     print(table(["sink", "range", "runs", "peak RSS MB (median)", "wall s", "ratio"], rows))
     results = [verdict("P4 memory, DuckDB sink (365 d / 1 d peak RSS)", ratios["duckdb"], GOAL, at_most=True)]
     if "ndjson" in ratios:

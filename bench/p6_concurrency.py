@@ -57,8 +57,9 @@ SIDES: dict[str, dict[str, Any]] = {
 
 
 def one(base_url: str, tmp: str, tag: str, days: int, **kw: Any) -> tuple[float, int]:
-    settings = load_settings(None, openai_admin_key=ADMIN_KEY, openai_base_url=base_url,
-                             **{"enrich_names": False, **kw})
+    settings = load_settings(
+        None, openai_admin_key=ADMIN_KEY, openai_base_url=base_url, **{"enrich_names": False, **kw}
+    )
     sink = DuckDBSink(f"{tmp}/{tag}.duckdb")
     now = time.time()
     start = int(now // 86400 * 86400 - days * 86400)
@@ -80,9 +81,13 @@ def main() -> None:
     args = ap.parse_args()
     times: dict[str, list[float]] = {k: [] for k in SIDES}
     reqs: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as tmp, sim_process(
-        "--days", str(args.days + 2), "--latency", "1.0", "--latency-seconds", str(LATENCY)
-    ) as (base_url, counters):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        sim_process("--days", str(args.days + 2), "--latency", "1.0", "--latency-seconds", str(LATENCY)) as (
+            base_url,
+            counters,
+        ),
+    ):
         # the simulator really sleeps: time a few cheap requests
         with httpx.Client(headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
             rtt = []
@@ -90,8 +95,10 @@ def main() -> None:
                 t = time.perf_counter()
                 http.get(f"{base_url}/organization/projects").raise_for_status()
                 rtt.append(time.perf_counter() - t)
-        print(f"P6: one request to the simulator takes {median(rtt) * 1000:.0f} ms (median of 3; latency fault "
-              f"{LATENCY * 1000:.0f} ms on every request)")
+        print(
+            f"P6: one request to the simulator takes {median(rtt) * 1000:.0f} ms (median of 3; latency fault "
+            f"{LATENCY * 1000:.0f} ms on every request)"
+        )
         if median(rtt) < LATENCY:
             raise SystemExit("the simulator does not sleep: latency fault not applied")
         keys = list(SIDES)
@@ -107,8 +114,10 @@ def main() -> None:
         ratio[k] = median([t / s for t, s in zip(times[k], serial, strict=True)])
         rows.append([k, reqs[k], median(times[k]), min(times[k]), max(times[k]), ratio[k]])
     faults = counters.get("by_fault", {})
-    print(f"{N} streams, 1h (costs 1d), {args.days} days, {args.rounds} interleaved rounds, DuckDB sink; simulator: "
-          f"{counters.get('total', '?')} requests, latency faults {faults.get('latency', '?')}")
+    print(
+        f"{N} streams, 1h (costs 1d), {args.days} days, {args.rounds} interleaved rounds, DuckDB sink; simulator: "
+        f"{counters.get('total', '?')} requests, latency faults {faults.get('latency', '?')}"
+    )
     print(table(["side", "requests", "median s", "min s", "max s", "x serial"], rows))
     results = [verdict(f"P6 concurrency ({N} workers / serial, 100 req/s)", ratio[keys[1]], GOAL, at_most=True)]
     for k in keys[2:]:

@@ -31,8 +31,9 @@ def main() -> int:
         for script in scripts:
             print(f"\n===== {script.name} =====", flush=True)
             t = time.perf_counter()
-            rc = subprocess.call([sys.executable, str(script)], env={**os.environ, "BENCH_JSON": str(out)},
-                                 cwd=BENCH.parent)
+            rc = subprocess.call(
+                [sys.executable, str(script)], env={**os.environ, "BENCH_JSON": str(out)}, cwd=BENCH.parent
+            )
             durations[script.name] = time.perf_counter() - t
             if rc != 0:
                 failed.append(f"{script.name} (exit {rc})")

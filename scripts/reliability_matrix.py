@@ -38,50 +38,59 @@ MUTANTS: dict[str, tuple[str, str, str, str]] = {
         "                if checkpoint is not None:\n                    self._put_checkpoint(con, checkpoint)\n"
         "                con.execute('COMMIT')\n                con.execute('BEGIN TRANSACTION')\n"
         "                self._insert(con, [*fresh, *changed])",
-        "tests/test_sinks.py -k duckdb_failed_window"),
+        "tests/test_sinks.py -k duckdb_failed_window",
+    ),
     "ndjson: checkpoint stored before the lines": (
         "usage_collector/sinks/ndjson.py",
         "            if out:\n",
         "            if checkpoint is not None:\n                self.save_checkpoint(checkpoint)\n"
         "            if out:\n",
-        "tests/test_sinks.py -k ndjson_failed_append"),
+        "tests/test_sinks.py -k ndjson_failed_append",
+    ),
     "ndjson: a cut last line is not repaired": (
         "usage_collector/sinks/ndjson.py",
         "    def _repair_tail(self) -> None:\n",
         "    def _repair_tail(self) -> None:\n        return\n",
-        "tests/test_sinks.py -k partial_last_line"),
+        "tests/test_sinks.py -k partial_last_line",
+    ),
     "collector: an interrupted backfill resumes one bucket late": (
         "usage_collector/planning.py",
         "Window(min(stored.position, end), end)",
         "Window(min(stored.position + 3600, end), end)",
-        "tests/reliability/test_crash.py -k 'window.shaped:2 or window.written:7'"),
+        "tests/reliability/test_crash.py -k 'window.shaped:2 or window.written:7'",
+    ),
     "lease: a holder killed with -9 is never taken over": (
         "usage_collector/sinks/filelease.py",
         '    """``host:pid:suffix`` on this host whose process is gone (a run killed with ``kill -9``)."""\n',
         '    """``host:pid:suffix`` on this host whose process is gone (a run killed with ``kill -9``)."""\n'
         "    return False\n",
-        "tests/reliability/test_crash.py -k window.written:11"),
+        "tests/reliability/test_crash.py -k window.written:11",
+    ),
     "client: Retry-After ignored": (
         "usage_collector/client.py",
         "            return exc.retry_after\n",
         "            return 0.5\n",
-        "tests/reliability/test_api_faults.py -k 'storm and seconds'"),
+        "tests/reliability/test_api_faults.py -k 'storm and seconds'",
+    ),
     "client: has_more without next_page taken as the last page": (
         "usage_collector/client.py",
-        "                    raise PaginationError(f\"{spec.name}: has_more is true but next_page is missing",
-        "                    return\n                    raise PaginationError(f\"{spec.name}: has_more is true but "
+        '                    raise PaginationError(f"{spec.name}: has_more is true but next_page is missing',
+        '                    return\n                    raise PaginationError(f"{spec.name}: has_more is true but '
         "next_page is missing",
-        "tests/reliability/test_api_faults.py -k has_more"),
+        "tests/reliability/test_api_faults.py -k has_more",
+    ),
     "duckdb: a revised document is kept at its old value": (
         "usage_collector/sinks/duckdb.py",
         "                    elif prev != doc.hash:\n                        changed.append(doc)",
         "                    elif prev != doc.hash:\n                        stats.unchanged += 1",
-        "tests/reliability/test_revisions.py -k cron"),
+        "tests/reliability/test_revisions.py -k cron",
+    ),
     "ndjson: a failed append is left in the file": (
         "usage_collector/sinks/ndjson.py",
         "                        os.truncate(self.path, size)\n",
         "                        pass\n",
-        "tests/reliability/test_sink_faults.py -k space_comes_back"),
+        "tests/reliability/test_sink_faults.py -k space_comes_back",
+    ),
 }
 
 
@@ -89,8 +98,17 @@ def run_matrix(extra: list[str]) -> tuple[list[dict[str, Any]], float, int, list
     with tempfile.TemporaryDirectory() as tmp:
         rows_path, junit = Path(tmp) / "matrix.json", Path(tmp) / "junit.xml"
         env = {**os.environ, "RELIABILITY_MATRIX_JSON": str(rows_path)}
-        cmd = [sys.executable, "-m", "pytest", "tests/reliability", "-q", "-p", "no:cacheprovider",
-               f"--junitxml={junit}", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/reliability",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={junit}",
+            *extra,
+        ]
         t0 = time.monotonic()
         code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
         seconds = time.monotonic() - t0
@@ -108,18 +126,26 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         failed = f"{r['failed']} ({', '.join(r['failures'])})" if r["failed"] else "0"
         lines.append(f"| {r['scenario']} | {r['runs']} | {r['exact']} | {failed} |")
-    lines.append(f"| **total** | **{sum(r['runs'] for r in rows)}** | **{sum(r['exact'] for r in rows)}** | "
-                 f"**{sum(r['failed'] for r in rows)}** |")
+    lines.append(
+        f"| **total** | **{sum(r['runs'] for r in rows)}** | **{sum(r['exact'] for r in rows)}** | "
+        f"**{sum(r['failed'] for r in rows)}** |"
+    )
     return "\n".join(lines)
 
 
 def block(rows: list[dict[str, Any]], seconds: float, failing: list[str]) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    out = [f"Produced by `python scripts/reliability_matrix.py --write-docs` at commit `{commit}`, {when}, on "
-           f"{os.cpu_count()} CPU(s): the matrix ran in **{seconds:.0f} s** (pytest wall time of "
-           "`tests/reliability`).", "", table(rows), ""]
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    out = [
+        f"Produced by `python scripts/reliability_matrix.py --write-docs` at commit `{commit}`, {when}, on "
+        f"{os.cpu_count()} CPU(s): the matrix ran in **{seconds:.0f} s** (pytest wall time of "
+        "`tests/reliability`).",
+        "",
+        table(rows),
+        "",
+    ]
     if failing:
         out += ["Tests failing at that commit (each one shows a collector bug, see below):", ""]
         out += [f"- `{t}`" for t in failing]

@@ -22,9 +22,17 @@ if TYPE_CHECKING:
 
 #: Read at import (collection time), before tests/conftest.py clears ELASTICSEARCH_* for each test.
 LIVE_URL = os.environ.get("ELASTICSEARCH_URL")
-_LIVE = {name.lower(): os.environ[name] for name in (
-    "ELASTICSEARCH_API_KEY", "ELASTICSEARCH_USERNAME", "ELASTICSEARCH_PASSWORD", "ELASTICSEARCH_CA_CERTS",
-    "ELASTICSEARCH_VERIFY_CERTS") if os.environ.get(name)}
+_LIVE = {
+    name.lower(): os.environ[name]
+    for name in (
+        "ELASTICSEARCH_API_KEY",
+        "ELASTICSEARCH_USERNAME",
+        "ELASTICSEARCH_PASSWORD",
+        "ELASTICSEARCH_CA_CERTS",
+        "ELASTICSEARCH_VERIFY_CERTS",
+    )
+    if os.environ.get(name)
+}
 
 
 @dataclass
@@ -80,15 +88,18 @@ class EsTarget:
 
     def copies(self, stream: str, doc_id: str) -> list[str]:
         """Backing indices holding ``doc_id`` (a search: the sink writes with refresh)."""
-        body = self.client().search(index=self.data_stream(stream), query={"ids": {"values": [doc_id]}},
-                                    ignore_unavailable=True)
+        body = self.client().search(
+            index=self.data_stream(stream), query={"ids": {"values": [doc_id]}}, ignore_unavailable=True
+        )
         return sorted(h["_index"] for h in body["hits"]["hits"])
 
     def close(self) -> None:
         if self.server is None and self._clients:  # live cluster: remove this test's objects
             client = self._clients[0]
-            for call in (lambda: client.indices.delete_data_stream(name=f"*-{self.namespace}"),
-                         lambda: client.indices.delete(index=f"usage-collector-state-{self.namespace}")):
+            for call in (
+                lambda: client.indices.delete_data_stream(name=f"*-{self.namespace}"),
+                lambda: client.indices.delete(index=f"usage-collector-state-{self.namespace}"),
+            ):
                 with suppress(Exception):  # best effort
                     call()
         for client in self._clients:

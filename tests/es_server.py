@@ -66,8 +66,14 @@ class EsError(Exception):
     carries the additional top-level fields some errors have (``phase``, ``grouped``, ``failure_store``).
     """
 
-    def __init__(self, status: int, type_: str, reason: str, caused_by: dict[str, Any] | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        type_: str,
+        reason: str,
+        caused_by: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(reason)
         self.status, self.type, self.reason, self.caused_by = status, type_, reason, caused_by
         self.extra = dict(extra or {})
@@ -124,8 +130,16 @@ class Personality:
     lifecycle: bool = True
 
     @classmethod
-    def of(cls, version: str, *, ilm: bool = True, security: bool = True, logsdb: bool | None = None,
-           failure_store: bool | str | None = None, auto_create_index: bool = True) -> Personality:
+    def of(
+        cls,
+        version: str,
+        *,
+        ilm: bool = True,
+        security: bool = True,
+        logsdb: bool | None = None,
+        failure_store: bool | str | None = None,
+        auto_create_index: bool = True,
+    ) -> Personality:
         v = _version_tuple(version)
         # LogsDB by default for new ``logs-*-*`` data streams from 9.0 on (cluster.logsdb.enabled defaults to true
         # on clusters created in 9.x): x-pack/plugin/logsdb/.../LogsdbIndexModeSettingsProvider.java and
@@ -142,8 +156,16 @@ class Personality:
         if failure_store is None:
             failure_store = (8, 19, 0) <= v < (9, 0, 0) or v >= (9, 1, 0)
         # Data stream lifecycle (``template.lifecycle``, ``_data_stream/<name>/_lifecycle``): 8.11 on.
-        return cls(version, ilm=ilm, security=security, logsdb=logsdb, failure_store=failure_store,
-                   failure_store_patterns=patterns, auto_create_index=auto_create_index, lifecycle=v >= (8, 11, 0))
+        return cls(
+            version,
+            ilm=ilm,
+            security=security,
+            logsdb=logsdb,
+            failure_store=failure_store,
+            failure_store_patterns=patterns,
+            auto_create_index=auto_create_index,
+            lifecycle=v >= (8, 11, 0),
+        )
 
     @property
     def at_least(self) -> tuple[int, ...]:
@@ -181,37 +203,92 @@ def _remaining(node: dict[str, Any]) -> str:
 # (server/src/main/java/org/elasticsearch/common/settings/IndexScopedSettings.java) plus the ones plugins
 # register (ILM: LifecycleSettings; LogsDB). Not every built-in setting is listed: a real setting missing here
 # is refused (erring strict); add it when a test needs it.
-_INDEX_SETTINGS = frozenset({
-    "index.number_of_shards", "index.number_of_replicas", "index.number_of_routing_shards",
-    "index.auto_expand_replicas", "index.refresh_interval", "index.codec", "index.hidden", "index.mode",
-    "index.priority", "index.default_pipeline", "index.final_pipeline", "index.query.default_field",
-    "index.max_result_window", "index.max_inner_result_window", "index.max_docvalue_fields_search",
-    "index.max_script_fields", "index.max_terms_count", "index.max_regex_length", "index.max_slices_per_scroll",
-    "index.mapping.total_fields.limit", "index.mapping.total_fields.ignore_dynamic_beyond_limit",
-    "index.mapping.depth.limit", "index.mapping.nested_fields.limit", "index.mapping.nested_objects.limit",
-    "index.mapping.field_name_length.limit", "index.mapping.dimension_fields.limit",
-    "index.mapping.ignore_malformed", "index.mapping.coerce", "index.mapping.source.mode",
-    "index.mapping.synthetic_source_keep", "index.sort.field", "index.sort.order", "index.sort.mode",
-    "index.sort.missing", "index.routing_path", "index.time_series.start_time", "index.time_series.end_time",
-    "index.look_ahead_time", "index.look_back_time", "index.lifecycle.prefer_ilm", "index.blocks.read_only",
-    "index.blocks.read_only_allow_delete", "index.blocks.read", "index.blocks.write", "index.blocks.metadata",
-    "index.translog.durability", "index.translog.sync_interval", "index.translog.flush_threshold_size",
-    "index.merge.policy.max_merged_segment", "index.routing.allocation.enable",
-    "index.routing.allocation.total_shards_per_node", "index.routing.rebalance.enable",
-    "index.unassigned.node_left.delayed_timeout", "index.search.idle.after", "index.gc_deletes",
-    "index.store.type", "index.logsdb.add_host_name_field", "index.logsdb.sort_on_host_name",
-    "index.write.wait_for_active_shards",
-})
+_INDEX_SETTINGS = frozenset(
+    {
+        "index.number_of_shards",
+        "index.number_of_replicas",
+        "index.number_of_routing_shards",
+        "index.auto_expand_replicas",
+        "index.refresh_interval",
+        "index.codec",
+        "index.hidden",
+        "index.mode",
+        "index.priority",
+        "index.default_pipeline",
+        "index.final_pipeline",
+        "index.query.default_field",
+        "index.max_result_window",
+        "index.max_inner_result_window",
+        "index.max_docvalue_fields_search",
+        "index.max_script_fields",
+        "index.max_terms_count",
+        "index.max_regex_length",
+        "index.max_slices_per_scroll",
+        "index.mapping.total_fields.limit",
+        "index.mapping.total_fields.ignore_dynamic_beyond_limit",
+        "index.mapping.depth.limit",
+        "index.mapping.nested_fields.limit",
+        "index.mapping.nested_objects.limit",
+        "index.mapping.field_name_length.limit",
+        "index.mapping.dimension_fields.limit",
+        "index.mapping.ignore_malformed",
+        "index.mapping.coerce",
+        "index.mapping.source.mode",
+        "index.mapping.synthetic_source_keep",
+        "index.sort.field",
+        "index.sort.order",
+        "index.sort.mode",
+        "index.sort.missing",
+        "index.routing_path",
+        "index.time_series.start_time",
+        "index.time_series.end_time",
+        "index.look_ahead_time",
+        "index.look_back_time",
+        "index.lifecycle.prefer_ilm",
+        "index.blocks.read_only",
+        "index.blocks.read_only_allow_delete",
+        "index.blocks.read",
+        "index.blocks.write",
+        "index.blocks.metadata",
+        "index.translog.durability",
+        "index.translog.sync_interval",
+        "index.translog.flush_threshold_size",
+        "index.merge.policy.max_merged_segment",
+        "index.routing.allocation.enable",
+        "index.routing.allocation.total_shards_per_node",
+        "index.routing.rebalance.enable",
+        "index.unassigned.node_left.delayed_timeout",
+        "index.search.idle.after",
+        "index.gc_deletes",
+        "index.store.type",
+        "index.logsdb.add_host_name_field",
+        "index.logsdb.sort_on_host_name",
+        "index.write.wait_for_active_shards",
+    }
+)
 #: Group settings (any key under the prefix).
-_INDEX_SETTING_GROUPS = ("index.routing.allocation.include.", "index.routing.allocation.exclude.",
-                         "index.routing.allocation.require.", "index.analysis.", "index.similarity.",
-                         "index.search.slowlog.", "index.indexing.slowlog.", "index.merge.scheduler.")
+_INDEX_SETTING_GROUPS = (
+    "index.routing.allocation.include.",
+    "index.routing.allocation.exclude.",
+    "index.routing.allocation.require.",
+    "index.analysis.",
+    "index.similarity.",
+    "index.search.slowlog.",
+    "index.indexing.slowlog.",
+    "index.merge.scheduler.",
+)
 #: Registered by the ILM plugin (x-pack/plugin/core/.../ilm/LifecycleSettings.java): unknown without ILM.
-_ILM_SETTINGS = frozenset({
-    "index.lifecycle.name", "index.lifecycle.rollover_alias", "index.lifecycle.origination_date",
-    "index.lifecycle.parse_origination_date", "index.lifecycle.indexing_complete",
-    "index.lifecycle.step.wait_time_threshold", "index.lifecycle.skip",
-})
+_ILM_SETTINGS = frozenset(
+    {
+        "index.lifecycle.name",
+        "index.lifecycle.rollover_alias",
+        "index.lifecycle.origination_date",
+        "index.lifecycle.parse_origination_date",
+        "index.lifecycle.indexing_complete",
+        "index.lifecycle.step.wait_time_threshold",
+        "index.lifecycle.skip",
+    }
+)
 
 
 def _flat_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
@@ -250,8 +327,11 @@ def _settings_errors(flat: dict[str, Any], p: Personality) -> list[str]:
     for key in sorted(flat):
         if key in known or key.startswith(_INDEX_SETTING_GROUPS):
             if key == "index.mode":
-                modes = ["standard", "time_series"] + (["logsdb"] if p.at_least >= (8, 15, 0) else []) + (
-                    ["lookup"] if p.at_least >= (8, 18, 0) else [])
+                modes = (
+                    ["standard", "time_series"]
+                    + (["logsdb"] if p.at_least >= (8, 15, 0) else [])
+                    + (["lookup"] if p.at_least >= (8, 18, 0) else [])
+                )
                 if str(flat[key]).lower() not in modes:  # IndexMode.fromString (unverified wording)
                     errors.append(f"[{flat[key]}] is an invalid index mode, valid modes are: [{', '.join(modes)}]")
             continue
@@ -261,8 +341,10 @@ def _settings_errors(flat: dict[str, Any], p: Personality) -> list[str]:
             names = [k for _, k in near]
             msg += " did you mean " + (f"[{names[0]}]" if len(names) == 1 else f"any of [{', '.join(names)}]") + "?"
         else:
-            msg += (" please check that any required plugins are installed, or check the breaking changes "
-                    "documentation for removed settings")
+            msg += (
+                " please check that any required plugins are installed, or check the breaking changes "
+                "documentation for removed settings"
+            )
         errors.append(msg)
     return errors
 
@@ -281,10 +363,23 @@ def _check_index_settings(flat: dict[str, Any], p: Personality) -> None:
 # Parameters every field mapper accepts (FieldMapper.Builder: ``meta`` is FieldMapper.Parameter.metaParam,
 # ``fields`` the multi-fields, ``copy_to``; ``synthetic_source_keep`` is Mapper.SYNTHETIC_SOURCE_KEEP_PARAM).
 _COMMON_PARAMS = frozenset({"meta", "fields", "copy_to", "synthetic_source_keep"})
-_NUMBER_PARAMS = frozenset({"index", "doc_values", "store", "coerce", "ignore_malformed", "null_value", "script",
-                            "on_script_error", "time_series_metric", "time_series_dimension"})
-_DATE_PARAMS = frozenset({"index", "doc_values", "store", "format", "locale", "null_value", "ignore_malformed",
-                          "script", "on_script_error"})
+_NUMBER_PARAMS = frozenset(
+    {
+        "index",
+        "doc_values",
+        "store",
+        "coerce",
+        "ignore_malformed",
+        "null_value",
+        "script",
+        "on_script_error",
+        "time_series_metric",
+        "time_series_dimension",
+    }
+)
+_DATE_PARAMS = frozenset(
+    {"index", "doc_values", "store", "format", "locale", "null_value", "ignore_malformed", "script", "on_script_error"}
+)
 # Field type -> the parameters its mapper declares (``getParameters()`` of each builder): KeywordFieldMapper,
 # NumberFieldMapper, ScaledFloatFieldMapper (modules/mapper-extras), DateFieldMapper, BooleanFieldMapper,
 # ConstantKeywordFieldMapper (x-pack/plugin/mapper-constant-keyword), TextFieldMapper, MatchOnlyTextFieldMapper,
@@ -292,30 +387,104 @@ _DATE_PARAMS = frozenset({"index", "doc_values", "store", "format", "locale", "n
 # VersionStringFieldMapper, DenseVectorFieldMapper. A type not listed is "No handler for type" (as for a
 # plugin that is not installed); a parameter not listed is "unknown parameter" (err strict: add it when needed).
 _FIELD_PARAMS: dict[str, frozenset[str]] = {
-    "keyword": frozenset({"index", "doc_values", "store", "ignore_above", "null_value", "normalizer",
-                          "eager_global_ordinals", "index_options", "norms", "similarity",
-                          "split_queries_on_whitespace", "script", "on_script_error", "time_series_dimension"}),
+    "keyword": frozenset(
+        {
+            "index",
+            "doc_values",
+            "store",
+            "ignore_above",
+            "null_value",
+            "normalizer",
+            "eager_global_ordinals",
+            "index_options",
+            "norms",
+            "similarity",
+            "split_queries_on_whitespace",
+            "script",
+            "on_script_error",
+            "time_series_dimension",
+        }
+    ),
     "constant_keyword": frozenset({"value"}),
     "wildcard": frozenset({"ignore_above", "null_value"}),
-    "text": frozenset({"analyzer", "search_analyzer", "search_quote_analyzer", "index", "index_options",
-                       "index_phrases", "index_prefixes", "norms", "position_increment_gap", "store", "similarity",
-                       "term_vector", "fielddata", "fielddata_frequency_filter", "eager_global_ordinals"}),
+    "text": frozenset(
+        {
+            "analyzer",
+            "search_analyzer",
+            "search_quote_analyzer",
+            "index",
+            "index_options",
+            "index_phrases",
+            "index_prefixes",
+            "norms",
+            "position_increment_gap",
+            "store",
+            "similarity",
+            "term_vector",
+            "fielddata",
+            "fielddata_frequency_filter",
+            "eager_global_ordinals",
+        }
+    ),
     "match_only_text": frozenset(),
-    **{t: _NUMBER_PARAMS for t in ("long", "integer", "short", "byte", "double", "float", "half_float",
-                                   "unsigned_long")},
+    **{
+        t: _NUMBER_PARAMS
+        for t in ("long", "integer", "short", "byte", "double", "float", "half_float", "unsigned_long")
+    },
     "scaled_float": _NUMBER_PARAMS | {"scaling_factor"},
     "date": _DATE_PARAMS,
     "date_nanos": _DATE_PARAMS,
-    "boolean": frozenset({"index", "doc_values", "store", "null_value", "ignore_malformed", "script",
-                          "on_script_error", "time_series_dimension"}),
-    "ip": frozenset({"index", "doc_values", "store", "null_value", "ignore_malformed", "script", "on_script_error",
-                     "time_series_dimension"}),
+    "boolean": frozenset(
+        {
+            "index",
+            "doc_values",
+            "store",
+            "null_value",
+            "ignore_malformed",
+            "script",
+            "on_script_error",
+            "time_series_dimension",
+        }
+    ),
+    "ip": frozenset(
+        {
+            "index",
+            "doc_values",
+            "store",
+            "null_value",
+            "ignore_malformed",
+            "script",
+            "on_script_error",
+            "time_series_dimension",
+        }
+    ),
     "binary": frozenset({"doc_values", "store"}),
-    "flattened": frozenset({"depth_limit", "doc_values", "eager_global_ordinals", "ignore_above", "index",
-                            "index_options", "null_value", "similarity", "split_queries_on_whitespace",
-                            "time_series_dimensions"}),
-    "geo_point": frozenset({"ignore_malformed", "ignore_z_value", "index", "doc_values", "store", "null_value",
-                            "script", "on_script_error"}),
+    "flattened": frozenset(
+        {
+            "depth_limit",
+            "doc_values",
+            "eager_global_ordinals",
+            "ignore_above",
+            "index",
+            "index_options",
+            "null_value",
+            "similarity",
+            "split_queries_on_whitespace",
+            "time_series_dimensions",
+        }
+    ),
+    "geo_point": frozenset(
+        {
+            "ignore_malformed",
+            "ignore_z_value",
+            "index",
+            "doc_values",
+            "store",
+            "null_value",
+            "script",
+            "on_script_error",
+        }
+    ),
     "version": frozenset(),
     "dense_vector": frozenset({"dims", "element_type", "index", "similarity", "index_options"}),
 }
@@ -323,9 +492,18 @@ _FIELD_PARAMS: dict[str, frozenset[str]] = {
 _OBJECT_PARAMS = frozenset({"type", "properties", "dynamic", "enabled", "subobjects"})
 _NESTED_PARAMS = _OBJECT_PARAMS | {"include_in_parent", "include_in_root"}
 #: RootObjectMapper plus the metadata field mappers a mapping may configure (MappingParser).
-_ROOT_PARAMS = _OBJECT_PARAMS - {"type"} | {"_meta", "_source", "_routing", "_field_names", "_data_stream_timestamp",
-                                             "dynamic_templates", "date_detection", "numeric_detection",
-                                             "dynamic_date_formats", "runtime"}
+_ROOT_PARAMS = _OBJECT_PARAMS - {"type"} | {
+    "_meta",
+    "_source",
+    "_routing",
+    "_field_names",
+    "_data_stream_timestamp",
+    "dynamic_templates",
+    "date_detection",
+    "numeric_detection",
+    "dynamic_date_formats",
+    "runtime",
+}
 #: Parameters a mapping update may not change (FieldMapper.Parameter ``updateable == false``); others merge.
 _FIXED_PARAMS = ("scaling_factor", "index", "doc_values", "store", "format", "null_value", "analyzer", "normalizer")
 
@@ -340,8 +518,9 @@ def _parse_meta(name: str, meta: Any) -> None:
     field-level ``meta`` parameter goes through it; the mapping-level ``_meta`` is a free-form map with no such
     limits (RootObjectMapper/MappingParser never call parseMeta for it)."""
     if not isinstance(meta, dict):
-        raise _mapping_error(f"[meta] must be an object, got {type(meta).__name__}[{_java_str(meta)}] for field "
-                             f"[{name}]")
+        raise _mapping_error(
+            f"[meta] must be an object, got {type(meta).__name__}[{_java_str(meta)}] for field [{name}]"
+        )
     if len(meta) > 5:
         raise _mapping_error(f"[meta] can't have more than 5 entries, but got {len(meta)} on field [{name}]")
     for key in meta:
@@ -350,13 +529,16 @@ def _parse_meta(name: str, meta: Any) -> None:
     for value in meta.values():
         if isinstance(value, str):
             if len(value) > 50:
-                raise _mapping_error(f"[meta] values can't be longer than 50 chars, but got [{value}] for field "
-                                     f"[{name}]")
+                raise _mapping_error(
+                    f"[meta] values can't be longer than 50 chars, but got [{value}] for field [{name}]"
+                )
         elif value is None:
             raise _mapping_error(f"[meta] values can't be null (field [{name}])")
         else:
-            raise _mapping_error(f"[meta] values can only be strings, but got {type(value).__name__}"
-                                 f"[{_java_str(value)}] for field [{name}]")
+            raise _mapping_error(
+                f"[meta] values can only be strings, but got {type(value).__name__}"
+                f"[{_java_str(value)}] for field [{name}]"
+            )
 
 
 def _parse_dynamic(name: str, value: Any) -> None:
@@ -400,8 +582,12 @@ def _parse_field(name: str, node: Any, *, multi_field: bool = False) -> None:
             _parse_meta(name, value)
         elif key == "fields":
             if multi_field:  # TypeParsers.parseMultiField, indices created on 8.0+
-                raise EsError(400, "illegal_argument_exception", f"Encountered a multi-field [{name}] which itself "
-                              "contains a multi-field. Defining chained multi-fields is not supported.")
+                raise EsError(
+                    400,
+                    "illegal_argument_exception",
+                    f"Encountered a multi-field [{name}] which itself "
+                    "contains a multi-field. Defining chained multi-fields is not supported.",
+                )
             for sub, subnode in (value or {}).items():
                 _parse_field(sub, subnode, multi_field=True)
         elif key not in allowed and key not in _COMMON_PARAMS:
@@ -411,8 +597,11 @@ def _parse_field(name: str, node: Any, *, multi_field: bool = False) -> None:
         if factor is None:
             raise EsError(400, "illegal_argument_exception", "Field [scaling_factor] is required")
         if isinstance(factor, bool) or not isinstance(factor, int | float) or not math.isfinite(factor) or factor <= 0:
-            raise EsError(400, "illegal_argument_exception",
-                          f"[scaling_factor] must be a positive number, got [{_java_str(factor)}]")
+            raise EsError(
+                400,
+                "illegal_argument_exception",
+                f"[scaling_factor] must be a positive number, got [{_java_str(factor)}]",
+            )
 
 
 def _parse_object(name: str, node: dict[str, Any], allowed: frozenset[str]) -> None:
@@ -438,8 +627,9 @@ def parse_mappings(mappings: dict[str, Any] | None) -> None:
         if rest:
             raise _mapping_error(f"Root mapping definition has unsupported parameters: {_remaining(rest)}")
         if "_meta" in mappings and not isinstance(mappings["_meta"], dict):
-            raise _mapping_error(f"[_meta] must be an object, got {type(mappings['_meta']).__name__}"
-                                 f"[{_java_str(mappings['_meta'])}]")
+            raise _mapping_error(
+                f"[_meta] must be an object, got {type(mappings['_meta']).__name__}[{_java_str(mappings['_meta'])}]"
+            )
         if "dynamic" in mappings:
             _parse_dynamic("_doc", mappings["dynamic"])
         for field_name, field_node in (mappings.get("properties") or {}).items():
@@ -449,8 +639,11 @@ def parse_mappings(mappings: dict[str, Any] | None) -> None:
 
 
 def _is_object(m: dict[str, Any]) -> bool:
-    return (m.get("type", "object") in ("object", "nested") and "type" in m) or "properties" in m or (
-        "type" not in m and "enabled" in m)
+    return (
+        (m.get("type", "object") in ("object", "nested") and "type" in m)
+        or "properties" in m
+        or ("type" not in m and "enabled" in m)
+    )
 
 
 def _compose(into: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
@@ -491,24 +684,40 @@ def _merge_update(existing: dict[str, Any], incoming: dict[str, Any], prefix: st
                 props[fname] = json.loads(json.dumps(fnode))
             elif _is_object(cur):
                 if not _is_object(fnode):
-                    raise EsError(400, "illegal_argument_exception",
-                                  f"can't merge a non object mapping [{path}] with an object mapping")
+                    raise EsError(
+                        400,
+                        "illegal_argument_exception",
+                        f"can't merge a non object mapping [{path}] with an object mapping",
+                    )
                 _merge_update(cur, {k: v for k, v in fnode.items() if k != "type"}, path + ".")
             elif _is_object(fnode):
-                raise EsError(400, "illegal_argument_exception",
-                              f"mapper [{path}] cannot be changed from type [{cur.get('type')}] to [ObjectMapper]")
+                raise EsError(
+                    400,
+                    "illegal_argument_exception",
+                    f"mapper [{path}] cannot be changed from type [{cur.get('type')}] to [ObjectMapper]",
+                )
             elif fnode.get("type") != cur.get("type"):
-                raise EsError(400, "illegal_argument_exception", f"mapper [{path}] cannot be changed from type "
-                              f"[{cur.get('type')}] to [{fnode.get('type')}]")
+                raise EsError(
+                    400,
+                    "illegal_argument_exception",
+                    f"mapper [{path}] cannot be changed from type [{cur.get('type')}] to [{fnode.get('type')}]",
+                )
             else:
-                conflicts = [f"Cannot update parameter [{p}] from [{_java_str(cur.get(p))}] to "
-                             f"[{_java_str(fnode.get(p))}]" for p in _FIXED_PARAMS if cur.get(p) != fnode.get(p)]
+                conflicts = [
+                    f"Cannot update parameter [{p}] from [{_java_str(cur.get(p))}] to [{_java_str(fnode.get(p))}]"
+                    for p in _FIXED_PARAMS
+                    if cur.get(p) != fnode.get(p)
+                ]
                 if cur.get("type") == "constant_keyword" and "value" in cur and cur["value"] != fnode.get("value"):
-                    conflicts.append(f"Cannot update parameter [value] from [{cur['value']}] to "
-                                     f"[{_java_str(fnode.get('value'))}]")
+                    conflicts.append(
+                        f"Cannot update parameter [value] from [{cur['value']}] to [{_java_str(fnode.get('value'))}]"
+                    )
                 if conflicts:
-                    raise EsError(400, "illegal_argument_exception",
-                                  f"Mapper for [{path}] conflicts with existing mapper:\n\t" + "\n\t".join(conflicts))
+                    raise EsError(
+                        400,
+                        "illegal_argument_exception",
+                        f"Mapper for [{path}] conflicts with existing mapper:\n\t" + "\n\t".join(conflicts),
+                    )
                 props[fname] = json.loads(json.dumps(fnode))
 
 
@@ -706,27 +915,49 @@ class EsState:
             # data_stream.{type,dataset,namespace} as constant_keyword; ecs@mappings' last dynamic template,
             # all_strings_to_keywords, maps strings to keyword with ignore_above 1024).
             const = {"type": "constant_keyword"}
-            builtin = {"dynamic": True, "dynamic_templates": [{"all_strings_to_keywords": {
-                "match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 1024}}}],
-                "properties": {"@timestamp": {"type": "date"}, "data_stream": {"properties": {
-                    "type": const, "dataset": const, "namespace": const}}}}
+            builtin = {
+                "dynamic": True,
+                "dynamic_templates": [
+                    {
+                        "all_strings_to_keywords": {
+                            "match_mapping_type": "string",
+                            "mapping": {"type": "keyword", "ignore_above": 1024},
+                        }
+                    }
+                ],
+                "properties": {
+                    "@timestamp": {"type": "date"},
+                    "data_stream": {"properties": {"type": const, "dataset": const, "namespace": const}},
+                },
+            }
             for kind in ("logs", "metrics"):
-                self.index_templates[kind] = {"index_patterns": [f"{kind}-*-*"], "priority": 100, "data_stream": {},
-                                              "allow_auto_create": True, "composed_of": [],
-                                              "template": {"mappings": json.loads(json.dumps(builtin))}}
+                self.index_templates[kind] = {
+                    "index_patterns": [f"{kind}-*-*"],
+                    "priority": 100,
+                    "data_stream": {},
+                    "allow_auto_create": True,
+                    "composed_of": [],
+                    "template": {"mappings": json.loads(json.dumps(builtin))},
+                }
 
     # --- templates ----------------------------------------------------------------------------------
     def template_for(self, name: str) -> tuple[str, dict[str, Any]] | None:
-        found = [(t.get("priority", 0), n, t) for n, t in self.index_templates.items()
-                 if any(fnmatch.fnmatchcase(name, p) for p in t["index_patterns"])]
+        found = [
+            (t.get("priority", 0), n, t)
+            for n, t in self.index_templates.items()
+            if any(fnmatch.fnmatchcase(name, p) for p in t["index_patterns"])
+        ]
         if not found:
             return None
         _, tname, template = max(found, key=lambda f: f[0])
         return tname, template
 
     def _parts(self, template: dict[str, Any]) -> list[dict[str, Any]]:
-        return [self.component_templates[c]["template"] for c in template.get("composed_of", [])
-                if c in self.component_templates] + [template.get("template") or {}]
+        return [
+            self.component_templates[c]["template"]
+            for c in template.get("composed_of", [])
+            if c in self.component_templates
+        ] + [template.get("template") or {}]
 
     def mappings_of(self, template: dict[str, Any]) -> dict[str, Any]:
         merged: dict[str, Any] = {"properties": {}}
@@ -759,8 +990,12 @@ class EsState:
         retention = ((template or {}).get("lifecycle") or {}).get("data_retention")
         if retention is not None and not re.fullmatch(r"\d+(nanos|micros|ms|s|m|h|d)", str(retention)):
             # TimeValue.parseTimeValue (wording of the wrapped error not verified)
-            raise EsError(400, "illegal_argument_exception", f"failed to parse setting [data_retention] with value "
-                          f"[{retention}] as a time value: unit is missing or unrecognized")
+            raise EsError(
+                400,
+                "illegal_argument_exception",
+                f"failed to parse setting [data_retention] with value "
+                f"[{retention}] as a time value: unit is missing or unrecognized",
+            )
 
     def put_component_template(self, name: str, body: dict[str, Any]) -> None:
         """MetadataIndexTemplateService.addComponentTemplate: ``validateTemplate`` creates a throw-away index with the
@@ -779,9 +1014,13 @@ class EsState:
                     try:
                         parse_mappings(self.mappings_of(t))
                     except EsError as exc:
-                        raise EsError(400, "illegal_argument_exception",
-                                      f"updating component template [{name}] results in invalid composable template "
-                                      f"[{tname}] after templates are merged", exc.error()) from None
+                        raise EsError(
+                            400,
+                            "illegal_argument_exception",
+                            f"updating component template [{name}] results in invalid composable template "
+                            f"[{tname}] after templates are merged",
+                            exc.error(),
+                        ) from None
         except EsError:
             if old is None:
                 del self.component_templates[name]
@@ -792,17 +1031,26 @@ class EsState:
     def put_index_template(self, name: str, body: dict[str, Any]) -> None:
         missing = [c for c in body.get("composed_of", []) if c not in self.component_templates]
         if missing:
-            raise EsError(400, "invalid_index_template_exception",
-                          f"index_template [{name}] invalid, cause [index template [{name}] specifies component "
-                          f"templates {missing} that do not exist]")
+            raise EsError(
+                400,
+                "invalid_index_template_exception",
+                f"index_template [{name}] invalid, cause [index template [{name}] specifies component "
+                f"templates {missing} that do not exist]",
+            )
         for other, t in self.index_templates.items():  # MetadataIndexTemplateService: same-priority overlap
-            if other != name and t.get("priority", 0) == body.get("priority", 0) and any(
-                    _overlap(a, b) for a in t["index_patterns"] for b in body["index_patterns"]):
-                raise EsError(400, "illegal_argument_exception",
-                              f"index template [{name}] has index patterns {body['index_patterns']} matching "
-                              f"patterns from existing templates [{other}] that have the same priority "
-                              f"[{body.get('priority', 0)}], multiple index templates may not match during "
-                              "index creation, please use a different priority")
+            if (
+                other != name
+                and t.get("priority", 0) == body.get("priority", 0)
+                and any(_overlap(a, b) for a in t["index_patterns"] for b in body["index_patterns"])
+            ):
+                raise EsError(
+                    400,
+                    "illegal_argument_exception",
+                    f"index template [{name}] has index patterns {body['index_patterns']} matching "
+                    f"patterns from existing templates [{other}] that have the same priority "
+                    f"[{body.get('priority', 0)}], multiple index templates may not match during "
+                    "index creation, please use a different priority",
+                )
         template = body.get("template") or {}
         self._check_template_body(name, template)
         # MetadataIndexTemplateService.validate(name, template, ...): settings errors are collected into a
@@ -814,8 +1062,12 @@ class EsState:
             raise EsError(400, "invalid_index_template_exception", f"index_template [{name}] invalid, cause [{cause}]")
         if template.get("lifecycle") is not None and "data_stream" not in body:
             # MetadataIndexTemplateService.validateLifecycle
-            raise EsError(400, "illegal_argument_exception", f"index template [{name}] specifies lifecycle "
-                          "configuration that can only be used in combination with a data stream")
+            raise EsError(
+                400,
+                "illegal_argument_exception",
+                f"index template [{name}] specifies lifecycle "
+                "configuration that can only be used in combination with a data stream",
+            )
         # validateIndexTemplateV2 -> validateCompositeTemplate: the composed mappings must parse, else
         # "composable template [x] template after composition [with component templates [...] ]is invalid".
         try:
@@ -823,9 +1075,12 @@ class EsState:
         except EsError as exc:
             comps = body.get("composed_of") or []
             with_comps = f"with component templates [{', '.join(comps)}] " if comps else ""
-            raise EsError(400, "illegal_argument_exception",
-                          f"composable template [{name}] template after composition {with_comps}is invalid",
-                          exc.error()) from None
+            raise EsError(
+                400,
+                "illegal_argument_exception",
+                f"composable template [{name}] template after composition {with_comps}is invalid",
+                exc.error(),
+            ) from None
         self.index_templates[name] = body
 
     # --- indices and data streams ----------------------------------------------------------------------
@@ -848,8 +1103,9 @@ class EsState:
             raise EsError(400, "resource_already_exists_exception", f"data_stream [{name}] already exists")
         found = self.template_for(name)
         if found is None or "data_stream" not in found[1]:
-            raise EsError(400, "illegal_argument_exception",
-                          f"no matching index template found for data stream [{name}]")
+            raise EsError(
+                400, "illegal_argument_exception", f"no matching index template found for data stream [{name}]"
+            )
         template = found[1]
         options = self.template_option(template, "data_stream_options") or {}
         enabled = (options.get("failure_store") or {}).get("enabled")
@@ -860,9 +1116,16 @@ class EsState:
         mode = self.settings_of(template).get("index.mode")
         if mode is None and self.p.logsdb and fnmatch.fnmatchcase(name, "logs-*-*"):
             mode = "logsdb"
-        ds = {"name": name, "template": found[0], "indices": [], "generation": 0, "index_mode": mode or "standard",
-              "failure_store": bool(enabled and self.p.failure_store), "failure_indices": [],
-              "lifecycle": self.template_option(template, "lifecycle") if self.p.lifecycle else None}
+        ds = {
+            "name": name,
+            "template": found[0],
+            "indices": [],
+            "generation": 0,
+            "index_mode": mode or "standard",
+            "failure_store": bool(enabled and self.p.failure_store),
+            "failure_indices": [],
+            "lifecycle": self.template_option(template, "lifecycle") if self.p.lifecycle else None,
+        }
         self.data_streams[name] = ds
         self.rollover(name)
         return ds
@@ -892,22 +1155,33 @@ class EsState:
         if not ds["failure_indices"]:
             ds["generation"] += 1
             fs = f".fs-{name}-{time.strftime('%Y.%m.%d', time.gmtime())}-{ds['generation']:06d}"
-            self.indices[fs] = Index(fs, {"dynamic": False, "properties": {"@timestamp": {"type": "date"}}},
-                                     data_stream=name, settings={"index.hidden": "true"}, failure_store=True)
+            self.indices[fs] = Index(
+                fs,
+                {"dynamic": False, "properties": {"@timestamp": {"type": "date"}}},
+                data_stream=name,
+                settings={"index.hidden": "true"},
+                failure_store=True,
+            )
             ds["failure_indices"].append(fs)
         return self.indices[ds["failure_indices"][-1]]
 
     def delete_index(self, expr: str) -> None:
         for part in expr.split(","):
             if part in self.data_streams:  # MetadataDeleteIndexService: a data stream is not an index
-                raise EsError(400, "illegal_argument_exception", f"index [{part}] is the write index for data "
-                              f"stream [{part}] and cannot be deleted")
+                raise EsError(
+                    400,
+                    "illegal_argument_exception",
+                    f"index [{part}] is the write index for data stream [{part}] and cannot be deleted",
+                )
             index = self.indices.get(part)
             if index is None:
                 raise _no_index(part)
             if index.data_stream and self.data_streams[index.data_stream]["indices"][-1] == part:
-                raise EsError(400, "illegal_argument_exception", f"index [{part}] is the write index for data "
-                              f"stream [{index.data_stream}] and cannot be deleted")
+                raise EsError(
+                    400,
+                    "illegal_argument_exception",
+                    f"index [{part}] is the write index for data stream [{index.data_stream}] and cannot be deleted",
+                )
             del self.indices[part]
             if index.data_stream:
                 self.data_streams[index.data_stream]["indices"].remove(part)
@@ -955,19 +1229,31 @@ class EsState:
         found = self.template_for(target)
         allow = found[1].get("allow_auto_create") if found else None
         if allow is False:
-            raise EsError(404, "index_not_found_exception", f"no such index [{target}] and composable template "
-                          f"{_java_str(found[1]['index_patterns'])} forbids index auto creation")
+            raise EsError(
+                404,
+                "index_not_found_exception",
+                f"no such index [{target}] and composable template "
+                f"{_java_str(found[1]['index_patterns'])} forbids index auto creation",
+            )
         if allow is None and not self.p.auto_create_index:
-            raise EsError(404, "index_not_found_exception",
-                          f"no such index [{target}] and [action.auto_create_index] is [false]")
+            raise EsError(
+                404, "index_not_found_exception", f"no such index [{target}] and [action.auto_create_index] is [false]"
+            )
         if found is not None and "data_stream" in found[1]:
             self.create_data_stream(target)
         else:
             self.create_index(target, {}, found[1] if found else None)
 
     # --- writes ---------------------------------------------------------------------------------------
-    def write(self, op: str, target: str, doc_id: str | None, source: dict[str, Any] | None,
-              if_seq_no: int | None = None, if_primary_term: int | None = None) -> dict[str, Any]:
+    def write(
+        self,
+        op: str,
+        target: str,
+        doc_id: str | None,
+        source: dict[str, Any] | None,
+        if_seq_no: int | None = None,
+        if_primary_term: int | None = None,
+    ) -> dict[str, Any]:
         """One document operation, as a bulk item result (raises :class:`EsError` for an item error).
 
         An error raised once the document reached its concrete index (a shard-level failure: parsing, mapping,
@@ -976,20 +1262,29 @@ class EsState:
         coordinating-level refusals keep the name the request used."""
         if target in self.data_streams:
             if op != "create":  # R §2: "Data streams support only the create action"
-                raise EsError(400, "illegal_argument_exception",
-                              "only write ops with an op_type of create are allowed in data streams")
+                raise EsError(
+                    400,
+                    "illegal_argument_exception",
+                    "only write ops with an op_type of create are allowed in data streams",
+                )
             index = self.indices[self.data_streams[target]["indices"][-1]]
         elif target in self.indices:
             index = self.indices[target]
             if index.data_stream and op == "create":  # TransportBulkAction.prohibitAppendWritesInBackingIndices
-                raise EsError(400, "illegal_argument_exception",
-                              "index request with op_type=create targeting backing indices is disallowed, target "
-                              f"corresponding data stream [{index.data_stream}] instead")
+                raise EsError(
+                    400,
+                    "illegal_argument_exception",
+                    "index request with op_type=create targeting backing indices is disallowed, target "
+                    f"corresponding data stream [{index.data_stream}] instead",
+                )
             if index.data_stream and op == "index" and if_seq_no is None:
-                raise EsError(400, "illegal_argument_exception",
-                              "index request with op_type=index and no if_primary_term and if_seq_no set targeting "
-                              f"backing indices is disallowed, target corresponding data stream [{index.data_stream}]"
-                              " instead")
+                raise EsError(
+                    400,
+                    "illegal_argument_exception",
+                    "index request with op_type=index and no if_primary_term and if_seq_no set targeting "
+                    f"backing indices is disallowed, target corresponding data stream [{index.data_stream}]"
+                    " instead",
+                )
         elif op == "delete":
             raise _no_index(target)
         else:
@@ -1016,25 +1311,41 @@ class EsState:
             raise exc
         fs = self.failure_index(ds_name)
         now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-        failure = {"@timestamp": now, "document": {"id": doc_id, "index": ds_name, "source": source},
-                   "error": {"type": exc.type, "message": exc.reason, "stack_trace": ""}}
+        failure = {
+            "@timestamp": now,
+            "document": {"id": doc_id, "index": ds_name, "source": source},
+            "error": {"type": exc.type, "message": exc.reason, "stack_trace": ""},
+        }
         item = self._write_in(fs, "create", None, failure, None, None)
         return {**item, "failure_store": "used"}
 
-    def _write_in(self, index: Index, op: str, doc_id: str | None, source: dict[str, Any] | None,
-                  if_seq_no: int | None, if_primary_term: int | None) -> dict[str, Any]:
+    def _write_in(
+        self,
+        index: Index,
+        op: str,
+        doc_id: str | None,
+        source: dict[str, Any] | None,
+        if_seq_no: int | None,
+        if_primary_term: int | None,
+    ) -> dict[str, Any]:
         doc_id = doc_id or base64.urlsafe_b64encode(next(self.ids).to_bytes(8, "big")).decode().rstrip("=")
         cur = index.docs.get(doc_id)
         if if_seq_no is not None:
             if cur is None:
-                raise EsError(409, "version_conflict_engine_exception",
-                              f"[{doc_id}]: version conflict, required seqNo [{if_seq_no}], primary term "
-                              f"[{if_primary_term}]. but no document was found")
+                raise EsError(
+                    409,
+                    "version_conflict_engine_exception",
+                    f"[{doc_id}]: version conflict, required seqNo [{if_seq_no}], primary term "
+                    f"[{if_primary_term}]. but no document was found",
+                )
             if (cur.seq_no, cur.primary_term) != (if_seq_no, if_primary_term):
-                raise EsError(409, "version_conflict_engine_exception",
-                              f"[{doc_id}]: version conflict, required seqNo [{if_seq_no}], primary term "
-                              f"[{if_primary_term}]. current document has seqNo [{cur.seq_no}] and primary "
-                              f"term [{cur.primary_term}]")
+                raise EsError(
+                    409,
+                    "version_conflict_engine_exception",
+                    f"[{doc_id}]: version conflict, required seqNo [{if_seq_no}], primary term "
+                    f"[{if_primary_term}]. current document has seqNo [{cur.seq_no}] and primary "
+                    f"term [{cur.primary_term}]",
+                )
         item = {"_index": index.name, "_id": doc_id}
         if op == "delete":
             if cur is None:
@@ -1043,8 +1354,11 @@ class EsState:
             del index.docs[doc_id]
             return {**item, "result": "deleted", "status": 200, "_seq_no": index.seq, "_primary_term": 1}
         if op == "create" and cur is not None:
-            raise EsError(409, "version_conflict_engine_exception",
-                          f"[{doc_id}]: version conflict, document already exists (current version [{cur.version}])")
+            raise EsError(
+                409,
+                "version_conflict_engine_exception",
+                f"[{doc_id}]: version conflict, document already exists (current version [{cur.version}])",
+            )
         assert source is not None
         if index.data_stream and not index.failure_store and "@timestamp" not in source:
             raise EsError(400, "illegal_argument_exception", "data stream timestamp field [@timestamp] is missing")
@@ -1052,9 +1366,15 @@ class EsState:
         index.seq += 1
         version = cur.version + 1 if cur else 1
         index.docs[doc_id] = Doc(json.loads(json.dumps(source)), index.seq, 1, version)
-        return {**item, "_version": version, "result": "updated" if cur else "created", "_seq_no": index.seq,
-                "_primary_term": 1, "status": 200 if cur else 201,
-                "_shards": {"total": 1, "successful": 1, "failed": 0}}
+        return {
+            **item,
+            "_version": version,
+            "result": "updated" if cur else "created",
+            "_seq_no": index.seq,
+            "_primary_term": 1,
+            "status": 200 if cur else 201,
+            "_shards": {"total": 1, "successful": 1, "failed": 0},
+        }
 
     # --- mappings ---------------------------------------------------------------------------------------
     def put_mapping(self, expr: str, body: dict[str, Any], write_index_only: bool = False) -> None:
@@ -1064,8 +1384,9 @@ class EsState:
         parse_mappings(body)
         targets = self.resolve(expr)
         if write_index_only:
-            targets = [i for i in targets if not i.data_stream
-                       or self.data_streams[i.data_stream]["indices"][-1] == i.name]
+            targets = [
+                i for i in targets if not i.data_stream or self.data_streams[i.data_stream]["indices"][-1] == i.name
+            ]
         merged = {}
         for index in targets:
             copy = json.loads(json.dumps(index.mappings))
@@ -1088,8 +1409,13 @@ class EsState:
                 source = index.source_of(doc)
                 if not _matches(query, doc_id, source):
                     continue
-                hit: dict[str, Any] = {"_index": index.name, "_id": doc_id, "_score": 1.0,
-                                       "_source": _filter_source(source, src_filter), "_doc": position}
+                hit: dict[str, Any] = {
+                    "_index": index.name,
+                    "_id": doc_id,
+                    "_score": 1.0,
+                    "_source": _filter_source(source, src_filter),
+                    "_doc": position,
+                }
                 if want_seq:
                     hit.update(_seq_no=doc.seq_no, _primary_term=doc.primary_term)
                 hits.append(hit)
@@ -1131,7 +1457,7 @@ def _sort_keys(sort: Any) -> list[tuple[str, str]]:
             name, _, order = entry.partition(":")
             keys.append((name, order or "asc"))
         else:
-            (name, spec), = entry.items()
+            ((name, spec),) = entry.items()
             keys.append((name, spec.get("order", "asc") if isinstance(spec, dict) else spec))
     return keys
 
@@ -1146,23 +1472,25 @@ def _sort_value(hit: dict[str, Any], key: str) -> tuple[bool, Any]:
 
 
 def _matches(query: dict[str, Any], doc_id: str, source: dict[str, Any]) -> bool:
-    (kind, arg), = query.items()
+    ((kind, arg),) = query.items()
     if kind == "match_all":
         return True
     if kind == "ids":
         return doc_id in arg["values"]
     if kind in ("term", "terms"):
-        (fname, value), = arg.items()
+        ((fname, value),) = arg.items()
         values = value if kind == "terms" else [value["value"] if isinstance(value, dict) else value]
         actual = doc_id if fname == "_id" else _get(source, fname)
         return actual in values
     if kind == "bool":
+
         def listed(key: str) -> list[dict[str, Any]]:
             value = arg.get(key) or []
             return value if isinstance(value, list) else [value]
 
         return all(_matches(c, doc_id, source) for c in listed("must") + listed("filter")) and not any(
-            _matches(c, doc_id, source) for c in listed("must_not"))
+            _matches(c, doc_id, source) for c in listed("must_not")
+        )
     raise EsError(400, "parsing_exception", f"unknown query [{kind}] (not modelled by the test server)")
 
 
@@ -1205,8 +1533,11 @@ def _dynamic_mapping(value: Any, templates: list[dict[str, Any]] = ()) -> dict[s
         return {"type": "long"}
     if isinstance(value, float):
         return {"type": "float"}
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?|"
-                    r"\d{4}/\d{2}/\d{2}( \d{2}:\d{2}:\d{2})?( [+-]\d{4})?", str(value)):
+    if re.fullmatch(
+        r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?|"
+        r"\d{4}/\d{2}/\d{2}( \d{2}:\d{2}:\d{2})?( [+-]\d{4})?",
+        str(value),
+    ):
         return {"type": "date"}
     for entry in templates:  # dynamic_templates, only match_mapping_type "string" modelled
         (spec,) = entry.values()
@@ -1217,15 +1548,19 @@ def _dynamic_mapping(value: Any, templates: list[dict[str, Any]] = ()) -> dict[s
 
 def _check(mappings: dict[str, Any], source: dict[str, Any], doc_id: str) -> None:
     """Enforce mapped types and ``dynamic: strict`` like Elasticsearch's document parser."""
+
     def walk(props: dict[str, Any], dynamic: Any, obj: dict[str, Any], prefix: str) -> None:
         for key, value in obj.items():
             path = prefix + key
             m = props.get(key)
             if m is None:
                 if str(dynamic).lower() == "strict":
-                    raise EsError(400, "strict_dynamic_mapping_exception",
-                                  f"[1:2] mapping set to strict, dynamic introduction of [{key}] within "
-                                  f"[{prefix[:-1] or '_doc'}] is not allowed")
+                    raise EsError(
+                        400,
+                        "strict_dynamic_mapping_exception",
+                        f"[1:2] mapping set to strict, dynamic introduction of [{key}] within "
+                        f"[{prefix[:-1] or '_doc'}] is not allowed",
+                    )
                 if str(dynamic).lower() == "true":
                     inferred = _dynamic_mapping(value, mappings.get("dynamic_templates") or [])
                     if inferred is None:
@@ -1237,13 +1572,17 @@ def _check(mappings: dict[str, Any], source: dict[str, Any], doc_id: str) -> Non
                 if value is None:
                     continue
                 if not isinstance(value, dict):
-                    raise EsError(400, "document_parsing_exception",
-                                  f"[1:2] object mapping for [{path}] tried to parse field [{key}] as object, "
-                                  "but found a concrete value")
+                    raise EsError(
+                        400,
+                        "document_parsing_exception",
+                        f"[1:2] object mapping for [{path}] tried to parse field [{key}] as object, "
+                        "but found a concrete value",
+                    )
                 walk(m.setdefault("properties", {}), m.get("dynamic", dynamic), value, path + ".")
             else:
                 for v in value if isinstance(value, list) else [value]:
                     _check_leaf(m, v, path, doc_id)
+
     walk(mappings.setdefault("properties", {}), mappings.get("dynamic", True), source, "")
 
 
@@ -1258,25 +1597,35 @@ def _check_leaf(m: dict[str, Any], value: Any, path: str, doc_id: str) -> None:
             ok = re.fullmatch(r"-?\d+(\.\d+)?([eE][-+]?\d+)?", value.strip()) is not None
     elif kind == "date":
         ok = (isinstance(value, int | float) and not isinstance(value, bool)) or (
-            isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}", value) is not None)
+            isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}", value) is not None
+        )
     elif kind == "boolean":
         ok = value in (True, False, "true", "false", "")
     elif kind == "constant_keyword":
         if "value" not in m:
             m["value"] = value
         elif m["value"] != value:
-            raise EsError(400, "document_parsing_exception",
-                          f"[1:2] failed to parse field [{path}] of type [constant_keyword] in document with id "
-                          f"'{doc_id}'. Preview of field's value: '{value}'",
-                          {"type": "illegal_argument_exception", "reason": f"[constant_keyword] field [{path}] only "
-                           f"accepts values that are equal to the value defined in the mappings [{m['value']}], "
-                           f"but got [{value}]"})
+            raise EsError(
+                400,
+                "document_parsing_exception",
+                f"[1:2] failed to parse field [{path}] of type [constant_keyword] in document with id "
+                f"'{doc_id}'. Preview of field's value: '{value}'",
+                {
+                    "type": "illegal_argument_exception",
+                    "reason": f"[constant_keyword] field [{path}] only "
+                    f"accepts values that are equal to the value defined in the mappings [{m['value']}], "
+                    f"but got [{value}]",
+                },
+            )
     elif kind in ("keyword", "text", "match_only_text", "wildcard"):
         ok = not isinstance(value, dict)
     if not ok:
-        raise EsError(400, "document_parsing_exception",
-                      f"[1:2] failed to parse field [{path}] of type [{kind}] in document with id '{doc_id}'. "
-                      f"Preview of field's value: '{value}'")
+        raise EsError(
+            400,
+            "document_parsing_exception",
+            f"[1:2] failed to parse field [{path}] of type [{kind}] in document with id '{doc_id}'. "
+            f"Preview of field's value: '{value}'",
+        )
 
 
 class EsServer:
@@ -1299,14 +1648,29 @@ class EsServer:
         auto_create_index: ``action.auto_create_index`` (writing to a missing index creates it).
     """
 
-    def __init__(self, version: str = "9.1.0", *, api_key: str | None = None,
-                 basic: tuple[str, str] | None = None, builtin_templates: bool = True, ilm: bool = True,
-                 security: bool = True, logsdb: bool | None = None, failure_store: bool | str | None = None,
-                 auto_create_index: bool = True) -> None:
+    def __init__(
+        self,
+        version: str = "9.1.0",
+        *,
+        api_key: str | None = None,
+        basic: tuple[str, str] | None = None,
+        builtin_templates: bool = True,
+        ilm: bool = True,
+        security: bool = True,
+        logsdb: bool | None = None,
+        failure_store: bool | str | None = None,
+        auto_create_index: bool = True,
+    ) -> None:
         if not security and (api_key is not None or basic is not None):
             raise ValueError("security=False: Elasticsearch does not authenticate, so api_key/basic make no sense")
-        self.personality = Personality.of(version, ilm=ilm, security=security, logsdb=logsdb,
-                                          failure_store=failure_store, auto_create_index=auto_create_index)
+        self.personality = Personality.of(
+            version,
+            ilm=ilm,
+            security=security,
+            logsdb=logsdb,
+            failure_store=failure_store,
+            auto_create_index=auto_create_index,
+        )
         self.state = EsState(self.personality, builtin_templates)
         self.api_key, self.basic = api_key, basic
         self.requests: list[Recorded] = []
@@ -1355,8 +1719,13 @@ class EsServer:
         """The next ``n`` bulk items get an item-level ``status`` (``es_rejected_execution_exception``)."""
         self._reject.append((n, status))
 
-    def fail_item(self, doc_id: str, reason: str = "injected failure", type_: str = "illegal_argument_exception",
-                  status: int = 400) -> None:
+    def fail_item(
+        self,
+        doc_id: str,
+        reason: str = "injected failure",
+        type_: str = "illegal_argument_exception",
+        status: int = 400,
+    ) -> None:
         """Every bulk item for ``doc_id`` fails with this error until :meth:`heal`."""
         self._fail_ids[doc_id] = EsError(status, type_, reason)
 
@@ -1391,8 +1760,11 @@ class EsServer:
             self._reject[0] = (n - 1, status)
             if n - 1 <= 0:
                 self._reject.pop(0)
-            return EsError(status, "es_rejected_execution_exception",
-                           "rejected execution of coordinating operation [injected by the test server]")
+            return EsError(
+                status,
+                "es_rejected_execution_exception",
+                "rejected execution of coordinating operation [injected by the test server]",
+            )
         return None
 
 
@@ -1430,8 +1802,10 @@ class _Handler(BaseHTTPRequestHandler):
         out = b"" if self.command == "HEAD" else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("X-Elastic-Product", "Elasticsearch")
-        self.send_header("Content-Type", f"application/vnd.elasticsearch+json;compatible-with={compat.group(1)}"
-                         if compat else "application/json")
+        self.send_header(
+            "Content-Type",
+            f"application/vnd.elasticsearch+json;compatible-with={compat.group(1)}" if compat else "application/json",
+        )
         self.send_header("Content-Length", str(len(out) if self.command != "HEAD" else len(json.dumps(body))))
         self.end_headers()
         self.wfile.write(out)
@@ -1447,28 +1821,36 @@ class _Handler(BaseHTTPRequestHandler):
             return int(m.group(1)) if m else None
 
         def fail(reason: str) -> EsError:
-            return EsError(400, "media_type_header_exception", "Invalid media-type value on headers [Accept, "
-                           "Content-Type]", {"type": "status_exception", "reason": reason})
+            return EsError(
+                400,
+                "media_type_header_exception",
+                "Invalid media-type value on headers [Accept, Content-Type]",
+                {"type": "status_exception", "reason": reason},
+            )
 
         a, c = version(accept), version(ctype)
         av, cv = (major if a is None else a), (major if c is None else c)
         if not major - 1 <= av <= major:
-            raise fail(f"Accept version must be either version {major} or {major - 1}, but found {av}. "
-                       f"Accept={accept}")
+            raise fail(f"Accept version must be either version {major} or {major - 1}, but found {av}. Accept={accept}")
         if has_body:
             if not major - 1 <= cv <= major:
-                raise fail(f"Content-Type version must be either version {major} or {major - 1}, but found {cv}. "
-                           f"Content-Type={ctype}")
+                raise fail(
+                    f"Content-Type version must be either version {major} or {major - 1}, but found {cv}. "
+                    f"Content-Type={ctype}"
+                )
             if av != cv or (a is None) != (c is None):
-                raise fail("A compatible version is required on both Content-Type and Accept headers if either "
-                           f"one has requested a compatible version. Accept={accept}, Content-Type={ctype}")
+                raise fail(
+                    "A compatible version is required on both Content-Type and Accept headers if either "
+                    f"one has requested a compatible version. Accept={accept}, Content-Type={ctype}"
+                )
 
     def _check_auth(self, header: str) -> None:
         es = self.es
         if not es.personality.security or (es.api_key is None and es.basic is None):
             return
         ok = (es.api_key is not None and header == f"ApiKey {es.api_key}") or (
-            es.basic is not None and header == "Basic " + base64.b64encode(":".join(es.basic).encode()).decode())
+            es.basic is not None and header == "Basic " + base64.b64encode(":".join(es.basic).encode()).decode()
+        )
         if not ok:
             raise EsError(401, "security_exception", f"unable to authenticate user for REST request [{self.path}]")
 
@@ -1481,8 +1863,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw) if raw and parts[-1:] != ["_bulk"] else {}
         m, n = self.command, len(parts)
         if n == 0:
-            return 200, {"name": "test", "cluster_name": "es-test-server", "tagline": "You Know, for Search",
-                         "version": {"number": st.version, "build_flavor": "default"}}
+            return 200, {
+                "name": "test",
+                "cluster_name": "es-test-server",
+                "tagline": "You Know, for Search",
+                "version": {"number": st.version, "build_flavor": "default"},
+            }
         head = parts[0]
         if (head == "_ilm" and not p.ilm) or (head == "_security" and not p.security):
             raise _no_handler(self.path, m)
@@ -1493,8 +1879,9 @@ class _Handler(BaseHTTPRequestHandler):
                 st.put_component_template(parts[1], body)
                 return 200, {"acknowledged": True}
             if parts[1] not in st.component_templates:
-                raise EsError(404, "resource_not_found_exception",
-                              f"component template matching [{parts[1]}] not found")
+                raise EsError(
+                    404, "resource_not_found_exception", f"component template matching [{parts[1]}] not found"
+                )
             body = st.component_templates[parts[1]]
             return 200, {"component_templates": [{"name": parts[1], "component_template": body}]}
         if head == "_index_template" and n == 2:
@@ -1571,20 +1958,32 @@ class _Handler(BaseHTTPRequestHandler):
             st.delete_index(target)
             return 200, {"acknowledged": True}
         indices = st.resolve(target)
-        return 200, {i.name: {"aliases": {}, "mappings": i.mappings, "settings": _nest_settings(i.settings)}
-                     for i in indices}
+        return 200, {
+            i.name: {"aliases": {}, "mappings": i.mappings, "settings": _nest_settings(i.settings)} for i in indices
+        }
 
     def _doc(self, target: str, op: str, doc_id: str | None, body: Any, params: dict[str, str]) -> tuple[int, Any]:
         st = self.es.state
         if self.command in ("GET", "HEAD"):
             found = self._get_doc(target, doc_id or "")
             return (200 if found["found"] else 404), found
-        kind = "delete" if self.command == "DELETE" else "create" if op == "_create" or params.get(
-            "op_type") == "create" else "index"
+        kind = (
+            "delete"
+            if self.command == "DELETE"
+            else "create"
+            if op == "_create" or params.get("op_type") == "create"
+            else "index"
+        )
         seq = params.get("if_seq_no")
         try:
-            item = st.write(kind, target, doc_id, body, int(seq) if seq is not None else None,
-                            int(params["if_primary_term"]) if "if_primary_term" in params else None)
+            item = st.write(
+                kind,
+                target,
+                doc_id,
+                body,
+                int(seq) if seq is not None else None,
+                int(params["if_primary_term"]) if "if_primary_term" in params else None,
+            )
         except EsError as exc:
             if exc.failure_store:  # single-document API: inside "error" (ExceptionWithFailureStoreStatus)
                 exc.extra["failure_store"] = exc.failure_store
@@ -1600,8 +1999,15 @@ class _Handler(BaseHTTPRequestHandler):
         doc = idx.docs.get(doc_id)
         if doc is None:
             return {"_index": index, "_id": doc_id, "found": False}
-        return {"_index": index, "_id": doc_id, "_version": doc.version, "_seq_no": doc.seq_no,
-                "_primary_term": doc.primary_term, "found": True, "_source": idx.source_of(doc)}
+        return {
+            "_index": index,
+            "_id": doc_id,
+            "_version": doc.version,
+            "_seq_no": doc.seq_no,
+            "_primary_term": doc.primary_term,
+            "found": True,
+            "_source": idx.source_of(doc),
+        }
 
     def _bulk(self, raw: bytes, params: dict[str, str]) -> dict[str, Any]:
         es, st = self.es, self.es.state
@@ -1610,15 +2016,16 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [json.loads(line) for line in raw.splitlines() if line.strip()]
         items, touched = [], set()
         while lines:
-            (op, meta), = lines.pop(0).items()
+            ((op, meta),) = lines.pop(0).items()
             source = None if op == "delete" else lines.pop(0)
             doc_id = meta.get("_id")
             try:
                 fault = es.take_item_fault(doc_id)
                 if fault:
                     raise fault
-                result = st.write(op, meta["_index"], doc_id, source, meta.get("if_seq_no"),
-                                  meta.get("if_primary_term"))
+                result = st.write(
+                    op, meta["_index"], doc_id, source, meta.get("if_seq_no"), meta.get("if_primary_term")
+                )
                 touched.add(result["_index"])
             except EsError as exc:
                 # BulkItemResponse.toXContent: _index (the concrete index for shard-level failures), _id, status,
@@ -1643,14 +2050,16 @@ class _Handler(BaseHTTPRequestHandler):
         scroll = "scroll" in params
         _check_window(indices, from_, size, scroll)
         if body.get("search_after") is not None and from_ > 0:  # SearchService.parseSource
-            raise EsError(400, "illegal_argument_exception",
-                          "[from] parameter must be set to 0 when [search_after] is used")
+            raise EsError(
+                400, "illegal_argument_exception", "[from] parameter must be set to 0 when [search_after] is used"
+            )
         hits = st.search(indices, body, params)
-        resp: dict[str, Any] = {"took": 1, "timed_out": False,
-                                "_shards": {"total": len(indices), "successful": len(indices), "skipped": 0,
-                                            "failed": 0},
-                                "hits": {"total": _total(len(hits), body, params), "max_score": None,
-                                         "hits": hits[from_:from_ + size]}}
+        resp: dict[str, Any] = {
+            "took": 1,
+            "timed_out": False,
+            "_shards": {"total": len(indices), "successful": len(indices), "skipped": 0, "failed": 0},
+            "hits": {"total": _total(len(hits), body, params), "max_score": None, "hits": hits[from_ : from_ + size]},
+        }
         if resp["hits"]["total"] is None:
             del resp["hits"]["total"]
         if scroll:
@@ -1668,9 +2077,12 @@ class _Handler(BaseHTTPRequestHandler):
             return {"succeeded": True, "num_freed": freed}
         rest, size = st.scrolls[body["scroll_id"]]
         st.scrolls[body["scroll_id"]] = (rest[size:], size)
-        return {"_scroll_id": body["scroll_id"], "timed_out": False,
-                "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-                "hits": {"total": {"value": len(rest), "relation": "eq"}, "hits": rest[:size]}}
+        return {
+            "_scroll_id": body["scroll_id"],
+            "timed_out": False,
+            "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+            "hits": {"total": {"value": len(rest), "relation": "eq"}, "hits": rest[:size]},
+        }
 
     def _get_data_streams(self, expr: str) -> dict[str, Any]:
         """GET _data_stream (GetDataStreamAction.Response): the index mode, the ILM policy of the template, the
@@ -1684,19 +2096,29 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _no_index(name)
                 ds = st.data_streams[name]
                 entry: dict[str, Any] = {
-                    "name": name, "timestamp_field": {"name": "@timestamp"}, "generation": ds["generation"],
+                    "name": name,
+                    "timestamp_field": {"name": "@timestamp"},
+                    "generation": ds["generation"],
                     "indices": [{"index_name": i, "index_uuid": i} for i in ds["indices"]],
-                    "status": "GREEN", "template": ds["template"], "hidden": False, "system": False,
-                    "allow_custom_routing": False, "replicated": False, "index_mode": ds["index_mode"]}
+                    "status": "GREEN",
+                    "template": ds["template"],
+                    "hidden": False,
+                    "system": False,
+                    "allow_custom_routing": False,
+                    "replicated": False,
+                    "index_mode": ds["index_mode"],
+                }
                 policy = st.indices[ds["indices"][-1]].settings.get("index.lifecycle.name")
                 if policy:
                     entry["ilm_policy"] = policy
                 if ds["lifecycle"] is not None:
                     entry["lifecycle"] = {"enabled": True, **ds["lifecycle"]}
                 if p.failure_store:
-                    entry["failure_store"] = {"enabled": ds["failure_store"], "rollover_on_write": not ds[
-                        "failure_indices"], "indices": [{"index_name": i, "index_uuid": i}
-                                                        for i in ds["failure_indices"]]}
+                    entry["failure_store"] = {
+                        "enabled": ds["failure_store"],
+                        "rollover_on_write": not ds["failure_indices"],
+                        "indices": [{"index_name": i, "index_uuid": i} for i in ds["failure_indices"]],
+                    }
                 out.append(entry)
         return {"data_streams": out}
 
@@ -1716,8 +2138,14 @@ class _Handler(BaseHTTPRequestHandler):
             for name in names:
                 st.data_streams[name]["lifecycle"] = None
             return {"acknowledged": True}
-        return {"data_streams": [{"name": n, "lifecycle": {"enabled": True, **st.data_streams[n]["lifecycle"]}}
-                                 if st.data_streams[n]["lifecycle"] is not None else {"name": n} for n in names]}
+        return {
+            "data_streams": [
+                {"name": n, "lifecycle": {"enabled": True, **st.data_streams[n]["lifecycle"]}}
+                if st.data_streams[n]["lifecycle"] is not None
+                else {"name": n}
+                for n in names
+            ]
+        }
 
     def _options(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """PUT/GET _data_stream/<name>/_options (data stream options: the failure store, 8.19/9.1+)."""
@@ -1733,8 +2161,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _has_privileges(self, body: dict[str, Any]) -> dict[str, Any]:
         denied = self.es.denied_privileges
         cluster = {p: p not in denied for p in body.get("cluster", [])}
-        index = {n: {p: p not in denied for p in entry["privileges"]}
-                 for entry in body.get("index", []) for n in entry["names"]}
+        index = {
+            n: {p: p not in denied for p in entry["privileges"]}
+            for entry in body.get("index", [])
+            for n in entry["names"]
+        }
         ok = all(cluster.values()) and all(all(v.values()) for v in index.values())
         return {"username": "test", "has_all_requested": ok, "cluster": cluster, "index": index, "application": {}}
 
@@ -1773,14 +2204,26 @@ def _check_window(indices: list[Index], from_: int, size: int, scroll: bool) -> 
         return
     window = failing[0].max_result_window
     if scroll:
-        reason = (f"Batch size is too large, size must be less than or equal to: [{window}] but was [{size}]. "
-                  "Scroll batch sizes cost as much memory as result windows so they are controlled by the "
-                  "[index.max_result_window] index level setting.")
+        reason = (
+            f"Batch size is too large, size must be less than or equal to: [{window}] but was [{size}]. "
+            "Scroll batch sizes cost as much memory as result windows so they are controlled by the "
+            "[index.max_result_window] index level setting."
+        )
     else:
-        reason = (f"Result window is too large, from + size must be less than or equal to: [{window}] but was "
-                  f"[{from_ + size}]. See the scroll api for a more efficient way to request large data sets. "
-                  "This limit can be set by changing the [index.max_result_window] index level setting.")
+        reason = (
+            f"Result window is too large, from + size must be less than or equal to: [{window}] but was "
+            f"[{from_ + size}]. See the scroll api for a more efficient way to request large data sets. "
+            "This limit can be set by changing the [index.max_result_window] index level setting."
+        )
     cause = {"type": "illegal_argument_exception", "reason": reason}
-    raise EsError(400, "search_phase_execution_exception", "all shards failed", cause, extra={
-        "phase": "query", "grouped": True,
-        "failed_shards": [{"shard": 0, "index": failing[0].name, "node": "test", "reason": cause}]})
+    raise EsError(
+        400,
+        "search_phase_execution_exception",
+        "all shards failed",
+        cause,
+        extra={
+            "phase": "query",
+            "grouped": True,
+            "failed_shards": [{"shard": 0, "index": failing[0].name, "node": "test", "reason": cause}],
+        },
+    )

@@ -59,8 +59,9 @@ def test_backfill_then_status_and_report_with_the_key_in_no_output(simulator, tm
     _, url = simulator
     env = {"OPENAI_ADMIN_KEY": CANARY_KEY, "OPENAI_BASE_URL": url, "USAGE_COLLECTOR_RATE_LIMIT": "500"}
     sink = f"duckdb:{tmp_path}/u.duckdb"
-    out = invoke("--log-level", "DEBUG", "backfill", "--start", "2026-09-01", "--end", "2026-09-04",
-                 "--sink", sink, env=env)
+    out = invoke(
+        "--log-level", "DEBUG", "backfill", "--start", "2026-09-01", "--end", "2026-09-04", "--sink", sink, env=env
+    )
     assert out.exit_code == 0, out.output
     assert re.search(r"costs\s+1d\s+1\s+\d+", out.output)
     status = invoke("status", "--sink", sink, env=env)

@@ -94,8 +94,12 @@ def _http_date(ts: float) -> str:
     ids=["seconds", "http-date", "retry-after-ms-wins"],
 )
 def test_429_honours_retry_after_in_all_three_forms(httpx_mock: HTTPXMock, clock, headers_for_now, expected_sleep):
-    httpx_mock.add_response(url=URL, status_code=429, headers=headers_for_now(clock.now()),
-                            json={"error": {"message": "Rate limit reached"}})
+    httpx_mock.add_response(
+        url=URL,
+        status_code=429,
+        headers=headers_for_now(clock.now()),
+        json={"error": {"message": "Rate limit reached"}},
+    )
     httpx_mock.add_response(url=URL, json=page([]))
     stats = RequestStats()
     spec = STREAMS["completions"]
@@ -151,8 +155,11 @@ def test_retries_stop_after_max_attempts_with_a_clear_error(httpx_mock: HTTPXMoc
     ids=["401", "403", "400", "404"],
 )
 def test_client_errors_are_fatal_with_the_api_message(httpx_mock: HTTPXMock, clock, status, error, match):
-    httpx_mock.add_response(url=URL, status_code=status,
-                            json={"error": {"message": "limit must be <= 168", "type": "invalid_request_error"}})
+    httpx_mock.add_response(
+        url=URL,
+        status_code=status,
+        json={"error": {"message": "limit must be <= 168", "type": "invalid_request_error"}},
+    )
     with pytest.raises(error, match=match) as info:
         pages(make_client(clock), "completions")
     assert CANARY_KEY not in str(info.value)

@@ -96,8 +96,7 @@ def test_second_run_writes_nothing_and_a_revision_is_replaced(sink):
     clock = FakeClock(T0 + 10 * H + 20 * 60)
     values = {"embeddings": 5}
     api = ScriptedAPI(clock, lambda s, t: values[s] + (1 if t == T0 + 9 * H and values[s] > 5 else 0))
-    c = collect(sink, clock, api, streams=["embeddings"], initial_lookback="10h",
-                restatement={"embeddings": "10h"})
+    c = collect(sink, clock, api, streams=["embeddings"], initial_lookback="10h", restatement={"embeddings": "10h"})
     first = c.run_cycle().streams[0].stats
     assert first.created == 10
     again = c.run_cycle().streams[0].stats
@@ -112,8 +111,7 @@ def test_a_failing_stream_does_not_stop_the_others_and_is_recorded(sink):
     clock = FakeClock(T0 + 10 * H + 20 * 60)
     api = ScriptedAPI(clock, lambda s, t: 1)
     api.fail["images"] = 403
-    result = collect(sink, clock, api, streams=["images", "embeddings", "costs"],
-                     initial_lookback="2d").run_cycle()
+    result = collect(sink, clock, api, streams=["images", "embeddings", "costs"], initial_lookback="2d").run_cycle()
     assert [r.stream for r in result.failed] == ["images"]
     assert "Admin key" in result.failed[0].error
     assert stored(sink, "embeddings") and stored(sink, "costs")

@@ -23,8 +23,10 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path, monkeypatch):
 
 def test_config_file_from_environment_and_per_stream_tables(tmp_path, monkeypatch):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('streams = ["completions", "costs"]\n[bucket_width]\ncompletions = "1m"\n'
-                   '[restatement]\ncompletions = "2h"\ncosts = "1d"\n')
+    cfg.write_text(
+        'streams = ["completions", "costs"]\n[bucket_width]\ncompletions = "1m"\n'
+        '[restatement]\ncompletions = "2h"\ncosts = "1d"\n'
+    )
     monkeypatch.setenv("USAGE_COLLECTOR_CONFIG", str(cfg))
     s = load_settings()
     assert s.streams == ["completions", "costs"]
@@ -65,11 +67,13 @@ def test_secrets_are_not_in_repr(monkeypatch):
         ({"rate_limit": 0}, {}, "rate_limit (USAGE_COLLECTOR_RATE_LIMIT): must be > 0"),
         ({"streams": ["completion"]}, {}, "unknown stream 'completion'"),
         ({"bucket_width": {"costs": "1h"}}, {}, "costs supports only 1d"),
-        ({"finalization_grace": "soon"}, {},
-         "finalization_grace (USAGE_COLLECTOR_FINALIZATION_GRACE): 'soon' is not a duration"),
+        (
+            {"finalization_grace": "soon"},
+            {},
+            "finalization_grace (USAGE_COLLECTOR_FINALIZATION_GRACE): 'soon' is not a duration",
+        ),
         ({}, {"OPENAI_BASE_URL": "api.openai.com"}, "OPENAI_BASE_URL: must be an http"),
-        ({}, {"USAGE_COLLECTOR_CONCURRENCY": "0"},
-         "concurrency (USAGE_COLLECTOR_CONCURRENCY): must be >= 1"),
+        ({}, {"USAGE_COLLECTOR_CONCURRENCY": "0"}, "concurrency (USAGE_COLLECTOR_CONCURRENCY): must be >= 1"),
         ({"namespace": "Prod-1"}, {}, "namespace (USAGE_COLLECTOR_NAMESPACE): lowercase"),
     ],
     ids=["rate", "unknown-stream", "costs-width", "duration", "url", "env-int", "namespace"],

@@ -165,9 +165,7 @@ def test_no_secrets_no_remote_adds_no_latest() -> None:
 
 
 def test_every_copied_path_exists_and_passes_the_ignore_file() -> None:
-    patterns = [
-        line.strip() for line in IGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
-    ]
+    patterns = [line.strip() for line in IGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
     def ignored(path: str) -> bool:
         verdict = False
@@ -238,6 +236,9 @@ def test_the_build_lock_satisfies_the_build_system() -> None:
 def test_hadolint_finds_nothing() -> None:
     result = subprocess.run(
         ["hadolint", "--failure-threshold", "style", str(CONTAINERFILE)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr

@@ -13,9 +13,7 @@ DOC = ROOT / "docs" / "deployment.md"
 DEPLOY = ROOT / "deploy"
 
 
-@pytest.mark.parametrize(
-    "path", sorted(p.relative_to(DEPLOY) for p in DEPLOY.rglob("*") if p.is_file()), ids=str
-)
+@pytest.mark.parametrize("path", sorted(p.relative_to(DEPLOY) for p in DEPLOY.rglob("*") if p.is_file()), ids=str)
 def test_every_deployment_file_is_documented(path: Path) -> None:
     assert path.name in DOC.read_text(), f"docs/deployment.md does not mention {path}"
 

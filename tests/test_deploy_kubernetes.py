@@ -120,9 +120,12 @@ def test_kustomization_lists_every_manifest_except_the_documented_one_offs() -> 
     for name in NOT_IN_KUSTOMIZATION:
         assert re.search(rf"#\s+{re.escape(name)}\s+-", comments), f"say why {name} is not listed"
     [image] = kust["images"]
-    assert image["name"] == only("cronjob.yaml", "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"][
-        "containers"
-    ][0]["image"].split(":")[0]
+    assert (
+        image["name"]
+        == only("cronjob.yaml", "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
+            "image"
+        ].split(":")[0]
+    )
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
@@ -215,7 +218,7 @@ def mounted_file(pod: Doc, path: str) -> tuple[str, Doc]:
         if path.startswith(prefix):
             assert m.get("readOnly") is True, m
             volume = volumes[m["name"]]
-            rel = path[len(prefix):]
+            rel = path[len(prefix) :]
             for kind in ("secret", "configMap"):
                 if kind in volume:
                     items = {i["path"]: i["key"] for i in volume[kind].get("items", [])}
@@ -284,8 +287,12 @@ def test_backfill_job_runs_a_resumable_backfill_with_a_long_lease(config_toml: P
 
 def test_no_manifest_fails_validation_for_want_of_a_schema() -> None:
     kinds = {(d["apiVersion"], d["kind"]) for _, d in all_docs()}
-    assert kinds == {("batch/v1", "CronJob"), ("batch/v1", "Job"), ("v1", "ConfigMap"), ("v1", "Secret"),
-                     ("v1", "ServiceAccount")}
+    assert kinds == {
+        ("batch/v1", "CronJob"),
+        ("batch/v1", "Job"),
+        ("v1", "ConfigMap"),
+        ("v1", "Secret"),
+        ("v1", "ServiceAccount"),
+    }
     for api_version, kind in kinds:
         validator(api_version, kind)
-

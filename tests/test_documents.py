@@ -11,9 +11,19 @@ from usage_collector.catalogue import STREAMS
 from usage_collector.documents import Names, Target, shape
 
 TGT = Target("org-1", "Acme")
-ROW = {"object": "organization.usage.completions.result", "input_tokens": 100, "output_tokens": 20,
-       "num_model_requests": 3, "input_cached_tokens": 40, "project_id": "proj_a", "user_id": None,
-       "api_key_id": "key_a", "model": "gpt-4o-2024-08-06", "batch": False, "service_tier": "default"}
+ROW = {
+    "object": "organization.usage.completions.result",
+    "input_tokens": 100,
+    "output_tokens": 20,
+    "num_model_requests": 3,
+    "input_cached_tokens": 40,
+    "project_id": "proj_a",
+    "user_id": None,
+    "api_key_id": "key_a",
+    "model": "gpt-4o-2024-08-06",
+    "batch": False,
+    "service_tier": "default",
+}
 
 
 def _doc(row=ROW, width="1h", start=T0, group_by=None, target=TGT, stream="completions", names=None):
@@ -33,8 +43,13 @@ def test_document_is_ecs_shaped_and_compatible_with_elastic_field_names():
     assert base["usage_object_type"] == "organization.usage.completions.result"
     assert "user_id" not in base  # null dimensions are left out, not written as null
     own = src["openai"]["completions"]
-    assert own == {"input_tokens": 100, "output_tokens": 20, "input_cached_tokens": 40, "batch": False,
-                   "service_tier": "default"}
+    assert own == {
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "input_cached_tokens": 40,
+        "batch": False,
+        "service_tier": "default",
+    }
     assert src["gen_ai"]["usage"] == {"input_tokens": 100, "output_tokens": 20}
     assert src["gen_ai"]["request"]["model"] == "gpt-4o-2024-08-06"
     assert _doc().index == "metrics-openai.completions-default"
@@ -68,9 +83,15 @@ def test_id_is_stable_across_collector_versions():
 
 
 def test_costs_document_keeps_exact_amount_and_hash_ignores_json_type():
-    row = {"object": "organization.costs.result", "amount": {"value": Decimal("12.50"), "currency": "usd"},
-           "line_item": "gpt-4o-2024-08-06, input", "project_id": "proj_a", "api_key_id": None,
-           "quantity": Decimal("1000"), "quantity_unit": "tokens"}
+    row = {
+        "object": "organization.costs.result",
+        "amount": {"value": Decimal("12.50"), "currency": "usd"},
+        "line_item": "gpt-4o-2024-08-06, input",
+        "project_id": "proj_a",
+        "api_key_id": None,
+        "quantity": Decimal("1000"),
+        "quantity_unit": "tokens",
+    }
     doc = _doc(row, width="1d", stream="costs")
     costs = doc.source["openai"]["costs"]
     assert costs["amount"] == {"value": Decimal("12.50"), "currency": "usd"}

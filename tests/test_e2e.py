@@ -55,8 +55,9 @@ def test_backfill_of_every_stream_equals_the_truth_and_a_rerun_writes_nothing(or
 
 def test_faults_on_still_give_the_exact_truth(org, tmp_path):
     clock = FakeClock(org.end + 3 * 86400)
-    faults = FaultPlan(seed=5, rate_limit=0.08, server_error=0.06, truncated=0.04, non_json=0.03,
-                       retry_after_format="mixed")
+    faults = FaultPlan(
+        seed=5, rate_limit=0.08, server_error=0.06, truncated=0.04, non_json=0.03, retry_after_format="mixed"
+    )
     api = sim(org, clock, faults=faults)
     sink = make_sink("duckdb", tmp_path)
     with serve(api) as url:
@@ -75,8 +76,13 @@ def test_late_revisions_are_caught_by_the_restatement_window(org, tmp_path):
     api = sim(org, clock, revision_horizon=6 * 3600, costs_revision_horizon=86400)
     sink = make_sink("ndjson", tmp_path)
     with serve(api) as url:
-        settings = make_settings(openai_base_url=url, streams=streams, initial_lookback="8d",
-                                 finalization_grace="0s", restatement={"completions": "8h", "embeddings": "8h"})
+        settings = make_settings(
+            openai_base_url=url,
+            streams=streams,
+            initial_lookback="8d",
+            finalization_grace="0s",
+            restatement={"completions": "8h", "embeddings": "8h"},
+        )
         c = Collector(settings, sink, clock=clock)
         updated = 0
         while clock.now() < org.end + 3 * 86400:
@@ -94,8 +100,13 @@ def test_a_collector_that_never_rereads_would_undercount(org, tmp_path):
     api = sim(org, clock, revision_horizon=6 * 3600)
     sink = make_sink("ndjson", tmp_path)
     with serve(api) as url:
-        settings = make_settings(openai_base_url=url, streams=["completions"], initial_lookback="8d",
-                                 finalization_grace="0s", restatement={"completions": "0s"})
+        settings = make_settings(
+            openai_base_url=url,
+            streams=["completions"],
+            initial_lookback="8d",
+            finalization_grace="0s",
+            restatement={"completions": "0s"},
+        )
         c = Collector(settings, sink, clock=clock)
         while clock.now() < org.end + 86400:
             c.run_cycle()

@@ -24,8 +24,17 @@ SPEC = STREAMS["images"]
 
 
 def window(namespace: str, images: int = 3) -> list:
-    row = {"object": SPEC.object_type, "images": images, "num_model_requests": 1, "project_id": "p", "user_id": None,
-           "api_key_id": None, "model": "gpt-image-1", "size": "1024x1024", "source": "image.generation"}
+    row = {
+        "object": SPEC.object_type,
+        "images": images,
+        "num_model_requests": 1,
+        "project_id": "p",
+        "user_id": None,
+        "api_key_id": None,
+        "model": "gpt-image-1",
+        "size": "1024x1024",
+        "source": "image.generation",
+    }
     return [shape(SPEC, Target("org", namespace=namespace), "1h", T0, T0 + 3600, SPEC.group_by, row)]
 
 
@@ -46,13 +55,20 @@ def test_every_request_carries_headers_the_server_version_accepts(es, server_maj
     json_type = f"application/vnd.elasticsearch+json; compatible-with={major}"
     first, *rest = server.requests  # GET / goes out with 8, which 8.x and 9.x both accept
     assert (first.method, first.path, first.headers["accept"]) == (
-        "GET", "/", "application/vnd.elasticsearch+json; compatible-with=8")
+        "GET",
+        "/",
+        "application/vnd.elasticsearch+json; compatible-with=8",
+    )
     assert {r.headers["accept"] for r in rest} == {json_type}
     bulk = server.headers_of("/_bulk")
     assert bulk and {h["content-type"] for h in bulk} == {
-        f"application/vnd.elasticsearch+x-ndjson; compatible-with={major}"}
-    with_body = [r.headers for r in server.requests if int(r.headers.get("content-length", 0))
-                 and not r.path.startswith("/_bulk")]
+        f"application/vnd.elasticsearch+x-ndjson; compatible-with={major}"
+    }
+    with_body = [
+        r.headers
+        for r in server.requests
+        if int(r.headers.get("content-length", 0)) and not r.path.startswith("/_bulk")
+    ]
     assert with_body and {h["content-type"] for h in with_body} == {json_type}
 
 

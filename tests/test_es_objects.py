@@ -21,17 +21,22 @@ FIELDS_MD = Path(__file__).resolve().parent.parent / "docs" / "fields.md"
 
 def writes(es: EsTarget) -> list[str]:
     assert es.server is not None
-    return [f"{r.method} {r.path}" for r in es.server.requests if r.method in ("PUT", "POST", "DELETE")
-            and "_search" not in r.path and "_has_privileges" not in r.path]
+    return [
+        f"{r.method} {r.path}"
+        for r in es.server.requests
+        if r.method in ("PUT", "POST", "DELETE") and "_search" not in r.path and "_has_privileges" not in r.path
+    ]
 
 
 def test_setup_twice_the_second_run_changes_nothing(es):
     lines: list[str] = []
     first = setup(es.settings(), out=lines.append)
     assert first.server_version
-    assert {a.kind for a in first.changed} >= ({"data stream"} if es.server is None else
-                                               {"ILM policy", "component template", "index template", "index",
-                                                "data stream"})
+    assert {a.kind for a in first.changed} >= (
+        {"data stream"}
+        if es.server is None
+        else {"ILM policy", "component template", "index template", "index", "data stream"}
+    )
     lines.clear()
     second = setup(es.settings(), out=lines.append)
     assert second.changed == []
@@ -95,7 +100,11 @@ def test_same_priority_as_an_installed_fleet_integration_is_refused_loudly(es):
     """With data_stream_type=logs our patterns overlap Elastic's openai integration (priority 200)."""
     server = es.require_server()
     server.state.index_templates["logs-openai.completions"] = {
-        "index_patterns": ["logs-openai.completions-*"], "priority": 200, "data_stream": {}, "composed_of": []}
+        "index_patterns": ["logs-openai.completions-*"],
+        "priority": 200,
+        "data_stream": {},
+        "composed_of": [],
+    }
     with pytest.raises(SinkError, match=r"index template usage-collector-logs-openai\.completions.*same priority"):
         setup(es.settings(data_stream_type="logs"), out=lambda _: None)
 
@@ -137,7 +146,8 @@ def test_every_field_a_document_can_carry_is_mapped(stream):
 def test_docs_fields_md_is_in_sync_with_the_templates():
     assert FIELDS_MD.read_text() == objects.render_fields_md(), (
         "docs/fields.md is stale: python -c 'from usage_collector.elastic.objects import render_fields_md as r; "
-        "open(\"docs/fields.md\", \"w\").write(r())'")
+        'open("docs/fields.md", "w").write(r())\''
+    )
 
 
 def test_docs_show_the_roles_that_setup_and_run_need():

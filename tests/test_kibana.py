@@ -35,8 +35,14 @@ KEYWORDISH = {"keyword", "constant_keyword", "boolean"}
 AGGREGATABLE = NUMERIC | KEYWORDISH | {"date", "ip"}
 #: What each Lens operation can aggregate.
 OPERATION_TYPES = {
-    "sum": NUMERIC, "average": NUMERIC, "min": NUMERIC | {"date"}, "max": NUMERIC | {"date"},
-    "median": NUMERIC, "unique_count": AGGREGATABLE, "last_value": AGGREGATABLE, "terms": KEYWORDISH,
+    "sum": NUMERIC,
+    "average": NUMERIC,
+    "min": NUMERIC | {"date"},
+    "max": NUMERIC | {"date"},
+    "median": NUMERIC,
+    "unique_count": AGGREGATABLE,
+    "last_value": AGGREGATABLE,
+    "terms": KEYWORDISH,
     "date_histogram": {"date"},
 }
 REFERENCE_OPS = {"formula", "math", "cumulative_sum"}
@@ -114,7 +120,8 @@ def field_uses(objects: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]
 # --- the committed files -------------------------------------------------------------------------------
 def test_committed_ndjson_is_what_the_definitions_compile_to():
     assert kibana.NDJSON_PATH.read_text() == kibana.render_ndjson(), (
-        "kibana/usage-collector.ndjson is stale: run python -m usage_collector.elastic.kibana.docs")
+        "kibana/usage-collector.ndjson is stale: run python -m usage_collector.elastic.kibana.docs"
+    )
 
 
 def test_regenerating_twice_gives_identical_output():
@@ -123,7 +130,8 @@ def test_regenerating_twice_gives_identical_output():
 
 def test_docs_list_every_dashboard_and_are_in_sync():
     assert DOCS.read_text() == render_docs(), (
-        "docs/dashboards.md is stale: run python -m usage_collector.elastic.kibana.docs")
+        "docs/dashboards.md is stale: run python -m usage_collector.elastic.kibana.docs"
+    )
     text = DOCS.read_text()
     for d in kibana.DASHBOARDS:
         assert d.title in text
@@ -212,8 +220,12 @@ def test_lens_panels_are_internally_consistent(objects):
     for d, p in lens_panels(objects):
         attrs = p["embeddableConfig"]["attributes"]
         where = f"{d['id']} {p.get('title')!r}"
-        assert attrs["type"] == "lens" and attrs["visualizationType"] in ("lnsXY", "lnsMetric", "lnsPie",
-                                                                         "lnsDatatable")
+        assert attrs["type"] == "lens" and attrs["visualizationType"] in (
+            "lnsXY",
+            "lnsMetric",
+            "lnsPie",
+            "lnsDatatable",
+        )
         layers = attrs["state"]["datasourceStates"]["formBased"]["layers"]
         ref_names = {r["name"] for r in attrs["references"]}
         all_columns: dict[str, dict[str, Any]] = {}
@@ -279,9 +291,14 @@ def test_field_checks_catch_a_missing_or_mistyped_field(objects):
     broken = json.loads(json.dumps(objects))
     d = next(o for o in broken if o["id"] == "usage-collector-costs")
     ps = panels(d)
-    col = next(c for p in ps if p["type"] == "lens"
-               for la in p["embeddableConfig"]["attributes"]["state"]["datasourceStates"]["formBased"]["layers"]
-               .values() for c in la["columns"].values() if c.get("sourceField") == "openai.costs.amount.value")
+    col = next(
+        c
+        for p in ps
+        if p["type"] == "lens"
+        for la in p["embeddableConfig"]["attributes"]["state"]["datasourceStates"]["formBased"]["layers"].values()
+        for c in la["columns"].values()
+        if c.get("sourceField") == "openai.costs.amount.value"
+    )
     col["sourceField"] = "openai.costs.line_item"  # sum over a keyword
     d["attributes"]["panelsJSON"] = json.dumps(ps)
     settings = kibana.default_settings()
@@ -311,12 +328,22 @@ def test_share_of_org_panels_ignore_the_project_control(objects):
 def test_usage_overview_covers_elastics_panels_and_ours(objects):
     d = next(o for o in objects if o["id"] == "usage-collector-usage-overview")
     text = d["attributes"]["panelsJSON"]
-    for fld in ("openai.base.num_model_requests", "openai.base.model", "openai.images.size",
-                "openai.images.images", "openai.audio_transcriptions.seconds", "openai.audio_speeches.characters",
-                "openai.completions.input_cached_tokens", "openai.completions.batch",
-                "openai.vector_stores.usage_bytes", "openai.code_interpreter_sessions.num_sessions",
-                "openai.file_search_calls.num_requests", "openai.web_search_calls.num_requests",
-                "openai.embeddings.input_tokens", "openai.moderations.input_tokens"):
+    for fld in (
+        "openai.base.num_model_requests",
+        "openai.base.model",
+        "openai.images.size",
+        "openai.images.images",
+        "openai.audio_transcriptions.seconds",
+        "openai.audio_speeches.characters",
+        "openai.completions.input_cached_tokens",
+        "openai.completions.batch",
+        "openai.vector_stores.usage_bytes",
+        "openai.code_interpreter_sessions.num_sessions",
+        "openai.file_search_calls.num_requests",
+        "openai.web_search_calls.num_requests",
+        "openai.embeddings.input_tokens",
+        "openai.moderations.input_tokens",
+    ):
         assert fld in text, fld
 
 
@@ -332,8 +359,9 @@ def test_month_to_date_panels_have_their_own_time_ranges(objects):
 @pytest.mark.parametrize("ds_type", ["metrics", "logs"])
 def test_data_views_match_our_data_streams_and_nothing_else(ds_type):
     s = make_settings(data_stream_type=ds_type, namespace="prod")
-    views = {o["id"]: o["attributes"]["title"].split(",") for o in kibana.saved_objects(s)
-             if o["type"] == "index-pattern"}
+    views = {
+        o["id"]: o["attributes"]["title"].split(",") for o in kibana.saved_objects(s) if o["type"] == "index-pattern"
+    }
     usage, runs = views[kibana.USAGE_DATA_VIEW], views[kibana.RUNS_DATA_VIEW]
 
     def matches(patterns: list[str], name: str) -> bool:
@@ -344,8 +372,14 @@ def test_data_views_match_our_data_streams_and_nothing_else(ds_type):
             assert matches(usage, f"{ds_type}-openai.{stream}-{ns}")
     assert matches(runs, es_objects.runs_data_stream(s))
     assert not matches(usage, es_objects.runs_data_stream(s))
-    for foreign in ("logs-openai.audit-default", "logs-openai.rate_limits-default", "metrics-openai.other-default",
-                    "logs-nginx.access-default", "metrics-system.cpu-default", ".kibana"):
+    for foreign in (
+        "logs-openai.audit-default",
+        "logs-openai.rate_limits-default",
+        "metrics-openai.other-default",
+        "logs-nginx.access-default",
+        "metrics-system.cpu-default",
+        ".kibana",
+    ):
         assert not matches(usage, foreign) and not matches(runs, foreign)
     assert "logs-*" not in usage + runs and "metrics-*" not in usage + runs
 

@@ -70,8 +70,12 @@ def test_install_is_idempotent_a_second_run_overwrites_the_same_objects(kb):
 
 
 def test_install_uses_the_configured_space_and_basic_auth(kb):
-    s = make_settings(kibana_url=kb.url + "/", kibana_space="finance", elasticsearch_username="elastic",
-                      elasticsearch_password=PASSWORD)
+    s = make_settings(
+        kibana_url=kb.url + "/",
+        kibana_space="finance",
+        elasticsearch_username="elastic",
+        elasticsearch_password=PASSWORD,
+    )
     urls = kibana.install(s, out=lambda _: None)
     (req,) = kb.requests
     assert req.path == "/s/finance/api/saved_objects/_import"
@@ -87,7 +91,10 @@ def test_install_appends_to_the_setup_report(kb):
     report = SetupReport(dry_run=False)
     kibana.install(settings_for(kb), out=lambda _: None, report=report)
     assert {(a.kind, a.status) for a in report.actions} == {
-        ("Kibana index-pattern", "created"), ("Kibana search", "created"), ("Kibana dashboard", "created")}
+        ("Kibana index-pattern", "created"),
+        ("Kibana search", "created"),
+        ("Kibana dashboard", "created"),
+    }
     assert len(report.actions) == 7
 
 
@@ -99,16 +106,32 @@ def test_dry_run_sends_nothing(kb):
 
 
 def test_refused_objects_are_reported_with_their_missing_references(kb):
-    kb.override = lambda req: (200, {"success": False, "successCount": 0, "errors": [{
-        "id": "usage-collector-costs", "type": "dashboard", "title": "x",
-        "error": {"type": "missing_references", "references": [{"type": "index-pattern", "id": "gone"}]}}]})
-    with pytest.raises(kibana.KibanaError, match=r"dashboard usage-collector-costs: missing_references "
-                                                 r"\(missing index-pattern gone\)"):
+    kb.override = lambda req: (
+        200,
+        {
+            "success": False,
+            "successCount": 0,
+            "errors": [
+                {
+                    "id": "usage-collector-costs",
+                    "type": "dashboard",
+                    "title": "x",
+                    "error": {"type": "missing_references", "references": [{"type": "index-pattern", "id": "gone"}]},
+                }
+            ],
+        },
+    )
+    with pytest.raises(
+        kibana.KibanaError,
+        match=r"dashboard usage-collector-costs: missing_references "
+        r"\(missing index-pattern gone\)",
+    ):
         kibana.install(settings_for(kb), out=lambda _: None)
 
 
-@pytest.mark.parametrize(("status", "hint"), [(401, "ELASTICSEARCH_API_KEY"), (403, "privileges"),
-                                              (404, "space exist")])
+@pytest.mark.parametrize(
+    ("status", "hint"), [(401, "ELASTICSEARCH_API_KEY"), (403, "privileges"), (404, "space exist")]
+)
 def test_http_errors_name_the_cause_and_never_the_credential(kb, status, hint):
     kb.override = lambda req: (status, {"message": f"rejected {req.headers.get('authorization')}"})
     with pytest.raises(kibana.KibanaError) as info:
@@ -123,10 +146,15 @@ def test_an_unreachable_kibana_is_a_kibana_error():
         kibana.install(s, out=lambda _: None)
 
 
-@pytest.mark.parametrize(("url", "space", "message"), [
-    (None, None, "KIBANA_URL: set"), ("kibana:5601", None, "http"), ("https://u:p@kb", None, "not in the URL"),
-    ("https://kb", "Team A", "space"),
-])
+@pytest.mark.parametrize(
+    ("url", "space", "message"),
+    [
+        (None, None, "KIBANA_URL: set"),
+        ("kibana:5601", None, "http"),
+        ("https://u:p@kb", None, "not in the URL"),
+        ("https://kb", "Team A", "space"),
+    ],
+)
 def test_bad_kibana_settings_are_config_errors(url, space, message):
     with pytest.raises(ConfigError, match=message):
         kibana.install(make_settings(kibana_url=url), space=space, dry_run=True, out=lambda _: None)
@@ -233,12 +261,17 @@ def test_every_field_a_rule_uses_is_mapped_with_a_usable_type():
         dv = kibana.RUNS_DATA_VIEW if is_runs else kibana.USAGE_DATA_VIEW
         uses: list[tuple[str, set[str] | None]] = [(p["timeField"], {"date"})]
         if p["searchType"] == "esQuery":
-            uses += [(f, {"keyword", "constant_keyword"} if k == "term" else {"long", "date", "double",
-                                                                               "scaled_float"})
-                     for f, k in dsl_fields(json.loads(p["esQuery"]))]
+            uses += [
+                (f, {"keyword", "constant_keyword"} if k == "term" else {"long", "date", "double", "scaled_float"})
+                for f, k in dsl_fields(json.loads(p["esQuery"]))
+            ]
         else:
-            uses += [(f, None) for f in re.findall(r"\b(?:openai|gen_ai|event)\.[\w.]+|@timestamp",
-                                                   p["esqlQuery"]["esql"].split("\n", 1)[1])]
+            uses += [
+                (f, None)
+                for f in re.findall(
+                    r"\b(?:openai|gen_ai|event)\.[\w.]+|@timestamp", p["esqlQuery"]["esql"].split("\n", 1)[1]
+                )
+            ]
         if "aggField" in p:
             uses.append((p["aggField"], {"long", "double", "scaled_float"}))
         if "termField" in p:
@@ -251,12 +284,21 @@ def test_every_field_a_rule_uses_is_mapped_with_a_usable_type():
 
 
 def test_stale_limits_follow_each_streams_width_and_grace():
-    s = make_settings(streams=["completions", "costs"], bucket_width={"completions": "1m"},
-                      finalization_grace="15m", costs_finalization_grace="2h", interval="5m")
+    s = make_settings(
+        streams=["completions", "costs"],
+        bucket_width={"completions": "1m"},
+        finalization_grace="15m",
+        costs_finalization_grace="2h",
+        interval="5m",
+    )
     stale = next(r for r in kibana.rules(s, stale_intervals=4) if r.key == "stream-stale")
     clauses = json.loads(stale.body["params"]["esQuery"])["query"]["bool"]["filter"][1]["bool"]["should"]
-    limits = {c["bool"]["filter"][0]["term"]["usage_collector.stream"]:
-              c["bool"]["filter"][1]["range"]["usage_collector.lag_seconds"]["gt"] for c in clauses}
+    limits = {
+        c["bool"]["filter"][0]["term"]["usage_collector.stream"]: c["bool"]["filter"][1]["range"][
+            "usage_collector.lag_seconds"
+        ]["gt"]
+        for c in clauses
+    }
     assert limits == {"completions": 4 * 60 + 900 + 300, "costs": 4 * 86400 + 7200 + 300}
     assert stale.body["params"]["groupBy"] == "top"
     assert stale.body["params"]["termField"] == "usage_collector.stream"

@@ -146,8 +146,18 @@ def test_credential_patterns_are_redacted_without_registration() -> None:
         ("see https://platform.openai.com/settings", "see https://platform.openai.com/settings"),
         ("user@example.com", "user@example.com"),
     ],
-    ids=["openai-key", "bearer", "apikey", "basic", "url-user", "url-user-pass", "query", "no-sk-in-words",
-         "plain-url", "email"],
+    ids=[
+        "openai-key",
+        "bearer",
+        "apikey",
+        "basic",
+        "url-user",
+        "url-user-pass",
+        "query",
+        "no-sk-in-words",
+        "plain-url",
+        "email",
+    ],
 )
 def test_redact_patterns(text: str, expected: str) -> None:
     assert redact(text) == expected

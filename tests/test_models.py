@@ -30,7 +30,8 @@ def _parse(stream, results):
 def test_cost_amounts_are_exact_decimals(raw, expected):
     body = (
         '{"object":"page","has_more":false,"next_page":null,"data":[{"object":"bucket","start_time":0,'
-        '"end_time":86400,"results":[{"object":"organization.costs.result","amount":{"value":' + raw
+        '"end_time":86400,"results":[{"object":"organization.costs.result","amount":{"value":'
+        + raw
         + ',"currency":"usd"},"line_item":"x","project_id":"p"}]}]}'
     )
     res = parse_page(STREAMS["costs"], body.encode())["data"][0]["results"][0]
@@ -38,9 +39,19 @@ def test_cost_amounts_are_exact_decimals(raw, expected):
 
 
 def test_unknown_fields_are_ignored_and_numeric_strings_coerced():
-    (res,) = _parse("completions", [{"object": "organization.usage.completions.result", "input_tokens": "42",
-                                     "output_tokens": 1, "num_model_requests": 1, "organization_id": "org-x",
-                                     "api_source": "responses"}])
+    (res,) = _parse(
+        "completions",
+        [
+            {
+                "object": "organization.usage.completions.result",
+                "input_tokens": "42",
+                "output_tokens": 1,
+                "num_model_requests": 1,
+                "organization_id": "org-x",
+                "api_source": "responses",
+            }
+        ],
+    )
     assert res["input_tokens"] == 42
     assert "organization_id" not in res and "api_source" not in res
 
@@ -55,8 +66,7 @@ def test_absent_optional_token_fields_stay_absent_not_zero():
     [
         (b'{"object":"page","data":[', RetriableApiError),
         (b"<html>502 Bad Gateway</html>", RetriableApiError),
-        (b'{"object":"page","data":[{"start_time":"soon","end_time":1,"results":[]}],"has_more":false}',
-         FatalApiError),
+        (b'{"object":"page","data":[{"start_time":"soon","end_time":1,"results":[]}],"has_more":false}', FatalApiError),
         (b'{"object":"page"}', FatalApiError),
     ],
     ids=["truncated", "html", "wrong-type", "missing-data"],

@@ -95,14 +95,22 @@ def test_collect_the_top_level_key_and_key_file(key_files: tuple[Path, Path]) ->
 
 
 def test_collect_each_organizations_key_and_key_file(key_files: tuple[Path, Path]) -> None:
-    found = collect(make_settings(organizations=[{"id": "a", "admin_key": ORG_KEY},
-                                                 {"id": "b", "admin_key_file": str(key_files[1])}]))
+    found = collect(
+        make_settings(
+            organizations=[{"id": "a", "admin_key": ORG_KEY}, {"id": "b", "admin_key_file": str(key_files[1])}]
+        )
+    )
     assert ORG_KEY in found and ORG_FILE_KEY in found
 
 
 def test_a_missing_key_file_is_skipped(tmp_path: Path) -> None:
-    found = collect(make_settings(openai_admin_key=TOP_KEY, openai_admin_key_file=tmp_path / "nope",
-                                  organizations=[{"id": "a", "admin_key_file": str(tmp_path / "gone")}]))
+    found = collect(
+        make_settings(
+            openai_admin_key=TOP_KEY,
+            openai_admin_key_file=tmp_path / "nope",
+            organizations=[{"id": "a", "admin_key_file": str(tmp_path / "gone")}],
+        )
+    )
     assert set(found) == {TOP_KEY}
 
 
@@ -146,18 +154,21 @@ def test_collected_secrets_do_not_show_in_repr() -> None:
 
 
 # --- redact: one test per form --------------------------------------------------------------------------
-@pytest.mark.parametrize("settings_kwargs,secret", [
-    ({"openai_admin_key": TOP_KEY}, TOP_KEY),
-    ({"organizations": [{"id": "a", "admin_key": ORG_KEY}]}, ORG_KEY),
-    ({"elasticsearch_api_key": ES_API_KEY_B64}, ES_API_KEY_B64),
-    ({"elasticsearch_api_key": ES_API_KEY_B64}, f"{ES_B64_ID}:{ES_B64_SECRET}"),
-    ({"elasticsearch_api_key": ES_API_KEY_B64}, ES_B64_SECRET),
-    ({"elasticsearch_api_key": ES_API_KEY_RAW}, ES_API_KEY_RAW),
-    ({"elasticsearch_api_key": ES_API_KEY_RAW}, b64(ES_API_KEY_RAW)),
-    ({"elasticsearch_username": ES_USER, "elasticsearch_password": ES_PASSWORD}, ES_PASSWORD),
-    ({"elasticsearch_username": ES_USER, "elasticsearch_password": ES_PASSWORD}, b64(f"{ES_USER}:{ES_PASSWORD}")),
-    ({"elasticsearch_url": f"http://{URL_USER}:{URL_PASSWORD}@es:9200"}, URL_PASSWORD),
-])
+@pytest.mark.parametrize(
+    "settings_kwargs,secret",
+    [
+        ({"openai_admin_key": TOP_KEY}, TOP_KEY),
+        ({"organizations": [{"id": "a", "admin_key": ORG_KEY}]}, ORG_KEY),
+        ({"elasticsearch_api_key": ES_API_KEY_B64}, ES_API_KEY_B64),
+        ({"elasticsearch_api_key": ES_API_KEY_B64}, f"{ES_B64_ID}:{ES_B64_SECRET}"),
+        ({"elasticsearch_api_key": ES_API_KEY_B64}, ES_B64_SECRET),
+        ({"elasticsearch_api_key": ES_API_KEY_RAW}, ES_API_KEY_RAW),
+        ({"elasticsearch_api_key": ES_API_KEY_RAW}, b64(ES_API_KEY_RAW)),
+        ({"elasticsearch_username": ES_USER, "elasticsearch_password": ES_PASSWORD}, ES_PASSWORD),
+        ({"elasticsearch_username": ES_USER, "elasticsearch_password": ES_PASSWORD}, b64(f"{ES_USER}:{ES_PASSWORD}")),
+        ({"elasticsearch_url": f"http://{URL_USER}:{URL_PASSWORD}@es:9200"}, URL_PASSWORD),
+    ],
+)
 def test_registered_settings_redact_each_form(settings_kwargs: dict[str, Any], secret: str) -> None:
     text = f"Preview of field's value: '{secret}' (header {secret})"
     assert redact(text) == text  # no pattern catches it...
@@ -167,7 +178,8 @@ def test_registered_settings_redact_each_form(settings_kwargs: dict[str, Any], s
 
 def test_redact_patterns_need_no_registration() -> None:
     assert redact("GET https://elastic:changeme@es:9200/_bulk with Bearer sk-admin-abc123XYZ") == (
-        f"GET https://{REDACTED}@es:9200/_bulk with Bearer {REDACTED}")
+        f"GET https://{REDACTED}@es:9200/_bulk with Bearer {REDACTED}"
+    )
     assert redact("?password=x&token=y") == f"?password={REDACTED}&token={REDACTED}"
 
 
@@ -180,8 +192,9 @@ def test_short_values_are_not_registered() -> None:
 
 # --- credentials headers ----------------------------------------------------------------------------------
 def test_auth_headers_prefer_the_api_key_then_basic_then_nothing() -> None:
-    both = make_settings(elasticsearch_api_key=ES_API_KEY_B64, elasticsearch_username=ES_USER,
-                         elasticsearch_password=ES_PASSWORD)
+    both = make_settings(
+        elasticsearch_api_key=ES_API_KEY_B64, elasticsearch_username=ES_USER, elasticsearch_password=ES_PASSWORD
+    )
     assert auth_headers(both) == {"Authorization": f"ApiKey {ES_API_KEY_B64}"}
     assert credentials(both) == (ES_API_KEY_B64, None)
     basic = make_settings(elasticsearch_username=ES_USER, elasticsearch_password=ES_PASSWORD)
@@ -211,9 +224,17 @@ def _docs(namespace: str, canaries: tuple[str, ...]) -> list[Any]:
     """One document per canary, each with the canary where a number belongs (the server echoes it)."""
     docs = []
     for i, canary in enumerate(canaries):
-        row = {"object": SPEC.object_type, "images": 1, "num_model_requests": 1, "project_id": f"p{i}",
-               "user_id": None, "api_key_id": None, "model": "gpt-image-1", "size": "1024x1024",
-               "source": "image.generation"}
+        row = {
+            "object": SPEC.object_type,
+            "images": 1,
+            "num_model_requests": 1,
+            "project_id": f"p{i}",
+            "user_id": None,
+            "api_key_id": None,
+            "model": "gpt-image-1",
+            "size": "1024x1024",
+            "source": "image.generation",
+        }
         doc = shape(SPEC, Target("org", namespace=namespace), "1h", T0, T0 + 3600, SPEC.group_by, row)
         doc.source["openai"]["images"]["images"] = canary
         docs.append(doc)
@@ -224,8 +245,13 @@ def _echo(status: int, canaries: tuple[str, ...]) -> httpx.MockTransport:
     """A stand-in that refuses every request, echoing ``canaries`` and the Authorization header it got."""
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, json={"error": {"message": "bad credentials: " + " ".join(canaries)},
-                                            "authorization": request.headers.get("authorization", "")})
+        return httpx.Response(
+            status,
+            json={
+                "error": {"message": "bad credentials: " + " ".join(canaries)},
+                "authorization": request.headers.get("authorization", ""),
+            },
+        )
 
     return httpx.MockTransport(handler)
 
@@ -235,7 +261,9 @@ def _texts(exc: BaseException) -> list[str]:
 
 
 def test_no_canary_reaches_a_log_record_an_exception_or_a_file(
-    key_files: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    key_files: tuple[Path, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -253,21 +281,24 @@ def test_no_canary_reaches_a_log_record_an_exception_or_a_file(
         with es_target(api_key=ES_API_KEY_B64, basic=(ES_USER, ES_PASSWORD)) as es:
             server = es.require_server()
             base: dict[str, Any] = {
-                "openai_admin_key": TOP_KEY, "openai_admin_key_file": key_files[0],
-                "organizations": [{"id": "a", "admin_key": ORG_KEY},
-                                  {"id": "b", "admin_key_file": str(key_files[1])}],
+                "openai_admin_key": TOP_KEY,
+                "openai_admin_key_file": key_files[0],
+                "organizations": [{"id": "a", "admin_key": ORG_KEY}, {"id": "b", "admin_key_file": str(key_files[1])}],
                 "kibana_url": "http://kibana.test:5601",
             }
             with_b64 = es.settings(**base, elasticsearch_api_key=ES_API_KEY_B64)
             with_raw = es.settings(**base, elasticsearch_api_key=ES_API_KEY_RAW)
             with_basic = es.settings(**base, elasticsearch_username=ES_USER, elasticsearch_password=ES_PASSWORD)
-            with_url = es.settings(**base, elasticsearch_url=server.url.replace(
-                "://", f"://{URL_USER}:{URL_PASSWORD}@"))
+            with_url = es.settings(
+                **base, elasticsearch_url=server.url.replace("://", f"://{URL_USER}:{URL_PASSWORD}@")
+            )
             # Each step starts with nothing registered: the code path must register its settings itself.
 
             # Elasticsearch: a bulk write whose every item fails with a canary echoed in the reason.
-            for settings, api_key, forms in ((with_b64, ES_API_KEY_B64, B64_FORMS),
-                                             (with_raw, ES_API_KEY_RAW, RAW_FORMS)):
+            for settings, api_key, forms in (
+                (with_b64, ES_API_KEY_B64, B64_FORMS),
+                (with_raw, ES_API_KEY_RAW, RAW_FORMS),
+            ):
                 secrets.forget()
                 server.api_key = api_key
                 sink = es.sink(settings)
@@ -294,13 +325,15 @@ def test_no_canary_reaches_a_log_record_an_exception_or_a_file(
                 for call in (kibana.install, kibana.install_rules):
                     secrets.forget()
                     with pytest.raises(CollectorError, match=f"HTTP {status}") as info:
-                        call(settings, out=errors.append,
-                             client=httpx.Client(transport=_echo(status, OPENAI_FORMS + forms)))
+                        call(
+                            settings,
+                            out=errors.append,
+                            client=httpx.Client(transport=_echo(status, OPENAI_FORMS + forms)),
+                        )
                     errors += _texts(info.value)
 
             def refuse(request: httpx.Request) -> httpx.Response:
-                raise httpx.ConnectError("cannot connect with " + " ".join(OPENAI_FORMS + RAW_FORMS),
-                                         request=request)
+                raise httpx.ConnectError("cannot connect with " + " ".join(OPENAI_FORMS + RAW_FORMS), request=request)
 
             secrets.forget()
             with pytest.raises(CollectorError, match="ConnectError") as info:
@@ -309,12 +342,19 @@ def test_no_canary_reaches_a_log_record_an_exception_or_a_file(
 
             # The CLI: setup works on Elasticsearch, then Kibana refuses (echoing); the error line is redacted.
             secrets.forget()
-            monkeypatch.setattr(kibana_client, "make_client",
-                                lambda settings, **_: httpx.Client(transport=_echo(401, (TOP_KEY, *RAW_FORMS))))
+            monkeypatch.setattr(
+                kibana_client,
+                "make_client",
+                lambda settings, **_: httpx.Client(transport=_echo(401, (TOP_KEY, *RAW_FORMS))),
+            )
             server.api_key, server.basic = ES_API_KEY_RAW, None
-            for name, value in (("ELASTICSEARCH_URL", es.url), ("ELASTICSEARCH_API_KEY", ES_API_KEY_RAW),
-                                ("OPENAI_ADMIN_KEY", TOP_KEY), ("USAGE_COLLECTOR_NAMESPACE", es.namespace),
-                                ("KIBANA_URL", "http://kibana.test:5601")):
+            for name, value in (
+                ("ELASTICSEARCH_URL", es.url),
+                ("ELASTICSEARCH_API_KEY", ES_API_KEY_RAW),
+                ("OPENAI_ADMIN_KEY", TOP_KEY),
+                ("USAGE_COLLECTOR_NAMESPACE", es.namespace),
+                ("KIBANA_URL", "http://kibana.test:5601"),
+            ):
                 monkeypatch.setenv(name, value)
             from usage_collector.cli import app
 
@@ -326,8 +366,12 @@ def test_no_canary_reaches_a_log_record_an_exception_or_a_file(
         # OpenAI: a 401 whose body echoes the key, for every organization's key (one read from its file).
         for org in with_b64.orgs():
             secrets.forget()
-            client = OpenAIClient("http://openai.test/v1", org.resolve_key(), max_attempts=1,
-                                  transport=_echo(401, (org.resolve_key().get_secret_value(),)))
+            client = OpenAIClient(
+                "http://openai.test/v1",
+                org.resolve_key(),
+                max_attempts=1,
+                transport=_echo(401, (org.resolve_key().get_secret_value(),)),
+            )
             with pytest.raises(CollectorError, match="HTTP 401") as info:
                 client.call("organization/usage/images", [], RequestStats())
             client.close()

@@ -20,11 +20,28 @@ def test_sigterm_finishes_the_window_releases_the_lease_and_the_rerun_completes(
     api = SimulatedAPI(org, admin_key=CANARY_KEY, faults=FaultPlan(latency=1.0, latency_seconds=0.05))
     path = tmp_path / "o.ndjson"
     streams = ["embeddings", "moderations"]
-    env = {**os.environ, "OPENAI_ADMIN_KEY": CANARY_KEY, "USAGE_COLLECTOR_RATE_LIMIT": "1000",
-           "USAGE_COLLECTOR_ENRICH_NAMES": "false", "USAGE_COLLECTOR_CONCURRENCY": "1"}
-    args = [sys.executable, "-m", "usage_collector.cli", "backfill", "--start", str(org.start),
-            "--end", str(org.end), "--sink", f"ndjson:{path}", "--bucket-width", "1h",
-            *[a for s in streams for a in ("--stream", s)]]
+    env = {
+        **os.environ,
+        "OPENAI_ADMIN_KEY": CANARY_KEY,
+        "USAGE_COLLECTOR_RATE_LIMIT": "1000",
+        "USAGE_COLLECTOR_ENRICH_NAMES": "false",
+        "USAGE_COLLECTOR_CONCURRENCY": "1",
+    }
+    args = [
+        sys.executable,
+        "-m",
+        "usage_collector.cli",
+        "backfill",
+        "--start",
+        str(org.start),
+        "--end",
+        str(org.end),
+        "--sink",
+        f"ndjson:{path}",
+        "--bucket-width",
+        "1h",
+        *[a for s in streams for a in ("--stream", s)],
+    ]
     args[args.index("--start") + 1] = time.strftime("%Y-%m-%d", time.gmtime(org.start))
     args[args.index("--end") + 1] = time.strftime("%Y-%m-%d", time.gmtime(org.end))
     with serve(api) as url:

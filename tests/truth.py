@@ -37,8 +37,11 @@ def sink_table(docs: Iterable[dict[str, Any]], stream: str, width: str) -> dict[
         start = int(datetime.fromisoformat(src["@timestamp"].replace("Z", "+00:00")).timestamp())
         dims = []
         for g in spec.group_by:
-            node = src["openai"]["base"] if g in ("project_id", "user_id", "api_key_id", "model") else \
-                src["openai"].get(stream, {})
+            node = (
+                src["openai"]["base"]
+                if g in ("project_id", "user_id", "api_key_id", "model")
+                else src["openai"].get(stream, {})
+            )
             dims.append(node.get(g))
         key = (start, *dims)
         assert key not in out, f"two documents for {key}"
@@ -81,8 +84,9 @@ def diff(expected: dict[Key, Row], got: dict[Key, Row], limit: int = 5) -> list[
     return problems
 
 
-def assert_sink_equals_truth(sink: Any, org: Any, streams: Iterable[str], start: int, end: int,
-                             widths: dict[str, str] | None = None) -> int:
+def assert_sink_equals_truth(
+    sink: Any, org: Any, streams: Iterable[str], start: int, end: int, widths: dict[str, str] | None = None
+) -> int:
     """Assert every stream's documents equal the truth; returns the number of rows compared."""
     docs = list(sink.iter_documents())
     compared = 0

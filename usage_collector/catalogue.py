@@ -218,4 +218,3 @@ STREAMS: dict[str, StreamSpec] = {
 }
 
 STREAM_NAMES: tuple[str, ...] = tuple(STREAMS)
-

@@ -70,9 +70,7 @@ def _settings(**overrides: Any) -> Settings:
     from .errors import ConfigError
 
     try:
-        settings = load_settings(
-            _state.config, log_format=_state.log_format, log_level=_state.log_level, **overrides
-        )
+        settings = load_settings(_state.config, log_format=_state.log_format, log_level=_state.log_level, **overrides)
     except ConfigError as exc:
         _fail(str(exc))
     _configure_logging(settings)
@@ -102,8 +100,10 @@ def parse_when(value: str, option: str) -> int:
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=UTC)
     except ValueError:
-        _fail(f"{option}: {value!r} is not a date; use YYYY-MM-DD (UTC) or an ISO-8601 instant "
-              "such as 2026-10-01T12:00:00Z")
+        _fail(
+            f"{option}: {value!r} is not a date; use YYYY-MM-DD (UTC) or an ISO-8601 instant "
+            "such as 2026-10-01T12:00:00Z"
+        )
     return int(dt.timestamp())
 
 
@@ -158,14 +158,31 @@ def _report_result(result: CycleResult, *, title: str) -> int:
     for r in result.streams:
         rows.append(
             (
-                r.org_id, r.stream, r.bucket_width, str(r.windows_done), str(r.stats.created),
-                str(r.stats.updated), str(r.stats.unchanged), str(r.requests.requests),
-                iso(r.position) if r.position is not None else "-", "ok" if r.ok else "FAILED",
+                r.org_id,
+                r.stream,
+                r.bucket_width,
+                str(r.windows_done),
+                str(r.stats.created),
+                str(r.stats.updated),
+                str(r.stats.unchanged),
+                str(r.requests.requests),
+                iso(r.position) if r.position is not None else "-",
+                "ok" if r.ok else "FAILED",
             )
         )
     if rows:
-        header = ("org", "stream", "width", "windows", "created", "updated", "unchanged", "requests",
-                  "checkpoint", "status")
+        header = (
+            "org",
+            "stream",
+            "width",
+            "windows",
+            "created",
+            "updated",
+            "unchanged",
+            "requests",
+            "checkpoint",
+            "status",
+        )
         _print_table(title, header, rows)
     failed = result.failed
     if failed:
@@ -249,8 +266,8 @@ def serve(
         str | None, typer.Option("--interval", help="Time between cycles (default 5m).", show_default=False)
     ] = None,
     jitter: Annotated[
-        str | None, typer.Option("--jitter", help="Random delay before the first cycle (default 30s).",
-                                 show_default=False)
+        str | None,
+        typer.Option("--jitter", help="Random delay before the first cycle (default 30s).", show_default=False),
     ] = None,
 ) -> None:
     """Run the `run` cycle every interval until SIGTERM/SIGINT (APScheduler, coalesced, never overlapping).
@@ -275,40 +292,54 @@ def serve(
             snk.close()
         for r in result.failed:
             log.error("%s/%s failed: %s", r.org_id, r.stream, r.error)
-        log.info("cycle done: %d stream(s), %d failed, %d document(s) written", len(result.streams),
-                 len(result.failed), sum(r.stats.written for r in result.streams))
+        log.info(
+            "cycle done: %d stream(s), %d failed, %d document(s) written",
+            len(result.streams),
+            len(result.failed),
+            sum(r.stats.written for r in result.streams),
+        )
         return 1 if result.failed else 0
 
-    raise typer.Exit(serve_forever(cycle, interval=settings.interval, jitter=settings.jitter,
-                                   stop_timeout=settings.stop_timeout))
+    raise typer.Exit(
+        serve_forever(cycle, interval=settings.interval, jitter=settings.jitter, stop_timeout=settings.stop_timeout)
+    )
 
 
 @app.command()
 def setup(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be created or changed.")] = False,
     retention_days: Annotated[
-        int | None, typer.Option("--retention-days", help="Delete data this many days after rollover "
-                                 "(default: keep).", show_default=False)
+        int | None,
+        typer.Option(
+            "--retention-days", help="Delete data this many days after rollover (default: keep).", show_default=False
+        ),
     ] = None,
     kibana_url: Annotated[
-        str | None, typer.Option("--kibana-url", help="Also import the dashboards into this Kibana "
-                                 "(env KIBANA_URL).", show_default=False)
+        str | None,
+        typer.Option(
+            "--kibana-url", help="Also import the dashboards into this Kibana (env KIBANA_URL).", show_default=False
+        ),
     ] = None,
     space: Annotated[str | None, typer.Option("--space", help="Kibana space id.", show_default=False)] = None,
     with_rules: Annotated[
         bool, typer.Option("--with-rules", help="Also create the alert rules (off by default).")
     ] = False,
     daily_cost_threshold: Annotated[
-        float | None, typer.Option("--daily-cost-threshold", help="Rule: alert when a day's billed cost "
-                                   "exceeds this (USD).", show_default=False)
+        float | None,
+        typer.Option(
+            "--daily-cost-threshold",
+            help="Rule: alert when a day's billed cost exceeds this (USD).",
+            show_default=False,
+        ),
     ] = None,
     spike_factor: Annotated[
-        float, typer.Option("--spike-factor", help="Rule: alert when a day costs this many times its "
-                            "trailing median.")
+        float, typer.Option("--spike-factor", help="Rule: alert when a day costs this many times its trailing median.")
     ] = 3.0,
     stale_intervals: Annotated[
-        int, typer.Option("--stale-intervals", help="Rule: alert when a stream has no new complete bucket "
-                          "for this many intervals.")
+        int,
+        typer.Option(
+            "--stale-intervals", help="Rule: alert when a stream has no new complete bucket for this many intervals."
+        ),
     ] = 3,
 ) -> None:
     """Install or update Elasticsearch templates, ILM policy, data streams, state index, and Kibana
@@ -332,9 +363,15 @@ def setup(
 
             kibana.install(settings, dry_run=dry_run, out=typer.echo, report=report)
             if with_rules:
-                kibana.install_rules(settings, dry_run=dry_run, out=typer.echo, report=report,
-                                     stale_intervals=stale_intervals, daily_cost_threshold=daily_cost_threshold,
-                                     spike_factor=spike_factor)
+                kibana.install_rules(
+                    settings,
+                    dry_run=dry_run,
+                    out=typer.echo,
+                    report=report,
+                    stale_intervals=stale_intervals,
+                    daily_cost_threshold=daily_cost_threshold,
+                    spike_factor=spike_factor,
+                )
         else:
             typer.echo("Kibana: skipped (set KIBANA_URL or --kibana-url to import the dashboards)")
     except CollectorError as exc:
@@ -417,8 +454,13 @@ def status(sink: SinkOpt = None) -> None:
         last = run_doc["@timestamp"] if run_doc else "-"
         rows.append(
             (
-                cp.org_id, cp.stream, cp.bucket_width, cp.scope,
-                iso(cp.position) if cp.position else "-", lag, last,
+                cp.org_id,
+                cp.stream,
+                cp.bucket_width,
+                cp.scope,
+                iso(cp.position) if cp.position else "-",
+                lag,
+                last,
                 ("complete" if cp.complete else "partial") if cp.scope == "backfill" else "",
                 (cp.last_error or "")[:120],
             )
@@ -458,9 +500,7 @@ def demo(
         _state.log_level = "WARNING"  # the demo prints its own summary
     settings = _settings(sink=sink, rate_limit=200.0, concurrency=4)
     with serve(api) as base_url:
-        settings.organizations = [
-            OrgConfig(id=org.id, name=org.name, admin_key=SecretStr(demo_key), base_url=base_url)
-        ]
+        settings.organizations = [OrgConfig(id=org.id, name=org.name, admin_key=SecretStr(demo_key), base_url=base_url)]
         typer.echo(f"Simulated organization {org.id} ({days} days) serving at {base_url}")
         snk = _open_sink(settings)
         t0 = time.monotonic()

@@ -239,8 +239,10 @@ class OpenAIClient:
             if rs.attempt_number >= max_attempts:
                 return True
             exc = rs.outcome.exception() if rs.outcome else None
-            if isinstance(exc, RetriableApiError) and exc.retry_after is not None and (
-                exc.retry_after > self._retry_after_cap
+            if (
+                isinstance(exc, RetriableApiError)
+                and exc.retry_after is not None
+                and (exc.retry_after > self._retry_after_cap)
             ):
                 return True
             return self._clock.now() - started >= self._max_retry_time
@@ -328,9 +330,7 @@ class OpenAIClient:
                 if not nxt:
                     raise PaginationError(f"{spec.name}: has_more is true but next_page is missing ({window})")
                 if nxt in seen or nxt == cursor:
-                    raise PaginationError(
-                        f"{spec.name}: loop detected in pagination: cursor repeated ({window})"
-                    )
+                    raise PaginationError(f"{spec.name}: loop detected in pagination: cursor repeated ({window})")
             yield page
             if nxt is None:
                 return

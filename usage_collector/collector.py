@@ -168,8 +168,15 @@ class Collector:
                 log.error("%s: %s", org.id, exc)
                 now = self.clock.now()
                 for name in names:
-                    r = StreamResult(org.id, name, self.settings.width_for(name), scope, Window(0, 0),
-                                     started_at=now, finished_at=now)
+                    r = StreamResult(
+                        org.id,
+                        name,
+                        self.settings.width_for(name),
+                        scope,
+                        Window(0, 0),
+                        started_at=now,
+                        finished_at=now,
+                    )
                     r.error = f"{type(exc).__name__}: {exc}"
                     result.streams.append(r)
             finally:
@@ -269,7 +276,13 @@ class Collector:
                 self._renew_lease(org.id)
                 log.info(
                     "%s %s %s: %d docs (created %d, updated %d, unchanged %d)",
-                    org.id, spec.name, win, len(docs), stats.created, stats.updated, stats.unchanged,
+                    org.id,
+                    spec.name,
+                    win,
+                    len(docs),
+                    stats.created,
+                    stats.updated,
+                    stats.unchanged,
                 )
                 del docs  # keep one window in memory at a time
                 if self.progress:

@@ -90,9 +90,7 @@ class OrgConfig(BaseModel):
             try:
                 text = self.admin_key_file.read_text().strip()
             except OSError as exc:
-                raise ConfigError(
-                    f"OPENAI_ADMIN_KEY_FILE: cannot read {self.admin_key_file}: {exc.strerror}"
-                ) from None
+                raise ConfigError(f"OPENAI_ADMIN_KEY_FILE: cannot read {self.admin_key_file}: {exc.strerror}") from None
             if not text:
                 raise ConfigError(f"OPENAI_ADMIN_KEY_FILE: {self.admin_key_file} is empty")
             return SecretStr(text)
@@ -120,9 +118,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("OPENAI_ADMIN_KEY_FILE", "openai_admin_key_file")
     )
     openai_base_url: str = Field(DEFAULT_BASE_URL, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url"))
-    organization_id: str = Field(
-        "default", validation_alias=AliasChoices("OPENAI_ORGANIZATION_ID", "organization_id")
-    )
+    organization_id: str = Field("default", validation_alias=AliasChoices("OPENAI_ORGANIZATION_ID", "organization_id"))
     organization_name: str | None = Field(
         None, validation_alias=AliasChoices("OPENAI_ORGANIZATION_NAME", "organization_name")
     )
@@ -162,9 +158,7 @@ class Settings(BaseSettings):
     #: kind on clusters without ILM such as Elastic Cloud Serverless), ``auto`` (ILM where the cluster has it).
     lifecycle: Literal["auto", "ilm", "data_stream"] = "auto"
 
-    elasticsearch_url: str | None = Field(
-        None, validation_alias=AliasChoices("ELASTICSEARCH_URL", "elasticsearch_url")
-    )
+    elasticsearch_url: str | None = Field(None, validation_alias=AliasChoices("ELASTICSEARCH_URL", "elasticsearch_url"))
     elasticsearch_cloud_id: str | None = Field(
         None, validation_alias=AliasChoices("ELASTICSEARCH_CLOUD_ID", "elasticsearch_cloud_id")
     )
@@ -211,9 +205,18 @@ class Settings(BaseSettings):
 
     # --- validation ---------------------------------------------------------------------------------
     @field_validator(
-        "finalization_grace", "costs_finalization_grace", "initial_lookback", "lease_ttl",
-        "request_timeout", "max_retry_time", "retry_after_cap", "initial_backoff", "max_backoff",
-        "interval", "jitter", "stop_timeout",
+        "finalization_grace",
+        "costs_finalization_grace",
+        "initial_lookback",
+        "lease_ttl",
+        "request_timeout",
+        "max_retry_time",
+        "retry_after_cap",
+        "initial_backoff",
+        "max_backoff",
+        "interval",
+        "jitter",
+        "stop_timeout",
         mode="before",
     )
     @classmethod
@@ -275,8 +278,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _secret_files(self) -> Settings:
         """``ELASTICSEARCH_API_KEY_FILE`` / ``_PASSWORD_FILE`` (Kubernetes Secret volumes, systemd credentials)."""
-        for attr, env in (("elasticsearch_api_key", "ELASTICSEARCH_API_KEY_FILE"),
-                          ("elasticsearch_password", "ELASTICSEARCH_PASSWORD_FILE")):
+        for attr, env in (
+            ("elasticsearch_api_key", "ELASTICSEARCH_API_KEY_FILE"),
+            ("elasticsearch_password", "ELASTICSEARCH_PASSWORD_FILE"),
+        ):
             path: Path | None = getattr(self, attr + "_file")
             if path is not None and getattr(self, attr) is None:
                 try:
@@ -401,7 +406,7 @@ def _setting_name(loc: str) -> str:
     if info is not None and isinstance(info.validation_alias, AliasChoices):
         first = info.validation_alias.choices[0]
         if isinstance(first, str) and first.isupper():
-            return first + loc[len(field):]
+            return first + loc[len(field) :]
     if info is not None:
         return f"{loc} (USAGE_COLLECTOR_{field.upper()})"
     return loc

@@ -234,8 +234,11 @@ class Shaper:
         digest = measure_hash(hashed)
         doc["event"]["hash"] = digest
         # identity: org, stream, width, bucket start, group_by set, every dimension value (sorted by name)
-        key = self._id_head + str(start) + self._id_group + "\x1f".join(
-            [name + _dim_text(dim_values[i]) for i, name in self._id_dims]
+        key = (
+            self._id_head
+            + str(start)
+            + self._id_group
+            + "\x1f".join([name + _dim_text(dim_values[i]) for i, name in self._id_dims])
         )
         return Document(_digest_id(key), self.index, spec.name, start, digest, doc)
 

@@ -92,8 +92,10 @@ def render_terminal(rep: Report, *, top: int = 8) -> None:
     from rich.table import Table
 
     con = Console()
-    con.print(f"[bold]Billed cost[/bold]: {money(rep.total_cost, rep.currency)} over {len(rep.days)} day(s), "
-              f"{rep.documents:,} documents")
+    con.print(
+        f"[bold]Billed cost[/bold]: {money(rep.total_cost, rep.currency)} over {len(rep.days)} day(s), "
+        f"{rep.documents:,} documents"
+    )
     for title, rows in (
         ("Billed cost by project", rep.cost_by_project),
         ("Billed cost by line item", rep.cost_by_line_item),
@@ -125,8 +127,9 @@ def _bars(rows: list[tuple[str, Decimal]], currency: str, width: int = 560) -> s
         w = int(Decimal(width) * v / peak)
         y = i * h
         short = label if len(label) <= 38 else label[:36] + "\u2026"
-        parts.append(f'<text x="0" y="{y + 15}" font-size="12"><title>{html.escape(label)}</title>'
-                     f"{html.escape(short)}</text>")
+        parts.append(
+            f'<text x="0" y="{y + 15}" font-size="12"><title>{html.escape(label)}</title>{html.escape(short)}</text>'
+        )
         parts.append(f'<rect x="250" y="{y + 3}" width="{w}" height="{h - 6}" fill="#3b7dd8"/>')
         parts.append(f'<text x="{254 + w}" y="{y + 15}" font-size="12">{html.escape(money(v, currency))}</text>')
     parts.append("</svg>")
@@ -141,8 +144,10 @@ def _daily(rows: list[tuple[str, Decimal]], currency: str) -> str:
     parts = [f'<svg width="{bw * len(rows) + 40}" height="{height + 40}" role="img">']
     for i, (day, v) in enumerate(rows):
         h = int(Decimal(height) * v / peak)
-        parts.append(f'<rect x="{i * bw}" y="{height - h}" width="{bw - 3}" height="{h}" fill="#e07b39">'
-                     f"<title>{day}: {html.escape(money(v, currency))}</title></rect>")
+        parts.append(
+            f'<rect x="{i * bw}" y="{height - h}" width="{bw - 3}" height="{h}" fill="#e07b39">'
+            f"<title>{day}: {html.escape(money(v, currency))}</title></rect>"
+        )
         if i % 5 == 0:
             parts.append(f'<text x="{i * bw}" y="{height + 14}" font-size="10">{day[5:]}</text>')
     parts.append("</svg>")
@@ -151,9 +156,7 @@ def _daily(rows: list[tuple[str, Decimal]], currency: str) -> str:
 
 def render_html(rep: Report, title: str = "OpenAI usage and billed cost") -> str:
     """A single self-contained HTML page (inline SVG charts, no network)."""
-    tok = "".join(
-        f"<tr><td>{html.escape(m)}</td><td>{i:,}</td><td>{o:,}</td></tr>" for m, i, o in rep.tokens_by_model
-    )
+    tok = "".join(f"<tr><td>{html.escape(m)}</td><td>{i:,}</td><td>{o:,}</td></tr>" for m, i, o in rep.tokens_by_model)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1000px}}td{{padding:2px 12px}}
 td:nth-child(n+2){{text-align:right}}</style></head><body>

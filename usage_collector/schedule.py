@@ -285,7 +285,9 @@ class Server:
         """
         log.info(
             "serving: a cycle every %s (first at %s, jitter %s)",
-            _human(self.interval), self.first_run.strftime("%Y-%m-%dT%H:%M:%SZ"), _human(self.jitter),
+            _human(self.interval),
+            self.first_run.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            _human(self.jitter),
         )
         stopper = threading.Thread(target=self._stopper, name="usage-collector-stopper", daemon=True)
         stopper.start()

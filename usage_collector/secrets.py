@@ -189,8 +189,12 @@ def collect(settings: Settings) -> Secrets:
 
     url_user, url_password, url_raw = _url_userinfo(settings.elasticsearch_url)
     user = settings.elasticsearch_username or url_user
-    for password in (_value(settings.elasticsearch_password), _read(settings.elasticsearch_password_file),
-                     url_password, url_raw):
+    for password in (
+        _value(settings.elasticsearch_password),
+        _read(settings.elasticsearch_password_file),
+        url_password,
+        url_raw,
+    ):
         if password:
             values += _password_forms(user, password)
             if url_user and url_user != user:

@@ -94,20 +94,39 @@ def cli_env(url: str | None = None, key: str | None = CANARY_KEY, **settings: An
         env["OPENAI_BASE_URL"] = url
     for name, value in settings.items():
         if value is not None:
-            env[name if name.isupper() and name.startswith(_ENV_PREFIXES) else f"USAGE_COLLECTOR_{name.upper()}"] = \
-                str(value)
+            env[name if name.isupper() and name.startswith(_ENV_PREFIXES) else f"USAGE_COLLECTOR_{name.upper()}"] = str(
+                value
+            )
     return env
 
 
 def backfill_args(org: Organization, sink: str, *extra: str, log_format: str = "json") -> list[str]:
-    return ["--log-format", log_format, "backfill", "--start", day(org.start), "--end", day(org.end),
-            "--sink", sink, *extra]
+    return [
+        "--log-format",
+        log_format,
+        "backfill",
+        "--start",
+        day(org.start),
+        "--end",
+        day(org.end),
+        "--sink",
+        sink,
+        *extra,
+    ]
 
 
-def spawn(args: list[str], env: dict[str, str], cwd: Path | None = None,
-          preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([*cli_command(), *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
+def spawn(
+    args: list[str], env: dict[str, str], cwd: Path | None = None, preexec_fn: Callable[[], None] | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*cli_command(), *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=preexec_fn,
+    )
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
@@ -120,8 +139,13 @@ def finish(proc: subprocess.Popen[str], timeout: float = TIMEOUT) -> subprocess.
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def cli(args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = TIMEOUT,
-        preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    args: list[str],
+    env: dict[str, str],
+    cwd: Path | None = None,
+    timeout: float = TIMEOUT,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
     return finish(spawn(args, env, cwd, preexec_fn), timeout)
 
 
@@ -160,12 +184,14 @@ def widths(streams: Iterable[str] = ALL) -> dict[str, str]:
     return {s: STREAMS[s].default_width for s in streams}
 
 
-def assert_exact(sink: Any, org: Organization, streams: Iterable[str] = ALL, start: int | None = None,
-                 end: int | None = None) -> int:
+def assert_exact(
+    sink: Any, org: Organization, streams: Iterable[str] = ALL, start: int | None = None, end: int | None = None
+) -> int:
     """The sink equals the truth over the range (tests/truth.py), and holds each ``_id`` once."""
     streams = list(streams)
-    compared = assert_sink_equals_truth(sink, org, streams, org.start if start is None else start,
-                                        org.end if end is None else end)
+    compared = assert_sink_equals_truth(
+        sink, org, streams, org.start if start is None else start, org.end if end is None else end
+    )
     assert_one_row_per_id(sink)
     return compared
 
@@ -179,8 +205,14 @@ def assert_one_row_per_id(sink: Any) -> None:
 
 
 def assert_checkpoints_never_pass_unwritten_data(
-    sink: Any, org: Organization, streams: Iterable[str] = ALL, *, scope: str = "backfill",
-    start: int | None = None, end: int | None = None, org_id: str = "default",
+    sink: Any,
+    org: Organization,
+    streams: Iterable[str] = ALL,
+    *,
+    scope: str = "backfill",
+    start: int | None = None,
+    end: int | None = None,
+    org_id: str = "default",
 ) -> dict[str, int]:
     """For every stream, every bucket before its checkpoint position is in the sink, exactly.
 
@@ -221,7 +253,7 @@ def canary_hits(texts: Iterable[str] = (), paths: Iterable[Path] = (), secrets: 
         for needle in needles:
             if needle in text:
                 j = text.find(needle)
-                hits.append(f"text #{i}: ...{text[max(0, j - 80): j + 40]}...")
+                hits.append(f"text #{i}: ...{text[max(0, j - 80) : j + 40]}...")
     for root in paths:
         files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
         for f in files:
@@ -235,8 +267,9 @@ def outputs(*results: subprocess.CompletedProcess[str]) -> list[str]:
     return [t for r in results for t in (r.stdout, r.stderr)]
 
 
-def assert_no_canary(label: str, texts: Iterable[str] = (), paths: Iterable[Path] = (),
-                     secrets: Iterable[str] = ()) -> None:
+def assert_no_canary(
+    label: str, texts: Iterable[str] = (), paths: Iterable[Path] = (), secrets: Iterable[str] = ()
+) -> None:
     """Zero hits for the canary key in ``texts`` (logs, outputs, exception text) and the files under
     ``paths`` (sink files, state files, leases, reports); counted in the matrix as one "canary secret" run."""
     from tests.reliability.matrix import MATRIX

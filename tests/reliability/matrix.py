@@ -75,8 +75,10 @@ class Matrix:
             failed = f"{r.failed} ({', '.join(r.failures)})" if r.failed else "0"
             lines.append(f"| {r.scenario} | {r.runs} | {r.exact} | {failed} |")
         total = self.sorted_rows()
-        lines.append(f"| **total** | **{sum(r.runs for r in total)}** | **{sum(r.exact for r in total)}** | "
-                     f"**{sum(r.failed for r in total)}** |")
+        lines.append(
+            f"| **total** | **{sum(r.runs for r in total)}** | **{sum(r.exact for r in total)}** | "
+            f"**{sum(r.failed for r in total)}** |"
+        )
         return "\n".join(lines)
 
     def dump(self) -> None:

@@ -85,25 +85,36 @@ def _burst(first: int, last: int, kind: FaultKind | None = None) -> dict[int, Fa
 
 RECOVERING = [
     # a storm: completions' second window is refused 6 times in a row, then 20% of everything else
-    Recovering("429 storm, Retry-After seconds",
-               FaultPlan(seed=1, rate_limit=0.2, retry_after=7, schedule=_burst(2, 7, K.RATE_LIMIT)),
-               waited=(7.0, 0.0, 6)),
-    Recovering("429 storm, Retry-After HTTP date",
-               FaultPlan(seed=2, rate_limit=0.2, retry_after=9, retry_after_format="http-date",
-                         schedule=_burst(2, 7, K.RATE_LIMIT)),
-               waited=(8.5, 0.5, 6)),  # an HTTP date has whole seconds: 8 < wait <= 9
-    Recovering("429 storm, retry-after-ms",
-               FaultPlan(seed=3, rate_limit=0.25, retry_after=0.25, retry_after_ms=True,
-                         schedule=_burst(5, 10, K.RATE_LIMIT)),
-               waited=(0.25, 0.0, 6)),
-    Recovering("5xx burst (500/502/503, HTML 502)",
-               FaultPlan(seed=4, server_error=0.1, non_json=0.05, schedule=_burst(3, 9))),
-    Recovering("timeouts (latency > request timeout)",
-               FaultPlan(seed=5, latency_seconds=0.6, schedule={2: K.LATENCY, 6: K.LATENCY, 7: K.LATENCY,
-                                                                  15: K.LATENCY}),
-               settings={"request_timeout": 0.15}, real_sleep=True),
-    Recovering("truncated JSON bodies",
-               FaultPlan(seed=6, truncated=0.15, schedule={1: K.TRUNCATED, 2: K.TRUNCATED, 3: K.TRUNCATED})),
+    Recovering(
+        "429 storm, Retry-After seconds",
+        FaultPlan(seed=1, rate_limit=0.2, retry_after=7, schedule=_burst(2, 7, K.RATE_LIMIT)),
+        waited=(7.0, 0.0, 6),
+    ),
+    Recovering(
+        "429 storm, Retry-After HTTP date",
+        FaultPlan(
+            seed=2, rate_limit=0.2, retry_after=9, retry_after_format="http-date", schedule=_burst(2, 7, K.RATE_LIMIT)
+        ),
+        waited=(8.5, 0.5, 6),
+    ),  # an HTTP date has whole seconds: 8 < wait <= 9
+    Recovering(
+        "429 storm, retry-after-ms",
+        FaultPlan(seed=3, rate_limit=0.25, retry_after=0.25, retry_after_ms=True, schedule=_burst(5, 10, K.RATE_LIMIT)),
+        waited=(0.25, 0.0, 6),
+    ),
+    Recovering(
+        "5xx burst (500/502/503, HTML 502)", FaultPlan(seed=4, server_error=0.1, non_json=0.05, schedule=_burst(3, 9))
+    ),
+    Recovering(
+        "timeouts (latency > request timeout)",
+        FaultPlan(seed=5, latency_seconds=0.6, schedule={2: K.LATENCY, 6: K.LATENCY, 7: K.LATENCY, 15: K.LATENCY}),
+        settings={"request_timeout": 0.15},
+        real_sleep=True,
+    ),
+    Recovering(
+        "truncated JSON bodies",
+        FaultPlan(seed=6, truncated=0.15, schedule={1: K.TRUNCATED, 2: K.TRUNCATED, 3: K.TRUNCATED}),
+    ),
 ]
 
 
@@ -137,18 +148,42 @@ class Stopping:
 
 
 STOPPING = [
-    Stopping("has_more without next_page", FaultPlan(schedule={2: K.HAS_MORE_NO_CURSOR}), {"completions"},
-             "has_more is true but next_page is missing"),
+    Stopping(
+        "has_more without next_page",
+        FaultPlan(schedule={2: K.HAS_MORE_NO_CURSOR}),
+        {"completions"},
+        "has_more is true but next_page is missing",
+    ),
     # the reason given is checked by test_a_repeated_cursor_is_named_as_such
     Stopping("repeating cursor", FaultPlan(schedule={4: K.REPEAT_CURSOR}), {"embeddings"}, "embeddings"),
     # the key is revoked at request 9 (audio_speeches' first window): every later stream fails
-    Stopping("401 in the middle (key revoked)", FaultPlan(unauthorized_from=9),
-             {"audio_speeches", "audio_transcriptions", "vector_stores", "code_interpreter_sessions",
-              "file_search_calls", "web_search_calls", "costs"}, "Admin key"),
-    Stopping("5xx beyond the retry budget", FaultPlan(schedule=_burst(5, 7, K.UNAVAILABLE)), {"moderations"},
-             "gave up after 3 attempt(s): HTTP 503", {"max_attempts": 3}),
-    Stopping("429 with Retry-After above the cap", FaultPlan(retry_after=600, schedule={11: K.RATE_LIMIT}),
-             {"audio_transcriptions"}, "above retry_after_cap"),
+    Stopping(
+        "401 in the middle (key revoked)",
+        FaultPlan(unauthorized_from=9),
+        {
+            "audio_speeches",
+            "audio_transcriptions",
+            "vector_stores",
+            "code_interpreter_sessions",
+            "file_search_calls",
+            "web_search_calls",
+            "costs",
+        },
+        "Admin key",
+    ),
+    Stopping(
+        "5xx beyond the retry budget",
+        FaultPlan(schedule=_burst(5, 7, K.UNAVAILABLE)),
+        {"moderations"},
+        "gave up after 3 attempt(s): HTTP 503",
+        {"max_attempts": 3},
+    ),
+    Stopping(
+        "429 with Retry-After above the cap",
+        FaultPlan(retry_after=600, schedule={11: K.RATE_LIMIT}),
+        {"audio_transcriptions"},
+        "above retry_after_cap",
+    ),
 ]
 
 
@@ -199,16 +234,25 @@ def test_a_repeated_cursor_is_named_as_such(org, tmp_path):
 # --- as a subprocess: exit status 1, one stderr line per failed stream naming it and the reason ------------------
 SUBPROCESS = [
     ("401 in the middle (key revoked)", FaultPlan(unauthorized_from=9), 7, "Admin key"),
-    ("has_more without next_page", FaultPlan(schedule={2: K.HAS_MORE_NO_CURSOR}), 1,
-     "has_more is true but next_page is missing"),
-    ("429 with Retry-After above the cap", FaultPlan(retry_after=600, schedule={20: K.RATE_LIMIT}), 1,
-     "above retry_after_cap"),
+    (
+        "has_more without next_page",
+        FaultPlan(schedule={2: K.HAS_MORE_NO_CURSOR}),
+        1,
+        "has_more is true but next_page is missing",
+    ),
+    (
+        "429 with Retry-After above the cap",
+        FaultPlan(retry_after=600, schedule={20: K.RATE_LIMIT}),
+        1,
+        "above retry_after_cap",
+    ),
 ]
 
 
 @pytest.mark.parametrize("name,faults,n_failed,message", SUBPROCESS, ids=[c[0] for c in SUBPROCESS])
-def test_the_cli_exits_1_naming_each_failed_stream_and_the_rerun_completes(name, faults, n_failed, message, org,
-                                                                        tmp_path):
+def test_the_cli_exits_1_naming_each_failed_stream_and_the_rerun_completes(
+    name, faults, n_failed, message, org, tmp_path
+):
     path = tmp_path / "u.ndjson"
     args = backfill_args(org, f"ndjson:{path}", log_format="json")
     with MATRIX.run(f"api: {name}", "subprocess, exit status"):

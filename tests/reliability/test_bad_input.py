@@ -27,15 +27,27 @@ EXIT_2 = [
     ("unknown stream", ["run", "--stream", "nope"], {}, "unknown stream 'nope'"),
     ("unknown setting in TOML", ["--config", "typo.toml", "run"], {}, "finalisation_grace"),
     ("bad date", ["backfill", "--start", "2026-13-01"], {}, "--start: '2026-13-01' is not a date"),
-    ("end before start", ["backfill", "--start", "2026-10-05", "--end", "2026-10-01"], {},
-     "--end (2026-10-01) must be after --start (2026-10-05)"),
+    (
+        "end before start",
+        ["backfill", "--start", "2026-10-05", "--end", "2026-10-01"],
+        {},
+        "--end (2026-10-01) must be after --start (2026-10-05)",
+    ),
     ("bad bucket width", ["backfill", "--start", "2026-10-01", "--bucket-width", "2h"], {}, "--bucket-width"),
     ("unknown sink", ["run", "--sink", "postgres:x"], {}, "--sink: unknown sink 'postgres:x'"),
     ("bad duration in the environment", ["run"], {"USAGE_COLLECTOR_FINALIZATION_GRACE": "soon"}, "'soon'"),
-    ("no Admin key", ["run", "--sink", "ndjson:o.ndjson"], {"OPENAI_ADMIN_KEY": None},
-     "OPENAI_ADMIN_KEY or OPENAI_ADMIN_KEY_FILE"),
-    ("unreadable key file", ["run", "--sink", "ndjson:o.ndjson"],
-     {"OPENAI_ADMIN_KEY": None, "OPENAI_ADMIN_KEY_FILE": "missing.key"}, "OPENAI_ADMIN_KEY_FILE: cannot read"),
+    (
+        "no Admin key",
+        ["run", "--sink", "ndjson:o.ndjson"],
+        {"OPENAI_ADMIN_KEY": None},
+        "OPENAI_ADMIN_KEY or OPENAI_ADMIN_KEY_FILE",
+    ),
+    (
+        "unreadable key file",
+        ["run", "--sink", "ndjson:o.ndjson"],
+        {"OPENAI_ADMIN_KEY": None, "OPENAI_ADMIN_KEY_FILE": "missing.key"},
+        "OPENAI_ADMIN_KEY_FILE: cannot read",
+    ),
 ]
 
 
@@ -78,8 +90,10 @@ def test_a_malformed_streams_environment_variable_exits_2_with_one_line(tmp_path
 def test_the_documented_comma_list_of_streams_in_the_environment_is_accepted(tmp_path):
     """The other face of the same regression: ``USAGE_COLLECTOR_STREAMS=completions,costs`` selects two
     streams (here it gets as far as the network, which is unreachable: exit 1 naming both)."""
-    env = {**_env({"USAGE_COLLECTOR_MAX_ATTEMPTS": "1", "USAGE_COLLECTOR_ENRICH_NAMES": "false"}),
-           "USAGE_COLLECTOR_STREAMS": "completions,costs"}
+    env = {
+        **_env({"USAGE_COLLECTOR_MAX_ATTEMPTS": "1", "USAGE_COLLECTOR_ENRICH_NAMES": "false"}),
+        "USAGE_COLLECTOR_STREAMS": "completions,costs",
+    }
     result = cli(["--log-format", "json", "run", "--sink", "ndjson:o.ndjson"], env, cwd=tmp_path, timeout=30)
     assert result.returncode == 1, describe(result)
     assert plain_lines(result.stderr)[0] == "2 stream(s) failed:", describe(result)
@@ -91,12 +105,21 @@ def org():
 
 
 def test_an_unreachable_url_exits_1_with_one_line_naming_it_and_writes_no_document(tmp_path):
-    env = _env({"USAGE_COLLECTOR_MAX_ATTEMPTS": "2", "USAGE_COLLECTOR_INITIAL_BACKOFF": "0.05",
-                "USAGE_COLLECTOR_MAX_BACKOFF": "0.1"})
+    env = _env(
+        {
+            "USAGE_COLLECTOR_MAX_ATTEMPTS": "2",
+            "USAGE_COLLECTOR_INITIAL_BACKOFF": "0.05",
+            "USAGE_COLLECTOR_MAX_BACKOFF": "0.1",
+        }
+    )
     path = tmp_path / "o.ndjson"
     with MATRIX.run("bad input: unreachable URL, non-admin key", "unreachable URL"):
-        result = cli(["--log-format", "json", "run", "--stream", "costs", "--sink", f"ndjson:{path}"], env,
-                     cwd=tmp_path, timeout=60)
+        result = cli(
+            ["--log-format", "json", "run", "--stream", "costs", "--sink", f"ndjson:{path}"],
+            env,
+            cwd=tmp_path,
+            timeout=60,
+        )
         assert result.returncode == 1, describe(result)
         assert plain_lines(result.stderr) == [
             "1 stream(s) failed:",
@@ -107,14 +130,21 @@ def test_an_unreachable_url_exits_1_with_one_line_naming_it_and_writes_no_docume
     assert_no_canary("bad input unreachable", [result.stdout, result.stderr], [tmp_path])
 
 
-@pytest.mark.parametrize("key", ["sk-proj-a-project-key-not-an-admin-key", CANARY_KEY + "-wrong"],
-                         ids=["project-key", "wrong-admin-key"])
+@pytest.mark.parametrize(
+    "key", ["sk-proj-a-project-key-not-an-admin-key", CANARY_KEY + "-wrong"], ids=["project-key", "wrong-admin-key"]
+)
 def test_a_key_the_api_refuses_exits_1_saying_an_admin_key_is_required(key, org, tmp_path):
     path = tmp_path / "o.duckdb"
-    with MATRIX.run("bad input: unreachable URL, non-admin key", "401"), \
-            serve(SimulatedAPI(org, admin_key=CANARY_KEY)) as url:
-        result = cli(["--log-format", "json", "run", "--stream", "completions", "--sink", f"duckdb:{path}"],
-                     cli_env(url, key=key), cwd=tmp_path, timeout=30)
+    with (
+        MATRIX.run("bad input: unreachable URL, non-admin key", "401"),
+        serve(SimulatedAPI(org, admin_key=CANARY_KEY)) as url,
+    ):
+        result = cli(
+            ["--log-format", "json", "run", "--stream", "completions", "--sink", f"duckdb:{path}"],
+            cli_env(url, key=key),
+            cwd=tmp_path,
+            timeout=30,
+        )
         assert result.returncode == 1, describe(result)
         lines = plain_lines(result.stderr)
         assert lines[0] == "1 stream(s) failed:" and len(lines) == 2, describe(result)

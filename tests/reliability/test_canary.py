@@ -40,24 +40,27 @@ def org():
 
 
 @pytest.mark.parametrize("kind", ["duckdb", "ndjson"])
-def test_the_admin_key_appears_in_no_log_error_state_file_document_or_report(kind, org, tmp_path,
-                                                                            tmp_path_factory):
+def test_the_admin_key_appears_in_no_log_error_state_file_document_or_report(kind, org, tmp_path, tmp_path_factory):
     path = tmp_path / f"u.{kind}"
     sink = f"{kind}:{path}"
     results = []
     with MATRIX.run("canary secret: DEBUG logs, crash, revoked key, status, report", kind):
         with serve(SimulatedAPI(org, admin_key=CANARY_KEY)) as url:
             env = cli_env(url)
-            crashed = cli(["--log-level", "DEBUG", *backfill_args(org, sink, log_format="json")],
-                          {**env, "USAGE_COLLECTOR_FAILPOINTS": "window.shaped:4"})
+            crashed = cli(
+                ["--log-level", "DEBUG", *backfill_args(org, sink, log_format="json")],
+                {**env, "USAGE_COLLECTOR_FAILPOINTS": "window.shaped:4"},
+            )
             assert killed_by_sigkill(crashed), describe(crashed)
             rerun = cli(["--log-level", "DEBUG", *backfill_args(org, sink, log_format="text")], env)
             assert rerun.returncode == 0, describe(rerun)
             key_file = tmp_path_factory.mktemp("secret") / "admin.key"  # outside the scanned directory
             key_file.write_text(CANARY_KEY + "\n")
             file_env = {k: v for k, v in env.items() if k != "OPENAI_ADMIN_KEY"}
-            by_file = cli(["--log-level", "DEBUG", *backfill_args(org, sink)],
-                          {**file_env, "OPENAI_ADMIN_KEY_FILE": str(key_file)})
+            by_file = cli(
+                ["--log-level", "DEBUG", *backfill_args(org, sink)],
+                {**file_env, "OPENAI_ADMIN_KEY_FILE": str(key_file)},
+            )
             assert by_file.returncode == 0, describe(by_file)
             results += [crashed, rerun, by_file]
         # the key is revoked after a few requests: errors land in stderr, checkpoints and run records
@@ -74,8 +77,9 @@ def test_the_admin_key_appears_in_no_log_error_state_file_document_or_report(kin
         assert "AuthError: HTTP 401" in status.stdout, "the revoked key's error is not on the checkpoints"
         results += [revoked, wrong, status, report]
         with open_sink(kind, path) as s:
-            records = json.dumps([list(s.iter_documents()), [c.to_dict() for c in s.list_checkpoints()],
-                                  s.list_runs(1000)], default=str)
+            records = json.dumps(
+                [list(s.iter_documents()), [c.to_dict() for c in s.list_checkpoints()], s.list_runs(1000)], default=str
+            )
         files = sorted(p.name for p in tmp_path.iterdir())
         assert {"report.html", f"u.{kind}.lease"} <= set(files), files
         if kind == "ndjson":
@@ -107,8 +111,9 @@ def test_exception_texts_carry_no_key(org, tmp_path):
             with serve(SimulatedAPI(org, admin_key=CANARY_KEY, clock=clock.now, faults=faults)) as url:
                 collector = Collector(make_settings(openai_base_url=url), sink, clock=clock)
                 result = collector.backfill(BackfillRange(org.start, org.end))
-            unreachable = Collector(make_settings(openai_base_url="http://127.0.0.1:9/v1", max_attempts=2), sink,
-                                    clock=clock).backfill(BackfillRange(org.start, org.end))
+            unreachable = Collector(
+                make_settings(openai_base_url="http://127.0.0.1:9/v1", max_attempts=2), sink, clock=clock
+            ).backfill(BackfillRange(org.start, org.end))
         finally:
             logging.getLogger().removeHandler(handler)
             logging.getLogger().setLevel(old)

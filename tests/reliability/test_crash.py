@@ -114,8 +114,9 @@ def url(api):
 def slow_api(org):
     """Every usage/costs response takes 100 ms, so a run at concurrency 1 lasts long enough (20 pages, 2 s)
     for a timer to land inside it."""
-    return HookedAPI(org, admin_key=CANARY_KEY,
-                     faults=FaultPlan(latency=1.0, latency_seconds=0.1, path_prefixes=USAGE_PATHS))
+    return HookedAPI(
+        org, admin_key=CANARY_KEY, faults=FaultPlan(latency=1.0, latency_seconds=0.1, path_prefixes=USAGE_PATHS)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +172,13 @@ class _NdjsonView:
 
 def _windows(org) -> list[tuple[str, int]]:
     """(stream, window end) in the order a concurrency-1 backfill writes them."""
-    return [(s, w.end) for s in ALL for w in split(Window(org.start, org.end), STREAMS[s].default_width,
-                                                    STREAMS[s].limit_max(STREAMS[s].default_width))]
+    return [
+        (s, w.end)
+        for s in ALL
+        for w in split(
+            Window(org.start, org.end), STREAMS[s].default_width, STREAMS[s].limit_max(STREAMS[s].default_width)
+        )
+    ]
 
 
 def _expected_positions(point: Crash, org) -> dict[str, int] | None:

@@ -67,15 +67,17 @@ def test_bulk_items_rejected_with_429_are_resent_and_the_result_is_exact(org, ur
 
 def _dump(sink) -> str:
     """Every document, checkpoint and run record in the sink, as text."""
-    return json.dumps([list(sink.iter_documents()), [c.to_dict() for c in sink.list_checkpoints()],
-                       sink.list_runs(1000)], default=str)
+    return json.dumps(
+        [list(sink.iter_documents()), [c.to_dict() for c in sink.list_checkpoints()], sink.list_runs(1000)], default=str
+    )
 
 
 def _an_id_in_the_second_window(org, url, tmp_path) -> str:
     """The ``_id`` of a completions document of the second window (same ``_id`` in every sink)."""
     sink = NdjsonSink(tmp_path / "ids.ndjson")
-    Collector(make_settings(openai_base_url=url, streams=["completions"]), sink,
-              clock=FakeClock(org.end + 3 * DAY)).backfill(BackfillRange(org.start, org.end))
+    Collector(
+        make_settings(openai_base_url=url, streams=["completions"]), sink, clock=FakeClock(org.end + 3 * DAY)
+    ).backfill(BackfillRange(org.start, org.end))
     second = iso(org.start + 7 * DAY)
     return next(str(d["_id"]) for d in sink.iter_documents("completions") if d["_source"]["@timestamp"] >= second)
 
@@ -84,8 +86,9 @@ def test_a_bulk_item_refused_with_400_fails_its_stream_naming_it_and_the_checkpo
     doc_id = _an_id_in_the_second_window(org, url, tmp_path)
     sink = es.sink(_settings(es, url))
     with MATRIX.run("elasticsearch: bulk item 400", "stream stops, heal, rerun"):
-        es.server.fail_item(doc_id, reason="failed to parse field [openai.completions.input_tokens]",
-                            type_="document_parsing_exception")
+        es.server.fail_item(
+            doc_id, reason="failed to parse field [openai.completions.input_tokens]", type_="document_parsing_exception"
+        )
         result = _backfill(org, es, url, sink)
         (failed,) = result.failed
         assert failed.stream == "completions"

@@ -70,8 +70,11 @@ def test_a_second_run_while_the_first_writes_exits_0_naming_the_holder(kind, tmp
 
         (line,) = plain_lines(second.stdout)  # one line, nothing else on stdout ...
         assert not plain_lines(second.stderr), describe(second)  # ... and only log records on stderr
-        m = re.fullmatch(r"skipped: organization 'default' is being collected by (\S+):(\d+):([0-9a-f]+) "
-                         r"\(lease until (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\)", line)
+        m = re.fullmatch(
+            r"skipped: organization 'default' is being collected by (\S+):(\d+):([0-9a-f]+) "
+            r"\(lease until (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\)",
+            line,
+        )
         assert m, line
         assert m.group(1) == socket.gethostname() and int(m.group(2)) == first.pid, line
 

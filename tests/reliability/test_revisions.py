@@ -58,8 +58,9 @@ def _updated(stdout: str) -> int:
 def test_cron_runs_against_a_lagging_revising_api_converge_to_the_final_truth(tmp_path):
     org = Organization(seed=505, start=TODAY - 4 * DAY, days=3)
     box = {"now": float(org.start + DAY)}
-    api = SimulatedAPI(org, admin_key=CANARY_KEY, clock=lambda: box["now"] or time.time(),
-                       costs_revision_horizon=DAY)  # usage minutes: the default 2-hour horizon
+    api = SimulatedAPI(
+        org, admin_key=CANARY_KEY, clock=lambda: box["now"] or time.time(), costs_revision_horizon=DAY
+    )  # usage minutes: the default 2-hour horizon
     config = tmp_path / "collector.toml"
     config.write_text('initial_lookback = "6d"\n\n[restatement]\n' + "".join(f'{s} = "5d"\n' for s in ALL))
     path = tmp_path / "u.duckdb"
@@ -134,8 +135,9 @@ def test_a_group_that_vanishes_from_a_revised_bucket_is_removed(tmp_path):
     api = SimulatedAPI(org, admin_key=CANARY_KEY, clock=lambda: clock.now() - box["lag"])
     sink = NdjsonSink(tmp_path / "v.ndjson")
     with serve(api) as url:
-        settings = make_settings(openai_base_url=url, streams=["vector_stores"], initial_lookback="5d",
-                                 restatement={"vector_stores": "5d"})
+        settings = make_settings(
+            openai_base_url=url, streams=["vector_stores"], initial_lookback="5d", restatement={"vector_stores": "5d"}
+        )
         box["lag"] = clock.now() - (org.start + DAY + 12 * HOUR)  # the API is in the middle of day 2
         Collector(settings, sink, clock=clock).run_cycle()
         box["lag"] = 0.0

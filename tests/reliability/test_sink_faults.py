@@ -55,8 +55,7 @@ def org():
 
 # --- real I/O: the kernel refuses the write ------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["duckdb", "ndjson"])
-def test_a_write_refused_by_the_kernel_fails_the_stream_and_the_rerun_repairs_to_the_truth(kind, org, url,
-                                                                                         tmp_path):
+def test_a_write_refused_by_the_kernel_fails_the_stream_and_the_rerun_repairs_to_the_truth(kind, org, url, tmp_path):
     path = tmp_path / f"u.{kind}"
     args = backfill_args(org, f"{kind}:{path}", log_format="json")
     env = cli_env(url, concurrency=1)
@@ -252,8 +251,9 @@ def test_ndjson_disk_full_on_the_state_file_loses_nothing(org, url, tmp_path, mo
         monkeypatch.setattr(NdjsonSink, "_flush_state", flush_state)
         result = _ndjson_backfill(org, url, sink, clock)
         failed = {r.stream: r.error or "" for r in result.failed}
-        assert failed and all("state.json: cannot write state: No space left on device" in e
-                              for e in failed.values()), failed
+        assert failed and all(
+            "state.json: cannot write state: No space left on device" in e for e in failed.values()
+        ), failed
         lines = path.read_bytes().count(b"\n")
         monkeypatch.undo()
         with open_sink("ndjson", path) as fresh:

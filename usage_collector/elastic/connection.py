@@ -185,15 +185,20 @@ def _detect(client: Elasticsearch, description: str) -> ServerInfo:
         except UnsupportedProductError:
             raise SinkError(f"{what}: the server is not Elasticsearch") from None
         except AuthorizationException:
-            log.warning("%s: no 'monitor' privilege to read the version (GET /); using compatible-with=8, "
-                        "which Elasticsearch 8.x and 9.x accept", description)
+            log.warning(
+                "%s: no 'monitor' privilege to read the version (GET /); using compatible-with=8, "
+                "which Elasticsearch 8.x and 9.x accept",
+                description,
+            )
             return ServerInfo("unknown", 8)
         except BadRequestError as exc:
             if "media_type" not in str(exc):
                 raise sink_error(exc, what) from None
             if compat == 9:
-                raise SinkError(f"{sink_error(exc, what)}; the server accepts neither compatible-with=8 "
-                                "nor 9: it is older than 8.0, which is not supported (use 8.x or 9.x)") from None
+                raise SinkError(
+                    f"{sink_error(exc, what)}; the server accepts neither compatible-with=8 "
+                    "nor 9: it is older than 8.0, which is not supported (use 8.x or 9.x)"
+                ) from None
     version = str(body.get("version", {}).get("number", "0"))
     major = int(version.split(".")[0] or 0)
     if major < 8:
@@ -230,8 +235,10 @@ def sink_error(exc: Exception, what: str, hint: str | None = None) -> SinkError:
     from elasticsearch import ApiError, AuthenticationException, AuthorizationException, NotFoundError
 
     if isinstance(exc, AuthenticationException):
-        return SinkError(f"{what}: authentication failed; check ELASTICSEARCH_API_KEY or "
-                         "ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD")
+        return SinkError(
+            f"{what}: authentication failed; check ELASTICSEARCH_API_KEY or "
+            "ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD"
+        )
     if isinstance(exc, AuthorizationException):
         need = f"this needs the {hint} privilege" if hint else "see the privileges a run needs"
         return SinkError(_api_message(what, exc) + f"; {need} (docs/elasticsearch.md)")
@@ -243,8 +250,14 @@ def sink_error(exc: Exception, what: str, hint: str | None = None) -> SinkError:
     return SinkError(secrets.redact(f"{what}: Elasticsearch unreachable ({type(exc).__name__}: {message})"))
 
 
-def guard(fn: Callable[[], Any], what: str, *, allow_404: bool = False,
-          reraise: tuple[type[BaseException], ...] = (), hint: str | None = None) -> Any:
+def guard(
+    fn: Callable[[], Any],
+    what: str,
+    *,
+    allow_404: bool = False,
+    reraise: tuple[type[BaseException], ...] = (),
+    hint: str | None = None,
+) -> Any:
     """Run one request; turn client errors into a :class:`SinkError` (see :func:`sink_error`).
 
     Args:

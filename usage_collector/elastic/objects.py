@@ -151,8 +151,17 @@ def document_fields() -> dict[str, dict[str, Any]]:
         "organization.id": _KW,
         "organization.name": _KW,
     }
-    for name in ("model", "project_id", "user_id", "api_key_id", "usage_object_type", "bucket_width",
-                 "project_name", "api_key_name", "user_email"):
+    for name in (
+        "model",
+        "project_id",
+        "user_id",
+        "api_key_id",
+        "usage_object_type",
+        "bucket_width",
+        "project_name",
+        "api_key_name",
+        "user_email",
+    ):
         fields[f"openai.base.{name}"] = _KW
     fields["openai.base.start_time"] = _DATE
     fields["openai.base.end_time"] = _DATE
@@ -175,17 +184,29 @@ def runs_fields() -> dict[str, dict[str, Any]]:
     uc = "usage_collector"
     fields: dict[str, dict[str, Any]] = {
         "@timestamp": _DATE,
-        "event.kind": _KW, "event.dataset": _KW, "event.outcome": _KW, "event.duration": _LONG,
+        "event.kind": _KW,
+        "event.dataset": _KW,
+        "event.outcome": _KW,
+        "event.duration": _LONG,
         "organization.id": _KW,
-        "data_stream.type": _CONST, "data_stream.dataset": _CONST, "data_stream.namespace": _CONST,
+        "data_stream.type": _CONST,
+        "data_stream.dataset": _CONST,
+        "data_stream.namespace": _CONST,
         "error.message": {"type": "text"},
     }
     for name in ("run_id", "mode", "stream", "bucket_width"):
         fields[f"{uc}.{name}"] = _KW
     for name in ("window.start", "window.end", "position", "final_edge"):
         fields[f"{uc}.{name}"] = _DATE
-    for name in ("windows", "requests", "retries", "lag_seconds", "documents.created", "documents.updated",
-                 "documents.unchanged"):
+    for name in (
+        "windows",
+        "requests",
+        "retries",
+        "lag_seconds",
+        "documents.created",
+        "documents.updated",
+        "documents.unchanged",
+    ):
         fields[f"{uc}.{name}"] = _LONG
     return fields
 
@@ -194,10 +215,22 @@ def _state_fields() -> dict[str, dict[str, Any]]:
     # Unix seconds as numbers (fractional): ``double``, since a date field would need the number as a string.
     seconds = {"type": "double"}
     return {
-        "type": _KW, "org_id": _KW, "stream": _KW, "bucket_width": _KW, "scope": _KW, "holder": _KW,
-        "position": _LONG, "range_start": _LONG, "range_end": _LONG, "complete": {"type": "boolean"},
-        "updated_at": seconds, "last_success_at": seconds, "last_error_at": seconds, "last_error": {"type": "text"},
-        "expires_at": seconds, "acquired_at": seconds,
+        "type": _KW,
+        "org_id": _KW,
+        "stream": _KW,
+        "bucket_width": _KW,
+        "scope": _KW,
+        "holder": _KW,
+        "position": _LONG,
+        "range_start": _LONG,
+        "range_end": _LONG,
+        "complete": {"type": "boolean"},
+        "updated_at": seconds,
+        "last_success_at": seconds,
+        "last_error_at": seconds,
+        "last_error": {"type": "text"},
+        "expires_at": seconds,
+        "acquired_at": seconds,
     }
 
 
@@ -259,7 +292,10 @@ def component_templates(
     if lifecycle == "ilm":
         settings_part: dict[str, Any] = {"settings": {"index": {"mode": "standard", "lifecycle": {"name": ILM_POLICY}}}}
     else:
-        settings_part = {"settings": {"index": {"mode": "standard"}}, "lifecycle": data_stream_lifecycle(retention_days)}
+        settings_part = {
+            "settings": {"index": {"mode": "standard"}},
+            "lifecycle": data_stream_lifecycle(retention_days),
+        }
     return {
         MAPPINGS_COMPONENT: {
             "template": {"mappings": {"dynamic": "strict", "properties": nest(document_fields())}},
@@ -282,10 +318,16 @@ def index_templates(settings: Settings) -> dict[str, dict[str, Any]]:
             "data_stream": {},
             "priority": TEMPLATE_PRIORITY,
             "composed_of": [MAPPINGS_COMPONENT, SETTINGS_COMPONENT],
-            "template": {"mappings": {"properties": nest({
-                "data_stream.type": {**_CONST, "value": settings.data_stream_type},
-                "data_stream.dataset": {**_CONST, "value": dataset},
-            })}},
+            "template": {
+                "mappings": {
+                    "properties": nest(
+                        {
+                            "data_stream.type": {**_CONST, "value": settings.data_stream_type},
+                            "data_stream.dataset": {**_CONST, "value": dataset},
+                        }
+                    )
+                }
+            },
             "_meta": _meta(f"OpenAI {stream} usage (usage-collector)"),
         }
     out[f"usage-collector-logs-{RUNS_DATASET}"] = {
@@ -293,11 +335,18 @@ def index_templates(settings: Settings) -> dict[str, dict[str, Any]]:
         "data_stream": {},
         "priority": TEMPLATE_PRIORITY,
         "composed_of": [SETTINGS_COMPONENT],
-        "template": {"mappings": {"dynamic": "runtime", "properties": nest({
-            **runs_fields(),
-            "data_stream.type": {**_CONST, "value": "logs"},
-            "data_stream.dataset": {**_CONST, "value": RUNS_DATASET},
-        })}},
+        "template": {
+            "mappings": {
+                "dynamic": "runtime",
+                "properties": nest(
+                    {
+                        **runs_fields(),
+                        "data_stream.type": {**_CONST, "value": "logs"},
+                        "data_stream.dataset": {**_CONST, "value": RUNS_DATASET},
+                    }
+                ),
+            }
+        },
         "_meta": _meta("usage-collector run documents, one per stream per cycle"),
     }
     return out
@@ -327,8 +376,9 @@ def role_descriptors(settings: Settings) -> dict[str, dict[str, Any]]:
         },
         "usage_collector_run": {
             "cluster": list(RUN_CLUSTER_PRIVILEGES),
-            "indices": [{"names": [pats[kind]], "privileges": list(privs)}
-                        for kind, privs in RUN_INDEX_PRIVILEGES.items()],
+            "indices": [
+                {"names": [pats[kind]], "privileges": list(privs)} for kind, privs in RUN_INDEX_PRIVILEGES.items()
+            ],
         },
     }
 
@@ -365,9 +415,14 @@ def render_fields_md() -> str:
             kind += f", {metric}"
         streams = ", ".join(origin.get(name, [])) if name.startswith(("openai.", "gen_ai.usage")) else ""
         lines.append(f"| `{name}` | {kind} | {streams} |")
-    lines += ["", "## Run documents (`logs-usage_collector.runs-<namespace>`)", "",
-              "Mapped with `dynamic: runtime`: other fields stay queryable as runtime fields.", "",
-              "| Field | Type |", "|---|---|"]
+    lines += [
+        "",
+        "## Run documents (`logs-usage_collector.runs-<namespace>`)",
+        "",
+        "Mapped with `dynamic: runtime`: other fields stay queryable as runtime fields.",
+        "",
+        "| Field | Type |",
+        "|---|---|",
+    ]
     lines += [f"| `{n}` | {m['type']} |" for n, m in sorted(runs_fields().items())]
     return "\n".join(lines) + "\n"
-

@@ -91,8 +91,11 @@ def _same(actual: Any, desired: Any) -> bool:
     if isinstance(desired, Mapping):
         return isinstance(actual, Mapping) and all(k in actual and _same(actual[k], v) for k, v in desired.items())
     if isinstance(desired, list | tuple):
-        return (isinstance(actual, list | tuple) and len(actual) == len(desired)
-                and all(_same(a, d) for a, d in zip(actual, desired, strict=True)))
+        return (
+            isinstance(actual, list | tuple)
+            and len(actual) == len(desired)
+            and all(_same(a, d) for a, d in zip(actual, desired, strict=True))
+        )
     if isinstance(desired, bool) or isinstance(actual, bool):
         return str(actual).lower() == str(desired).lower()
     if isinstance(desired, int | float) and isinstance(actual, int | float | str):
@@ -114,14 +117,23 @@ class _Setup:
         """The object as Elasticsearch returns it, or ``None`` when it does not exist."""
         return guard(read, f"setup: read {what}", allow_404=True, hint=privilege)
 
-    def record(self, kind: str, name: str, exists: bool, same: bool, write: Callable[[], object],
-               privilege: str, detail: str = "") -> bool:
+    def record(
+        self,
+        kind: str,
+        name: str,
+        exists: bool,
+        same: bool,
+        write: Callable[[], object],
+        privilege: str,
+        detail: str = "",
+    ) -> bool:
         """Write the object unless it is already as wanted; returns whether it changed (or would)."""
         if exists and same:
             self.out(str(self.report.add(kind, name, "unchanged")))
             return False
-        status: Status = ("would update" if exists else "would create") if self.dry_run else (
-            "updated" if exists else "created")
+        status: Status = (
+            ("would update" if exists else "would create") if self.dry_run else ("updated" if exists else "created")
+        )
         if not self.dry_run:
             guard(write, f"setup: write {kind} {name}", hint=privilege)
         self.out(str(self.report.add(kind, name, status, detail)))
@@ -139,10 +151,15 @@ def missing_privileges(client: Elasticsearch, settings: Settings, lifecycle: Lif
     patterns = list(index_patterns(settings).values())
     cluster = [p for p in SETUP_CLUSTER_PRIVILEGES if lifecycle == "ilm" or p != "manage_ilm"]
     try:
-        resp = guard(functools.partial(
-            client.security.has_privileges, cluster=cluster,
-            index=[{"names": patterns, "privileges": list(SETUP_INDEX_PRIVILEGES)}],
-        ), "setup: check privileges", reraise=(ApiError,))
+        resp = guard(
+            functools.partial(
+                client.security.has_privileges,
+                cluster=cluster,
+                index=[{"names": patterns, "privileges": list(SETUP_INDEX_PRIVILEGES)}],
+            ),
+            "setup: check privileges",
+            reraise=(ApiError,),
+        )
     except ApiError:  # security disabled, or an old cluster: the writes below will tell
         return None
     if resp.get("has_all_requested", True):
@@ -189,12 +206,15 @@ def setup(
         report.lifecycle = choose_lifecycle(es, settings)
         missing = missing_privileges(es, settings, report.lifecycle)
         if missing:
-            raise SinkError("setup: these credentials lack " + ", ".join(missing)
-                            + "; see docs/elasticsearch.md for the setup role")
+            raise SinkError(
+                "setup: these credentials lack " + ", ".join(missing) + "; see docs/elasticsearch.md for the setup role"
+            )
         days = settings.retention_days if retention_days is None else retention_days
         keep = f"delete after {days} days" if days else "kept forever"
-        out(f"Elasticsearch: retention by {_LIFECYCLE_NAMES[report.lifecycle]} ({keep}; lifecycle = "
-            f"{settings.lifecycle})")
+        out(
+            f"Elasticsearch: retention by {_LIFECYCLE_NAMES[report.lifecycle]} ({keep}; lifecycle = "
+            f"{settings.lifecycle})"
+        )
         _install(_Setup(es, report, dry_run, out), settings, report.lifecycle, retention_days)
     finally:
         if owned:
@@ -217,8 +237,13 @@ def has_ilm(client: Elasticsearch) -> bool:
     from elasticsearch import BadRequestError
 
     try:
-        guard(lambda: client.ilm.get_lifecycle(name=ILM_POLICY), "setup: read ILM policy", allow_404=True,
-              hint="manage_ilm", reraise=(BadRequestError,))
+        guard(
+            lambda: client.ilm.get_lifecycle(name=ILM_POLICY),
+            "setup: read ILM policy",
+            allow_404=True,
+            hint="manage_ilm",
+            reraise=(BadRequestError,),
+        )
     except BadRequestError as exc:
         if "no handler found" in str(exc.body):
             return False
@@ -237,8 +262,10 @@ def choose_lifecycle(client: Elasticsearch, settings: Settings) -> Lifecycle:
         return "data_stream"
     ilm = has_ilm(client)
     if settings.lifecycle == "ilm" and not ilm:
-        raise SinkError("setup: lifecycle = ilm, but this cluster has no ILM (GET _ilm answers 'no handler "
-                        "found'); set USAGE_COLLECTOR_LIFECYCLE=data_stream (or auto)")
+        raise SinkError(
+            "setup: lifecycle = ilm, but this cluster has no ILM (GET _ilm answers 'no handler "
+            "found'); set USAGE_COLLECTOR_LIFECYCLE=data_stream (or auto)"
+        )
     return "ilm" if ilm else "data_stream"
 
 
@@ -250,17 +277,29 @@ def _install(s: _Setup, settings: Settings, lifecycle: Lifecycle, retention_days
         cur = s.get(p(es.ilm.get_lifecycle, name=ILM_POLICY), f"ILM policy {ILM_POLICY}", "manage_ilm")
         actual = (cur or {}).get(ILM_POLICY, {}).get("policy") or {}
         same = _same(actual, policy) and set(actual.get("phases", {})) == set(policy["phases"])
-        s.record("ILM policy", ILM_POLICY, cur is not None, same,
-                 p(es.ilm.put_lifecycle, name=ILM_POLICY, policy=policy), "manage_ilm")
+        s.record(
+            "ILM policy",
+            ILM_POLICY,
+            cur is not None,
+            same,
+            p(es.ilm.put_lifecycle, name=ILM_POLICY, policy=policy),
+            "manage_ilm",
+        )
 
     mappings_changed = False
     for name, body in component_templates(settings, lifecycle, retention_days).items():
-        cur = s.get(p(es.cluster.get_component_template, name=name), f"component template {name}",
-                    "manage_index_templates")
+        cur = s.get(
+            p(es.cluster.get_component_template, name=name), f"component template {name}", "manage_index_templates"
+        )
         found = (cur or {}).get("component_templates") or []
-        changed = s.record("component template", name, bool(found),
-                           bool(found) and _same(found[0]["component_template"], body),
-                           p(es.cluster.put_component_template, name=name, **body), "manage_index_templates")
+        changed = s.record(
+            "component template",
+            name,
+            bool(found),
+            bool(found) and _same(found[0]["component_template"], body),
+            p(es.cluster.put_component_template, name=name, **body),
+            "manage_index_templates",
+        )
         mappings_changed |= changed and name == MAPPINGS_COMPONENT
 
     templates = index_templates(settings)
@@ -268,8 +307,14 @@ def _install(s: _Setup, settings: Settings, lifecycle: Lifecycle, retention_days
     for name, body in templates.items():
         cur = s.get(p(es.indices.get_index_template, name=name), f"index template {name}", "manage_index_templates")
         found = (cur or {}).get("index_templates") or []
-        if s.record("index template", name, bool(found), bool(found) and _same(found[0]["index_template"], body),
-                    p(es.indices.put_index_template, name=name, **body), "manage_index_templates"):
+        if s.record(
+            "index template",
+            name,
+            bool(found),
+            bool(found) and _same(found[0]["index_template"], body),
+            p(es.indices.put_index_template, name=name, **body),
+            "manage_index_templates",
+        ):
             changed_templates.add(name)
 
     state = state_index(settings)
@@ -279,8 +324,14 @@ def _install(s: _Setup, settings: Settings, lifecycle: Lifecycle, retention_days
         s.record("index", state, False, False, p(es.indices.create, index=state, **sbody), "create_index")
     else:
         props = (cur.get(state) or {}).get("mappings", {}).get("properties")
-        s.record("index mapping", state, True, _same(props, sbody["mappings"]["properties"]),
-                 p(es.indices.put_mapping, index=state, properties=sbody["mappings"]["properties"]), "manage")
+        s.record(
+            "index mapping",
+            state,
+            True,
+            _same(props, sbody["mappings"]["properties"]),
+            p(es.indices.put_mapping, index=state, properties=sbody["mappings"]["properties"]),
+            "manage",
+        )
 
     runs_template = f"usage-collector-logs-{RUNS_DATASET}"
     by_stream = {data_stream_name(settings, st): index_template_name(settings, st) for st in STREAMS}
@@ -293,9 +344,15 @@ def _install(s: _Setup, settings: Settings, lifecycle: Lifecycle, retention_days
             s.record("data stream", ds, False, False, p(es.indices.create_data_stream, name=ds), "create_index")
             continue
         if tname in changed_templates or (mappings_changed and tname != runs_template):
-            s.record("data stream mapping", ds, True, False,
-                     p(es.indices.put_mapping, index=ds, **_effective_mappings(settings, ds, templates[tname])),
-                     "manage", "new fields applied to the existing backing indices")
+            s.record(
+                "data stream mapping",
+                ds,
+                True,
+                False,
+                p(es.indices.put_mapping, index=ds, **_effective_mappings(settings, ds, templates[tname])),
+                "manage",
+                "new fields applied to the existing backing indices",
+            )
         else:
             s.record("data stream", ds, True, True, lambda: None, "")
         if lifecycle == "data_stream":
@@ -303,10 +360,19 @@ def _install(s: _Setup, settings: Settings, lifecycle: Lifecycle, retention_days
             # PUT _data_stream/<name>/_lifecycle (DataStreamLifecycle; Elasticsearch 8.11+). The request needs a
             # body, so "enabled" (DataStreamLifecycle.ENABLED_FIELD) is always sent, also when kept forever.
             have = found[0].get("lifecycle")
-            same = have is not None and have.get("enabled", True) and (
-                have.get("data_retention") == wanted.get("data_retention"))
-            s.record("data stream lifecycle", ds, have is not None, bool(same),
-                     p(es.indices.put_data_lifecycle, name=ds, body={"enabled": True, **wanted}), "manage")
+            same = (
+                have is not None
+                and have.get("enabled", True)
+                and (have.get("data_retention") == wanted.get("data_retention"))
+            )
+            s.record(
+                "data stream lifecycle",
+                ds,
+                have is not None,
+                bool(same),
+                p(es.indices.put_data_lifecycle, name=ds, body={"enabled": True, **wanted}),
+                "manage",
+            )
 
 
 def _effective_mappings(settings: Settings, data_stream: str, template: Mapping[str, Any]) -> dict[str, Any]:

@@ -118,8 +118,11 @@ class ElasticsearchSink:
         transport_backoff: float = 0.5,
     ) -> None:
         self.settings = settings
-        self.description = describe(settings) if settings.elasticsearch_url or settings.elasticsearch_cloud_id \
+        self.description = (
+            describe(settings)
+            if settings.elasticsearch_url or settings.elasticsearch_cloud_id
             else "elasticsearch:client"
+        )
         self.chunk_size = chunk_size
         self.max_retries = max_retries
         self.initial_backoff = initial_backoff
@@ -154,8 +157,11 @@ class ElasticsearchSink:
                 return
             if self._es is None:
                 self._es, self.server = connect(
-                    self.settings, request_timeout=self.request_timeout, max_retries=self.transport_retries,
-                    retry_backoff=self.transport_backoff)
+                    self.settings,
+                    request_timeout=self.request_timeout,
+                    max_retries=self.transport_retries,
+                    retry_backoff=self.transport_backoff,
+                )
             missing = self._missing_objects(self._es)
             if missing:
                 self._set_up(self._es, missing)
@@ -180,8 +186,9 @@ class ElasticsearchSink:
     def _missing_objects(self, es: Elasticsearch) -> list[str]:
         wanted = [data_stream_name(self.settings, s) for s in self.settings.streams] + [self.runs_stream]
         pattern = index_patterns(self.settings)["usage"]
-        body = self._call(lambda: es.indices.get_data_stream(name=[pattern, self.runs_stream + "*"]),
-                          "list data streams")
+        body = self._call(
+            lambda: es.indices.get_data_stream(name=[pattern, self.runs_stream + "*"]), "list data streams"
+        )
         have = {d["name"] for d in body.get("data_streams", [])}
         missing = [d for d in wanted if d not in have]
         if not self._call(lambda: es.indices.exists(index=self.state_index), f"check index {self.state_index}"):
@@ -196,8 +203,10 @@ class ElasticsearchSink:
         try:
             setup(self.settings, client=es, out=log.info)
         except SinkError as exc:
-            raise SinkError(f"{self.description}: missing {what}, and creating them failed ({exc}); run "
-                            "`usage-collector setup` with the setup role (docs/elasticsearch.md)") from None
+            raise SinkError(
+                f"{self.description}: missing {what}, and creating them failed ({exc}); run "
+                "`usage-collector setup` with the setup role (docs/elasticsearch.md)"
+            ) from None
 
     # --- documents ------------------------------------------------------------------------------------
     def write_window(self, docs: Sequence[Document], checkpoint: Checkpoint | None) -> WriteStats:
@@ -225,9 +234,17 @@ class ElasticsearchSink:
             existing = self._lookup(es, batch, {i: ix for i, ix in pending.items() if ix})
             pending = self._bulk(es, self._plan(batch, existing, outcome), outcome, failures)
         for doc_id, index in pending.items():
-            failures.append({"_id": doc_id, "_index": index or by_id[doc_id].index, "op": "write", "status": 409,
-                             "type": "version_conflict_engine_exception", "field": None,
-                             "reason": f"still conflicting after {self.conflict_passes} passes"})
+            failures.append(
+                {
+                    "_id": doc_id,
+                    "_index": index or by_id[doc_id].index,
+                    "op": "write",
+                    "status": 409,
+                    "type": "version_conflict_engine_exception",
+                    "field": None,
+                    "reason": f"still conflicting after {self.conflict_passes} passes",
+                }
+            )
         if failures:
             raise SinkError(self._failure_message(failures, len(by_id)), failures)
         if checkpoint is not None:
@@ -254,22 +271,31 @@ class ElasticsearchSink:
         found: dict[str, list[_Hit]] = {}
         for target, ids in by_target.items():
             for start in range(0, len(ids), LOOKUP_CHUNK):
-                chunk = ids[start:start + LOOKUP_CHUNK]
+                chunk = ids[start : start + LOOKUP_CHUNK]
                 body = self._call(
                     functools.partial(
-                        es.search, index=target, query={"ids": {"values": chunk}}, size=LOOKUP_SIZE,
-                        seq_no_primary_term=True, source_includes=["event.hash"], track_total_hits=True,
-                        ignore_unavailable=True, allow_no_indices=True),
-                    f"look up {len(chunk)} ids in {target}")
+                        es.search,
+                        index=target,
+                        query={"ids": {"values": chunk}},
+                        size=LOOKUP_SIZE,
+                        seq_no_primary_term=True,
+                        source_includes=["event.hash"],
+                        track_total_hits=True,
+                        ignore_unavailable=True,
+                        allow_no_indices=True,
+                    ),
+                    f"look up {len(chunk)} ids in {target}",
+                )
                 hits = body["hits"]["hits"]
                 if body["hits"]["total"]["value"] > len(hits):
-                    raise SinkError(f"{self.description}: {target} holds more than {LOOKUP_SIZE} copies of "
-                                    f"{len(chunk)} ids; remove the duplicates before collecting again")
+                    raise SinkError(
+                        f"{self.description}: {target} holds more than {LOOKUP_SIZE} copies of "
+                        f"{len(chunk)} ids; remove the duplicates before collecting again"
+                    )
                 for h in hits:
                     found.setdefault(h["_id"], []).append(self._hit(h))
         # A 409 names the backing index holding the _id; read it there in real time (a search may not see it).
-        missing = [{"_index": ix, "_id": i} for i, ix in known.items()
-                   if all(h.index != ix for h in found.get(i, []))]
+        missing = [{"_index": ix, "_id": i} for i, ix in known.items() if all(h.index != ix for h in found.get(i, []))]
         if missing:
             body = self._call(lambda: es.mget(docs=missing), f"read {len(missing)} conflicting documents")
             for d in body.get("docs", []):
@@ -283,8 +309,9 @@ class ElasticsearchSink:
         return _Hit(h["_index"], int(h["_seq_no"]), int(h["_primary_term"]), event.get("hash"))
 
     @staticmethod
-    def _plan(docs: Sequence[Document], existing: Mapping[str, list[_Hit]],
-              outcome: dict[str, str]) -> list[dict[str, Any]]:
+    def _plan(
+        docs: Sequence[Document], existing: Mapping[str, list[_Hit]], outcome: dict[str, str]
+    ) -> list[dict[str, Any]]:
         actions: list[dict[str, Any]] = []
         for doc in docs:
             hits = existing.get(doc.id, [])
@@ -293,17 +320,35 @@ class ElasticsearchSink:
                 continue
             same = [h for h in hits if h.hash == doc.hash]
             keep = max(same or hits, key=lambda h: (_generation(h.index), h.index))
-            actions += [{"_op_type": "delete", "_index": h.index, "_id": doc.id, "if_seq_no": h.seq_no,
-                         "if_primary_term": h.primary_term} for h in hits if h is not keep]
+            actions += [
+                {
+                    "_op_type": "delete",
+                    "_index": h.index,
+                    "_id": doc.id,
+                    "if_seq_no": h.seq_no,
+                    "if_primary_term": h.primary_term,
+                }
+                for h in hits
+                if h is not keep
+            ]
             if keep.hash == doc.hash:
                 outcome.setdefault(doc.id, "unchanged")
             else:
-                actions.append({"_op_type": "index", "_index": keep.index, "_id": doc.id, "if_seq_no": keep.seq_no,
-                                "if_primary_term": keep.primary_term, "_source": doc.source})
+                actions.append(
+                    {
+                        "_op_type": "index",
+                        "_index": keep.index,
+                        "_id": doc.id,
+                        "if_seq_no": keep.seq_no,
+                        "if_primary_term": keep.primary_term,
+                        "_source": doc.source,
+                    }
+                )
         return actions
 
-    def _bulk(self, es: Elasticsearch, actions: list[dict[str, Any]], outcome: dict[str, str],
-              failures: list[dict[str, Any]]) -> dict[str, str | None]:
+    def _bulk(
+        self, es: Elasticsearch, actions: list[dict[str, Any]], outcome: dict[str, str], failures: list[dict[str, Any]]
+    ) -> dict[str, str | None]:
         """Send ``actions``; returns the ``_id`` s that met a 409, with the backing index that holds them."""
         from elasticsearch import TransportError
         from elasticsearch.helpers import streaming_bulk
@@ -312,8 +357,14 @@ class ElasticsearchSink:
         if not actions:
             return conflicts
         results = streaming_bulk(
-            es, actions, chunk_size=self.chunk_size, raise_on_error=False, raise_on_exception=False,
-            max_retries=self.max_retries, initial_backoff=self.initial_backoff, max_backoff=self.max_backoff,
+            es,
+            actions,
+            chunk_size=self.chunk_size,
+            raise_on_error=False,
+            raise_on_exception=False,
+            max_retries=self.max_retries,
+            initial_backoff=self.initial_backoff,
+            max_backoff=self.max_backoff,
             refresh=True,
         )
         try:
@@ -329,13 +380,24 @@ class ElasticsearchSink:
                     conflicts[doc_id] = backing if isinstance(backing, str) and backing.startswith(".ds-") else None
                 else:
                     kind, reason = _reason(info.get("error"))
-                    failures.append({"_id": doc_id, "_index": info.get("_index"), "op": op, "status": status,
-                                     "type": kind, "reason": secrets.redact(reason),
-                                     "field": field_of(reason)})
+                    failures.append(
+                        {
+                            "_id": doc_id,
+                            "_index": info.get("_index"),
+                            "op": op,
+                            "status": status,
+                            "type": kind,
+                            "reason": secrets.redact(reason),
+                            "field": field_of(reason),
+                        }
+                    )
         except TransportError as exc:
-            raise SinkError(secrets.redact(
-                f"{self.description}: Elasticsearch unreachable during a bulk write ({type(exc).__name__}: "
-                f"{exc.message}); the checkpoint was not moved, the window will be written again")) from None
+            raise SinkError(
+                secrets.redact(
+                    f"{self.description}: Elasticsearch unreachable during a bulk write ({type(exc).__name__}: "
+                    f"{exc.message}); the checkpoint was not moved, the window will be written again"
+                )
+            ) from None
         return conflicts
 
     def _failure_message(self, failures: list[dict[str, Any]], total: int) -> str:
@@ -345,8 +407,10 @@ class ElasticsearchSink:
 
         shown = "; ".join(one(f) for f in failures[:3])
         more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
-        return (f"{self.description}: {len(failures)} of {total} documents were not written, checkpoint not "
-                f"moved: {shown}{more}")
+        return (
+            f"{self.description}: {len(failures)} of {total} documents were not written, checkpoint not "
+            f"moved: {shown}{more}"
+        )
 
     def iter_documents(self, stream: str | None = None) -> Iterator[dict[str, Any]]:
         """Every current document as ``{"_id", "_index" (data stream), "_source"}``; one per ``_id``.
@@ -360,8 +424,9 @@ class ElasticsearchSink:
         streams = [stream] if stream is not None else list(STREAMS)
         for name in streams:
             ds = data_stream_name(self.settings, name)
-            body = self._call(functools.partial(es.indices.get_data_stream, name=ds), f"read data stream {ds}",
-                              allow_404=True)
+            body = self._call(
+                functools.partial(es.indices.get_data_stream, name=ds), f"read data stream {ds}", allow_404=True
+            )
             seen: set[str] = set()
             for entry in (body or {}).get("data_streams", []):
                 for backing in reversed([i["index_name"] for i in entry.get("indices", [])]):
@@ -369,8 +434,11 @@ class ElasticsearchSink:
                         for hit in scan(es, index=backing, query={"query": {"match_all": {}}}, size=1000):
                             if hit["_id"] not in seen:
                                 seen.add(hit["_id"])
-                                yield {"_id": hit["_id"], "_index": _data_stream_of(backing, hit["_source"]),
-                                       "_source": hit["_source"]}
+                                yield {
+                                    "_id": hit["_id"],
+                                    "_index": _data_stream_of(backing, hit["_source"]),
+                                    "_source": hit["_source"],
+                                }
                     except (ApiError, TransportError, ScanError) as exc:
                         raise sink_error(exc, f"{self.description}: read {backing}") from None
 
@@ -384,13 +452,17 @@ class ElasticsearchSink:
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         es = self._client()
         doc = {**checkpoint.to_dict(), "type": "checkpoint"}
-        self._call(lambda: es.index(index=self.state_index, id=checkpoint.key, document=doc, refresh=True),
-                   f"store checkpoint {checkpoint.key}")
+        self._call(
+            lambda: es.index(index=self.state_index, id=checkpoint.key, document=doc, refresh=True),
+            f"store checkpoint {checkpoint.key}",
+        )
 
     def list_checkpoints(self) -> list[Checkpoint]:
         es = self._client()
-        body = self._call(lambda: es.search(index=self.state_index, query={"term": {"type": "checkpoint"}},
-                                            size=10000), "list checkpoints")
+        body = self._call(
+            lambda: es.search(index=self.state_index, query={"term": {"type": "checkpoint"}}, size=10000),
+            "list checkpoints",
+        )
         cps = [Checkpoint.from_dict(h["_source"]) for h in body["hits"]["hits"]]
         return sorted(cps, key=lambda c: c.key)
 
@@ -408,18 +480,26 @@ class ElasticsearchSink:
         lease_id = f"lease/{org_id}"
         doc = {"type": "lease", "org_id": org_id, "holder": holder, "expires_at": now + ttl, "acquired_at": now}
         for _ in range(3):
-            cur = self._call(lambda: es.get(index=self.state_index, id=lease_id), f"read {lease_id}",
-                             allow_404=True)
+            cur = self._call(lambda: es.get(index=self.state_index, id=lease_id), f"read {lease_id}", allow_404=True)
             if cur and cur.get("found"):
                 src = cur["_source"]
                 expires = float(src.get("expires_at") or 0)
                 if src.get("holder") != holder and expires > now:
                     raise LeaseHeldError(
                         f"organization {org_id!r} is being collected by {src.get('holder')} "
-                        f"(lease until {iso(expires)})", holder=str(src.get("holder")), expires_at=expires)
+                        f"(lease until {iso(expires)})",
+                        holder=str(src.get("holder")),
+                        expires_at=expires,
+                    )
                 write: Callable[[], Any] = functools.partial(
-                    es.index, index=self.state_index, id=lease_id, document=doc, if_seq_no=cur["_seq_no"],
-                    if_primary_term=cur["_primary_term"], refresh=True)
+                    es.index,
+                    index=self.state_index,
+                    id=lease_id,
+                    document=doc,
+                    if_seq_no=cur["_seq_no"],
+                    if_primary_term=cur["_primary_term"],
+                    refresh=True,
+                )
             else:
                 write = functools.partial(es.create, index=self.state_index, id=lease_id, document=doc, refresh=True)
             try:
@@ -440,9 +520,18 @@ class ElasticsearchSink:
             return
         doc = {**cur["_source"], "expires_at": 0}
         try:
-            guard(lambda: es.index(index=self.state_index, id=lease_id, document=doc, if_seq_no=cur["_seq_no"],
-                                    if_primary_term=cur["_primary_term"], refresh=True),
-                   f"{self.description}: release {lease_id}", reraise=(ConflictError,))
+            guard(
+                lambda: es.index(
+                    index=self.state_index,
+                    id=lease_id,
+                    document=doc,
+                    if_seq_no=cur["_seq_no"],
+                    if_primary_term=cur["_primary_term"],
+                    refresh=True,
+                ),
+                f"{self.description}: release {lease_id}",
+                reraise=(ConflictError,),
+            )
         except ConflictError:
             log.info("lease of %s changed hands before it was released", org_id)
 
@@ -451,13 +540,22 @@ class ElasticsearchSink:
         """Append a run document to ``logs-usage_collector.runs-<namespace>`` (adds ``@timestamp`` if absent)."""
         es = self._client()
         doc = run if "@timestamp" in run else {"@timestamp": _now_iso(), **run}
-        self._call(lambda: es.index(index=self.runs_stream, document=doc, op_type="create", refresh=True),
-                   "record a run")
+        self._call(
+            lambda: es.index(index=self.runs_stream, document=doc, op_type="create", refresh=True), "record a run"
+        )
 
     def list_runs(self, limit: int = 100) -> list[dict[str, Any]]:
         es = self._client()
-        body = self._call(lambda: es.search(index=self.runs_stream, size=limit, sort=[{"@timestamp": "desc"}],
-                                            ignore_unavailable=True, allow_no_indices=True), "list runs")
+        body = self._call(
+            lambda: es.search(
+                index=self.runs_stream,
+                size=limit,
+                sort=[{"@timestamp": "desc"}],
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            ),
+            "list runs",
+        )
         return [h["_source"] for h in body["hits"]["hits"]]
 
 

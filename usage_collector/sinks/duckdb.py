@@ -71,8 +71,10 @@ def _view_sql(spec: StreamSpec) -> str:
         cols.append(f"CAST(source->>'$.{path}' AS {sql_type}) AS {m.name.replace('.', '_')}")
     for attr in spec.attributes:
         cols.append(f"source->>'$.{spec.field_name(attr)}' AS {attr.replace('.', '_')}")
-    return f"CREATE OR REPLACE VIEW {spec.name} AS SELECT _id, {', '.join(cols)} FROM documents " \
-           f"WHERE stream = '{spec.name}'"
+    return (
+        f"CREATE OR REPLACE VIEW {spec.name} AS SELECT _id, {', '.join(cols)} FROM documents "
+        f"WHERE stream = '{spec.name}'"
+    )
 
 
 class DuckDBSink(FileLeaseMixin):
@@ -194,9 +196,13 @@ class DuckDBSink(FileLeaseMixin):
 
     def load_checkpoint(self, org_id: str, stream: str, bucket_width: str, scope: str = "run") -> Checkpoint | None:
         with self._lock:
-            row = self._db().execute(
-                "SELECT data FROM checkpoints WHERE key = ?", [checkpoint_key(org_id, stream, bucket_width, scope)]
-            ).fetchone()
+            row = (
+                self._db()
+                .execute(
+                    "SELECT data FROM checkpoints WHERE key = ?", [checkpoint_key(org_id, stream, bucket_width, scope)]
+                )
+                .fetchone()
+            )
         return Checkpoint.from_dict(orjson.loads(row[0])) if row else None
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:

@@ -117,9 +117,7 @@ class NdjsonSink(FileLeaseMixin):
                         os.truncate(self.path, size)
                     except OSError:
                         self._hashes = None  # the next open() repairs the tail
-                    raise SinkError(
-                        f"{self.path}: cannot append {len(out)} document(s): {exc.strerror}"
-                    ) from None
+                    raise SinkError(f"{self.path}: cannot append {len(out)} document(s): {exc.strerror}") from None
                 for doc in docs:
                     self._hashes[doc.id] = doc.hash
             if checkpoint is not None:

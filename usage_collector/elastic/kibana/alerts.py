@@ -53,8 +53,14 @@ def _interval(seconds: float) -> str:
     return f"{size}{unit}"
 
 
-def rules(settings: Settings, *, stale_intervals: int = 3, daily_cost_threshold: float | None = None,
-          spike_factor: float = 3.0, spike_days: int = 28) -> list[Rule]:
+def rules(
+    settings: Settings,
+    *,
+    stale_intervals: int = 3,
+    daily_cost_threshold: float | None = None,
+    spike_factor: float = 3.0,
+    spike_days: int = 28,
+) -> list[Rule]:
     """The alert rules (``.es-query``), all in the ``stackAlerts`` consumer with no actions.
 
     * **stream-stale** (query DSL on the run documents, one alert per stream): a run reported a lag above
@@ -71,53 +77,112 @@ def rules(settings: Settings, *, stale_intervals: int = 3, daily_cost_threshold:
     limits = []
     for s in settings.streams:
         limit = n * WIDTH_SECONDS[settings.width_for(s)] + settings.grace_for(s) + settings.interval
-        limits.append({"bool": {"filter": [{"term": {"usage_collector.stream": s}},
-                                           {"range": {"usage_collector.lag_seconds": {"gt": int(limit)}}}]}})
+        limits.append(
+            {
+                "bool": {
+                    "filter": [
+                        {"term": {"usage_collector.stream": s}},
+                        {"range": {"usage_collector.lag_seconds": {"gt": int(limit)}}},
+                    ]
+                }
+            }
+        )
     runs_index = [f"logs-{RUNS_DATASET}-*"]
     window = max(2 * settings.interval, 900.0)
     size, unit = _duration(window)
-    base = {"consumer": "stackAlerts", "rule_type_id": ".es-query", "enabled": True, "actions": [],
-            "tags": RULE_TAGS}
-    out = [Rule("stream-stale", RULE_IDS["stream-stale"], {
-        **base,
-        "name": "[OpenAI] usage-collector: stream has no new complete bucket",
-        "schedule": {"interval": _interval(settings.interval)},
-        "params": {
-            "searchType": "esQuery", "index": runs_index, "timeField": "@timestamp",
-            "esQuery": _dumps({"query": {"bool": {"filter": [
-                {"term": {"event.dataset": RUNS_DATASET}},
-                {"bool": {"should": limits, "minimum_should_match": 1}}]}}}),
-            "size": 10, "threshold": [0], "thresholdComparator": ">", "timeWindowSize": size,
-            "timeWindowUnit": unit, "aggType": "count", "groupBy": "top", "termField": "usage_collector.stream",
-            "termSize": len(STREAMS), "excludeHitsFromPreviousRun": False,
-        },
-    })]
+    base = {"consumer": "stackAlerts", "rule_type_id": ".es-query", "enabled": True, "actions": [], "tags": RULE_TAGS}
+    out = [
+        Rule(
+            "stream-stale",
+            RULE_IDS["stream-stale"],
+            {
+                **base,
+                "name": "[OpenAI] usage-collector: stream has no new complete bucket",
+                "schedule": {"interval": _interval(settings.interval)},
+                "params": {
+                    "searchType": "esQuery",
+                    "index": runs_index,
+                    "timeField": "@timestamp",
+                    "esQuery": _dumps(
+                        {
+                            "query": {
+                                "bool": {
+                                    "filter": [
+                                        {"term": {"event.dataset": RUNS_DATASET}},
+                                        {"bool": {"should": limits, "minimum_should_match": 1}},
+                                    ]
+                                }
+                            }
+                        }
+                    ),
+                    "size": 10,
+                    "threshold": [0],
+                    "thresholdComparator": ">",
+                    "timeWindowSize": size,
+                    "timeWindowUnit": unit,
+                    "aggType": "count",
+                    "groupBy": "top",
+                    "termField": "usage_collector.stream",
+                    "termSize": len(STREAMS),
+                    "excludeHitsFromPreviousRun": False,
+                },
+            },
+        )
+    ]
     silent_size, silent_unit = _duration(max(n * settings.interval, 900.0))
-    out.append(Rule("collector-silent", RULE_IDS["collector-silent"], {
-        **base,
-        "name": "[OpenAI] usage-collector: no runs recorded",
-        "schedule": {"interval": _interval(settings.interval)},
-        "params": {
-            "searchType": "esQuery", "index": runs_index, "timeField": "@timestamp",
-            "esQuery": _dumps({"query": {"term": {"event.dataset": RUNS_DATASET}}}),
-            "size": 0, "threshold": [1], "thresholdComparator": "<", "timeWindowSize": silent_size,
-            "timeWindowUnit": silent_unit, "aggType": "count", "groupBy": "all", "excludeHitsFromPreviousRun": False,
-        },
-    }))
+    out.append(
+        Rule(
+            "collector-silent",
+            RULE_IDS["collector-silent"],
+            {
+                **base,
+                "name": "[OpenAI] usage-collector: no runs recorded",
+                "schedule": {"interval": _interval(settings.interval)},
+                "params": {
+                    "searchType": "esQuery",
+                    "index": runs_index,
+                    "timeField": "@timestamp",
+                    "esQuery": _dumps({"query": {"term": {"event.dataset": RUNS_DATASET}}}),
+                    "size": 0,
+                    "threshold": [1],
+                    "thresholdComparator": "<",
+                    "timeWindowSize": silent_size,
+                    "timeWindowUnit": silent_unit,
+                    "aggType": "count",
+                    "groupBy": "all",
+                    "excludeHitsFromPreviousRun": False,
+                },
+            },
+        )
+    )
     costs_index = [data_stream_name(settings, "costs").rsplit("-", 1)[0] + "-*"]
     if daily_cost_threshold is not None:
-        out.append(Rule("daily-cost", RULE_IDS["daily-cost"], {
-            **base,
-            "name": f"[OpenAI] usage-collector: daily cost above {daily_cost_threshold:g}",
-            "schedule": {"interval": "1h"},
-            "params": {
-                "searchType": "esQuery", "index": costs_index, "timeField": "@timestamp",
-                "esQuery": _dumps({"query": {"range": {"@timestamp": {"gte": "now-1d/d", "lt": "now/d"}}}}),
-                "size": 0, "threshold": [float(daily_cost_threshold)], "thresholdComparator": ">",
-                "timeWindowSize": 3, "timeWindowUnit": "d", "aggType": "sum", "aggField": _COST, "groupBy": "all",
-                "excludeHitsFromPreviousRun": False,
-            },
-        }))
+        out.append(
+            Rule(
+                "daily-cost",
+                RULE_IDS["daily-cost"],
+                {
+                    **base,
+                    "name": f"[OpenAI] usage-collector: daily cost above {daily_cost_threshold:g}",
+                    "schedule": {"interval": "1h"},
+                    "params": {
+                        "searchType": "esQuery",
+                        "index": costs_index,
+                        "timeField": "@timestamp",
+                        "esQuery": _dumps({"query": {"range": {"@timestamp": {"gte": "now-1d/d", "lt": "now/d"}}}}),
+                        "size": 0,
+                        "threshold": [float(daily_cost_threshold)],
+                        "thresholdComparator": ">",
+                        "timeWindowSize": 3,
+                        "timeWindowUnit": "d",
+                        "aggType": "sum",
+                        "aggField": _COST,
+                        "groupBy": "all",
+                        "excludeHitsFromPreviousRun": False,
+                    },
+                },
+            )
+        )
     esql = (
         f"FROM {costs_index[0]}\n"
         "| EVAL day = DATE_TRUNC(1 day, @timestamp)\n"
@@ -127,14 +192,25 @@ def rules(settings: Settings, *, stale_intervals: int = 3, daily_cost_threshold:
         "| STATS latest_cost = MAX(latest), median_cost = MEDIAN(trailing), days = COUNT(trailing)\n"
         f"| WHERE days >= 7 AND latest_cost > {float(spike_factor):g} * median_cost"
     )
-    out.append(Rule("cost-spike", RULE_IDS["cost-spike"], {
-        **base,
-        "name": f"[OpenAI] usage-collector: daily cost above {spike_factor:g}x its trailing median",
-        "schedule": {"interval": "1h"},
-        "params": {
-            "searchType": "esqlQuery", "esqlQuery": {"esql": esql}, "timeField": "@timestamp",
-            "size": 0, "threshold": [0], "thresholdComparator": ">", "timeWindowSize": spike_days + 2,
-            "timeWindowUnit": "d",
-        },
-    }))
+    out.append(
+        Rule(
+            "cost-spike",
+            RULE_IDS["cost-spike"],
+            {
+                **base,
+                "name": f"[OpenAI] usage-collector: daily cost above {spike_factor:g}x its trailing median",
+                "schedule": {"interval": "1h"},
+                "params": {
+                    "searchType": "esqlQuery",
+                    "esqlQuery": {"esql": esql},
+                    "timeField": "@timestamp",
+                    "size": 0,
+                    "threshold": [0],
+                    "thresholdComparator": ">",
+                    "timeWindowSize": spike_days + 2,
+                    "timeWindowUnit": "d",
+                },
+            },
+        )
+    )
     return out

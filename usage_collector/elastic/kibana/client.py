@@ -41,8 +41,7 @@ def kibana_base(settings: Settings, space: str | None) -> str:
     if not settings.kibana_url:
         from ...errors import ConfigError
 
-        raise ConfigError("KIBANA_URL: set the Kibana URL (e.g. https://kibana.example.com:5601) to install "
-                          "dashboards")
+        raise ConfigError("KIBANA_URL: set the Kibana URL (e.g. https://kibana.example.com:5601) to install dashboards")
     url = settings.kibana_url.rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -52,8 +51,9 @@ def kibana_base(settings: Settings, space: str | None) -> str:
     if parts.username or parts.password:
         from ...errors import ConfigError
 
-        raise ConfigError("KIBANA_URL: put credentials in ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/"
-                          "_PASSWORD, not in the URL")
+        raise ConfigError(
+            "KIBANA_URL: put credentials in ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/_PASSWORD, not in the URL"
+        )
     space = space if space is not None else settings.kibana_space
     if space and space != "default":
         if not re.fullmatch(r"[a-z0-9_\-]+", space):
@@ -77,13 +77,18 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return ctx
 
 
-def make_client(settings: Settings, *, verify: bool | str | ssl.SSLContext | None = None,
-                timeout: float = 60.0) -> httpx.Client:
+def make_client(
+    settings: Settings, *, verify: bool | str | ssl.SSLContext | None = None, timeout: float = 60.0
+) -> httpx.Client:
     """An ``httpx`` client for Kibana; TLS is verified with :func:`tls_context` unless ``verify`` says otherwise."""
     import httpx
 
-    return httpx.Client(verify=tls_context(settings) if verify is None else verify, timeout=timeout,
-                        headers={"kbn-xsrf": "true"}, follow_redirects=False)
+    return httpx.Client(
+        verify=tls_context(settings) if verify is None else verify,
+        timeout=timeout,
+        headers={"kbn-xsrf": "true"},
+        follow_redirects=False,
+    )
 
 
 def _request(client: httpx.Client, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
@@ -96,10 +101,12 @@ def _request(client: httpx.Client, method: str, url: str, what: str, **kwargs: A
 
 
 def _fail(resp: httpx.Response, what: str) -> KibanaError:
-    hint = {401: " (check ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/_PASSWORD)",
-            403: " (the user needs the Saved Objects Management and Dashboard privileges, or Stack Rules for "
-                 "rules, in this space)",
-            404: " (is KIBANA_URL a Kibana, and does the space exist?)"}.get(resp.status_code, "")
+    hint = {
+        401: " (check ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/_PASSWORD)",
+        403: " (the user needs the Saved Objects Management and Dashboard privileges, or Stack Rules for "
+        "rules, in this space)",
+        404: " (is KIBANA_URL a Kibana, and does the space exist?)",
+    }.get(resp.status_code, "")
     body = secrets.redact(resp.text)[:500]  # redacted before it is cut: no secret is left half-shown
     return KibanaError(secrets.redact(f"{what}: HTTP {resp.status_code}{hint}: {body}"))
 
@@ -148,10 +155,15 @@ def install(
     http = client or make_client(settings)
     try:
         body = "".join(_dumps(o) + "\n" for o in objects).encode()
-        resp = _request(http, "POST", f"{base}/api/saved_objects/_import", "Kibana: import saved objects",
-                        params={"overwrite": "true"},
-                        headers={"kbn-xsrf": "true", **secrets.auth_headers(settings)},
-                        files={"file": ("usage-collector.ndjson", body, "application/ndjson")})
+        resp = _request(
+            http,
+            "POST",
+            f"{base}/api/saved_objects/_import",
+            "Kibana: import saved objects",
+            params={"overwrite": "true"},
+            headers={"kbn-xsrf": "true", **secrets.auth_headers(settings)},
+            files={"file": ("usage-collector.ndjson", body, "application/ndjson")},
+        )
         if resp.status_code != 200:
             raise _fail(resp, "Kibana: import saved objects")
         result = resp.json()
@@ -169,10 +181,11 @@ def install(
             report.add(f"Kibana {o['type']}", o["id"], status)
     errors = result.get("errors") or []
     if not result.get("success", False) or errors:
-        lines = [f"{e.get('type')} {e.get('id')}: {(e.get('error') or {}).get('type', 'error')}"
-                 + _missing(e) for e in errors]
-        raise KibanaError(secrets.redact("Kibana refused objects of the import: "
-                                         + "; ".join(lines or ["unknown"])))
+        lines = [
+            f"{e.get('type')} {e.get('id')}: {(e.get('error') or {}).get('type', 'error')}" + _missing(e)
+            for e in errors
+        ]
+        raise KibanaError(secrets.redact("Kibana refused objects of the import: " + "; ".join(lines or ["unknown"])))
     for u in urls:
         out(f"dashboard: {u}")
     return urls
@@ -204,8 +217,9 @@ def install_rules(
     rules) is reported and the others are still installed; the call then raises :class:`KibanaError`.
     """
     base = kibana_base(settings, space)
-    defs = rules(settings, stale_intervals=stale_intervals, daily_cost_threshold=daily_cost_threshold,
-                 spike_factor=spike_factor)
+    defs = rules(
+        settings, stale_intervals=stale_intervals, daily_cost_threshold=daily_cost_threshold, spike_factor=spike_factor
+    )
     if dry_run:
         for r in defs:
             out(f"Kibana rule {r.body['name']} ({r.id}): would create or update")

@@ -39,9 +39,13 @@ def _ds(stream: str) -> str:
 
 
 def _by_model(title: str, measure: M, stream: str) -> XY:
-    return xy(title, measure, split=Terms("openai.base.model", 10, "Model"), query=_ds(stream),
-              description=f"{measure.label} of the {stream.replace('_', ' ')} stream over time, stacked by "
-              "model (top 10).")
+    return xy(
+        title,
+        measure,
+        split=Terms("openai.base.model", 10, "Model"),
+        query=_ds(stream),
+        description=f"{measure.label} of the {stream.replace('_', ' ')} stream over time, stacked by model (top 10).",
+    )
 
 
 _REQ = M("Model requests", f"sum({_REQUESTS})", NUMBER)
@@ -60,76 +64,175 @@ _API_KEY = Terms("openai.base.api_key_name", 10, "API key", missing=True)
 
 def _top(title: str, ident: str, name: str, what: str, id_label: str) -> Table:
     return Table(
-        title, 16, 13, f"The ten {what} with the most model requests, with their tokens; the name is empty "
+        title,
+        16,
+        13,
+        f"The ten {what} with the most model requests, with their tokens; the name is empty "
         "where the documents carry none (names come from the Admin list endpoints, setting enrich_names).",
-        rows=(Terms(f"openai.base.{ident}", 10, id_label, other=False),
-              Terms(f"openai.base.{name}", 1, "Name", other=False, missing=True)),
-        metrics=(_REQ, _TOK), sort_by=0, query=_NOT_WEB)
+        rows=(
+            Terms(f"openai.base.{ident}", 10, id_label, other=False),
+            Terms(f"openai.base.{name}", 1, "Name", other=False, missing=True),
+        ),
+        metrics=(_REQ, _TOK),
+        sort_by=0,
+        query=_NOT_WEB,
+    )
 
 
 USAGE_OVERVIEW = Dashboard(
     id="usage-collector-usage-overview",
     title="[OpenAI] Usage overview (usage-collector)",
     description="Requests, tokens, images, audio, tools and storage of the OpenAI organization.",
-    time_from="now-7d", time_to="now",
+    time_from="now-7d",
+    time_to="now",
     panels=(
-        Markdown("", 16, 10, text=(
-            "### OpenAI usage\n\nFrom the organization's [Usage API](https://platform.openai.com/docs/"
-            "api-reference/usage), collected by usage-collector: requests and model share, top projects, "
-            "API keys and users, tokens by type and model, images, audio, and the tools (vector stores, "
-            "code interpreter, file and web search).\n\nOnly complete buckets are written, so the newest "
-            "bucket appears after the finalization grace. Billed money is on **[OpenAI] Costs**.")),
-        Metric("Model requests", 8, 10, "Requests to models across completions, embeddings, moderations, "
-               "images and audio (web search requests are not counted twice).", metric=_REQ, query=_NOT_WEB),
-        Metric("Tokens", 8, 10, "Input plus output tokens (completions, embeddings, moderations); input "
-               "includes cached tokens.", metric=_TOK),
-        Pie("Model usage", 16, 10, "Share of model requests by model (top 10).", metric=_REQ,
-            group=Terms("openai.base.model", 10, "Model"), query=_NOT_WEB),
-        xy("Requests by usage type", _REQ, x=Terms("event.dataset", 10, "Usage type"), series="bar_horizontal",
-           w=16, h=12, query=_NOT_WEB, description="Model requests per usage stream."),
-        xy("Model requests over time, by model", _REQ, split=Terms("openai.base.model", 10, "Model"), w=32,
-           query=_NOT_WEB, description="Request rate over time, stacked by model (top 10)."),
+        Markdown(
+            "",
+            16,
+            10,
+            text=(
+                "### OpenAI usage\n\nFrom the organization's [Usage API](https://platform.openai.com/docs/"
+                "api-reference/usage), collected by usage-collector: requests and model share, top projects, "
+                "API keys and users, tokens by type and model, images, audio, and the tools (vector stores, "
+                "code interpreter, file and web search).\n\nOnly complete buckets are written, so the newest "
+                "bucket appears after the finalization grace. Billed money is on **[OpenAI] Costs**."
+            ),
+        ),
+        Metric(
+            "Model requests",
+            8,
+            10,
+            "Requests to models across completions, embeddings, moderations, "
+            "images and audio (web search requests are not counted twice).",
+            metric=_REQ,
+            query=_NOT_WEB,
+        ),
+        Metric(
+            "Tokens",
+            8,
+            10,
+            "Input plus output tokens (completions, embeddings, moderations); input includes cached tokens.",
+            metric=_TOK,
+        ),
+        Pie(
+            "Model usage",
+            16,
+            10,
+            "Share of model requests by model (top 10).",
+            metric=_REQ,
+            group=Terms("openai.base.model", 10, "Model"),
+            query=_NOT_WEB,
+        ),
+        xy(
+            "Requests by usage type",
+            _REQ,
+            x=Terms("event.dataset", 10, "Usage type"),
+            series="bar_horizontal",
+            w=16,
+            h=12,
+            query=_NOT_WEB,
+            description="Model requests per usage stream.",
+        ),
+        xy(
+            "Model requests over time, by model",
+            _REQ,
+            split=Terms("openai.base.model", 10, "Model"),
+            w=32,
+            query=_NOT_WEB,
+            description="Request rate over time, stacked by model (top 10).",
+        ),
         _top("Top 10 projects", "project_id", "project_name", "projects", "Project ID"),
         _top("Top 10 API keys", "api_key_id", "api_key_name", "API keys", "API key ID"),
         _top("Top 10 users", "user_id", "user_email", "users", "User ID"),
         Markdown("", 48, 3, text="### Tokens"),
-        xy("Token usage by type", *_TOKEN_TYPES, description="Tokens over time by type, stacked: the "
-           "completions input is split into its uncached and cached parts, so the stack is the total."),
-        xy("Overall token usage by type", *_TOKEN_TYPES, x=None, series="bar",
-           description="The same token types, totalled over the time range."),
-        xy("Token usage by model", _TOK, split=Terms("openai.base.model", 10, "Model"),
-           description="Input plus output tokens over time, stacked by model (top 10)."),
-        Metric("Cached input share", 12, 12, "Share of completions input tokens served from the prompt cache.",
-               metric=M("Cached input share", f"sum({_CC}.input_cached_tokens) / sum({_CC}.input_tokens)",
-                        PERCENT), query=_ds("completions")),
-        Pie("Batch share", 12, 12, "Completions tokens (input plus output) sent through the Batch API "
-            "(true) or not (false).", metric=M("Tokens", f"sum({_CC}.input_tokens) + sum({_CC}.output_tokens)",
-                                                NUMBER),
-            group=Terms(f"{_CC}.batch", 3, "Batch", other=False), query=_ds("completions")),
+        xy(
+            "Token usage by type",
+            *_TOKEN_TYPES,
+            description="Tokens over time by type, stacked: the "
+            "completions input is split into its uncached and cached parts, so the stack is the total.",
+        ),
+        xy(
+            "Overall token usage by type",
+            *_TOKEN_TYPES,
+            x=None,
+            series="bar",
+            description="The same token types, totalled over the time range.",
+        ),
+        xy(
+            "Token usage by model",
+            _TOK,
+            split=Terms("openai.base.model", 10, "Model"),
+            description="Input plus output tokens over time, stacked by model (top 10).",
+        ),
+        Metric(
+            "Cached input share",
+            12,
+            12,
+            "Share of completions input tokens served from the prompt cache.",
+            metric=M("Cached input share", f"sum({_CC}.input_cached_tokens) / sum({_CC}.input_tokens)", PERCENT),
+            query=_ds("completions"),
+        ),
+        Pie(
+            "Batch share",
+            12,
+            12,
+            "Completions tokens (input plus output) sent through the Batch API (true) or not (false).",
+            metric=M("Tokens", f"sum({_CC}.input_tokens) + sum({_CC}.output_tokens)", NUMBER),
+            group=Terms(f"{_CC}.batch", 3, "Batch", other=False),
+            query=_ds("completions"),
+        ),
         Markdown("", 48, 3, text="### Images"),
         _by_model("Image requests by model", _REQ, "images"),
-        xy("Images generated by size", M("Images", "sum(openai.images.images)", NUMBER),
-           split=Terms("openai.images.size", 10, "Size"), query=_ds("images"),
-           description="Images over time, stacked by size."),
+        xy(
+            "Images generated by size",
+            M("Images", "sum(openai.images.images)", NUMBER),
+            split=Terms("openai.images.size", 10, "Size"),
+            query=_ds("images"),
+            description="Images over time, stacked by size.",
+        ),
         Markdown("", 48, 3, text="### Audio"),
         _by_model("Transcription requests by model", _REQ, "audio_transcriptions"),
-        _by_model("Transcribed seconds by model", M("Seconds", "sum(openai.audio_transcriptions.seconds)", NUMBER),
-                  "audio_transcriptions"),
+        _by_model(
+            "Transcribed seconds by model",
+            M("Seconds", "sum(openai.audio_transcriptions.seconds)", NUMBER),
+            "audio_transcriptions",
+        ),
         _by_model("Speech requests by model", _REQ, "audio_speeches"),
-        _by_model("Characters synthesized by model",
-                  M("Characters", "sum(openai.audio_speeches.characters)", NUMBER), "audio_speeches"),
+        _by_model(
+            "Characters synthesized by model",
+            M("Characters", "sum(openai.audio_speeches.characters)", NUMBER),
+            "audio_speeches",
+        ),
         Markdown("", 48, 3, text="### Tools and storage"),
-        xy("Vector store storage by project", M("Bytes", "last_value(openai.vector_stores.usage_bytes)", BYTES),
-           split=_PROJECT, query=_ds("vector_stores"), description="Bytes stored in vector stores: the last "
-           "reading per project in each interval (a gauge, so readings are not added up over time)."),
-        xy("Code interpreter sessions by project",
-           M("Sessions", "sum(openai.code_interpreter_sessions.num_sessions)", NUMBER), split=_PROJECT,
-           query=_ds("code_interpreter_sessions"), description="Code interpreter sessions, stacked by project."),
-        xy("File search calls by project", M("Calls", "sum(openai.file_search_calls.num_requests)", NUMBER),
-           split=_PROJECT, query=_ds("file_search_calls"), description="File search tool calls by project."),
-        xy("Web search calls by model", M("Calls", "sum(openai.web_search_calls.num_requests)", NUMBER),
-           split=Terms("openai.base.model", 10, "Model"), query=_ds("web_search_calls"),
-           description="Web search tool calls, stacked by model."),
+        xy(
+            "Vector store storage by project",
+            M("Bytes", "last_value(openai.vector_stores.usage_bytes)", BYTES),
+            split=_PROJECT,
+            query=_ds("vector_stores"),
+            description="Bytes stored in vector stores: the last "
+            "reading per project in each interval (a gauge, so readings are not added up over time).",
+        ),
+        xy(
+            "Code interpreter sessions by project",
+            M("Sessions", "sum(openai.code_interpreter_sessions.num_sessions)", NUMBER),
+            split=_PROJECT,
+            query=_ds("code_interpreter_sessions"),
+            description="Code interpreter sessions, stacked by project.",
+        ),
+        xy(
+            "File search calls by project",
+            M("Calls", "sum(openai.file_search_calls.num_requests)", NUMBER),
+            split=_PROJECT,
+            query=_ds("file_search_calls"),
+            description="File search tool calls by project.",
+        ),
+        xy(
+            "Web search calls by model",
+            M("Calls", "sum(openai.web_search_calls.num_requests)", NUMBER),
+            split=Terms("openai.base.model", 10, "Model"),
+            query=_ds("web_search_calls"),
+            description="Web search tool calls, stacked by model.",
+        ),
     ),
 )
 
@@ -146,43 +249,97 @@ COSTS = Dashboard(
     id="usage-collector-costs",
     title="[OpenAI] Costs (usage-collector)",
     description="Billed cost from the Costs API: by day, line item, project and API key; month to date; movers.",
-    time_from="now-30d/d", time_to="now",
+    time_from="now-30d/d",
+    time_to="now",
     panels=(
-        Markdown("", 16, 8, text=(
-            "### OpenAI costs\n\nBilled cost from the [Costs API](https://platform.openai.com/docs/"
-            "api-reference/usage/costs), one bucket per UTC day, in the organization's currency (USD). A "
-            "day appears once it is complete; recent days are re-read while OpenAI still revises them.\n\n"
-            "Month-to-date panels use their own time range (set Advanced Settings `dateFormat:tz` to UTC "
-            "so months start at 00:00 UTC).")),
+        Markdown(
+            "",
+            16,
+            8,
+            text=(
+                "### OpenAI costs\n\nBilled cost from the [Costs API](https://platform.openai.com/docs/"
+                "api-reference/usage/costs), one bucket per UTC day, in the organization's currency (USD). A "
+                "day appears once it is complete; recent days are re-read while OpenAI still revises them.\n\n"
+                "Month-to-date panels use their own time range (set Advanced Settings `dateFormat:tz` to UTC "
+                "so months start at 00:00 UTC)."
+            ),
+        ),
         Metric("Billed cost", 8, 8, "Total billed cost in the dashboard's time range.", metric=_COST_M),
         Metric("Month to date", 8, 8, "This calendar month so far.", metric=_COST_M, time_range=("now/M", "now")),
-        Metric("Last month, same days", 8, 8, "Last month from its first day to the same day and time.",
-               metric=_COST_M, time_range=("now-1M/M", "now-1M")),
+        Metric(
+            "Last month, same days",
+            8,
+            8,
+            "Last month from its first day to the same day and time.",
+            metric=_COST_M,
+            time_range=("now-1M/M", "now-1M"),
+        ),
         Metric("Last month", 8, 8, "All of last month.", metric=_COST_M, time_range=("now-1M/M", "now-1M/M")),
-        xy("Daily cost by line item", _COST_M, x=Histogram(interval="1d"),
-           split=Terms("openai.costs.line_item", 15, "Line item"), w=48, h=14,
-           description="Cost per UTC day, stacked by line item (top 15, the rest as Other)."),
-        xy("Daily cost by project", _COST_M, x=Histogram(interval="1d"), split=_PROJECT,
-           description="Cost per day, stacked by project (top 10)."),
-        xy("Daily cost by API key", _COST_M, x=Histogram(interval="1d"), split=_API_KEY,
-           description="Cost per day, stacked by API key (top 10; costs without a key are grouped as "
-           "missing)."),
-        xy("Month to date against last month", M("This month", f"cumulative_sum(sum({_COST}))", MONEY),
-           M("Last month", f"cumulative_sum(sum({_COST}, shift='1M'))", MONEY), x=Histogram(interval="1d"),
-           series="line", time_range=("now/M", "now/M"),
-           description="Cumulative cost this month, and last month shifted onto the same days."),
-        Table("Top movers by project", 24, 14, "Cost of the last 7 complete days against the 7 before, by "
-              "project, largest increase first.", rows=(Terms("openai.base.project_name", 50, "Project",
-                                                             other=False, missing=True),),
-              metrics=_MOVERS, sort_by=2, time_range=_WEEK),
-        Table("Top movers by line item", 24, 14, "The same comparison by line item.",
-              rows=(Terms("openai.costs.line_item", 50, "Line item", other=False),), metrics=_MOVERS, sort_by=2,
-              time_range=_WEEK),
-        Table("Cost by API key", 24, 14, "Cost in the time range by API key.",
-              rows=(Terms("openai.base.api_key_id", 50, "API key ID", other=False),
-                    Terms("openai.base.api_key_name", 1, "Name", other=False, missing=True),
-                    Terms("openai.base.project_name", 1, "Project", other=False, missing=True)),
-              metrics=(_COST_M,), sort_by=0),
+        xy(
+            "Daily cost by line item",
+            _COST_M,
+            x=Histogram(interval="1d"),
+            split=Terms("openai.costs.line_item", 15, "Line item"),
+            w=48,
+            h=14,
+            description="Cost per UTC day, stacked by line item (top 15, the rest as Other).",
+        ),
+        xy(
+            "Daily cost by project",
+            _COST_M,
+            x=Histogram(interval="1d"),
+            split=_PROJECT,
+            description="Cost per day, stacked by project (top 10).",
+        ),
+        xy(
+            "Daily cost by API key",
+            _COST_M,
+            x=Histogram(interval="1d"),
+            split=_API_KEY,
+            description="Cost per day, stacked by API key (top 10; costs without a key are grouped as missing).",
+        ),
+        xy(
+            "Month to date against last month",
+            M("This month", f"cumulative_sum(sum({_COST}))", MONEY),
+            M("Last month", f"cumulative_sum(sum({_COST}, shift='1M'))", MONEY),
+            x=Histogram(interval="1d"),
+            series="line",
+            time_range=("now/M", "now/M"),
+            description="Cumulative cost this month, and last month shifted onto the same days.",
+        ),
+        Table(
+            "Top movers by project",
+            24,
+            14,
+            "Cost of the last 7 complete days against the 7 before, by project, largest increase first.",
+            rows=(Terms("openai.base.project_name", 50, "Project", other=False, missing=True),),
+            metrics=_MOVERS,
+            sort_by=2,
+            time_range=_WEEK,
+        ),
+        Table(
+            "Top movers by line item",
+            24,
+            14,
+            "The same comparison by line item.",
+            rows=(Terms("openai.costs.line_item", 50, "Line item", other=False),),
+            metrics=_MOVERS,
+            sort_by=2,
+            time_range=_WEEK,
+        ),
+        Table(
+            "Cost by API key",
+            24,
+            14,
+            "Cost in the time range by API key.",
+            rows=(
+                Terms("openai.base.api_key_id", 50, "API key ID", other=False),
+                Terms("openai.base.api_key_name", 1, "Name", other=False, missing=True),
+                Terms("openai.base.project_name", 1, "Project", other=False, missing=True),
+            ),
+            metrics=(_COST_M,),
+            sort_by=0,
+        ),
     ),
 )
 
@@ -190,41 +347,97 @@ CHARGEBACK = Dashboard(
     id="usage-collector-chargeback",
     title="[OpenAI] Chargeback by project (usage-collector)",
     description="One project: tokens and cost by model and API key, trend, and its share of the organization.",
-    time_from="now-30d/d", time_to="now",
+    time_from="now-30d/d",
+    time_to="now",
     controls=(Control("openai.base.project_name", "Project"),),
     panels=(
-        Markdown("", 24, 9, text=(
-            "### Chargeback\n\nPick a project with the **Project** control. Every panel follows it except "
-            "the two *share of organization* panels and the *organization* line, which ignore dashboard "
-            "filters to show the whole organization.\n\nCost is billed cost (Costs API, USD, UTC days); "
-            "tokens and requests come from the Usage API.")),
+        Markdown(
+            "",
+            24,
+            9,
+            text=(
+                "### Chargeback\n\nPick a project with the **Project** control. Every panel follows it except "
+                "the two *share of organization* panels and the *organization* line, which ignore dashboard "
+                "filters to show the whole organization.\n\nCost is billed cost (Costs API, USD, UTC days); "
+                "tokens and requests come from the Usage API."
+            ),
+        ),
         Metric("Cost", 8, 9, "Billed cost of the project.", metric=_COST_M),
         Metric("Tokens", 8, 9, "Input plus output tokens.", metric=_TOK),
         Metric("Model requests", 8, 9, "Requests to models.", metric=_REQ, query=_NOT_WEB),
-        XY("Daily cost: project and organization", 24, 12, "The project's daily cost against the whole "
-           "organization's (which ignores the project filter).", layers=(
-               XYLayer((M("Project", f"sum({_COST})"),), Histogram(interval="1d"), series="line"),
-               XYLayer((M("Organization", f"sum({_COST})"),), Histogram(interval="1d"), series="line",
-                       ignore_global_filters=True))),
-        Pie("Share of organization cost", 24, 12, "Every project's share of the organization's cost (this "
-            "panel ignores the project filter).", metric=_COST_M, group=_PROJECT, ignore_global_filters=True),
-        xy("Tokens by model", _TOK, split=Terms("openai.base.model", 10, "Model"),
-           description="The project's tokens over time by model."),
-        xy("Daily cost by line item", _COST_M, x=Histogram(interval="1d"),
-           split=Terms("openai.costs.line_item", 15, "Line item"),
-           description="The project's cost per day by line item (line items name the model)."),
-        Table("By API key", 24, 13, "Tokens, requests and cost of each of the project's API keys.",
-              rows=(Terms("openai.base.api_key_id", 20, "API key ID", other=False),
-                    Terms("openai.base.api_key_name", 1, "Name", other=False, missing=True)),
-              metrics=(_TOK, _REQ, _COST_M), sort_by=2),
-        Table("By model", 24, 13, "Tokens and requests by model.",
-              rows=(Terms("openai.base.model", 20, "Model", other=False),),
-              metrics=(_TOK, M("Input", "sum(gen_ai.usage.input_tokens)", NUMBER),
-                       M("Output", "sum(gen_ai.usage.output_tokens)", NUMBER), _REQ), sort_by=0),
-        xy("Token trend", _TOK, x=Histogram(interval="1d"), series="line",
-           description="The project's tokens per day."),
-        Pie("Share of organization tokens", 24, 12, "Every project's share of the organization's tokens "
-            "(ignores the project filter).", metric=_TOK, group=_PROJECT, ignore_global_filters=True),
+        XY(
+            "Daily cost: project and organization",
+            24,
+            12,
+            "The project's daily cost against the whole organization's (which ignores the project filter).",
+            layers=(
+                XYLayer((M("Project", f"sum({_COST})"),), Histogram(interval="1d"), series="line"),
+                XYLayer(
+                    (M("Organization", f"sum({_COST})"),),
+                    Histogram(interval="1d"),
+                    series="line",
+                    ignore_global_filters=True,
+                ),
+            ),
+        ),
+        Pie(
+            "Share of organization cost",
+            24,
+            12,
+            "Every project's share of the organization's cost (this panel ignores the project filter).",
+            metric=_COST_M,
+            group=_PROJECT,
+            ignore_global_filters=True,
+        ),
+        xy(
+            "Tokens by model",
+            _TOK,
+            split=Terms("openai.base.model", 10, "Model"),
+            description="The project's tokens over time by model.",
+        ),
+        xy(
+            "Daily cost by line item",
+            _COST_M,
+            x=Histogram(interval="1d"),
+            split=Terms("openai.costs.line_item", 15, "Line item"),
+            description="The project's cost per day by line item (line items name the model).",
+        ),
+        Table(
+            "By API key",
+            24,
+            13,
+            "Tokens, requests and cost of each of the project's API keys.",
+            rows=(
+                Terms("openai.base.api_key_id", 20, "API key ID", other=False),
+                Terms("openai.base.api_key_name", 1, "Name", other=False, missing=True),
+            ),
+            metrics=(_TOK, _REQ, _COST_M),
+            sort_by=2,
+        ),
+        Table(
+            "By model",
+            24,
+            13,
+            "Tokens and requests by model.",
+            rows=(Terms("openai.base.model", 20, "Model", other=False),),
+            metrics=(
+                _TOK,
+                M("Input", "sum(gen_ai.usage.input_tokens)", NUMBER),
+                M("Output", "sum(gen_ai.usage.output_tokens)", NUMBER),
+                _REQ,
+            ),
+            sort_by=0,
+        ),
+        xy("Token trend", _TOK, x=Histogram(interval="1d"), series="line", description="The project's tokens per day."),
+        Pie(
+            "Share of organization tokens",
+            24,
+            12,
+            "Every project's share of the organization's tokens (ignores the project filter).",
+            metric=_TOK,
+            group=_PROJECT,
+            ignore_global_filters=True,
+        ),
     ),
 )
 
@@ -237,40 +450,81 @@ HEALTH = Dashboard(
     id="usage-collector-collector-health",
     title="[OpenAI] Collector health (usage-collector)",
     description="Per stream: last complete bucket, lag behind now, documents written and failures.",
-    time_from="now-24h", time_to="now",
+    time_from="now-24h",
+    time_to="now",
     panels=(
-        Markdown("", 16, 9, text=(
-            "### Collector health\n\nFrom the run documents (`logs-usage_collector.runs-*`), one per stream "
-            "per cycle. *Last complete bucket* is the end of the newest bucket stored; *lag* is how far it "
-            "trails the end of the run that wrote it, so it is normally one bucket width plus the "
-            "finalization grace.")),
+        Markdown(
+            "",
+            16,
+            9,
+            text=(
+                "### Collector health\n\nFrom the run documents (`logs-usage_collector.runs-*`), one per stream "
+                "per cycle. *Last complete bucket* is the end of the newest bucket stored; *lag* is how far it "
+                "trails the end of the run that wrote it, so it is normally one bucket width plus the "
+                "finalization grace."
+            ),
+        ),
         Metric("Failed runs", 8, 9, "Stream runs that ended in an error.", metric=_FAILED, dv="runs"),
-        Metric("Documents written", 8, 9, "Documents created or updated (revised buckets).", metric=_WRITTEN,
-               dv="runs"),
-        Metric("Largest lag", 8, 9, "The largest lag of any stream in the time range.",
-               metric=M("Largest lag", f"max({_UC}.lag_seconds)"), dv="runs"),
-        Table("Streams", 48, 14, "One row per organization and stream.", dv="runs",
-              rows=(Terms("organization.id", 10, "Organization", other=False, alphabetical=True),
-                    Terms(f"{_UC}.stream", 20, "Stream", other=False, alphabetical=True)),
-              metrics=(M("Last complete bucket", f"last_value({_UC}.position)"),
-                       M("Lag behind now", f"last_value({_UC}.lag_seconds)"),
-                       M("Last outcome", "last_value(event.outcome)"),
-                       M("Last run", "last_value(@timestamp)"),
-                       M("Created", f"sum({_UC}.documents.created)", NUMBER),
-                       M("Updated", f"sum({_UC}.documents.updated)", NUMBER),
-                       _FAILED,
-                       M("API requests", f"sum({_UC}.requests)", NUMBER),
-                       M("Retries", f"sum({_UC}.retries)", NUMBER))),
-        xy("Lag behind now by stream", M("Lag", f"max({_UC}.lag_seconds)"), split=_STREAM, series="line",
-           dv="runs", description="Largest lag per interval; a line that keeps rising is a stream that stopped."),
-        xy("Documents written by stream", _WRITTEN, split=_STREAM, dv="runs",
-           description="Created plus updated documents, stacked by stream."),
+        Metric(
+            "Documents written", 8, 9, "Documents created or updated (revised buckets).", metric=_WRITTEN, dv="runs"
+        ),
+        Metric(
+            "Largest lag",
+            8,
+            9,
+            "The largest lag of any stream in the time range.",
+            metric=M("Largest lag", f"max({_UC}.lag_seconds)"),
+            dv="runs",
+        ),
+        Table(
+            "Streams",
+            48,
+            14,
+            "One row per organization and stream.",
+            dv="runs",
+            rows=(
+                Terms("organization.id", 10, "Organization", other=False, alphabetical=True),
+                Terms(f"{_UC}.stream", 20, "Stream", other=False, alphabetical=True),
+            ),
+            metrics=(
+                M("Last complete bucket", f"last_value({_UC}.position)"),
+                M("Lag behind now", f"last_value({_UC}.lag_seconds)"),
+                M("Last outcome", "last_value(event.outcome)"),
+                M("Last run", "last_value(@timestamp)"),
+                M("Created", f"sum({_UC}.documents.created)", NUMBER),
+                M("Updated", f"sum({_UC}.documents.updated)", NUMBER),
+                _FAILED,
+                M("API requests", f"sum({_UC}.requests)", NUMBER),
+                M("Retries", f"sum({_UC}.retries)", NUMBER),
+            ),
+        ),
+        xy(
+            "Lag behind now by stream",
+            M("Lag", f"max({_UC}.lag_seconds)"),
+            split=_STREAM,
+            series="line",
+            dv="runs",
+            description="Largest lag per interval; a line that keeps rising is a stream that stopped.",
+        ),
+        xy(
+            "Documents written by stream",
+            _WRITTEN,
+            split=_STREAM,
+            dv="runs",
+            description="Created plus updated documents, stacked by stream.",
+        ),
         xy("Failed runs by stream", _FAILED, split=_STREAM, dv="runs", description="Failed runs over time."),
-        xy("API requests and retries", M("Requests", f"sum({_UC}.requests)", NUMBER),
-           M("Retries", f"sum({_UC}.retries)", NUMBER), series="line", dv="runs",
-           description="Requests to the OpenAI API and how many were retries (429, 5xx, timeouts)."),
-        SearchPanel("Failed runs, newest first", 48, 12, "Each failed run with its error message.",
-                    search_id=FAILED_RUNS_SEARCH),
+        xy(
+            "API requests and retries",
+            M("Requests", f"sum({_UC}.requests)", NUMBER),
+            M("Retries", f"sum({_UC}.retries)", NUMBER),
+            series="line",
+            dv="runs",
+            description="Requests to the OpenAI API and how many were retries (429, 5xx, timeouts).",
+        ),
+        SearchPanel(
+            "Failed runs, newest first", 48, 12, "Each failed run with its error message.", search_id=FAILED_RUNS_SEARCH
+        ),
     ),
 )
 

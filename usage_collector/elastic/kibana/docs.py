@@ -34,7 +34,7 @@ def render_docs() -> str:
         "## Data views",
         "",
         f"* **OpenAI usage and costs** (`{USAGE_DATA_VIEW}`): every usage data stream by name,",
-        "  `metrics-openai.completions-*,metrics-openai.embeddings-*,...` (with `data_stream_type = \"logs\"`,",
+        '  `metrics-openai.completions-*,metrics-openai.embeddings-*,...` (with `data_stream_type = "logs"`,',
         "  `logs-openai.<stream>-*`), any namespace. It matches our data streams only. Cost is formatted as",
         "  dollars, vector store usage as bytes.",
         f"* **usage-collector runs** (`{RUNS_DATA_VIEW}`): `logs-usage_collector.runs-*`; lag is shown as a",

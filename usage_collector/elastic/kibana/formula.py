@@ -15,8 +15,10 @@ from typing import Any
 _AGGS = {"sum", "average", "min", "max", "median", "count", "last_value", "unique_count"}
 _WRAPPERS = {"cumulative_sum"}
 _OPS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}
-_TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d+)?)|(?P<name>[A-Za-z_@][\w.@]*)|(?P<str>'(?:[^'\\]|\\.)*')"
-                    r"|(?P<op>[-+*/(),=]))")
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>\d+(?:\.\d+)?)|(?P<name>[A-Za-z_@][\w.@]*)|(?P<str>'(?:[^'\\]|\\.)*')"
+    r"|(?P<op>[-+*/(),=]))"
+)
 
 
 @dataclass
@@ -79,8 +81,13 @@ class _Parser:
         while (tok := self.peek()) is not None and tok[0] == "op" and tok[1] in ops:
             self.take()
             right, _, end = sub()
-            left = {"type": "function", "name": _OPS[tok[1]], "args": [left, right],
-                    "location": {"min": start, "max": end}, "text": self.text[start:end]}
+            left = {
+                "type": "function",
+                "name": _OPS[tok[1]],
+                "args": [left, right],
+                "location": {"min": start, "max": end},
+                "text": self.text[start:end],
+            }
         return left, start, end
 
     def factor(self) -> tuple[Node, int, int]:

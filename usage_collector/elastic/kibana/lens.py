@@ -77,6 +77,7 @@ def field_types(settings: Settings) -> dict[str, dict[str, str]]:
 
     Usage fields are taken from the shared mappings component (every usage template is composed of it).
     """
+
     def flat(props: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         out: dict[str, str] = {}
         for name, spec in props.items():
@@ -93,8 +94,7 @@ def field_types(settings: Settings) -> dict[str, dict[str, str]]:
     return {"usage": usage, "runs": runs}
 
 
-_NUMERIC = {"long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float",
-            "unsigned_long"}
+_NUMERIC = {"long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float", "unsigned_long"}
 
 
 def _lens_type(es_type: str) -> str:
@@ -125,21 +125,40 @@ class _Layer:
         cid = _uid(self.key, role)
         if isinstance(b, Histogram):
             self.columns[cid] = {
-                "label": b.field, "dataType": "date", "operationType": "date_histogram", "sourceField": b.field,
-                "isBucketed": True, "scale": "interval",
+                "label": b.field,
+                "dataType": "date",
+                "operationType": "date_histogram",
+                "sourceField": b.field,
+                "isBucketed": True,
+                "scale": "interval",
                 "params": {"interval": b.interval, "includeEmptyRows": True, "dropPartials": False},
             }
         else:
-            order: dict[str, Any] = ({"type": "alphabetical", "fallback": False} if b.alphabetical or not rank_by
-                                     else {"type": "column", "columnId": rank_by})
+            order: dict[str, Any] = (
+                {"type": "alphabetical", "fallback": False}
+                if b.alphabetical or not rank_by
+                else {"type": "column", "columnId": rank_by}
+            )
             self.columns[cid] = {
-                "label": b.label or f"Top {b.size} values of {b.field}", "customLabel": bool(b.label),
-                "dataType": _lens_type(self.types.get(b.field, "keyword")), "operationType": "terms",
-                "sourceField": b.field, "isBucketed": True, "scale": "ordinal",
-                "params": {"size": b.size, "orderBy": order,
-                           "orderDirection": "asc" if order["type"] == "alphabetical" else "desc",
-                           "otherBucket": b.other, "missingBucket": b.missing, "parentFormat": {"id": "terms"},
-                           "include": [], "exclude": [], "includeIsRegex": False, "excludeIsRegex": False},
+                "label": b.label or f"Top {b.size} values of {b.field}",
+                "customLabel": bool(b.label),
+                "dataType": _lens_type(self.types.get(b.field, "keyword")),
+                "operationType": "terms",
+                "sourceField": b.field,
+                "isBucketed": True,
+                "scale": "ordinal",
+                "params": {
+                    "size": b.size,
+                    "orderBy": order,
+                    "orderDirection": "asc" if order["type"] == "alphabetical" else "desc",
+                    "otherBucket": b.other,
+                    "missingBucket": b.missing,
+                    "parentFormat": {"id": "terms"},
+                    "include": [],
+                    "exclude": [],
+                    "includeIsRegex": False,
+                    "excludeIsRegex": False,
+                },
             }
         self.buckets.append(cid)
         return cid
@@ -158,16 +177,28 @@ class _Layer:
         math_id = f"{cid}X{next(counter)}"
         refs = sorted(self._refs(root))
         self.columns[math_id] = {
-            "label": f"Part of {m.label}", "dataType": "number", "operationType": "math", "isBucketed": False,
-            "scale": "ratio", "params": {"tinymathAst": root}, "references": refs, "customLabel": True,
+            "label": f"Part of {m.label}",
+            "dataType": "number",
+            "operationType": "math",
+            "isBucketed": False,
+            "scale": "ratio",
+            "params": {"tinymathAst": root},
+            "references": refs,
+            "customLabel": True,
         }
         self.helpers.append(math_id)
         params: dict[str, Any] = {"formula": m.formula, "isFormulaBroken": False}
         if m.fmt:
             params["format"] = m.fmt
         self.columns[cid] = {
-            "label": m.label, "dataType": "number", "operationType": "formula", "isBucketed": False,
-            "scale": "ratio", "params": params, "references": [math_id], "customLabel": True,
+            "label": m.label,
+            "dataType": "number",
+            "operationType": "formula",
+            "isBucketed": False,
+            "scale": "ratio",
+            "params": params,
+            "references": [math_id],
+            "customLabel": True,
         }
         self.metrics.append(cid)
         return cid
@@ -189,8 +220,17 @@ class _Layer:
         self.helpers.append(hid)
         return hid
 
-    def _call(self, call: _Call, cid: str, label: str, *, custom: bool, fmt: Fmt | None, empty_as_null: bool,
-              inner: str | None = None) -> None:
+    def _call(
+        self,
+        call: _Call,
+        cid: str,
+        label: str,
+        *,
+        custom: bool,
+        fmt: Fmt | None,
+        empty_as_null: bool,
+        inner: str | None = None,
+    ) -> None:
         col: dict[str, Any] = {"label": label, "customLabel": custom, "isBucketed": False, "scale": "ratio"}
         if call.op in _WRAPPERS:
             if inner is None and call.inner is not None:  # a plain column wrapping an aggregation
@@ -201,8 +241,14 @@ class _Layer:
             if fmt:
                 col["params"] = {"format": fmt}
         elif call.op == "count":
-            col.update({"dataType": "number", "operationType": "count", "sourceField": "___records___",
-                        "params": {"emptyAsNull": empty_as_null}})
+            col.update(
+                {
+                    "dataType": "number",
+                    "operationType": "count",
+                    "sourceField": "___records___",
+                    "params": {"emptyAsNull": empty_as_null},
+                }
+            )
         else:
             if call.field is None:
                 raise ValueError(f"{call.op} needs a field")
@@ -250,21 +296,25 @@ class _Layer:
         return out
 
 
-def _lens_attributes(title: str, vis_type: str, visualization: dict[str, Any], layers: Sequence[_Layer],
-                     dv_id: str, query: str) -> dict[str, Any]:
+def _lens_attributes(
+    title: str, vis_type: str, visualization: dict[str, Any], layers: Sequence[_Layer], dv_id: str, query: str
+) -> dict[str, Any]:
     return {
         "title": title,
         "description": "",
         "visualizationType": vis_type,
         "type": "lens",
-        "references": [{"type": "index-pattern", "id": dv_id, "name": f"indexpattern-datasource-layer-{la.id}"}
-                       for la in layers],
+        "references": [
+            {"type": "index-pattern", "id": dv_id, "name": f"indexpattern-datasource-layer-{la.id}"} for la in layers
+        ],
         "state": {
             "visualization": visualization,
             "query": {"query": query, "language": "kuery"},
             "filters": [],
-            "datasourceStates": {"formBased": {"layers": {la.id: la.state() for la in layers}},
-                                 "textBased": {"layers": {}}},
+            "datasourceStates": {
+                "formBased": {"layers": {la.id: la.state() for la in layers}},
+                "textBased": {"layers": {}},
+            },
             "internalReferences": [],
             "adHocDataViews": {},
         },
@@ -277,8 +327,14 @@ _AXES = {"x": True, "yLeft": True, "yRight": True}
 def _xy_vis(layers: Sequence[tuple[_Layer, XYLayer, list[str], str | None, str | None]]) -> dict[str, Any]:
     vis_layers = []
     for la, spec, accessors, x_id, split_id in layers:
-        entry: dict[str, Any] = {"layerId": la.id, "layerType": "data", "seriesType": spec.series,
-                                 "accessors": accessors, "position": "top", "showGridlines": False}
+        entry: dict[str, Any] = {
+            "layerId": la.id,
+            "layerType": "data",
+            "seriesType": spec.series,
+            "accessors": accessors,
+            "position": "top",
+            "showGridlines": False,
+        }
         if x_id:
             entry["xAccessor"] = x_id
         if split_id:
@@ -299,24 +355,38 @@ def _xy_vis(layers: Sequence[tuple[_Layer, XYLayer, list[str], str | None, str |
     }
 
 
-def _compile_panel(p: Panel, key: str, dv_ids: Mapping[str, str],
-                   types: Mapping[str, Mapping[str, str]]) -> tuple[str, dict[str, Any]]:
+def _compile_panel(
+    p: Panel, key: str, dv_ids: Mapping[str, str], types: Mapping[str, Mapping[str, str]]
+) -> tuple[str, dict[str, Any]]:
     """``(embeddable type, embeddableConfig)`` of a panel."""
     if isinstance(p, Markdown):
-        return "visualization", {"savedVis": {
-            "id": "", "title": p.title, "description": p.description, "type": "markdown",
-            "params": {"fontSize": 12, "openLinksInNewTab": False, "markdown": p.text},
-            "uiState": {}, "data": {"aggs": [], "searchSource": {"query": {"query": "", "language": "kuery"},
-                                                                  "filter": []}},
-        }, "hidePanelTitles": True, "enhancements": {}}
+        return "visualization", {
+            "savedVis": {
+                "id": "",
+                "title": p.title,
+                "description": p.description,
+                "type": "markdown",
+                "params": {"fontSize": 12, "openLinksInNewTab": False, "markdown": p.text},
+                "uiState": {},
+                "data": {"aggs": [], "searchSource": {"query": {"query": "", "language": "kuery"}, "filter": []}},
+            },
+            "hidePanelTitles": True,
+            "enhancements": {},
+        }
     dv: DataView = getattr(p, "dv", "usage")
     ftypes = types[dv]
     time_range: TimeRange | None = getattr(p, "time_range", None)
     if isinstance(p, Metric):
         la = _Layer(f"{key}/0", ftypes)
         mid = la.metric(p.metric, "m0")
-        attrs = _lens_attributes(p.title, "lnsMetric", {"layerId": la.id, "layerType": "data",
-                                                        "metricAccessor": mid}, [la], dv_ids[dv], p.query)
+        attrs = _lens_attributes(
+            p.title,
+            "lnsMetric",
+            {"layerId": la.id, "layerType": "data", "metricAccessor": mid},
+            [la],
+            dv_ids[dv],
+            p.query,
+        )
     elif isinstance(p, XY):
         compiled = []
         for i, spec in enumerate(p.layers):
@@ -325,26 +395,42 @@ def _compile_panel(p: Panel, key: str, dv_ids: Mapping[str, str],
             x_id = la.bucket(spec.x, acc[0], "x") if spec.x is not None else None
             split_id = la.bucket(spec.split, acc[0], "split") if spec.split is not None else None
             compiled.append((la, spec, acc, x_id, split_id))
-        attrs = _lens_attributes(p.title, "lnsXY", _xy_vis(compiled), [c[0] for c in compiled], dv_ids[dv],
-                                 p.query)
+        attrs = _lens_attributes(p.title, "lnsXY", _xy_vis(compiled), [c[0] for c in compiled], dv_ids[dv], p.query)
     elif isinstance(p, Pie):
         la = _Layer(f"{key}/0", ftypes, ignore_global_filters=p.ignore_global_filters)
         mid = la.metric(p.metric, "m0")
         gid = la.bucket(p.group, mid, "g0")
-        pie: dict[str, Any] = {"shape": p.shape, "palette": {"type": "palette", "name": "default"}, "layers": [{
-            "layerId": la.id, "layerType": "data", "primaryGroups": [gid], "metrics": [mid],
-            "numberDisplay": "percent", "categoryDisplay": "default", "legendDisplay": "default",
-            "nestedLegend": False, "percentDecimals": 1, "emptySizeRatio": 0.54}]}
+        pie: dict[str, Any] = {
+            "shape": p.shape,
+            "palette": {"type": "palette", "name": "default"},
+            "layers": [
+                {
+                    "layerId": la.id,
+                    "layerType": "data",
+                    "primaryGroups": [gid],
+                    "metrics": [mid],
+                    "numberDisplay": "percent",
+                    "categoryDisplay": "default",
+                    "legendDisplay": "default",
+                    "nestedLegend": False,
+                    "percentDecimals": 1,
+                    "emptySizeRatio": 0.54,
+                }
+            ],
+        }
         attrs = _lens_attributes(p.title, "lnsPie", pie, [la], dv_ids[dv], p.query)
     elif isinstance(p, Table):
         la = _Layer(f"{key}/0", ftypes)
         mids = [la.metric(m, f"m{j}") for j, m in enumerate(p.metrics)]
-        rids = [la.bucket(r, mids[p.sort_by if p.sort_by is not None else 0], f"r{j}")
-                for j, r in enumerate(p.rows)]
+        rids = [la.bucket(r, mids[p.sort_by if p.sort_by is not None else 0], f"r{j}") for j, r in enumerate(p.rows)]
         vis: dict[str, Any] = {
-               "layerId": la.id, "layerType": "data",
-               "columns": [{"columnId": c, "isTransposed": False} for c in rids + mids],
-               "rowHeight": "single", "rowHeightLines": 1, "paging": {"enabled": True, "size": 10}}
+            "layerId": la.id,
+            "layerType": "data",
+            "columns": [{"columnId": c, "isTransposed": False} for c in rids + mids],
+            "rowHeight": "single",
+            "rowHeightLines": 1,
+            "paging": {"enabled": True, "size": 10},
+        }
         if p.sort_by is not None:
             vis["sorting"] = {"columnId": mids[p.sort_by], "direction": "desc"}
         attrs = _lens_attributes(p.title, "lnsDatatable", vis, [la], dv_ids[dv], p.query)
@@ -375,8 +461,14 @@ def _dumps(obj: Any) -> str:
 
 
 def _so(obj_type: str, obj_id: str, attributes: dict[str, Any], references: list[dict[str, str]]) -> dict[str, Any]:
-    return {"id": obj_id, "type": obj_type, "attributes": attributes, "references": references,
-            "coreMigrationVersion": CORE_MIGRATION_VERSION, "typeMigrationVersion": TYPE_MIGRATION_VERSIONS[obj_type]}
+    return {
+        "id": obj_id,
+        "type": obj_type,
+        "attributes": attributes,
+        "references": references,
+        "coreMigrationVersion": CORE_MIGRATION_VERSION,
+        "typeMigrationVersion": TYPE_MIGRATION_VERSIONS[obj_type],
+    }
 
 
 def compile_dashboard(d: Dashboard, settings: Settings) -> dict[str, Any]:
@@ -387,13 +479,24 @@ def compile_dashboard(d: Dashboard, settings: Settings) -> dict[str, Any]:
     refs: list[dict[str, str]] = []
     for idx, (p, (x, y)) in enumerate(zip(d.panels, _layout(d.panels), strict=True)):
         pid = _uid(d.id, "panel", idx)
-        entry: dict[str, Any] = {"version": PANEL_VERSION, "gridData": {"x": x, "y": y, "w": p.w, "h": p.h, "i": pid},
-                                 "panelIndex": pid}
+        entry: dict[str, Any] = {
+            "version": PANEL_VERSION,
+            "gridData": {"x": x, "y": y, "w": p.w, "h": p.h, "i": pid},
+            "panelIndex": pid,
+        }
         if p.title:
             entry["title"] = p.title
         if isinstance(p, SearchPanel):
-            entry.update({"type": "search", "panelRefName": f"panel_{pid}", "embeddableConfig": {
-                "enhancements": {}, **({"description": p.description} if p.description else {})}})
+            entry.update(
+                {
+                    "type": "search",
+                    "panelRefName": f"panel_{pid}",
+                    "embeddableConfig": {
+                        "enhancements": {},
+                        **({"description": p.description} if p.description else {}),
+                    },
+                }
+            )
             refs.append({"name": f"{pid}:panel_{pid}", "type": "search", "id": p.search_id})
         else:
             kind, config = _compile_panel(p, f"{d.id}/{idx}", dv_ids, types)
@@ -405,30 +508,53 @@ def compile_dashboard(d: Dashboard, settings: Settings) -> dict[str, Any]:
         "title": d.title,
         "description": d.description,
         "panelsJSON": _dumps(panels_json),
-        "optionsJSON": _dumps({"useMargins": True, "syncColors": False, "syncCursor": True, "syncTooltips": False,
-                               "hidePanelTitles": False}),
+        "optionsJSON": _dumps(
+            {
+                "useMargins": True,
+                "syncColors": False,
+                "syncCursor": True,
+                "syncTooltips": False,
+                "hidePanelTitles": False,
+            }
+        ),
         "timeRestore": True,
         "timeFrom": d.time_from,
         "timeTo": d.time_to,
         "refreshInterval": {"pause": True, "value": 60000},
-        "kibanaSavedObjectMeta": {"searchSourceJSON": _dumps({"query": {"query": "", "language": "kuery"},
-                                                              "filter": []})},
+        "kibanaSavedObjectMeta": {
+            "searchSourceJSON": _dumps({"query": {"query": "", "language": "kuery"}, "filter": []})
+        },
         "version": 1,
     }
     if d.controls:
         controls: dict[str, Any] = {}
         for i, c in enumerate(d.controls):
             cid = _uid(d.id, "control", i)
-            controls[cid] = {"order": i, "width": "medium", "grow": True, "type": "optionsListControl",
-                             "explicitInput": {"id": cid, "fieldName": c.field, "title": c.title,
-                                               "singleSelect": c.single, "selectedOptions": [],
-                                               "dataViewId": dv_ids[c.dv], "enhancements": {}}}
-            refs.append({"name": f"controlGroup_{cid}:optionsListDataView", "type": "index-pattern",
-                         "id": dv_ids[c.dv]})
+            controls[cid] = {
+                "order": i,
+                "width": "medium",
+                "grow": True,
+                "type": "optionsListControl",
+                "explicitInput": {
+                    "id": cid,
+                    "fieldName": c.field,
+                    "title": c.title,
+                    "singleSelect": c.single,
+                    "selectedOptions": [],
+                    "dataViewId": dv_ids[c.dv],
+                    "enhancements": {},
+                },
+            }
+            refs.append(
+                {"name": f"controlGroup_{cid}:optionsListDataView", "type": "index-pattern", "id": dv_ids[c.dv]}
+            )
         attributes["controlGroupInput"] = {
-            "controlStyle": "oneLine", "chainingSystem": "HIERARCHICAL", "panelsJSON": _dumps(controls),
-            "ignoreParentSettingsJSON": _dumps({"ignoreFilters": False, "ignoreQuery": False,
-                                                "ignoreTimerange": False, "ignoreValidations": False}),
+            "controlStyle": "oneLine",
+            "chainingSystem": "HIERARCHICAL",
+            "panelsJSON": _dumps(controls),
+            "ignoreParentSettingsJSON": _dumps(
+                {"ignoreFilters": False, "ignoreQuery": False, "ignoreTimerange": False, "ignoreValidations": False}
+            ),
         }
     return _so("dashboard", d.id, attributes, refs)
 
@@ -446,36 +572,72 @@ def runs_index_pattern(settings: Settings) -> str:
 
 
 def _data_view(obj_id: str, name: str, pattern: str, formats: Mapping[str, Fmt]) -> dict[str, Any]:
-    return _so("index-pattern", obj_id, {
-        "title": pattern, "name": name, "timeFieldName": "@timestamp", "allowNoIndex": True,
-        "fields": "[]", "fieldFormatMap": _dumps(dict(formats)), "runtimeFieldMap": "{}", "sourceFilters": "[]",
-        "typeMeta": "{}", "fieldAttrs": "{}",
-    }, [])
+    return _so(
+        "index-pattern",
+        obj_id,
+        {
+            "title": pattern,
+            "name": name,
+            "timeFieldName": "@timestamp",
+            "allowNoIndex": True,
+            "fields": "[]",
+            "fieldFormatMap": _dumps(dict(formats)),
+            "runtimeFieldMap": "{}",
+            "sourceFilters": "[]",
+            "typeMeta": "{}",
+            "fieldAttrs": "{}",
+        },
+        [],
+    )
 
 
 def saved_objects(settings: Settings) -> list[dict[str, Any]]:
     """Every saved object, data views first (the order an import resolves references in)."""
-    duration = {"id": "duration", "params": {"inputFormat": "seconds", "outputFormat": "humanizePrecise",
-                                             "outputPrecision": 1}}
+    duration = {
+        "id": "duration",
+        "params": {"inputFormat": "seconds", "outputFormat": "humanizePrecise", "outputPrecision": 1},
+    }
     objects = [
-        _data_view(USAGE_DATA_VIEW, "OpenAI usage and costs (usage-collector)", usage_index_pattern(settings),
-                   {_COST: USD_FIELD, "openai.vector_stores.usage_bytes": BYTES_FIELD}),
-        _data_view(RUNS_DATA_VIEW, "usage-collector runs", runs_index_pattern(settings), {
-            "usage_collector.lag_seconds": duration,
-            "event.duration": {"id": "duration", "params": {"inputFormat": "nanoseconds",
-                                                            "outputFormat": "humanizePrecise",
-                                                            "outputPrecision": 1}}}),
-        _so("search", FAILED_RUNS_SEARCH, {
-            "title": "usage-collector failed runs",
-            "description": "Stream runs that ended in an error, newest first.",
-            "columns": ["organization.id", "usage_collector.stream", "usage_collector.mode", "error.message"],
-            "sort": [["@timestamp", "desc"]],
-            "grid": {},
-            "hideChart": False,
-            "kibanaSavedObjectMeta": {"searchSourceJSON": _dumps({
-                "query": {"query": 'event.outcome : "failure"', "language": "kuery"}, "filter": [],
-                "indexRefName": "kibanaSavedObjectMeta.searchSourceJSON.index"})},
-        }, [{"name": "kibanaSavedObjectMeta.searchSourceJSON.index", "type": "index-pattern", "id": RUNS_DATA_VIEW}]),
+        _data_view(
+            USAGE_DATA_VIEW,
+            "OpenAI usage and costs (usage-collector)",
+            usage_index_pattern(settings),
+            {_COST: USD_FIELD, "openai.vector_stores.usage_bytes": BYTES_FIELD},
+        ),
+        _data_view(
+            RUNS_DATA_VIEW,
+            "usage-collector runs",
+            runs_index_pattern(settings),
+            {
+                "usage_collector.lag_seconds": duration,
+                "event.duration": {
+                    "id": "duration",
+                    "params": {"inputFormat": "nanoseconds", "outputFormat": "humanizePrecise", "outputPrecision": 1},
+                },
+            },
+        ),
+        _so(
+            "search",
+            FAILED_RUNS_SEARCH,
+            {
+                "title": "usage-collector failed runs",
+                "description": "Stream runs that ended in an error, newest first.",
+                "columns": ["organization.id", "usage_collector.stream", "usage_collector.mode", "error.message"],
+                "sort": [["@timestamp", "desc"]],
+                "grid": {},
+                "hideChart": False,
+                "kibanaSavedObjectMeta": {
+                    "searchSourceJSON": _dumps(
+                        {
+                            "query": {"query": 'event.outcome : "failure"', "language": "kuery"},
+                            "filter": [],
+                            "indexRefName": "kibanaSavedObjectMeta.searchSourceJSON.index",
+                        }
+                    )
+                },
+            },
+            [{"name": "kibanaSavedObjectMeta.searchSourceJSON.index", "type": "index-pattern", "id": RUNS_DATA_VIEW}],
+        ),
     ]
     objects += [compile_dashboard(d, settings) for d in DASHBOARDS]
     return objects

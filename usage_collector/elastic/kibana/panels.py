@@ -136,9 +136,27 @@ class Dashboard:
     controls: tuple[Control, ...] = ()
 
 
-def xy(title: str, *metrics: M, x: Bucket | None = Histogram(), split: Terms | None = None,
-       series: str = "bar_stacked", query: str = "", w: int = 24, h: int = 12, description: str = "",
-       time_range: TimeRange | None = None, dv: DataView = "usage") -> XY:
+def xy(
+    title: str,
+    *metrics: M,
+    x: Bucket | None = Histogram(),
+    split: Terms | None = None,
+    series: str = "bar_stacked",
+    query: str = "",
+    w: int = 24,
+    h: int = 12,
+    description: str = "",
+    time_range: TimeRange | None = None,
+    dv: DataView = "usage",
+) -> XY:
     """A one-layer XY chart."""
-    return XY(title, w, h, description, layers=(XYLayer(metrics, x, split, series),), query=query,
-              time_range=time_range, dv=dv)
+    return XY(
+        title,
+        w,
+        h,
+        description,
+        layers=(XYLayer(metrics, x, split, series),),
+        query=query,
+        time_range=time_range,
+        dv=dv,
+    )
