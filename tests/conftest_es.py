@@ -113,6 +113,7 @@ def es_target(version: str = "9.1.0", **server_kwargs: Any) -> Iterator[EsTarget
     if LIVE_URL:
         target = EsTarget(LIVE_URL, None, namespace)
         try:
+            _skip_unless_live_cluster_is(target, server_kwargs)
             yield target
         finally:
             target.close()
@@ -123,3 +124,20 @@ def es_target(version: str = "9.1.0", **server_kwargs: Any) -> Iterator[EsTarget
             yield target
         finally:
             target.close()
+
+
+#: Test-server options a live cluster cannot be switched to: a test asking for one is skipped there.
+_PERSONALITY_ONLY = ("security", "logsdb", "failure_store", "auto_create_index", "api_key", "basic")
+
+
+def _skip_unless_live_cluster_is(target: EsTarget, server_kwargs: dict[str, Any]) -> None:
+    """On a live cluster, run a test only if the cluster is the kind it asks for (ILM or not); skip tests that
+    need a test-server personality (security off, failure store, credentials of its own...)."""
+    asked = [k for k in _PERSONALITY_ONLY if k in server_kwargs]
+    if asked:
+        pytest.skip(f"needs the test server configured with {', '.join(asked)} (ELASTICSEARCH_URL is set)")
+    if "ilm" in server_kwargs:
+        from usage_collector.elastic.setup import has_ilm
+
+        if has_ilm(target.client()) != server_kwargs["ilm"]:
+            pytest.skip(f"needs a cluster {'with' if server_kwargs['ilm'] else 'without'} ILM")

@@ -865,6 +865,7 @@ class Recorded:
     method: str
     path: str
     headers: dict[str, str]
+    body: bytes = b""
 
 
 def _merge(into: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
@@ -1787,7 +1788,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # no response at all: the client sees a dropped connection
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
-        es.requests.append(Recorded(self.command, self.path, headers))
+        es.requests.append(Recorded(self.command, self.path, headers, raw))
         accept, ctype = headers.get("accept", ""), headers.get("content-type", "")
         try:
             self._check_media(accept, ctype, bool(raw))

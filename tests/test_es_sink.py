@@ -6,6 +6,7 @@ the test server's fault hooks skip there). The contract every sink keeps is test
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -143,8 +144,23 @@ def test_a_409_from_a_write_the_lookup_could_not_see_is_resolved_in_real_time(es
     sink.open()
     client.create(index=window[0].index, id=window[0].id, document=window[0].source)  # no refresh
     revised = docs(es, (11, 20, 30))
+    server.requests.clear()
     stats = sink.write_window(revised, cp())
     assert (stats.created, stats.updated, stats.retried) == (2, 1, 1)
+    # The path taken: create met 409 in the backing index (the item names it, as Elasticsearch does), the bulk's
+    # refresh made the copy visible, and the second pass overwrote it there with if_seq_no/if_primary_term.
+    bulks = [r.body.decode().splitlines() for r in server.requests if r.path.split("?")[0] == "/_bulk"]
+    assert len(bulks) == 2
+    (header, _source) = bulks[1]
+    assert json.loads(header) == {
+        "index": {
+            "_id": window[0].id,
+            "_index": server.copies(window[0].id)[0],
+            "if_seq_no": 0,
+            "if_primary_term": 1,
+        }
+    }
+    assert server.copies(window[0].id)[0].startswith(".ds-")
     assert [
         server.source(i, window[0].id)["openai"]["embeddings"]["input_tokens"] for i in server.copies(window[0].id)
     ] == [11]

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import CANARY_KEY
 from usage_collector import logs, secrets
 from usage_collector.errors import ConfigError
-from usage_collector.logs import NOISY_LOGGERS, configure_logging
+from usage_collector.logs import NOISY_LOGGERS, TRANSPORT_LOGGERS, configure_logging
 from usage_collector.secrets import REDACTED, redact, register_secret
 
 ES_CANARY = "ZXNfY2FuYXJ5X2lkOmVzX2NhbmFyeV9rZXk="  # an Elasticsearch API key (base64 id:key)
@@ -202,7 +202,9 @@ def test_noisy_libraries_are_quiet_unless_debug() -> None:
     out = io.StringIO()
     configure_logging("json", "INFO", stream=out)
     for name in NOISY_LOGGERS:
-        assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING
+        quiet = logging.ERROR if name in TRANSPORT_LOGGERS else logging.WARNING
+        assert logging.getLogger(name).getEffectiveLevel() == quiet
+    logging.getLogger("elastic_transport.transport").warning("Retrying request after failure (attempt 2 of 3)")
     logging.getLogger("httpx").info("HTTP Request: GET ... 200")
     logging.getLogger("apscheduler.executors.default").info('Running job "cycle"')
     logging.getLogger("usage_collector").debug("hidden at INFO")

@@ -136,7 +136,9 @@ def _require_keys(settings: Settings, sink: Sink) -> None:
 
 
 def _open_sink(settings: Settings, spec: str | None = None) -> Sink:
-    from .errors import ConfigError
+    """The configured sink, opened; a bad spec exits 2, a sink that cannot be opened (Elasticsearch unreachable,
+    TLS or credentials refused) exits 1, each with one line (the cause's traceback only at DEBUG)."""
+    from .errors import CollectorError, ConfigError
     from .sinks import make_sink
 
     try:
@@ -144,6 +146,9 @@ def _open_sink(settings: Settings, spec: str | None = None) -> Sink:
         sink.open()
     except ConfigError as exc:
         _fail(str(exc))
+    except CollectorError as exc:
+        log.debug("opening the sink failed", exc_info=True)
+        _fail(str(exc), 1)
     return sink
 
 
@@ -435,6 +440,7 @@ def status(sink: SinkOpt = None) -> None:
     try:
         cps = snk.list_checkpoints()
         runs = snk.list_runs(200)
+        retention = snk.retention()
     except CollectorError as exc:
         _fail(str(exc), 1)
     finally:
@@ -470,6 +476,8 @@ def status(sink: SinkOpt = None) -> None:
         ("org", "stream", "width", "scope", "checkpoint", "lag", "last run", "backfill", "last error"),
         rows,
     )
+    if retention:
+        typer.echo(f"retention: {retention}")
 
 
 @app.command()

@@ -13,9 +13,10 @@ fields, stack info and exception text (the chained exceptions included). Registe
 at creation, whichever logger made it and whichever handler receives it (pytest's ``caplog``, a library's own
 handler): see :mod:`usage_collector.secrets`.
 
-Noisy libraries (httpx, httpcore, elastic_transport, elasticsearch, urllib3, apscheduler) log at WARNING and
-above unless the level is DEBUG. At DEBUG they may show request lines; those are redacted like everything
-else, but DEBUG is for troubleshooting, not for production.
+Noisy libraries (httpx, httpcore, elasticsearch, apscheduler) log at WARNING and above unless the level is
+DEBUG; the transport layers that retry (elastic_transport, urllib3) only at ERROR, because their retry warnings
+carry the client's traceback and the collector reports the outcome itself, in one line. At DEBUG they may show
+request lines; those are redacted like everything else, but DEBUG is for troubleshooting, not for production.
 """
 
 from __future__ import annotations
@@ -34,12 +35,15 @@ from .secrets import redact, redact_record
 __all__ = [
     "LEVELS",
     "NOISY_LOGGERS",
+    "TRANSPORT_LOGGERS",
     "RedactingFilter",
     "configure_logging",
 ]
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 NOISY_LOGGERS = ("httpx", "httpcore", "elastic_transport", "elasticsearch", "urllib3", "apscheduler")
+#: Of those, the ones shown only from ERROR unless DEBUG (retry warnings with tracebacks).
+TRANSPORT_LOGGERS = frozenset({"elastic_transport", "urllib3"})
 _installed: logging.Handler | None = None  # the handler configure_logging() added last
 
 # LogRecord attributes that are not ``extra=`` fields.
@@ -209,4 +213,5 @@ def configure_logging(
 
 def _quiet(names: Iterable[str], *, debug: bool) -> None:
     for name in names:
-        logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)
+        quiet = logging.ERROR if name in TRANSPORT_LOGGERS else logging.WARNING
+        logging.getLogger(name).setLevel(logging.NOTSET if debug else quiet)

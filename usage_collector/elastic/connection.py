@@ -247,6 +247,13 @@ def sink_error(exc: Exception, what: str, hint: str | None = None) -> SinkError:
     if isinstance(exc, ApiError):
         return SinkError(_api_message(what, exc))
     message = getattr(exc, "message", None) or str(exc)
+    if type(exc).__name__ == "TlsError":  # elastic_transport.TlsError: handshake or certificate
+        return SinkError(
+            secrets.redact(
+                f"{what}: TLS failed ({message}); check the URL's scheme, and ELASTICSEARCH_CA_CERTS for a "
+                "private CA (verification stays on)"
+            )
+        )
     return SinkError(secrets.redact(f"{what}: Elasticsearch unreachable ({type(exc).__name__}: {message})"))
 
 

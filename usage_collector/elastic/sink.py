@@ -46,7 +46,7 @@ from ..documents import Document
 from ..errors import LeaseHeldError, SinkError
 from ..sinks.base import Checkpoint, Lease, WriteStats, checkpoint_key
 from .connection import ServerInfo, _reason, connect, describe, field_of, guard, sink_error
-from .objects import data_stream_name, index_patterns, runs_data_stream, state_index
+from .objects import MANAGED_BY, data_stream_name, index_patterns, runs_data_stream, state_index
 from .setup import setup
 
 if TYPE_CHECKING:
@@ -191,9 +191,27 @@ class ElasticsearchSink:
         )
         have = {d["name"] for d in body.get("data_streams", [])}
         missing = [d for d in wanted if d not in have]
-        if not self._call(lambda: es.indices.exists(index=self.state_index), f"check index {self.state_index}"):
+        state = self._call(
+            lambda: es.indices.get_mapping(index=self.state_index), f"read index {self.state_index}", allow_404=True
+        )
+        if state is None:
             missing.append(self.state_index)
+        else:
+            self._verify_state_index(state)
         return missing
+
+    def _verify_state_index(self, body: Mapping[str, Any]) -> None:
+        """The state index must carry our mapping: Elasticsearch re-creates a deleted index on the next write
+        with dynamic mappings (``action.auto_create_index`` defaults to true; ``AutoCreateIndex``), where
+        positions could be mapped as anything and ``type`` as text, so checkpoints would not be found."""
+        index: Any = next(iter(body.values()), {})
+        mappings = index.get("mappings") or {}
+        if (mappings.get("_meta") or {}).get("managed_by") != MANAGED_BY:
+            raise SinkError(
+                f"{self.description}: index {self.state_index} exists but was not created by usage-collector (no "
+                "_meta.managed_by in its mapping; Elasticsearch re-creates a deleted index with dynamic mappings on "
+                "the next write). Reindex its checkpoints elsewhere or delete it, then run `usage-collector setup`"
+            )
 
     def _set_up(self, es: Elasticsearch, missing: list[str]) -> None:
         what = ", ".join(missing)
@@ -373,7 +391,22 @@ class ElasticsearchSink:
                 doc_id, status = str(info.get("_id")), int(info.get("status", 500))
                 if op == "delete" and (ok or status == 404):
                     continue
-                if ok:
+                if ok and info.get("failure_store") == "used":
+                    # Acknowledged, but into the data stream's failure store (8.19/9.1+, when enabled): the
+                    # document is not in the data stream, so the window failed (IndexDocFailureStoreStatus.USED).
+                    failures.append(
+                        {
+                            "_id": doc_id,
+                            "_index": info.get("_index"),
+                            "op": op,
+                            "status": status,
+                            "type": "failure_store",
+                            "reason": "Elasticsearch stored the document in the data stream's failure store, not "
+                            "in the data stream (it did not fit the mappings); read <data stream>::failures",
+                            "field": None,
+                        }
+                    )
+                elif ok:
                     outcome[doc_id] = "created" if op == "create" else "updated"
                 elif status == 409:
                     backing = info.get("_index")
@@ -442,6 +475,26 @@ class ElasticsearchSink:
                     except (ApiError, TransportError, ScanError) as exc:
                         raise sink_error(exc, f"{self.description}: read {backing}") from None
 
+    def retention(self) -> str | None:
+        """How the usage data streams expire data, from ``GET _data_stream``: the ILM policy that manages them,
+        or their data stream lifecycle (``data_retention``), or ``unmanaged``."""
+        es = self._client()
+        pattern = index_patterns(self.settings)["usage"]
+        body = self._call(lambda: es.indices.get_data_stream(name=pattern), "read data streams", allow_404=True)
+        kinds: set[str] = set()
+        found: Any = body or {}
+        streams: list[dict[str, Any]] = found.get("data_streams", [])
+        for ds in streams:
+            lifecycle = ds.get("lifecycle")
+            if ds.get("ilm_policy") and not (lifecycle and ds.get("prefer_ilm") is False):
+                kinds.add(f"ILM policy {ds['ilm_policy']}")
+            elif lifecycle and lifecycle.get("enabled", True):
+                retention = lifecycle.get("data_retention")
+                kinds.add(f"data stream lifecycle, {f'data_retention {retention}' if retention else 'kept forever'}")
+            else:
+                kinds.add("unmanaged (kept forever)")
+        return "; ".join(sorted(kinds)) or None
+
     # --- checkpoints ------------------------------------------------------------------------------------
     def load_checkpoint(self, org_id: str, stream: str, bucket_width: str, scope: str = "run") -> Checkpoint | None:
         es = self._client()
@@ -458,12 +511,17 @@ class ElasticsearchSink:
         )
 
     def list_checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint, read with a scroll: a search returns at most ``index.max_result_window`` (10,000)
+        hits, and one organization with many streams, widths and backfills can hold more."""
+        from elasticsearch import ApiError, TransportError
+        from elasticsearch.helpers import ScanError, scan
+
         es = self._client()
-        body = self._call(
-            lambda: es.search(index=self.state_index, query={"term": {"type": "checkpoint"}}, size=10000),
-            "list checkpoints",
-        )
-        cps = [Checkpoint.from_dict(h["_source"]) for h in body["hits"]["hits"]]
+        try:
+            hits = scan(es, index=self.state_index, query={"query": {"term": {"type": "checkpoint"}}}, size=1000)
+            cps = [Checkpoint.from_dict(h["_source"]) for h in hits]
+        except (ApiError, TransportError, ScanError) as exc:
+            raise sink_error(exc, f"{self.description}: list checkpoints") from None
         return sorted(cps, key=lambda c: c.key)
 
     # --- lease ------------------------------------------------------------------------------------------

@@ -151,3 +151,6 @@ class Sink(Protocol):
 
     def iter_documents(self, stream: str | None = None) -> Iterator[dict[str, Any]]:
         """Every current document as ``{"_id", "_index", "_source"}`` (one per ``_id``, latest wins)."""
+
+    def retention(self) -> str | None:
+        """How the store expires old data, for ``status`` (``None``: it keeps everything, a file sink)."""

@@ -224,3 +224,6 @@ class DuckDBSink(FileLeaseMixin):
         with self._lock:
             rows = self._db().execute("SELECT data FROM runs ORDER BY ts DESC LIMIT ?", [limit]).fetchall()
         return [orjson.loads(r[0]) for r in rows]
+
+    def retention(self) -> str | None:
+        return None  # a file keeps everything until it is deleted

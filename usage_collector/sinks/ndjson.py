@@ -180,3 +180,6 @@ class NdjsonSink(FileLeaseMixin):
         with self._lock:
             self.open()
             return list(reversed(self._state["runs"]))[:limit]
+
+    def retention(self) -> str | None:
+        return None  # a file keeps everything until it is deleted
