@@ -11,6 +11,7 @@ import email.policy
 import json
 import re
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -135,43 +136,166 @@ class Recorded:
     body: bytes
 
 
+#: Saved-object types that are ``multiple-isolated`` since 8.0 (``namespaceType`` in each type's registration,
+#: e.g. ``dashboard_saved_object.ts``; data views and saved searches likewise): an id lives in one space.
+MULTIPLE_ISOLATED = {"dashboard", "index-pattern", "search", "lens", "visualization"}
+
+
+@dataclass
+class StoredObject:
+    """A saved object as the stand-in keeps it: the space it lives in and where it came from."""
+
+    type: str
+    id: str
+    space: str
+    origin_id: str | None
+    attributes: dict[str, Any]
+    references: list[dict[str, str]]
+
+
 @dataclass
 class KibanaStandIn:
-    """A tiny Kibana: remembers imported objects and rules, answers like the real API, records every request."""
+    """A tiny Kibana: spaces, the saved-objects import with its conflict rules, rules, ``/api/status``.
+
+    The import follows ``import_saved_objects.ts`` (packages/core/saved-objects/core-saved-objects-import-export-
+    server-internal/src/import/), for ``overwrite=true`` and objects of ``multiple-isolated`` types:
+
+    * ``validate_references.ts``: a reference neither in the file nor in the target space is a
+      ``missing_references`` error for the object;
+    * ``check_conflicts.ts``: an id that exists in the target space is an exact conflict, overwritten in place;
+      an id that exists only in *another* space is an unresolvable conflict: the object gets a new random id
+      (``destinationId``) and keeps its origin (``originId`` = the id in the file);
+    * ``check_origin_conflicts.ts``: otherwise, one object in the target space whose id or ``originId`` equals
+      the imported object's origin is an inexact match, overwritten (``destinationId`` = that object's id); more
+      than one is an ``ambiguous_conflict`` error;
+    * references inside the imported objects are rewritten to the destination ids
+      (``create_saved_objects.ts``); ``successResults`` carry ``destinationId`` where it differs and
+      ``overwrite: true`` where an object was replaced.
+
+    An unknown space answers 404, as Kibana does for ``/s/<id>`` of a space that does not exist.
+    """
 
     requests: list[Recorded] = field(default_factory=list)
-    saved: set[tuple[str, str]] = field(default_factory=set)
+    objects: dict[tuple[str, str], StoredObject] = field(default_factory=dict)
+    spaces: set[str] | None = None  # None: every space exists; else the ids that do
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    version: str = "9.1.0"
     override: Callable[[Recorded], tuple[int, Any] | None] | None = None
     url: str = ""
+
+    def in_space(self, space: str) -> dict[tuple[str, str], StoredObject]:
+        """The objects of one space, by (type, id)."""
+        return {k: o for k, o in self.objects.items() if o.space == space}
 
     def handle(self, req: Recorded) -> tuple[int, Any]:
         if self.override is not None and (answer := self.override(req)) is not None:
             return answer
-        if req.method == "POST" and req.path.endswith("/api/saved_objects/_import"):
-            results = []
-            for obj in import_file(req):
-                key = (obj["type"], obj["id"])
-                entry = {"type": obj["type"], "id": obj["id"], "meta": {"title": obj["attributes"]["title"]}}
-                if key in self.saved:
-                    entry["overwrite"] = True
-                self.saved.add(key)
-                results.append(entry)
-            return 200, {"success": True, "successCount": len(results), "successResults": results}
-        m = re.fullmatch(r"(?:/s/[a-z0-9_\-]+)?/api/alerting/rule/([0-9a-f\-]+)", req.path)
-        if m:
-            rid, body = m.group(1), json.loads(req.body)
+        m = re.fullmatch(r"(?:/s/([a-z0-9_\-]+))?(/api/.*)", req.path)
+        if not m:
+            return 404, {"statusCode": 404, "error": "Not Found"}
+        space, path = m.group(1) or "default", m.group(2)
+        if self.spaces is not None and space not in self.spaces:
+            return 404, {"statusCode": 404, "error": "Not Found", "message": f"space {space} not found"}
+        if req.method == "GET" and path == "/api/status":
+            return 200, {"name": "kibana", "version": {"number": self.version, "build_snapshot": False}}
+        if req.method == "POST" and path == "/api/saved_objects/_import":
+            return 200, self._import(space, import_file(req), req.query.get("overwrite") == ["true"])
+        rm = re.fullmatch(r"/api/alerting/rule/([0-9a-f\-]+)", path)
+        if rm:
+            rid, body = rm.group(1), json.loads(req.body)
+            key = rid  # rule ids are unique across spaces
             if req.method == "POST":
-                if rid in self.rules:
+                if key in self.rules:
                     return 409, {"statusCode": 409, "error": "Conflict", "message": f"rule {rid} exists"}
-                self.rules[rid] = body
+                self.rules[key] = body
                 return 200, {"id": rid, **body}
             if req.method == "PUT":
-                if rid not in self.rules:
+                if key not in self.rules:
                     return 404, {"statusCode": 404}
-                self.rules[rid].update(body)
-                return 200, {"id": rid, **self.rules[rid]}
+                self.rules[key].update(body)
+                return 200, {"id": rid, **self.rules[key]}
         return 404, {"statusCode": 404, "error": "Not Found"}
+
+    def _import(self, space: str, incoming: list[dict[str, Any]], overwrite: bool) -> dict[str, Any]:
+        here = self.in_space(space)
+        in_file = {(o["type"], o["id"]) for o in incoming}
+        errors: list[dict[str, Any]] = []
+        dest: dict[tuple[str, str], str] = {}
+        replaced: set[tuple[str, str]] = set()
+        for o in incoming:
+            key = (o["type"], o["id"])
+            missing = [
+                {"type": r["type"], "id": r["id"]}
+                for r in o.get("references", [])
+                if (r["type"], r["id"]) not in in_file and (r["type"], r["id"]) not in here
+            ]
+            if missing:
+                errors.append(
+                    {
+                        "type": o["type"],
+                        "id": o["id"],
+                        "meta": {"title": o["attributes"].get("title")},
+                        "error": {"type": "missing_references", "references": missing},
+                    }
+                )
+                continue
+            if key in here:  # check_conflicts.ts: exact match in this space
+                if not overwrite:
+                    errors.append({"type": o["type"], "id": o["id"], "error": {"type": "conflict"}})
+                    continue
+                dest[key], replaced = o["id"], replaced | {key}
+                continue
+            origin = o.get("originId") or o["id"]
+            matches = [s for s in here.values() if s.type == o["type"] and origin in (s.id, s.origin_id)]
+            if len(matches) > 1:  # check_origin_conflicts.ts: ambiguous
+                errors.append(
+                    {
+                        "type": o["type"],
+                        "id": o["id"],
+                        "error": {"type": "ambiguous_conflict", "destinations": [{"id": s.id} for s in matches]},
+                    }
+                )
+                continue
+            if matches:  # inexact match: overwrite that object (overwrite=true)
+                if not overwrite:
+                    errors.append(
+                        {
+                            "type": o["type"],
+                            "id": o["id"],
+                            "error": {"type": "conflict", "destinationId": matches[0].id},
+                        }
+                    )
+                    continue
+                dest[key], replaced = matches[0].id, replaced | {key}
+            elif key in self.objects and o["type"] in MULTIPLE_ISOLATED:  # lives in another space only
+                dest[key] = str(uuid.uuid4())
+            else:
+                dest[key] = o["id"]
+        failed = {(e["type"], e["id"]) for e in errors}
+        results = []
+        for o in incoming:
+            key = (o["type"], o["id"])
+            if key in failed:
+                continue
+            refs = [{**r, "id": dest.get((r["type"], r["id"]), r["id"])} for r in o.get("references", [])]
+            origin = o.get("originId") or (o["id"] if dest[key] != o["id"] else None)
+            stored = StoredObject(o["type"], dest[key], space, origin, o["attributes"], refs)
+            prior = self.objects.get((o["type"], dest[key]))
+            if prior is not None and prior.space == space:
+                stored.origin_id = stored.origin_id or prior.origin_id
+            self.objects[(o["type"], dest[key])] = stored
+            entry: dict[str, Any] = {"type": o["type"], "id": o["id"], "meta": {"title": o["attributes"].get("title")}}
+            if key in replaced:
+                entry["overwrite"] = True
+            if dest[key] != o["id"]:
+                entry["destinationId"] = dest[key]
+            results.append(entry)
+        answer: dict[str, Any] = {"success": not errors, "successCount": len(results)}
+        if results:
+            answer["successResults"] = results
+        if errors:
+            answer["errors"] = errors
+        return answer
 
 
 def import_file(req: Recorded) -> list[dict[str, Any]]:

@@ -124,6 +124,13 @@ def test_committed_ndjson_is_what_the_definitions_compile_to():
     )
 
 
+def test_the_compiled_bundle_breaks_no_kibana_rule():
+    from usage_collector.elastic.kibana.validate import validate_bundle, violations_text
+
+    objects = [json.loads(line) for line in kibana.render_ndjson().splitlines()]
+    assert validate_bundle(objects) == [], violations_text(validate_bundle(objects))
+
+
 def test_regenerating_twice_gives_identical_output():
     assert kibana.render_ndjson() == kibana.render_ndjson(kibana.default_settings())
 

@@ -190,7 +190,8 @@ def rule_requests(kb: KibanaStandIn, method: str) -> dict[str, dict[str, Any]]:
 def test_rules_are_created_with_the_documented_bodies(kb):
     s = settings_for(kb)
     ids = kibana.install_rules(s, space="ops", out=lambda _: None, daily_cost_threshold=250.0)
-    assert all(r.path.startswith("/s/ops/api/alerting/rule/") for r in kb.requests)
+    assert kb.requests[0].method == "GET" and kb.requests[0].path == "/s/ops/api/status"  # the ES|QL rule's floor
+    assert all(r.path.startswith("/s/ops/api/alerting/rule/") for r in kb.requests[1:])
     bodies = rule_requests(kb, "POST")
     assert list(bodies) == ids and len(ids) == 4
     for rid, body in bodies.items():
@@ -310,3 +311,65 @@ def test_cost_spike_rule_compares_yesterday_with_the_trailing_median():
     assert esql.startswith("FROM metrics-openai.costs-*\n")
     assert "MEDIAN(trailing)" in esql and "latest_cost > 2.5 * median_cost" in esql
     assert spike.body["params"]["timeWindowSize"] == 30 and spike.body["params"]["timeWindowUnit"] == "d"
+
+
+# --- spaces ----------------------------------------------------------------------------------------------
+def dashboard_ids_in(kb: KibanaStandIn, space: str) -> set[str]:
+    return {o.id for o in kb.in_space(space).values() if o.type == "dashboard"}
+
+
+def test_a_second_space_gets_new_ids_and_the_printed_urls_are_the_ones_that_exist(kb):
+    s = settings_for(kb)
+    kibana.install(s, out=lambda _: None)  # default space: our own ids
+    assert dashboard_ids_in(kb, "default") == {d.id for d in kibana.DASHBOARDS}
+    lines: list[str] = []
+    urls = kibana.install(s, space="team-a", out=lines.append)
+    ids = dashboard_ids_in(kb, "team-a")
+    assert len(ids) == 4 and not ids & {d.id for d in kibana.DASHBOARDS}  # check_conflicts.ts: new ids
+    assert {u.rsplit("/", 1)[1] for u in urls} == ids
+    assert all(u.startswith(f"{kb.url}/s/team-a/app/dashboards#/view/") for u in urls)
+    assert sum(" in this space" in line for line in lines) == 7
+    # references were rewritten to the copies in this space, so every panel finds its data view there
+    here = kb.in_space("team-a")
+    for o in here.values():
+        for r in o.references:
+            assert (r["type"], r["id"]) in here, (o.type, o.id, r)
+
+
+def test_installing_again_into_the_same_space_overwrites_the_same_copies(kb):
+    s = settings_for(kb)
+    kibana.install(s, out=lambda _: None)
+    first = kibana.install(s, space="team-a", out=lambda _: None)
+    lines: list[str] = []
+    second = kibana.install(s, space="team-a", out=lines.append)
+    assert first == second  # check_origin_conflicts.ts: the copies are found by their origin
+    assert len(kb.in_space("team-a")) == 7 and len(kb.in_space("default")) == 7
+    assert sum(": updated" in line for line in lines) == 7
+
+
+def test_a_space_that_does_not_exist_is_named(kb):
+    kb.spaces = {"default"}
+    with pytest.raises(kibana.KibanaError, match=r"HTTP 404.*space exist"):
+        kibana.install(settings_for(kb), space="nope", out=lambda _: None)
+
+
+# --- the ES|QL rule's floor --------------------------------------------------------------------------------
+@pytest.mark.parametrize("version", ["8.11.4", "8.16.6", None])
+def test_the_esql_rule_is_skipped_with_a_warning_below_its_floor(kb, version):
+    if version is None:
+        kb.override = lambda req: (401, {"statusCode": 401}) if req.path.endswith("/api/status") else None
+    else:
+        kb.version = version
+    lines: list[str] = []
+    ids = kibana.install_rules(settings_for(kb), out=lines.append)
+    assert kibana.RULE_IDS["cost-spike"] not in kb.rules
+    assert set(kb.rules) == {kibana.RULE_IDS["stream-stale"], kibana.RULE_IDS["collector-silent"]}
+    (warning,) = [line for line in lines if line.startswith("warning:")]
+    assert "8.17.0" in warning and (version or "unknown") in warning
+    assert kibana.RULE_IDS["cost-spike"] in ids  # still one of the rules this version defines
+
+
+def test_the_esql_rule_is_installed_from_its_floor_on(kb):
+    kb.version = "8.17.0"
+    kibana.install_rules(settings_for(kb), out=lambda _: None)
+    assert kibana.RULE_IDS["cost-spike"] in kb.rules

@@ -24,6 +24,7 @@ The modules, each depending only on those above it:
 ``dashboards``     the four dashboards and the saved search's id
 ``formula``        a parser for the Lens formula subset the metrics use
 ``lens``           the compiler: Lens panels, data views, saved objects, the NDJSON bundle
+``validate``       Kibana's own import, dashboard, Lens and ``.es-query`` rules, applied to the bundle
 ``alerts``         the optional alert rules
 ``client``         installation over HTTP: :func:`install`, :func:`install_rules`
 ``docs``           ``docs/dashboards.md``; ``python -m usage_collector.elastic.kibana.docs`` regenerates it

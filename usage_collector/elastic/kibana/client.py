@@ -1,10 +1,13 @@
 """Installation of the saved objects and the alert rules into Kibana, over its HTTP API.
 
 **Installation.** :func:`install` sends one ``POST /api/saved_objects/_import?overwrite=true`` (multipart
-field ``file``, header ``kbn-xsrf: true``, ``/s/<space>`` prefix for a space): importing with overwrite is
-idempotent because every object has a fixed id. :func:`install_rules` creates or updates the optional alert
-rules with the alerting API (``POST``/``PUT /api/alerting/rule/<id>``). Kibana credentials are the
-Elasticsearch ones (:func:`usage_collector.secrets.auth_headers`: ``ELASTICSEARCH_API_KEY`` as
+field ``file``, header ``kbn-xsrf: true``, ``/s/<space>`` prefix for a space). Dashboards, data views and
+searches are ``multiple-isolated``: an id lives in one space, so importing into a second space gives the objects
+new ids there (``check_conflicts.ts``), which the response reports as ``destinationId``; the printed dashboard
+URLs use them. A second import into the same space finds those copies by their origin
+(``check_origin_conflicts.ts``) and overwrites them: idempotent per space. :func:`install_rules` creates or
+updates the optional alert rules with the alerting API (``POST``/``PUT /api/alerting/rule/<id>``). Kibana
+credentials are the Elasticsearch ones (:func:`usage_collector.secrets.auth_headers`: ``ELASTICSEARCH_API_KEY`` as
 ``Authorization: ApiKey``, else user and password as basic auth); Kibana accepts both. Both functions register
 the settings' secrets, and every message they raise goes through :func:`usage_collector.secrets.redact`.
 TLS is verified; ``ELASTICSEARCH_CA_CERTS`` is trusted in addition to the system
@@ -13,6 +16,7 @@ store, since self-managed stacks usually sign Kibana with the same CA.
 
 from __future__ import annotations
 
+import logging
 import re
 import ssl
 from collections.abc import Callable, Mapping
@@ -24,6 +28,9 @@ from ...errors import CollectorError
 from .alerts import rules
 from .dashboards import DASHBOARDS
 from .lens import _dumps, saved_objects
+from .validate import validate_rule
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import httpx
@@ -64,9 +71,13 @@ def kibana_base(settings: Settings, space: str | None) -> str:
     return url
 
 
-def dashboard_urls(settings: Settings, space: str | None = None) -> list[str]:
+def dashboard_urls(
+    settings: Settings, space: str | None = None, destinations: Mapping[str, str] | None = None
+) -> list[str]:
+    """Each dashboard's URL; ``destinations`` maps our ids to the ids the import gave them in the space."""
     base = kibana_base(settings, space)
-    return [f"{base}/app/dashboards#/view/{quote(d.id)}" for d in DASHBOARDS]
+    ids = destinations or {}
+    return [f"{base}/app/dashboards#/view/{quote(ids.get(d.id, d.id))}" for d in DASHBOARDS]
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
@@ -120,11 +131,12 @@ def install(
     client: httpx.Client | None = None,
     report: SetupReport | None = None,
 ) -> list[str]:
-    """Import the data views, saved search and dashboards into Kibana (idempotent); returns dashboard URLs.
+    """Import the data views, saved search and dashboards into Kibana (idempotent per space); returns the URLs.
 
     One ``POST <kibana>[/s/<space>]/api/saved_objects/_import?overwrite=true`` with the NDJSON as the
-    multipart field ``file`` and ``kbn-xsrf: true``. Objects have fixed ids, so a second run overwrites them
-    with the same content.
+    multipart field ``file`` and ``kbn-xsrf: true``. Where the objects' ids already live in another space,
+    Kibana gives them new ids in this one (``destinationId`` in the response); the URLs returned are the ones
+    that exist in this space. A second run overwrites the same objects.
 
     Args:
         settings: ``kibana_url``, ``kibana_space`` and the Elasticsearch credentials (reused for Kibana).
@@ -140,15 +152,15 @@ def install(
     """
     base = kibana_base(settings, space)
     objects = saved_objects(settings)
-    urls = dashboard_urls(settings, space)
     if dry_run:
+        urls = dashboard_urls(settings, space)
         for o in objects:
             line = f"Kibana {o['type']} {o['id']}: would import"
             out(line)
             if report is not None:
                 report.add(f"Kibana {o['type']}", o["id"], "would update", "import with overwrite")
         for u in urls:
-            out(f"dashboard: {u}")
+            out(f"dashboard: {u} (the import may give it another id in a space where it is new)")
         return urls
     secrets.register(settings)
     owned = client is None
@@ -171,14 +183,19 @@ def install(
         if owned:
             http.close()
     done = {(r.get("type"), r.get("id")): r for r in result.get("successResults") or []}
+    destinations: dict[str, str] = {}
     for o in objects:
         r = done.get((o["type"], o["id"]))
         if r is None:
             continue
         status: Literal["updated", "created"] = "updated" if r.get("overwrite") else "created"
-        out(f"Kibana {o['type']} {o['id']}: {status}")
+        dest = str(r.get("destinationId") or o["id"])
+        where = f" as {dest} in this space" if dest != o["id"] else ""
+        out(f"Kibana {o['type']} {o['id']}: {status}{where}")
         if report is not None:
-            report.add(f"Kibana {o['type']}", o["id"], status)
+            report.add(f"Kibana {o['type']}", o["id"], status, f"id {dest} in this space" if where else "")
+        if o["type"] == "dashboard":
+            destinations[o["id"]] = dest
     errors = result.get("errors") or []
     if not result.get("success", False) or errors:
         lines = [
@@ -186,9 +203,28 @@ def install(
             for e in errors
         ]
         raise KibanaError(secrets.redact("Kibana refused objects of the import: " + "; ".join(lines or ["unknown"])))
+    urls = dashboard_urls(settings, space, destinations)
     for u in urls:
         out(f"dashboard: {u}")
     return urls
+
+
+def _semver(text: str) -> tuple[int, int, int]:
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", text)
+    if not m:
+        raise ValueError(f"not a version: {text!r}")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+def _kibana_version(http: httpx.Client, base: str, headers: Mapping[str, str]) -> tuple[int, int, int] | None:
+    """``version.number`` of ``GET /api/status``, or ``None`` when Kibana does not say."""
+    resp = _request(http, "GET", f"{base}/api/status", "Kibana: status", headers=dict(headers))
+    if resp.status_code != 200:
+        return None
+    try:
+        return _semver(str(resp.json()["version"]["number"]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _missing(err: Mapping[str, Any]) -> str:
@@ -211,6 +247,11 @@ def install_rules(
 ) -> list[str]:
     """Create or update the alert rules of :func:`rules` (idempotent); returns their ids.
 
+    A rule with a version floor (the ES|QL cost-spike rule, :data:`.alerts.ESQL_RULE_MIN_VERSION`) is sent only
+    when ``GET /api/status`` reports a Kibana at least that new; otherwise it is skipped with a warning (in
+    ``out`` and the log), and the call still succeeds. Every body is checked against the ``.es-query`` params
+    schema first (:func:`.validate.validate_rule`).
+
     Each rule has a fixed id: ``POST /api/alerting/rule/<id>`` creates it; on 409 (it exists)
     ``PUT /api/alerting/rule/<id>`` updates it to this definition. Rules have no actions: attach connectors in
     Kibana (Stack Management > Rules). A rule Kibana refuses (e.g. the ES|QL one on a Kibana without ES|QL
@@ -220,9 +261,13 @@ def install_rules(
     defs = rules(
         settings, stale_intervals=stale_intervals, daily_cost_threshold=daily_cost_threshold, spike_factor=spike_factor
     )
+    problems = [str(v) for r in defs for v in validate_rule(r.body)]
+    if problems:
+        raise KibanaError("alert rules do not match the .es-query params schema: " + "; ".join(problems))
     if dry_run:
         for r in defs:
-            out(f"Kibana rule {r.body['name']} ({r.id}): would create or update")
+            floor = f" (needs Kibana {r.min_kibana} or newer)" if r.min_kibana else ""
+            out(f"Kibana rule {r.body['name']} ({r.id}): would create or update{floor}")
             if report is not None:
                 report.add("Kibana rule", r.id, "would update", r.body["name"])
         return [r.id for r in defs]
@@ -232,7 +277,19 @@ def install_rules(
     http = client or make_client(settings)
     failures: list[str] = []
     try:
+        version = _kibana_version(http, base, headers) if any(r.min_kibana for r in defs) else None
         for r in defs:
+            if r.min_kibana and (version is None or version < _semver(r.min_kibana)):
+                seen = ".".join(map(str, version)) if version else "unknown"
+                msg = (
+                    f"Kibana rule {r.body['name']} ({r.id}): skipped, needs Kibana/Elasticsearch {r.min_kibana} "
+                    f"or newer (this Kibana: {seen})"
+                )
+                log.warning(msg)
+                out(f"warning: {msg}")
+                if report is not None:
+                    report.add("Kibana rule", r.id, "unchanged", f"not installed: needs Kibana {r.min_kibana}+")
+                continue
             what = f"Kibana: rule {r.body['name']}"
             url = f"{base}/api/alerting/rule/{r.id}"
             resp = _request(http, "POST", url, what, content=_dumps(r.body), headers=headers)

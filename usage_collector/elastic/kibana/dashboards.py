@@ -59,6 +59,8 @@ _TOKEN_TYPES = (
     M("Moderations input", "sum(openai.moderations.input_tokens)", NUMBER),
 )
 _PROJECT = Terms("openai.base.project_name", 10, "Project", missing=True)
+#: Models by name: for metrics that are formulas (Lens ranks top values only by a plain aggregation column).
+_MODELS_AZ = Terms("openai.base.model", 20, "Model", alphabetical=True)
 _API_KEY = Terms("openai.base.api_key_name", 10, "API key", missing=True)
 
 
@@ -67,11 +69,11 @@ def _top(title: str, ident: str, name: str, what: str, id_label: str) -> Table:
         title,
         16,
         13,
-        f"The ten {what} with the most model requests, with their tokens; the name is empty "
+        f"The ten {what} with the most model requests, with their tokens; the name reads (missing value) "
         "where the documents carry none (names come from the Admin list endpoints, setting enrich_names).",
         rows=(
             Terms(f"openai.base.{ident}", 10, id_label, other=False),
-            Terms(f"openai.base.{name}", 1, "Name", other=False, missing=True),
+            Terms(f"openai.base.{name}", 1, "Name", missing=True),
         ),
         metrics=(_REQ, _TOK),
         sort_by=0,
@@ -161,8 +163,9 @@ USAGE_OVERVIEW = Dashboard(
         xy(
             "Token usage by model",
             _TOK,
-            split=Terms("openai.base.model", 10, "Model"),
-            description="Input plus output tokens over time, stacked by model (top 10).",
+            split=_MODELS_AZ,
+            description="Input plus output tokens over time, stacked by model (the first 20 models by name, "
+            "the rest as Other: a sum of two columns cannot rank top values in Lens).",
         ),
         Metric(
             "Cached input share",
@@ -178,7 +181,7 @@ USAGE_OVERVIEW = Dashboard(
             12,
             "Completions tokens (input plus output) sent through the Batch API (true) or not (false).",
             metric=M("Tokens", f"sum({_CC}.input_tokens) + sum({_CC}.output_tokens)", NUMBER),
-            group=Terms(f"{_CC}.batch", 3, "Batch", other=False),
+            group=Terms(f"{_CC}.batch", 3, "Batch", other=False, alphabetical=True),
             query=_ds("completions"),
         ),
         Markdown("", 48, 3, text="### Images"),
@@ -237,13 +240,19 @@ USAGE_OVERVIEW = Dashboard(
 )
 
 _COST_M = M("Cost", f"sum({_COST})")
-_WEEK = ("now-7d/d", "now-1d/d")  # the last seven complete days (``to`` rounds up to the end of yesterday)
+#: The last fourteen complete days (``to`` rounds up to the end of yesterday), split into two explicit ranges by
+#: KQL filters on ``@timestamp`` (no time shift: Lens refuses shifted metrics next to dynamic top values).
+_TWO_WEEKS = ("now-14d/d", "now-1d/d")
+_LAST = "kql='@timestamp >= \"now-7d/d\"'"
+_PREVIOUS = "kql='@timestamp < \"now-7d/d\"'"
 _MOVERS = (
-    M("Last 7 days", f"sum({_COST})"),
-    M("Previous 7 days", f"sum({_COST}, shift='7d')"),
-    M("Change", f"sum({_COST}) - sum({_COST}, shift='7d')", MONEY),
-    M("Change %", f"sum({_COST}) / sum({_COST}, shift='7d') - 1", PERCENT),
+    M("Last 7 days", f"sum({_COST}, {_LAST})"),
+    M("Previous 7 days", f"sum({_COST}, {_PREVIOUS})"),
+    M("Change", f"sum({_COST}, {_LAST}) - sum({_COST}, {_PREVIOUS})", MONEY),
+    M("Change %", f"sum({_COST}, {_LAST}) / sum({_COST}, {_PREVIOUS}) - 1", PERCENT),
+    M("14 days", f"sum({_COST})"),
 )
+_MOVERS_RANK = 4  # top values ranked by the cost of both weeks (a plain column); rows sorted by the change
 
 COSTS = Dashboard(
     id="usage-collector-costs",
@@ -311,21 +320,23 @@ COSTS = Dashboard(
             "Top movers by project",
             24,
             14,
-            "Cost of the last 7 complete days against the 7 before, by project, largest increase first.",
-            rows=(Terms("openai.base.project_name", 50, "Project", other=False, missing=True),),
+            "Cost of the last 7 complete days against the 7 before, by project, largest increase first (the 50 "
+            "projects with the most cost over the 14 days; the rest as Other, costs without a project as "
+            "(missing value)).",
+            rows=(Terms("openai.base.project_name", 50, "Project", missing=True, rank=_MOVERS_RANK),),
             metrics=_MOVERS,
             sort_by=2,
-            time_range=_WEEK,
+            time_range=_TWO_WEEKS,
         ),
         Table(
             "Top movers by line item",
             24,
             14,
-            "The same comparison by line item.",
-            rows=(Terms("openai.costs.line_item", 50, "Line item", other=False),),
+            "The same comparison by line item (the 50 line items with the most cost over the 14 days).",
+            rows=(Terms("openai.costs.line_item", 50, "Line item", rank=_MOVERS_RANK),),
             metrics=_MOVERS,
             sort_by=2,
-            time_range=_WEEK,
+            time_range=_TWO_WEEKS,
         ),
         Table(
             "Cost by API key",
@@ -334,8 +345,8 @@ COSTS = Dashboard(
             "Cost in the time range by API key.",
             rows=(
                 Terms("openai.base.api_key_id", 50, "API key ID", other=False),
-                Terms("openai.base.api_key_name", 1, "Name", other=False, missing=True),
-                Terms("openai.base.project_name", 1, "Project", other=False, missing=True),
+                Terms("openai.base.api_key_name", 1, "Name", missing=True),
+                Terms("openai.base.project_name", 1, "Project", missing=True),
             ),
             metrics=(_COST_M,),
             sort_by=0,
@@ -392,8 +403,8 @@ CHARGEBACK = Dashboard(
         xy(
             "Tokens by model",
             _TOK,
-            split=Terms("openai.base.model", 10, "Model"),
-            description="The project's tokens over time by model.",
+            split=_MODELS_AZ,
+            description="The project's tokens over time by model (the first 20 models by name, the rest as Other).",
         ),
         xy(
             "Daily cost by line item",
@@ -406,10 +417,10 @@ CHARGEBACK = Dashboard(
             "By API key",
             24,
             13,
-            "Tokens, requests and cost of each of the project's API keys.",
+            "Tokens, requests and cost of the project's 20 most expensive API keys.",
             rows=(
-                Terms("openai.base.api_key_id", 20, "API key ID", other=False),
-                Terms("openai.base.api_key_name", 1, "Name", other=False, missing=True),
+                Terms("openai.base.api_key_id", 20, "API key ID", other=False, rank=2),
+                Terms("openai.base.api_key_name", 1, "Name", missing=True, rank=2),
             ),
             metrics=(_TOK, _REQ, _COST_M),
             sort_by=2,
@@ -418,8 +429,8 @@ CHARGEBACK = Dashboard(
             "By model",
             24,
             13,
-            "Tokens and requests by model.",
-            rows=(Terms("openai.base.model", 20, "Model", other=False),),
+            "Tokens and requests of the 20 models with the most input tokens, most tokens first.",
+            rows=(Terms("openai.base.model", 20, "Model", other=False, rank=1),),
             metrics=(
                 _TOK,
                 M("Input", "sum(gen_ai.usage.input_tokens)", NUMBER),
@@ -433,9 +444,10 @@ CHARGEBACK = Dashboard(
             "Share of organization tokens",
             24,
             12,
-            "Every project's share of the organization's tokens (ignores the project filter).",
+            "Every project's share of the organization's tokens (ignores the project filter; the first 50 "
+            "projects by name, the rest as Other).",
             metric=_TOK,
-            group=_PROJECT,
+            group=Terms("openai.base.project_name", 50, "Project", missing=True, alphabetical=True),
             ignore_global_filters=True,
         ),
     ),
@@ -509,7 +521,7 @@ HEALTH = Dashboard(
         xy(
             "Documents written by stream",
             _WRITTEN,
-            split=_STREAM,
+            split=Terms(f"{_UC}.stream", 20, "Stream", alphabetical=True),
             dv="runs",
             description="Created plus updated documents, stacked by stream.",
         ),

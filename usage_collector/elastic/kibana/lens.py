@@ -6,12 +6,13 @@ would store (``<id>X0``..., a ``math`` column holding the tinymath tree). ``kiba
 the compiled output for the default settings; a test regenerates it and compares.
 
 **Kibana versions.** Objects are written in the form Kibana 8.11 stores them (panel ``version`` 8.11.0,
-``coreMigrationVersion`` 8.8.0, ``typeMigrationVersion`` 8.7.0 for dashboards, 7.11.0 for data views, 7.9.3
-for the saved search: the same values Kibana's own 8.11-era sample dashboards carry and current 9.x Kibana
-still ships). An import migrates them forward, so every Kibana from 8.11 through 9.x accepts them; an older
-Kibana refuses objects newer than itself. 8.11 is the oldest target because everything used here (Lens
-formulas with ``shift``/``kql``, ``ignoreGlobalFilters`` layers, multi-metric pie layers, options-list
-controls, per-panel time ranges) exists there.
+``coreMigrationVersion`` 8.8.0; ``typeMigrationVersion`` 8.9.0 for dashboards, 7.11.0 for data views, 7.9.3 for
+the saved search). The dashboard's 8.9.0 is the newest Lens by-value migration (``make_lens_embeddable_factory.ts``
+ends at 8.9.0 in 8.11 and in 9.x): an import runs every embeddable migration newer than the dashboard's version
+on each by-value panel, so an older value would re-run Lens migrations over states already in their newer form.
+An import migrates the objects forward, so every Kibana from 8.11 through 9.x accepts them; an older Kibana
+refuses objects newer than itself. :mod:`.validate` checks the bundle against Kibana's rules, and
+``docs/dashboards.md`` lists from which Kibana version each construct holds.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ if TYPE_CHECKING:
 #: The oldest Kibana the objects are written for (see the module docstring).
 KIBANA_MIN_VERSION = "8.11.0"
 CORE_MIGRATION_VERSION = "8.8.0"
-TYPE_MIGRATION_VERSIONS = {"dashboard": "8.7.0", "index-pattern": "7.11.0", "search": "7.9.3"}
+#: Dashboards: the newest Lens by-value migration (8.9.0), see the module docstring.
+TYPE_MIGRATION_VERSIONS = {"dashboard": "8.9.0", "index-pattern": "7.11.0", "search": "7.9.3"}
 PANEL_VERSION = KIBANA_MIN_VERSION
 
 USAGE_DATA_VIEW = "usage-collector-openai"
@@ -121,7 +123,18 @@ class _Layer:
         self.helpers: list[str] = []
 
     # --- buckets -----------------------------------------------------------------------------------
-    def bucket(self, b: Bucket, rank_by: str | None, role: str) -> str:
+    def sortable(self, cid: str) -> bool:
+        """Whether Lens can rank top values by this column (terms ``helpers.ts``, ``isSortableByColumn``)."""
+        col = self.columns.get(cid)
+        if col is None or col["isBucketed"] or "references" in col:
+            return False
+        if any(cid in c.get("references", []) for c in self.columns.values()):
+            return False
+        if col["operationType"] == "last_value":
+            return col["dataType"] in ("number", "date") and not col["params"].get("showArrayValues")
+        return True
+
+    def bucket(self, b: Bucket, metrics: Sequence[str], role: str) -> str:
         cid = _uid(self.key, role)
         if isinstance(b, Histogram):
             self.columns[cid] = {
@@ -134,11 +147,20 @@ class _Layer:
                 "params": {"interval": b.interval, "includeEmptyRows": True, "dropPartials": False},
             }
         else:
-            order: dict[str, Any] = (
-                {"type": "alphabetical", "fallback": False}
-                if b.alphabetical or not rank_by
-                else {"type": "column", "columnId": rank_by}
-            )
+            order: dict[str, Any] = {"type": "alphabetical", "fallback": False}
+            if not b.alphabetical:
+                if not metrics:
+                    raise ValueError(f"{self.key}: top values of {b.field} need a metric to rank by, or alphabetical")
+                rank_by = metrics[b.rank or 0]
+                if not self.sortable(rank_by):
+                    raise ValueError(
+                        f"{self.key}: top values of {b.field} cannot be ranked by "
+                        f"{self.columns[rank_by]['label']!r} (Lens ranks only by a plain aggregation column); "
+                        "rank by another metric or alphabetically"
+                    )
+                order = {"type": "column", "columnId": rank_by}
+            if b.missing and not b.other:
+                raise ValueError(f"{self.key}: a missing bucket on {b.field} needs the other bucket (Lens sends both)")
             self.columns[cid] = {
                 "label": b.label or f"Top {b.size} values of {b.field}",
                 "customLabel": bool(b.label),
@@ -311,10 +333,7 @@ def _lens_attributes(
             "visualization": visualization,
             "query": {"query": query, "language": "kuery"},
             "filters": [],
-            "datasourceStates": {
-                "formBased": {"layers": {la.id: la.state() for la in layers}},
-                "textBased": {"layers": {}},
-            },
+            "datasourceStates": {"formBased": {"layers": {la.id: la.state() for la in layers}}},
             "internalReferences": [],
             "adHocDataViews": {},
         },
@@ -392,14 +411,14 @@ def _compile_panel(
         for i, spec in enumerate(p.layers):
             la = _Layer(f"{key}/{i}", ftypes, ignore_global_filters=spec.ignore_global_filters)
             acc = [la.metric(m, f"m{j}") for j, m in enumerate(spec.metrics)]
-            x_id = la.bucket(spec.x, acc[0], "x") if spec.x is not None else None
-            split_id = la.bucket(spec.split, acc[0], "split") if spec.split is not None else None
+            x_id = la.bucket(spec.x, acc, "x") if spec.x is not None else None
+            split_id = la.bucket(spec.split, acc, "split") if spec.split is not None else None
             compiled.append((la, spec, acc, x_id, split_id))
         attrs = _lens_attributes(p.title, "lnsXY", _xy_vis(compiled), [c[0] for c in compiled], dv_ids[dv], p.query)
     elif isinstance(p, Pie):
         la = _Layer(f"{key}/0", ftypes, ignore_global_filters=p.ignore_global_filters)
         mid = la.metric(p.metric, "m0")
-        gid = la.bucket(p.group, mid, "g0")
+        gid = la.bucket(p.group, [mid], "g0")
         pie: dict[str, Any] = {
             "shape": p.shape,
             "palette": {"type": "palette", "name": "default"},
@@ -422,7 +441,7 @@ def _compile_panel(
     elif isinstance(p, Table):
         la = _Layer(f"{key}/0", ftypes)
         mids = [la.metric(m, f"m{j}") for j, m in enumerate(p.metrics)]
-        rids = [la.bucket(r, mids[p.sort_by if p.sort_by is not None else 0], f"r{j}") for j, r in enumerate(p.rows)]
+        rids = [la.bucket(r, mids, f"r{j}") for j, r in enumerate(p.rows)]
         vis: dict[str, Any] = {
             "layerId": la.id,
             "layerType": "data",

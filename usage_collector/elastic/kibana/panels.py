@@ -29,7 +29,13 @@ class M:
 
 @dataclass(frozen=True)
 class Terms:
-    """Top values of a field; ranked by the first metric unless ``alphabetical``."""
+    """Top values of a field, ranked by a metric column of the panel or alphabetically.
+
+    Lens ranks top values only by a plain aggregation column (``isSortableByColumn``: no formula, math or
+    cumulative-sum column, none that another column references), so ``rank`` names the index of such a metric
+    in the panel (``None``: the first metric); the compiler refuses any other. ``missing`` needs ``other``:
+    Lens sends ``missingBucket`` only together with ``otherBucket``.
+    """
 
     field: str
     size: int = 10
@@ -37,6 +43,7 @@ class Terms:
     other: bool = True
     missing: bool = False
     alphabetical: bool = False
+    rank: int | None = None
 
 
 @dataclass(frozen=True)
