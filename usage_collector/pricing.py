@@ -33,7 +33,7 @@ returns ``None``, never a neighbour's price):
 
 Model-independent units (tool calls, vector storage) live under the model ``"*"``, used for every model.
 
-Arithmetic is exact :class:`~decimal.Decimal`: ``quantity × price / per`` where ``per`` is a power of ten, times a
+Arithmetic is exact :class:`~decimal.Decimal`: ``quantity x price / per`` where ``per`` is a power of ten, times a
 multiplier given as a decimal string; nothing is rounded (display rounds). Floats are refused.
 """
 
@@ -159,7 +159,7 @@ class Price:
     origin: str = ""
 
     def cost(self, quantity: Decimal, factor: Decimal = Decimal(1)) -> Decimal:
-        """``quantity × usd / per × factor``, exact (raises :class:`decimal.Inexact` if it cannot be)."""
+        """``quantity x usd / per x factor``, exact (raises :class:`decimal.Inexact` if it cannot be)."""
         with localcontext() as ctx:
             ctx.prec = 80
             ctx.traps[Inexact] = True
@@ -207,8 +207,8 @@ def _as_date(value: Any, where: str) -> date:
 
 
 def _as_decimal(value: Any, where: str) -> Decimal:
-    if isinstance(value, bool) or isinstance(value, float):
-        raise PriceTableError(f"{where}: {value!r} is a float; write prices as strings such as \"2.50\"")
+    if isinstance(value, bool | float):
+        raise PriceTableError(f'{where}: {value!r} is a float; write prices as strings such as "2.50"')
     if isinstance(value, int | Decimal):
         result = Decimal(value)
     elif isinstance(value, str):
@@ -390,10 +390,7 @@ class PriceTable:
         Raises:
             PriceTableError: no file is in force on ``as_of``, or a file is malformed (the message names it).
         """
-        if as_of is None:
-            day = datetime.now(UTC).date()
-        else:
-            day = _as_date(as_of, "as_of")
+        day = datetime.now(UTC).date() if as_of is None else _as_date(as_of, "as_of")
         files = [f for f in _shipped(directory) if f[0] <= day]
         if not files:
             first = _shipped(directory)
