@@ -672,8 +672,8 @@ def export(
         _fail(f"--output: cannot write {output}: {exc.strerror or exc}", 1)
     if not rows:
         typer.echo(
-            f"no billed cost lines in {snk.description} for that range: run `usage-collector backfill` first "
-            f"(wrote the header only to {output})",
+            f"no billed cost lines in {snk.description} for that range: run `usage-collector backfill` first, "
+            f"or after `usage-collector demo` pass --sink duckdb:demo.duckdb (wrote the header only to {output})",
             err=True,
         )
         return
