@@ -558,6 +558,133 @@ def report(
         typer.echo(f"HTML report: {html_out}")
 
 
+@app.command()
+def prices(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Only this model (snapshots resolve to their entry).", show_default=False),
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="The table in force on this UTC day (default: today).")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="A TOML or JSON file overriding or extending prices (env USAGE_COLLECTOR_PRICES_FILE).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """The price table in force for estimated cost: USD per unit, by model, with each price's source.
+
+    Prices are transcribed from the sources named in usage_collector/prices/*.toml; "no" under verified means
+    nobody checked it against OpenAI's price list: override it with --file. A model or unit that is not listed
+    has no price (estimates leave it out, never guess). Example: usage-collector prices --model gpt-4o-2024-08-06
+    """
+    from .pricing import PriceTable, PriceTableError, user_file_from_env
+
+    if as_of is not None and len(as_of.strip()) != 10:
+        _fail(f"--as-of: {as_of!r} is not a date; use YYYY-MM-DD (UTC)")
+    day = datetime.fromtimestamp(parse_when(as_of, "--as-of"), UTC).date() if as_of else None
+    try:
+        table = PriceTable.load(day, file or user_file_from_env())
+    except PriceTableError as exc:
+        _fail(str(exc))
+    if model is not None and table.resolve_model(model) is None:
+        typer.echo(f"{model}: no price in the table in force on {table.as_of} (estimates leave it out)")
+        return
+    rows = table.rows(model)
+    body = [
+        (
+            p.model,
+            p.tier or "",
+            p.unit.name,
+            format(p.usd, "f"),
+            f"per {p.unit.per:,} {p.unit.measure}" if p.unit.per != 1 else f"per {p.unit.measure.rstrip('s')}",
+            str(p.checked or "-"),
+            "yes" if p.verified else "no",
+            p.source or "-",
+        )
+        for p in rows
+    ]
+    _print_table(
+        f"prices in force on {table.as_of} (USD; {' + '.join(table.origins)}, effective {table.effective})",
+        ("model", "tier", "unit", "price", "basis", "checked", "verified", "source"),
+        body,
+    )
+    for m in sorted(table.multipliers.values(), key=lambda m: m.tier):
+        typer.echo(
+            f"{m.tier}: x{m.factor} on token prices of models without their own {m.tier} price "
+            f"(source {m.source or '-'}, checked {m.checked or '-'}, verified {'yes' if m.verified else 'no'})"
+        )
+    urls = sorted({(p.source, p.source_url) for p in rows if p.source and p.source_url})
+    for name, url in urls:
+        typer.echo(f"  {name}: {url}")
+
+
+@app.command()
+def export(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="File to write: .csv or .parquet (by suffix).", show_default=False)
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="Export format (only focus: FOCUS 1.2).")] = "focus",
+    start: Annotated[
+        str | None, typer.Option("--start", help="First charge day (YYYY-MM-DD, UTC).", show_default=False)
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--end", help="Exclusive end day (YYYY-MM-DD, UTC).", show_default=False)
+    ] = None,
+    sink: SinkOpt = None,
+) -> None:
+    """Billed cost (Costs API documents in the sink) as a FOCUS 1.2 dataset: one row per day, project,
+    line item and API key, every mandatory FOCUS column plus x_ columns (line item, model, unit, API key).
+
+    BilledCost is the Costs API amount, exact (CSV without float artefacts, Parquet DECIMAL).
+    Example: usage-collector export --format focus --start 2026-10-01 --output focus-2026-10.parquet
+    """
+    from decimal import Decimal
+
+    from .errors import CollectorError, ConfigError
+    from .focus import focus_rows, write_focus
+
+    if fmt.strip().lower() != "focus":
+        _fail(f"--format: {fmt!r} is not supported; allowed: focus")
+    if output.suffix.lower() not in (".csv", ".parquet"):
+        _fail(f"--output: {output} must end in .csv or .parquet")
+    t0 = parse_when(start, "--start") if start else None
+    t1 = parse_when(end, "--end") if end else None
+    if t0 is not None and t1 is not None and t1 <= t0:
+        _fail(f"--end ({end}) must be after --start ({start})")
+    settings = _settings(sink=sink)
+    snk = _open_sink(settings)
+    try:
+        rows = focus_rows(snk.iter_documents("costs"), t0, t1)
+    except CollectorError as exc:
+        _fail(str(exc), 1)
+    finally:
+        snk.close()
+    try:
+        written = write_focus(rows, output)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"--output: cannot write {output}: {exc.strerror or exc}", 1)
+    if not rows:
+        typer.echo(
+            f"no billed cost lines in {snk.description} for that range: run `usage-collector backfill` first, "
+            f"or after `usage-collector demo` pass --sink duckdb:demo.duckdb (wrote the header only to {output})",
+            err=True,
+        )
+        return
+    total = sum((r["BilledCost"] for r in rows), Decimal(0))
+    days = len({r["ChargePeriodStart"] for r in rows})
+    typer.echo(
+        f"wrote {len(rows):,} FOCUS 1.2 rows ({written}) to {output}: {days} day(s), "
+        f"BilledCost {total:,.2f} {rows[0]['BillingCurrency']} (exact: {total})"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     from .simulator.cli import register
