@@ -26,6 +26,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -153,6 +154,8 @@ class Settings(BaseSettings):
     interval: float = 300.0
     jitter: float = 30.0
     stop_timeout: float = 60.0
+    #: ``status --check``: a stream is stale when its cursor is this many intervals behind the final edge.
+    stale_intervals: int = 3
     retention_days: int | None = None
     #: How Elasticsearch expires data: ``ilm`` (an ILM policy), ``data_stream`` (data stream lifecycle, the only
     #: kind on clusters without ILM such as Elastic Cloud Serverless), ``auto`` (ILM where the cluster has it).
@@ -253,7 +256,14 @@ class Settings(BaseSettings):
             raise ValueError("must be > 0 (requests per second)")
         return v
 
-    @field_validator("concurrency", "max_attempts", "rate_limit_burst")
+    @field_validator("interval", "request_timeout", "lease_ttl")
+    @classmethod
+    def _more_than_zero(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be more than 0 seconds (e.g. 5m)")
+        return v
+
+    @field_validator("concurrency", "max_attempts", "rate_limit_burst", "stale_intervals")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:
@@ -372,19 +382,24 @@ class _TomlSource(PydanticBaseSettingsSource):
         return data
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+def load_settings(
+    config_file: Path | None = None, *, flags: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
     """Build :class:`Settings` from flags (``overrides``), environment, the TOML file and defaults.
 
     Args:
         config_file: the TOML file (``--config``); ``USAGE_COLLECTOR_CONFIG`` when ``None``.
+        flags: the command-line flag of a setting (``{"interval": "--interval"}``): an error in a value
+            given by that flag names the flag rather than the setting.
         overrides: values from command-line flags; ``None`` values are ignored.
 
     Raises:
         ConfigError: one line naming the first bad setting and what is allowed.
     """
     _TomlSource.path = config_file
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings(**given)
     except SettingsError as exc:  # an environment value that could not be decoded (e.g. not JSON)
         raise ConfigError(str(exc).split("\n")[0]) from None
     except ValidationError as exc:
@@ -395,7 +410,14 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             msg = "unknown setting"
         elif err["type"] == "literal_error":
             msg = msg.replace("Input should be", "allowed:")
-        raise ConfigError(f"{_setting_name(loc)}: {msg}" if loc else msg) from None
+        field = loc.split(".")[0]
+        if not loc:  # a model-level check; its message starts with the setting's name ("streams: ...")
+            field = msg.split(":", 1)[0]
+            if flags and field in flags and field in given:
+                msg = flags[field] + msg[len(field) :]
+            raise ConfigError(msg) from None
+        name = flags[field] + loc[len(field) :] if flags and field in flags and field in given else _setting_name(loc)
+        raise ConfigError(f"{name}: {msg}") from None
     finally:
         _TomlSource.path = None
 
