@@ -669,7 +669,6 @@ def stream_statuses(
     without one, its checkpoint) carries an error.
     """
     from .catalogue import STREAMS
-    from .clock import iso
     from .planning import final_edge
 
     grouped: dict[tuple[str, str], list[Checkpoint]] = {}
@@ -714,17 +713,24 @@ def stream_statuses(
         if bf:
             cp = max(bf, key=lambda c: c.updated_at or 0)
             start = cp.range_start
-            day = (lambda t: iso(t)[:10]) if cp.bucket_width == "1d" else iso
             if cp.complete:
-                row.backfill = f"done {day(start) if start else '?'} .. {day(cp.range_end or cp.position or 0)}"
+                row.backfill = f"done {_when(start) if start else '?'} .. {_when(cp.range_end or cp.position or 0)}"
             elif start is not None and cp.position is not None:
                 end = cp.range_end or final_edge(now, cp.bucket_width, 0)
                 share = 100 * (cp.position - start) / max(1, end - start)
-                row.backfill = f"{share:.0f}% of {day(start)} .. {day(end)}"
+                row.backfill = f"{share:.0f}% of {_when(start)} .. {_when(end)}"
             else:
                 row.backfill = "started"
         rows.append(row)
     return rows
+
+
+def _when(t: float) -> str:
+    """``2026-11-30T19:00Z``; a UTC midnight is just its day."""
+    from .clock import iso
+
+    text = iso(t)
+    return text[:10] if text.endswith("T00:00:00Z") else text[:16] + "Z"
 
 
 def _ago(seconds: float) -> str:
@@ -794,9 +800,9 @@ def status(
                 r.org_id,
                 r.stream,
                 r.bucket_width,
-                iso(r.cursor) if r.cursor is not None else "-",
+                _when(r.cursor) if r.cursor is not None else "-",
                 (_ago(r.lag) + (" STALE" if r.stale else "")) if r.lag is not None else "-",
-                iso(r.last_success) if r.last_success is not None else "-",
+                _when(r.last_success) if r.last_success is not None else "-",
                 r.backfill,
                 (r.last_error or "-")[:100],
             )
