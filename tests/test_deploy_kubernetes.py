@@ -2,9 +2,10 @@
 scheduling, security and secret-handling settings the collector relies on.
 
 Schemas: ``tests/k8s-schemas/v1.30.0-standalone-strict/`` (generated from the ``kubernetes-validate`` wheel by
-``tests/k8s-schemas/bundle.py``; strict = unknown fields are errors). When the ``kubernetes-validate`` package
-or ``kubectl`` are installed, the manifests are also checked with them (``kubectl kustomize`` renders the
-kustomization offline); those checks are skipped otherwise.
+``tests/k8s-schemas/bundle.py``; strict = unknown fields are errors). The manifests are also checked with the
+``kubernetes-validate`` package (in the ``test`` extra; its wheel ships the schemas, so it needs no network) and,
+when it is installed, ``kubectl`` (``kubectl kustomize`` renders the kustomization offline); the ``kubectl``
+check is skipped without it, and so is the package's when it was not installed with the extra.
 """
 
 from __future__ import annotations
@@ -238,9 +239,14 @@ def test_secrets_come_from_secrets_and_config_from_the_configmap(name: str, pod:
     kind, source = mounted_file(pod, env["USAGE_COLLECTOR_CONFIG"]["value"])
     assert env["USAGE_COLLECTOR_CONFIG"]["value"] == "/etc/usage-collector/config.toml"
     assert kind == "configMap" and source["name"] == "usage-collector-config" and source["key"] == "config.toml"
-    for var, key in (("ELASTICSEARCH_URL", "url"), ("ELASTICSEARCH_API_KEY", "api-key")):
-        ref = env[var]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "usage-collector-elasticsearch", "key": key}
+    assert env["ELASTICSEARCH_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "usage-collector-elasticsearch",
+        "key": "url",
+    }
+    assert "ELASTICSEARCH_API_KEY" not in env  # a file too (ELASTICSEARCH_API_KEY_FILE), never an environment variable
+    kind, source = mounted_file(pod, env["ELASTICSEARCH_API_KEY_FILE"]["value"])
+    assert kind == "secret" and source["secretName"] == "usage-collector-elasticsearch" and source["key"] == "api-key"
+    assert source["defaultMode"] == 0o440
     for e in c["env"]:
         assert "value" not in e or not re.search(r"sk-[A-Za-z0-9]{8,}", str(e["value"]))
 

@@ -349,8 +349,21 @@ def test_export_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch, args
 
 
 def test_export_of_an_empty_sink_writes_the_header_and_says_why(tmp_path):
+    from usage_collector.sinks.duckdb import DuckDBSink
+
     out = tmp_path / "f.csv"
-    result = invoke("export", "--sink", f"ndjson:{tmp_path / 'empty.ndjson'}", "--output", str(out))
+    empty = DuckDBSink(tmp_path / "empty.duckdb")
+    assert empty.list_checkpoints() == []  # creates the file, holding no document
+    empty.close()
+    result = invoke("export", "--sink", f"duckdb:{tmp_path / 'empty.duckdb'}", "--output", str(out))
     assert result.exit_code == 0
     assert "no billed cost lines" in result.output and "backfill" in result.output
     assert out.read_text().splitlines() == [",".join(c.name for c in COLUMNS)]
+
+
+def test_export_refuses_a_sink_that_does_not_exist_and_creates_none(tmp_path):
+    missing = tmp_path / "nope.duckdb"
+    result = invoke("export", "--sink", f"duckdb:{missing}", "--output", str(tmp_path / "f.csv"))
+    assert result.exit_code == 2
+    assert str(missing) in result.output
+    assert not missing.exists() and not (tmp_path / "f.csv").exists()

@@ -9,6 +9,7 @@ event with a short timeout.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -397,3 +398,30 @@ def test_serve_outside_the_main_thread_installs_no_handlers(caplog: pytest.LogCa
     th.join(WAIT)
     assert result == [EXIT_OK]
     assert "not in the main thread" in caplog.text
+
+
+def test_after_a_stop_no_run_comes_due_and_nothing_logs_after_stopped(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    stuck, release, ended = threading.Event(), threading.Event(), threading.Event()
+
+    def cycle(stop: threading.Event) -> None:
+        stuck.set()
+        release.wait(WAIT)  # a request in flight that does not look at the stop event
+        logging.getLogger("usage_collector.collector").error("late record of the abandoned cycle")
+        ended.set()
+
+    h = Harness(monkeypatch, cycle, stop_timeout=0.2).start()
+    assert stuck.wait(WAIT)
+    h.server.request_stop("SIGTERM")
+    h.advance(3 * INTERVAL)  # runs come due while the cycle winds down: none is submitted, none is skipped
+    assert h.stop() == EXIT_STOP_TIMEOUT
+    assert not h.recorder.of(EVENT_JOB_MAX_INSTANCES) and len(h.recorder.of(EVENT_JOB_SUBMITTED)) == 1
+    release.set()
+    assert ended.wait(WAIT)
+    time.sleep(0.1)  # the cycle's last lines (its job's "finished") are written now, or never
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[-1].startswith("stopped after"), messages[-3:]
+    assert not any("maximum number of running instances" in m for m in messages)
+    assert h.server._mute is None  # the filter is gone once the abandoned cycle ended

@@ -1,32 +1,79 @@
 """The ``usage-collector`` command line (typer). A thin layer over :mod:`usage_collector.collector`.
 
 Exit status: 0 success (also when another run holds the lease: it says who, until when, on one line);
-1 a stream failed (the last lines say which and why); 2 bad configuration or input (one line naming it).
-Heavy modules are imported inside the commands so ``--help`` stays fast.
+1 a stream failed, or the environment refused (Elasticsearch unreachable, a busy port; the last line says
+which and why); 2 bad configuration or input (one ``error:`` line naming the input and what to do).
+No traceback unless ``--debug``/``-v``: :func:`main` turns every error that reaches it into one line.
+Global options (``--config``, ``--log-format``, ``--log-level``, ``--debug``) are accepted before or after the
+command. Heavy modules are imported inside the commands so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     import threading
 
     from .collector import Collector, CycleResult
     from .config import Settings
-    from .sinks.base import Sink
+    from .sinks.base import Checkpoint, Sink
 
 log = logging.getLogger("usage_collector")
 
+#: The command-line flag of each setting a command sets from a flag (errors name the flag).
+FLAGS = {
+    "sink": "--sink",
+    "streams": "--stream",
+    "interval": "--interval",
+    "jitter": "--jitter",
+    "retention_days": "--retention-days",
+    "kibana_url": "--kibana-url",
+    "kibana_space": "--space",
+    "stale_intervals": "--stale-intervals",
+    "log_format": "--log-format",
+    "log_level": "--log-level",
+}
+#: Global options: accepted before or after the command (:func:`hoist_global_options`).
+GLOBAL_VALUED = ("--config", "-c", "--log-format", "--log-level")
+GLOBAL_FLAGS = ("--debug", "-v")
+GLOBAL_EPILOG = (
+    "Global options, before or after the command: -c/--config PATH, --log-format json|text|auto, "
+    "--log-level LEVEL, -v/--debug (tracebacks and DEBUG logs)."
+)
+#: errno values that mean "the path given is wrong" (exit 2) rather than "the machine refused" (exit 1).
+INPUT_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+class _Group(TyperGroup):
+    """The top-level group: the command list shows each command's whole first sentence, never cut."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
     name="usage-collector",
+    cls=_Group,
     help="Collect an OpenAI organization's usage and billed cost into Elasticsearch, DuckDB or NDJSON.",
     no_args_is_help=True,
     add_completion=False,
@@ -36,23 +83,38 @@ app = typer.Typer(
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="TOML configuration file (env USAGE_COLLECTOR_CONFIG).", show_default=False),
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="PATH",
+        help="TOML configuration file (env USAGE_COLLECTOR_CONFIG).",
+        show_default=False,
+    ),
 ]
 SinkOpt = Annotated[
     str | None,
     typer.Option(
         "--sink",
+        metavar="SPEC",
         help="duckdb:PATH | ndjson:PATH | elasticsearch (env USAGE_COLLECTOR_SINK; default duckdb:usage.duckdb, "
         "or elasticsearch when ELASTICSEARCH_URL is set).",
         show_default=False,
     ),
 ]
+StreamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--stream", "-s", metavar="NAME", help="Only this stream (repeatable).", show_default=False),
+]
 
 
 class _State:
-    config: Path | None = None
-    log_format: str | None = None
-    log_level: str | None = None
+    """The global options of one invocation."""
+
+    def __init__(self) -> None:
+        self.config: Path | None = None
+        self.log_format: str | None = None
+        self.log_level: str | None = None
+        self.debug = False
 
 
 _state = _State()
@@ -69,8 +131,9 @@ def _settings(**overrides: Any) -> Settings:
     from .config import load_settings
     from .errors import ConfigError
 
+    level = "DEBUG" if _state.debug else _state.log_level
     try:
-        settings = load_settings(_state.config, log_format=_state.log_format, log_level=_state.log_level, **overrides)
+        settings = load_settings(_state.config, flags=FLAGS, log_format=_state.log_format, log_level=level, **overrides)
     except ConfigError as exc:
         _fail(str(exc))
     _configure_logging(settings)
@@ -107,20 +170,65 @@ def parse_when(value: str, option: str) -> int:
     return int(dt.timestamp())
 
 
-@app.callback()
+@app.callback(epilog="Global options are accepted after the command too: usage-collector run --log-format text")
 def _main(
     config: ConfigOpt = None,
     log_format: Annotated[
-        str | None, typer.Option("--log-format", help="json | text | auto (text on a TTY).", show_default=False)
+        str | None,
+        typer.Option("--log-format", metavar="FORMAT", help="json | text | auto (text on a TTY).", show_default=False),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option("--log-level", help="DEBUG | INFO | WARNING | ERROR.", show_default=False)
+        str | None,
+        typer.Option("--log-level", metavar="LEVEL", help="DEBUG | INFO | WARNING | ERROR.", show_default=False),
     ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", "-v", help="DEBUG logs, and the traceback of an error (for bug reports).")
+    ] = False,
 ) -> None:
     """Collect OpenAI usage and costs. Example: usage-collector run --sink duckdb:usage.duckdb"""
     _state.config = config
     _state.log_format = log_format
     _state.log_level = log_level.upper() if log_level else None
+    _state.debug = debug
+
+
+def hoist_global_options(argv: Sequence[str]) -> list[str]:
+    """Move global options given after the command to before it (click takes a group's options only there).
+
+    ``["run", "--log-format", "text", "-s", "costs"]`` -> ``["--log-format", "text", "run", "-s", "costs"]``.
+    Nothing after ``--`` moves.
+    """
+    args = list(argv)
+    i = 0
+    while i < len(args):  # skip the global options already before the command
+        name = args[i].split("=", 1)[0]
+        if args[i] in GLOBAL_VALUED:
+            i += 2
+        elif name in GLOBAL_VALUED or args[i] in GLOBAL_FLAGS:
+            i += 1
+        else:
+            break
+    if i >= len(args) or args[i].startswith("-"):
+        return args
+    moved: list[str] = []
+    kept: list[str] = []
+    rest = args[i + 1 :]
+    j = 0
+    while j < len(rest):
+        arg = rest[j]
+        if arg == "--":
+            kept += rest[j:]
+            break
+        if arg in GLOBAL_VALUED and j + 1 < len(rest):
+            moved += rest[j : j + 2]
+            j += 2
+            continue
+        if (arg.split("=", 1)[0] in GLOBAL_VALUED and "=" in arg) or arg in GLOBAL_FLAGS:
+            moved.append(arg)
+        else:
+            kept.append(arg)
+        j += 1
+    return args[:i] + moved + [args[i]] + kept
 
 
 def _require_keys(settings: Settings, sink: Sink) -> None:
@@ -135,21 +243,94 @@ def _require_keys(settings: Settings, sink: Sink) -> None:
         _fail(str(exc))
 
 
-def _open_sink(settings: Settings, spec: str | None = None) -> Sink:
-    """The configured sink, opened; a bad spec exits 2, a sink that cannot be opened (Elasticsearch unreachable,
-    TLS or credentials refused) exits 1, each with one line (the cause's traceback only at DEBUG)."""
+def _open_sink(settings: Settings, spec: str | None = None, *, existing: bool = False) -> Sink:
+    """The configured sink, opened, with one ``error:`` line for whatever stops it.
+
+    A bad spec, a file sink whose directory cannot be created or written (or that names a directory) exit 2,
+    naming the path; with ``existing`` (``status``, ``report``) a file sink that does not exist exits 2 and is
+    not created. A sink that cannot be opened (Elasticsearch unreachable, TLS or credentials refused) exits 1.
+    The cause's traceback is logged at DEBUG only.
+    """
     from .errors import CollectorError, ConfigError
     from .sinks import make_sink
 
+    spec = spec or settings.sink_spec()
+    path = _file_sink_path(spec)
+    if path is not None:
+        if existing:
+            _require_existing(spec, path)
+        else:
+            _require_writable(spec, path)
     try:
-        sink = make_sink(spec or settings.sink_spec(), settings)
+        sink = make_sink(spec, settings)
         sink.open()
     except ConfigError as exc:
         _fail(str(exc))
     except CollectorError as exc:
         log.debug("opening the sink failed", exc_info=True)
         _fail(str(exc), 1)
+    except OSError as exc:
+        log.debug("opening the sink failed", exc_info=True)
+        _fail(f"sink {spec}: {_os_reason(exc)}", 2 if exc.errno in INPUT_ERRNOS else 1)
     return sink
+
+
+def _file_sink_path(spec: str) -> Path | None:
+    """The file of a ``duckdb:PATH`` / ``ndjson:PATH`` spec (as :func:`usage_collector.sinks.make_sink` reads it)."""
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "duckdb":
+        return Path(arg or "usage.duckdb")
+    if kind == "ndjson" and arg:
+        return Path(arg)
+    return None
+
+
+def _os_reason(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def _require_writable(spec: str, path: Path) -> None:
+    """Exit 2 unless the sink file (and its ``.lease`` beside it) can be written: checked before anything runs."""
+    import tempfile
+
+    kind = spec.partition(":")[0]
+    if path.is_dir():
+        _fail(f"--sink {spec}: {path} is a directory; name a file in it, e.g. --sink {kind}:{path / f'usage.{kind}'}")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"--sink {spec}: cannot create the directory {parent} ({exc.strerror}); choose a writable directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".usage-collector-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        _fail(
+            f"--sink {spec}: cannot write in {parent} ({exc.strerror}); the sink and its .lease file need a "
+            "directory you can write to"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        _fail(f"--sink {spec}: {path} is read-only; make it writable or choose another file")
+
+
+def _require_existing(spec: str, path: Path) -> None:
+    """Exit 2 if a file sink to read does not exist (never create one); suggest the files that do."""
+    kind = spec.partition(":")[0]
+    state = path.with_name(path.name + ".state.json")
+    if path.is_dir():
+        _fail(f"--sink {spec}: {path} is a directory; name the sink file")
+    if path.exists() or (kind == "ndjson" and state.exists()):
+        return
+    others = sorted(p for p in path.parent.glob(f"*.{kind}") if p.is_file())
+    hint = (
+        f"; did you mean --sink {kind}:{shlex.quote(str(others[0]))}?"
+        if others
+        else "; collect into it first with `usage-collector run` or `backfill` (or `demo`)"
+    )
+    _fail(f"sink {spec}: {path} does not exist (nothing was collected there){hint}")
 
 
 def _report_result(result: CycleResult, *, title: str) -> int:
@@ -242,13 +423,8 @@ def _collector(settings: Settings, sink: Sink) -> Collector:
     return collector
 
 
-@app.command()
-def run(
-    sink: SinkOpt = None,
-    stream: Annotated[
-        list[str] | None, typer.Option("--stream", "-s", help="Only this stream (repeatable).", show_default=False)
-    ] = None,
-) -> None:
+@app.command(epilog=GLOBAL_EPILOG)
+def run(sink: SinkOpt = None, stream: StreamOpt = None) -> None:
     """One cycle for every configured organization and stream, then exit (cron, systemd timer, CronJob).
 
     Reads every final bucket since the checkpoint plus the restatement window, writes what changed.
@@ -264,15 +440,21 @@ def run(
     raise typer.Exit(_report_result(result, title="usage-collector run"))
 
 
-@app.command()
+@app.command(epilog=GLOBAL_EPILOG)
 def serve(
     sink: SinkOpt = None,
     interval: Annotated[
-        str | None, typer.Option("--interval", help="Time between cycles (default 5m).", show_default=False)
+        str | None,
+        typer.Option("--interval", metavar="DURATION", help="Time between cycles (default 5m).", show_default=False),
     ] = None,
     jitter: Annotated[
         str | None,
-        typer.Option("--jitter", help="Random delay before the first cycle (default 30s).", show_default=False),
+        typer.Option(
+            "--jitter",
+            metavar="DURATION",
+            help="Random delay before the first cycle (default 30s).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Run the `run` cycle every interval until SIGTERM/SIGINT (APScheduler, coalesced, never overlapping).
@@ -280,6 +462,7 @@ def serve(
     On SIGTERM the window being written finishes and its checkpoint lands, then the process exits 0.
     Example: usage-collector serve --interval 5m
     """
+    from .errors import ConfigError
     from .schedule import serve as serve_forever
 
     settings = _settings(sink=sink, interval=interval, jitter=jitter)
@@ -305,27 +488,39 @@ def serve(
         )
         return 1 if result.failed else 0
 
-    raise typer.Exit(
-        serve_forever(cycle, interval=settings.interval, jitter=settings.jitter, stop_timeout=settings.stop_timeout)
-    )
+    try:
+        code = serve_forever(
+            cycle, interval=settings.interval, jitter=settings.jitter, stop_timeout=settings.stop_timeout
+        )
+    except ConfigError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
 
 
-@app.command()
+@app.command(epilog=GLOBAL_EPILOG)
 def setup(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be created or changed.")] = False,
     retention_days: Annotated[
         int | None,
         typer.Option(
-            "--retention-days", help="Delete data this many days after rollover (default: keep).", show_default=False
+            "--retention-days",
+            metavar="N",
+            help="Delete data this many days after rollover (default: keep).",
+            show_default=False,
         ),
     ] = None,
     kibana_url: Annotated[
         str | None,
         typer.Option(
-            "--kibana-url", help="Also import the dashboards into this Kibana (env KIBANA_URL).", show_default=False
+            "--kibana-url",
+            metavar="URL",
+            help="Also import the dashboards into this Kibana (env KIBANA_URL).",
+            show_default=False,
         ),
     ] = None,
-    space: Annotated[str | None, typer.Option("--space", help="Kibana space id.", show_default=False)] = None,
+    space: Annotated[
+        str | None, typer.Option("--space", metavar="ID", help="Kibana space id.", show_default=False)
+    ] = None,
     with_rules: Annotated[
         bool, typer.Option("--with-rules", help="Also create the alert rules (off by default).")
     ] = False,
@@ -333,19 +528,29 @@ def setup(
         float | None,
         typer.Option(
             "--daily-cost-threshold",
+            metavar="USD",
             help="Rule: alert when a day's billed cost exceeds this (USD).",
             show_default=False,
         ),
     ] = None,
     spike_factor: Annotated[
-        float, typer.Option("--spike-factor", help="Rule: alert when a day costs this many times its trailing median.")
+        float,
+        typer.Option(
+            "--spike-factor",
+            metavar="X",
+            help="Rule: alert when a day costs this many times its trailing median.",
+        ),
     ] = 3.0,
     stale_intervals: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--stale-intervals", help="Rule: alert when a stream has no new complete bucket for this many intervals."
+            "--stale-intervals",
+            metavar="N",
+            help="Rule: alert when a stream has no new complete bucket for this many intervals (default 3, "
+            "setting stale_intervals).",
+            show_default=False,
         ),
-    ] = 3,
+    ] = None,
 ) -> None:
     """Install or update Elasticsearch templates, ILM policy, data streams, state index, and Kibana
     dashboards (and, with --with-rules, alert rules); idempotent.
@@ -356,7 +561,9 @@ def setup(
     """
     from .errors import CollectorError
 
-    settings = _settings(retention_days=retention_days, kibana_url=kibana_url, kibana_space=space)
+    settings = _settings(
+        retention_days=retention_days, kibana_url=kibana_url, kibana_space=space, stale_intervals=stale_intervals
+    )
     if not (settings.elasticsearch_url or settings.elasticsearch_cloud_id):
         _fail("setup prepares Elasticsearch: set ELASTICSEARCH_URL or ELASTICSEARCH_CLOUD_ID")
     from .elastic import setup as elastic_setup
@@ -373,7 +580,7 @@ def setup(
                     dry_run=dry_run,
                     out=typer.echo,
                     report=report,
-                    stale_intervals=stale_intervals,
+                    stale_intervals=settings.stale_intervals,
                     daily_cost_threshold=daily_cost_threshold,
                     spike_factor=spike_factor,
                 )
@@ -383,17 +590,21 @@ def setup(
         _fail(str(exc), 1)
 
 
-@app.command()
+@app.command(epilog=GLOBAL_EPILOG)
 def backfill(
-    start: Annotated[str, typer.Option("--start", help="First UTC day (YYYY-MM-DD) or ISO-8601 instant.")],
+    start: Annotated[
+        str, typer.Option("--start", metavar="DATE", help="First UTC day (YYYY-MM-DD) or ISO-8601 instant.")
+    ],
     end: Annotated[
-        str | None, typer.Option("--end", help="Exclusive end (default: now, final buckets only).", show_default=False)
+        str | None,
+        typer.Option(
+            "--end", metavar="DATE", help="Exclusive end (default: now, final buckets only).", show_default=False
+        ),
     ] = None,
-    stream: Annotated[
-        list[str] | None, typer.Option("--stream", "-s", help="Only this stream (repeatable).", show_default=False)
-    ] = None,
+    stream: StreamOpt = None,
     bucket_width: Annotated[
-        str | None, typer.Option("--bucket-width", help="1m | 1h | 1d (costs are always 1d).", show_default=False)
+        str | None,
+        typer.Option("--bucket-width", metavar="WIDTH", help="1m | 1h | 1d (costs are always 1d).", show_default=False),
     ] = None,
     sink: SinkOpt = None,
 ) -> None:
@@ -401,8 +612,14 @@ def backfill(
 
     Example: usage-collector backfill --start 2026-10-01 --end 2026-10-15 --sink ndjson:out.ndjson
     """
+    import time
+
+    from .clock import iso
+
     t0 = parse_when(start, "--start")
     t1 = parse_when(end, "--end") if end else None
+    if t0 >= time.time():
+        _fail(f"--start {start} is in the future (now {iso(time.time())}); a backfill collects past days")
     if t1 is not None and t1 <= t0:
         _fail(f"--end ({end}) must be after --start ({start})")
     if bucket_width is not None and bucket_width not in ("1m", "1h", "1d"):
@@ -424,67 +641,206 @@ def backfill(
     raise typer.Exit(_report_result(result, title="usage-collector backfill"))
 
 
-@app.command()
-def status(sink: SinkOpt = None) -> None:
-    """Checkpoints, lag behind now and the last error of every organization and stream.
+@dataclass
+class StreamStatus:
+    """One row of ``status``: a stream of an organization, its scheduled cursor and its backfill together."""
 
-    Example: usage-collector status --sink duckdb:usage.duckdb
+    org_id: str
+    stream: str
+    bucket_width: str
+    cursor: int | None = None  # the scheduled (run) cursor: every final bucket before it is written
+    lag: float | None = None  # seconds behind now; None until a scheduled run has succeeded
+    last_success: float | None = None
+    last_error: str | None = None  # the error of the last run, if it failed
+    failed: bool = False
+    stale: bool = False
+    behind: float = 0.0  # seconds the cursor trails the last complete bucket
+    backfill: str = "-"
+
+
+def stream_statuses(
+    checkpoints: Sequence[Checkpoint], runs: Sequence[dict[str, Any]], settings: Settings, now: float
+) -> list[StreamStatus]:
+    """``status``'s rows: one per (organization, stream), newest run document first in ``runs``.
+
+    ``lag`` is shown only once a scheduled ``run`` has collected the stream: the cursor a finished backfill
+    leaves behind (its end) is where runs will start, not a lag. ``stale``: the cursor trails the last complete
+    bucket by more than ``stale_intervals`` x ``interval``. ``failed``: the stream's latest run document (or,
+    without one, its checkpoint) carries an error.
+    """
+    from .catalogue import STREAMS
+    from .planning import final_edge
+
+    grouped: dict[tuple[str, str], list[Checkpoint]] = {}
+    for cp in checkpoints:
+        grouped.setdefault((cp.org_id, cp.stream), []).append(cp)
+    latest_run: dict[tuple[str, str], dict[str, Any]] = {}
+    last_ok: dict[tuple[str, str], str] = {}
+    for r in runs:
+        key = (str(r.get("organization", {}).get("id", "")), str(r.get("usage_collector", {}).get("stream", "")))
+        latest_run.setdefault(key, r)
+        if r.get("event", {}).get("outcome") == "success":
+            last_ok.setdefault(key, str(r.get("@timestamp", "")))
+    rows = []
+    for (org_id, stream), cps in sorted(grouped.items()):
+        known = stream in STREAMS
+        width = settings.width_for(stream) if known else cps[0].bucket_width
+        scheduled = [c for c in cps if c.scope == "run"]
+        run_cp = next((c for c in scheduled if c.bucket_width == width), None) or max(
+            scheduled, key=lambda c: c.position or 0, default=None
+        )
+        row = StreamStatus(org_id, stream, run_cp.bucket_width if run_cp else width)
+        if run_cp is not None and run_cp.position is not None:
+            row.cursor = run_cp.position
+            if run_cp.last_success_at is not None:
+                row.lag = max(0.0, now - run_cp.position)
+                grace = settings.grace_for(stream) if known else 0.0
+                row.behind = max(0.0, final_edge(now, row.bucket_width, grace) - run_cp.position)
+                row.stale = row.behind > settings.stale_intervals * settings.interval
+        successes = [c.last_success_at for c in cps if c.last_success_at is not None]
+        row.last_success = max(successes) if successes else None
+        run_doc = latest_run.get((org_id, stream))
+        if run_doc is not None:
+            if run_doc.get("event", {}).get("outcome") == "failure":
+                row.failed = True
+                row.last_error = str(run_doc.get("error", {}).get("message") or "failed")
+        else:
+            errored = [c for c in cps if c.last_error]
+            if errored:
+                newest = max(errored, key=lambda c: c.last_error_at or 0)
+                row.failed, row.last_error = True, newest.last_error
+        bf = [c for c in cps if c.scope == "backfill"]
+        if bf:
+            cp = max(bf, key=lambda c: c.updated_at or 0)
+            start = cp.range_start
+            if cp.complete:
+                row.backfill = f"done {_when(start) if start else '?'} .. {_when(cp.range_end or cp.position or 0)}"
+            elif start is not None and cp.position is not None:
+                end = cp.range_end or final_edge(now, cp.bucket_width, 0)
+                share = 100 * (cp.position - start) / max(1, end - start)
+                row.backfill = f"{share:.0f}% of {_when(start)} .. {_when(end)}"
+            else:
+                row.backfill = "started"
+        rows.append(row)
+    return rows
+
+
+def _when(t: float) -> str:
+    """``2026-11-30T19:00Z``; a UTC midnight is just its day."""
+    from .clock import iso
+
+    text = iso(t)
+    return text[:10] if text.endswith("T00:00:00Z") else text[:16] + "Z"
+
+
+def _ago(seconds: float) -> str:
+    """``3720`` -> ``"1h02m"``; ``200000`` -> ``"2d07h"``."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+@app.command(epilog=GLOBAL_EPILOG)
+def status(
+    sink: SinkOpt = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Exit 1 if a stream is stale or its last run failed, naming each (monitoring)."),
+    ] = False,
+    stale_intervals: Annotated[
+        int | None,
+        typer.Option(
+            "--stale-intervals",
+            metavar="N",
+            help="--check: stale when the cursor trails the last complete bucket by more than N intervals "
+            "(setting interval, default 5m); default 3 (setting stale_intervals).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """One row per organization and stream: run cursor, lag, last success, last error, backfill progress.
+
+    Reads the sink only (a file sink that does not exist is an error, never created). With --check it exits 1
+    when a stream is stale or its last run failed, one line each, for monitoring.
+    Example: usage-collector status --sink duckdb:usage.duckdb --check
     """
     import time
 
     from .clock import iso
     from .errors import CollectorError
 
-    settings = _settings(sink=sink)
-    snk = _open_sink(settings)
+    settings = _settings(sink=sink, stale_intervals=stale_intervals)
+    snk = _open_sink(settings, existing=True)
     try:
         cps = snk.list_checkpoints()
-        runs = snk.list_runs(200)
+        runs = snk.list_runs(500)
         retention = snk.retention()
     except CollectorError as exc:
         _fail(str(exc), 1)
     finally:
         snk.close()
-    if not cps:
-        typer.echo(f"no checkpoints in {snk.description} yet: run `usage-collector run` or `backfill` first")
-        return
     now = time.time()
-    last_run: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in runs:
-        uc = r.get("usage_collector", {})
-        last_run.setdefault((r.get("organization", {}).get("id", ""), uc.get("stream", "")), r)
-    rows = []
-    for cp in sorted(cps, key=lambda c: (c.org_id, c.stream, c.bucket_width, c.scope)):
-        lag = f"{(now - cp.position) / 3600:.1f}h" if cp.position else "-"
-        run_doc = last_run.get((cp.org_id, cp.stream))
-        last = run_doc["@timestamp"] if run_doc else "-"
-        rows.append(
-            (
-                cp.org_id,
-                cp.stream,
-                cp.bucket_width,
-                cp.scope,
-                iso(cp.position) if cp.position else "-",
-                lag,
-                last,
-                ("complete" if cp.complete else "partial") if cp.scope == "backfill" else "",
-                (cp.last_error or "")[:120],
-            )
-        )
+    title = f"usage-collector status: {snk.description}, as of {iso(now)}"
+    if not cps:
+        typer.echo(f"{title}\nno checkpoints yet: run `usage-collector run` or `backfill` first")
+        if check:
+            _fail(f"--check: nothing collected in {snk.description} yet", 1)
+        return
+    rows = stream_statuses(cps, runs, settings, now)
     _print_table(
-        f"usage-collector status ({snk.description})",
-        ("org", "stream", "width", "scope", "checkpoint", "lag", "last run", "backfill", "last error"),
-        rows,
+        title,
+        ("org", "stream", "width", "cursor", "lag", "last success", "backfill", "last error"),
+        [
+            (
+                r.org_id,
+                r.stream,
+                r.bucket_width,
+                _when(r.cursor) if r.cursor is not None else "-",
+                (_ago(r.lag) + (" STALE" if r.stale else "")) if r.lag is not None else "-",
+                _when(r.last_success) if r.last_success is not None else "-",
+                r.backfill,
+                (r.last_error or "-")[:100],
+            )
+            for r in rows
+        ],
     )
     if retention:
         typer.echo(f"retention: {retention}")
+    if not check:
+        return
+    limit = settings.stale_intervals * settings.interval
+    problems = []
+    for r in rows:
+        if r.stale:
+            problems.append(
+                f"{r.org_id}/{r.stream}: stale: no new complete bucket for {_ago(r.behind)} "
+                f"(more than {settings.stale_intervals} x {_ago(settings.interval)} = {_ago(limit)})"
+            )
+        if r.failed:
+            problems.append(f"{r.org_id}/{r.stream}: last run failed: {(r.last_error or '')[:200]}")
+    if problems:
+        for line in problems:
+            typer.echo(f"check: {line}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"check: ok ({len(rows)} stream(s) fresh, none failed)")
 
 
-@app.command()
+#: The simulated organization's seed when none is given, for ``demo`` and ``simulate`` alike.
+DEFAULT_SEED = 7
+
+
+@app.command(epilog=GLOBAL_EPILOG)
 def demo(
-    sink: Annotated[str, typer.Option("--sink", help="Where the demo writes.")] = "duckdb:demo.duckdb",
-    days: Annotated[int, typer.Option("--days", min=1, max=400, help="Simulated days to collect.")] = 30,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated organization.")] = 7,
+    sink: Annotated[str, typer.Option("--sink", metavar="SPEC", help="Where the demo writes.")] = "duckdb:demo.duckdb",
+    days: Annotated[int, typer.Option("--days", metavar="N", min=1, max=400, help="Simulated days to collect.")] = 30,
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="Seed of the simulated organization.")
+    ] = DEFAULT_SEED,
 ) -> None:
     """Collect a simulated organization (real HTTP on 127.0.0.1) into a local DuckDB file, then report.
 
@@ -523,29 +879,44 @@ def demo(
             render_terminal(build_report(snk))
         finally:
             snk.close()
-    typer.echo(
-        "\nAgainst your organization:  export OPENAI_ADMIN_KEY=sk-admin-...  then  "
-        "usage-collector backfill --start YYYY-MM-DD  and  usage-collector run  (see README.md)."
-    )
+    typer.echo(demo_next_steps(sink))
     raise typer.Exit(code)
 
 
-@app.command()
+def demo_next_steps(sink: str) -> str:
+    """What to type after ``demo``: the same sink named, since ``status`` and ``report`` default elsewhere."""
+    spec = shlex.quote(sink)
+    return (
+        "\nNext, on what the demo collected (name its sink: the default is duckdb:usage.duckdb):\n"
+        f"  usage-collector report --sink {spec} --html report.html\n"
+        f"  usage-collector status --sink {spec}\n"
+        "Against your organization:\n"
+        "  export OPENAI_ADMIN_KEY=sk-admin-...\n"
+        "  usage-collector backfill --start YYYY-MM-DD\n"
+        "  usage-collector run"
+    )
+
+
+@app.command(epilog=GLOBAL_EPILOG)
 def report(
     sink: SinkOpt = None,
     html_out: Annotated[
-        Path | None, typer.Option("--html", help="Also write an offline HTML report here.", show_default=False)
+        Path | None,
+        typer.Option("--html", metavar="PATH", help="Also write an offline HTML report here.", show_default=False),
     ] = None,
 ) -> None:
     """Spend and usage tables from the sink; optionally an offline HTML report with charts.
 
+    Reads the sink only (a file sink that does not exist is an error, never created).
     Example: usage-collector report --sink duckdb:usage.duckdb --html report.html
     """
     from .errors import CollectorError
     from .report import build_report, render_html, render_terminal
 
     settings = _settings(sink=sink)
-    snk = _open_sink(settings)
+    if html_out is not None:
+        _require_output_file("--html", html_out)
+    snk = _open_sink(settings, existing=True)
     try:
         rep = build_report(snk)
     except CollectorError as exc:
@@ -554,7 +925,10 @@ def report(
         snk.close()
     render_terminal(rep)
     if html_out is not None:
-        html_out.write_text(render_html(rep))
+        try:
+            html_out.write_text(render_html(rep))
+        except OSError as exc:
+            _fail(f"--html {html_out}: cannot write it ({exc.strerror}); choose a path in a writable directory")
         typer.echo(f"HTML report: {html_out}")
 
 
@@ -562,15 +936,22 @@ def report(
 def prices(
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Only this model (snapshots resolve to their entry).", show_default=False),
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="MODEL",
+            help="Only this model (snapshots resolve to their entry).",
+            show_default=False,
+        ),
     ] = None,
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="The table in force on this UTC day (default: today).")
+        str | None, typer.Option("--as-of", metavar="DATE", help="The table in force on this UTC day (default: today).")
     ] = None,
     file: Annotated[
         Path | None,
         typer.Option(
             "--file",
+            metavar="PATH",
             help="A TOML or JSON file overriding or extending prices (env USAGE_COLLECTOR_PRICES_FILE).",
             show_default=False,
         ),
@@ -626,14 +1007,21 @@ def prices(
 @app.command()
 def export(
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="File to write: .csv or .parquet (by suffix).", show_default=False)
+        Path,
+        typer.Option(
+            "--output", "-o", metavar="PATH", help="File to write: .csv or .parquet (by suffix).", show_default=False
+        ),
     ],
-    fmt: Annotated[str, typer.Option("--format", help="Export format (only focus: FOCUS 1.2).")] = "focus",
+    fmt: Annotated[
+        str, typer.Option("--format", metavar="FORMAT", help="Export format (only focus: FOCUS 1.2).")
+    ] = "focus",
     start: Annotated[
-        str | None, typer.Option("--start", help="First charge day (YYYY-MM-DD, UTC).", show_default=False)
+        str | None,
+        typer.Option("--start", metavar="DATE", help="First charge day (YYYY-MM-DD, UTC).", show_default=False),
     ] = None,
     end: Annotated[
-        str | None, typer.Option("--end", help="Exclusive end day (YYYY-MM-DD, UTC).", show_default=False)
+        str | None,
+        typer.Option("--end", metavar="DATE", help="Exclusive end day (YYYY-MM-DD, UTC).", show_default=False),
     ] = None,
     sink: SinkOpt = None,
 ) -> None:
@@ -656,8 +1044,9 @@ def export(
     t1 = parse_when(end, "--end") if end else None
     if t0 is not None and t1 is not None and t1 <= t0:
         _fail(f"--end ({end}) must be after --start ({start})")
+    _require_output_file("--output", output)
     settings = _settings(sink=sink)
-    snk = _open_sink(settings)
+    snk = _open_sink(settings, existing=True)
     try:
         rows = focus_rows(snk.iter_documents("costs"), t0, t1)
     except CollectorError as exc:
@@ -672,8 +1061,8 @@ def export(
         _fail(f"--output: cannot write {output}: {exc.strerror or exc}", 1)
     if not rows:
         typer.echo(
-            f"no billed cost lines in {snk.description} for that range: run `usage-collector backfill` first, "
-            f"or after `usage-collector demo` pass --sink duckdb:demo.duckdb (wrote the header only to {output})",
+            f"no billed cost lines in {snk.description} for that range: run `usage-collector backfill` first "
+            f"(wrote the header only to {output})",
             err=True,
         )
         return
@@ -685,12 +1074,110 @@ def export(
     )
 
 
-def main() -> None:
-    """Console-script entry point."""
+def _require_output_file(option: str, path: Path) -> None:
+    """Exit 2, before any work, unless ``path`` can be written: its directory exists and it is not one."""
+    if path.is_dir():
+        _fail(f"{option} {path}: is a directory; name a file, e.g. {option} {path / 'report.html'}")
+    parent = path.parent
+    if not parent.is_dir():
+        _fail(f"{option} {path}: the directory {parent} does not exist; create it or choose another path")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        _fail(f"{option} {path}: not writable; choose a path in a directory you can write to")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: exits with :func:`run_cli`'s status."""
     from .simulator.cli import register
 
-    register(app)
-    app()
+    if not any((c.name or "") == "simulate" for c in app.registered_commands):
+        register(app)
+        guard_simulate(app)
+    sys.exit(run_cli(sys.argv[1:] if argv is None else argv))
+
+
+def run_cli(argv: Sequence[str]) -> int:
+    """Run the command line and return its exit status; every error ends in one ``error:`` line.
+
+    Usage mistakes (an unknown option, a bad value) exit 2; a :class:`~usage_collector.errors.ConfigError`
+    2; another collector error 1; an ``OSError`` 2 when it names a path that is wrong (missing, a directory,
+    not writable), else 1. Anything else is a bug: one line saying so, and its traceback with ``--debug``.
+    """
+    from .errors import CollectorError, ConfigError
+
+    _state.debug = any(a in GLOBAL_FLAGS for a in argv)
+    try:
+        rv = app(args=hoist_global_options(argv), prog_name="usage-collector", standalone_mode=False)
+    except typer.Exit as exc:  # raised by click's machinery in some typer versions
+        return int(exc.exit_code)
+    except Exception as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # no command given: the help
+            typer.echo(ctx.get_help())
+            return 0
+        return _report_error(exc, ConfigError, CollectorError)
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted (a second signal): stopped at once; the next run resumes", err=True)
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+def _report_error(exc: Exception, config_error: type[Exception], collector_error: type[Exception]) -> int:
+    from .secrets import redact
+
+    usage = _usage_error(exc)
+    if usage is not None:
+        message, code = usage
+    elif isinstance(exc, config_error):
+        message, code = str(exc), 2
+    elif isinstance(exc, collector_error):
+        message, code = str(exc), 1
+    elif isinstance(exc, OSError):
+        message, code = _os_reason(exc), 2 if exc.errno in INPUT_ERRNOS else 1
+    else:
+        message, code = f"unexpected {type(exc).__name__}: {exc} (a bug: run again with --debug and report it)", 1
+    if _state.debug:
+        import traceback
+
+        typer.echo(redact("".join(traceback.format_exception(exc))), err=True)
+    else:
+        log.debug("error", exc_info=exc)
+    typer.echo(f"error: {redact(message)}", err=True)
+    return code
+
+
+def _usage_error(exc: Exception) -> tuple[str, int] | None:
+    """A click usage error (unknown option, bad value, missing argument) as one line; ``None`` for others."""
+    if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):
+        return None
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "usage-collector"
+    return f"{exc.format_message()} (see `{path} --help`)", int(exc.exit_code)
+
+
+def guard_simulate(target: typer.Typer) -> None:
+    """``simulate --port N`` on a busy port: one line naming the port (exit 1) instead of the bind traceback."""
+    import functools
+
+    def guard(inner: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(inner)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return inner(*args, **kwargs)
+            except OSError as exc:
+                if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+                    raise
+                port = kwargs.get("port")
+                _fail(
+                    f"--port {port}: cannot listen on {kwargs.get('host', '127.0.0.1')}:{port} ({exc.strerror}); "
+                    "choose another port, or --port 0 for any free one",
+                    1,
+                )
+
+        return guarded
+
+    for info in target.registered_commands:
+        if (info.name or "") == "simulate" and info.callback is not None:
+            info.callback = guard(info.callback)
 
 
 if __name__ == "__main__":  # pragma: no cover

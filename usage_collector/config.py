@@ -26,6 +26,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,6 +38,22 @@ from .errors import ConfigError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_DUCKDB = "usage.duckdb"
+
+#: Settings given as durations (``90s``, ``15m``, ``2h``, ``3d`` or seconds).
+DURATION_FIELDS = (
+    "finalization_grace",
+    "costs_finalization_grace",
+    "initial_lookback",
+    "lease_ttl",
+    "request_timeout",
+    "max_retry_time",
+    "retry_after_cap",
+    "initial_backoff",
+    "max_backoff",
+    "interval",
+    "jitter",
+    "stop_timeout",
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -153,6 +170,8 @@ class Settings(BaseSettings):
     interval: float = 300.0
     jitter: float = 30.0
     stop_timeout: float = 60.0
+    #: ``status --check``: a stream is stale when its cursor is this many intervals behind the final edge.
+    stale_intervals: int = 3
     retention_days: int | None = None
     #: How Elasticsearch expires data: ``ilm`` (an ILM policy), ``data_stream`` (data stream lifecycle, the only
     #: kind on clusters without ILM such as Elastic Cloud Serverless), ``auto`` (ILM where the cluster has it).
@@ -204,21 +223,7 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _TomlSource(settings_cls))
 
     # --- validation ---------------------------------------------------------------------------------
-    @field_validator(
-        "finalization_grace",
-        "costs_finalization_grace",
-        "initial_lookback",
-        "lease_ttl",
-        "request_timeout",
-        "max_retry_time",
-        "retry_after_cap",
-        "initial_backoff",
-        "max_backoff",
-        "interval",
-        "jitter",
-        "stop_timeout",
-        mode="before",
-    )
+    @field_validator(*DURATION_FIELDS, mode="before")
     @classmethod
     def _durations(cls, v: Any) -> float:
         return parse_duration(v)
@@ -253,7 +258,14 @@ class Settings(BaseSettings):
             raise ValueError("must be > 0 (requests per second)")
         return v
 
-    @field_validator("concurrency", "max_attempts", "rate_limit_burst")
+    @field_validator("interval", "request_timeout", "lease_ttl")
+    @classmethod
+    def _more_than_zero(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be more than 0 seconds (e.g. 5m)")
+        return v
+
+    @field_validator("concurrency", "max_attempts", "rate_limit_burst", "stale_intervals")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:
@@ -372,19 +384,24 @@ class _TomlSource(PydanticBaseSettingsSource):
         return data
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+def load_settings(
+    config_file: Path | None = None, *, flags: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
     """Build :class:`Settings` from flags (``overrides``), environment, the TOML file and defaults.
 
     Args:
         config_file: the TOML file (``--config``); ``USAGE_COLLECTOR_CONFIG`` when ``None``.
+        flags: the command-line flag of a setting (``{"interval": "--interval"}``): an error in a value
+            given by that flag names the flag rather than the setting.
         overrides: values from command-line flags; ``None`` values are ignored.
 
     Raises:
         ConfigError: one line naming the first bad setting and what is allowed.
     """
     _TomlSource.path = config_file
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings(**given)
     except SettingsError as exc:  # an environment value that could not be decoded (e.g. not JSON)
         raise ConfigError(str(exc).split("\n")[0]) from None
     except ValidationError as exc:
@@ -395,7 +412,14 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             msg = "unknown setting"
         elif err["type"] == "literal_error":
             msg = msg.replace("Input should be", "allowed:")
-        raise ConfigError(f"{_setting_name(loc)}: {msg}" if loc else msg) from None
+        field = loc.split(".")[0]
+        if not loc:  # a model-level check; its message starts with the setting's name ("streams: ...")
+            field = msg.split(":", 1)[0]
+            if flags and field in flags and field in given:
+                msg = flags[field] + msg[len(field) :]
+            raise ConfigError(msg) from None
+        name = flags[field] + loc[len(field) :] if flags and field in flags and field in given else _setting_name(loc)
+        raise ConfigError(f"{name}: {msg}") from None
     finally:
         _TomlSource.path = None
 
@@ -410,3 +434,141 @@ def _setting_name(loc: str) -> str:
     if info is not None:
         return f"{loc} (USAGE_COLLECTOR_{field.upper()})"
     return loc
+
+
+# --- the README's settings table ---------------------------------------------------------------------------
+
+#: What each setting means, for the README's table. A setting of :class:`Settings` with neither a line here nor
+#: a ``Field(description=...)`` fails ``tests/test_docs_settings.py``. A key in :data:`SETTING_DEFAULTS` says
+#: its default where the model's value does not.
+SETTING_HELP: dict[str, str] = {
+    "openai_admin_key": "Admin key (never logged, never in an error, state file or document)",
+    "openai_admin_key_file": "file holding the key (systemd `LoadCredential=`, Kubernetes Secret volume)",
+    "openai_base_url": "proxies, the simulator",
+    "organization_id": "label of the organization in documents and `_id`s",
+    "organization_name": "its display name in documents",
+    "organizations": "several organizations (`[[organizations]]` with `id`, `name`, `admin_key_file`, `base_url`)",
+    "streams": "which of `" + ", ".join(STREAM_NAMES) + "`",
+    "bucket_width": "per stream (`[bucket_width]` table), `1m`/`1h`/`1d` (costs: `1d` only); "
+    "`vector_stores.usage_bytes` is a gauge, so one value per project and day",
+    "finalization_grace": "a usage bucket is written once `end_time <= now - grace`",
+    "costs_finalization_grace": "costs: closed UTC days only",
+    "restatement": "per stream (`[restatement]` table): trailing window re-read every run (costs at least 2 days); "
+    "changed buckets are replaced",
+    "initial_lookback": "where a first `run` starts",
+    "enrich_names": "add project, API key and user names from the Admin list endpoints",
+    "rate_limit": "requests per second, all streams together",
+    "rate_limit_burst": "requests allowed at once before the rate applies (a routine cycle starts without waiting)",
+    "concurrency": "streams collected in parallel",
+    "request_timeout": "timeout of one HTTP request to the API",
+    "max_attempts": "attempts per request (429, 5xx, timeouts, connection errors)",
+    "max_retry_time": "retry budget per request",
+    "retry_after_cap": "a `Retry-After` above this ends the request (the next run resumes)",
+    "initial_backoff": "first backoff between attempts (doubles, with jitter)",
+    "max_backoff": "longest backoff between attempts",
+    "sink": "`duckdb:PATH`, `ndjson:PATH` or `elasticsearch` (also `--sink`)",
+    "namespace": "data streams are `<type>-openai.<stream>-<namespace>`",
+    "data_stream_type": "`metrics` or `logs`",
+    "lease_ttl": "how long a run's lease on an organization lasts unless renewed (keep it near the run deadline)",
+    "interval": "`serve`: time between cycles (also `--interval`)",
+    "jitter": "`serve`: random delay before the first cycle (also `--jitter`)",
+    "stop_timeout": "`serve`: how long SIGTERM waits for the running cycle (keep it below `TimeoutStopSec=` / "
+    "`terminationGracePeriodSeconds`)",
+    "stale_intervals": "`status --check` and the stale-stream alert rule: a stream is stale when its cursor trails the "
+    "last complete bucket by more than this many intervals",
+    "retention_days": "`setup`: delete data this many days after rollover (also `--retention-days`)",
+    "lifecycle": "`setup`: `ilm`, `data_stream` (data stream lifecycle, e.g. Serverless) or `auto` (ILM where the "
+    "cluster has it)",
+    "elasticsearch_url": "the Elasticsearch sink",
+    "elasticsearch_cloud_id": "Elastic Cloud instead of a URL",
+    "elasticsearch_api_key": "API key (the encoded form)",
+    "elasticsearch_api_key_file": "file holding it (systemd `LoadCredential=`, Kubernetes Secret volume)",
+    "elasticsearch_password_file": "file holding the password",
+    "elasticsearch_username": "basic authentication instead of an API key",
+    "elasticsearch_password": "its password",
+    "elasticsearch_ca_certs": "CA bundle for TLS",
+    "elasticsearch_verify_certs": "TLS certificate verification",
+    "kibana_url": "`setup` imports the dashboards here (also `--kibana-url`)",
+    "kibana_space": "Kibana space id (also `--space`; default space when unset)",
+    "log_level": "`DEBUG`, `INFO`, `WARNING`, `ERROR` (also `--log-level`; `--debug` means DEBUG)",
+    "log_format": "`json` (ECS), `text`, `auto`: text on a TTY (also `--log-format`)",
+}
+SETTING_DEFAULTS: dict[str, str] = {
+    "openai_base_url": f"`{DEFAULT_BASE_URL}`",
+    "streams": f"all {len(STREAM_NAMES)}",
+    "bucket_width": "`1h` usage, `1d` costs and `vector_stores`",
+    "restatement": "`1d` usage, `3d` costs",
+    "sink": f"`duckdb:{DEFAULT_DUCKDB}`, `elasticsearch` when `ELASTICSEARCH_URL` is set",
+    "elasticsearch_verify_certs": "on",
+}
+SETTINGS_TABLE_START = "<!-- settings table: generated by `python -m usage_collector.config README.md` -->"
+SETTINGS_TABLE_END = "<!-- end of the settings table -->"
+
+
+def _human_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s" if seconds else "0"
+
+
+def setting_env(name: str) -> str:
+    """The environment variable of a setting: its upper-case alias, else ``USAGE_COLLECTOR_<NAME>``."""
+    alias = Settings.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        if isinstance(first, str) and first.isupper():
+            return first
+    return f"USAGE_COLLECTOR_{name.upper()}"
+
+
+def render_settings_table() -> str:
+    """The README's settings table, one row per field of :class:`Settings`, in the model's order.
+
+    Raises:
+        KeyError: a setting has no meaning (neither in :data:`SETTING_HELP` nor a ``Field(description=...)``).
+    """
+    rows = [
+        "| setting (TOML key) | environment | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for name, info in Settings.model_fields.items():
+        meaning = info.description or SETTING_HELP.get(name)
+        if not meaning:
+            raise KeyError(f"setting {name!r} has no meaning: add it to SETTING_HELP in usage_collector/config.py")
+        default: Any = None if info.default_factory is not None else info.default
+        if name in SETTING_DEFAULTS:
+            shown = SETTING_DEFAULTS[name]
+        elif default is None:
+            shown = "-"
+        elif isinstance(default, bool):
+            shown = f"`{str(default).lower()}`"
+        elif name in DURATION_FIELDS:
+            shown = f"`{_human_duration(float(default))}`"
+        else:
+            shown = f"`{default}`"
+        env = f"`{setting_env(name)}`"
+        if info.annotation is not None and str(info.annotation).startswith(("dict", "list")) and name != "streams":
+            env += " (JSON)"
+        rows.append(f"| `{name}` | {env} | {shown} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def update_readme(path: Path) -> bool:
+    """Rewrite the settings table between its markers in ``path``; ``True`` when the file changed."""
+    text = path.read_text()
+    head, sep, rest = text.partition(SETTINGS_TABLE_START)
+    _, sep2, tail = rest.partition(SETTINGS_TABLE_END)
+    if not sep or not sep2:
+        raise ValueError(f"{path}: the settings table markers are missing")
+    new = f"{head}{SETTINGS_TABLE_START}\n{render_settings_table()}{SETTINGS_TABLE_END}{tail}"
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m usage_collector.config [README.md]
+    import sys
+
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    print(f"{target}: {'updated' if update_readme(target) else 'already up to date'}")

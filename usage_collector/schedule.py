@@ -14,11 +14,14 @@ an interval trigger, and these job options:
 The first cycle starts after a random delay in ``[0, jitter]`` so that many collectors restarted together do
 not hit the API in the same second; later cycles follow every ``interval`` from there.
 
-Stopping: SIGTERM or SIGINT sets the stop event that is passed to the cycle. The collector checks it between
-windows, so the window being written finishes and its checkpoint lands; no new cycle starts. ``serve`` then
-shuts the scheduler down and returns ``0``. If the cycle has not finished within ``stop_timeout`` seconds (or a
-second signal arrives) it returns :data:`EXIT_STOP_TIMEOUT` without waiting further: the cycle runs in a daemon
-thread, so the process can exit; the unfinished window is re-read by the next run (its checkpoint did not move).
+Stopping: SIGTERM or SIGINT sets the stop event that is passed to the cycle and pauses the scheduler (no run
+comes due any more, so APScheduler never logs "maximum number of running instances reached" while the last
+cycle winds down). The collector checks the event between windows, so the window being written finishes and
+its checkpoint lands; no new cycle starts. ``serve`` then shuts the scheduler down, logs "stopped" and returns
+``0``; "stopped" is its last line: a cycle it gave up on (below) logs nothing after it. If the cycle has not
+finished within ``stop_timeout`` seconds (or a second signal arrives) it returns :data:`EXIT_STOP_TIMEOUT`
+without waiting further: the cycle runs in a daemon thread, so the process can exit; the unfinished window is
+re-read by the next run (its checkpoint did not move).
 Keep ``stop_timeout`` below systemd's ``TimeoutStopSec=`` and Kubernetes' ``terminationGracePeriodSeconds``.
 
 Example::
@@ -88,6 +91,8 @@ class _DaemonThreadExecutor(BaseExecutor):  # type: ignore[misc]
         super().__init__()
         self._threads: set[threading.Thread] = set()
         self._threads_lock = threading.Lock()
+        #: Called in the job's thread after its last record (APScheduler's "executed" included).
+        self.after_job: Callable[[], None] = lambda: None
 
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
         def target() -> None:
@@ -100,6 +105,7 @@ class _DaemonThreadExecutor(BaseExecutor):  # type: ignore[misc]
             finally:
                 with self._threads_lock:
                     self._threads.discard(threading.current_thread())
+                self.after_job()
 
         thread = threading.Thread(target=target, name="usage-collector-cycle", daemon=True)
         with self._threads_lock:
@@ -196,15 +202,18 @@ class Server:
         self._idle.set()
         self._force = threading.Event()  # a second signal: stop waiting for the cycle
         self._exit_code = EXIT_OK
+        self._mute: _OnlyThread | None = None  # set while an abandoned cycle winds down after "stopped"
 
         delay = min(max(rng(0.0, self.jitter), 0.0), self.jitter) if self.jitter else 0.0
         self.first_run = datetime.fromtimestamp(self.clock.now() + delay, UTC)
         factory = scheduler_factory or _SignalFriendlyScheduler
+        executor = _DaemonThreadExecutor()
+        executor.after_job = self._after_job
         #: The APScheduler scheduler (not yet started).
         self.scheduler: BlockingScheduler = factory(
             timezone=UTC,
             jobstores={"default": MemoryJobStore()},
-            executors={"default": _DaemonThreadExecutor()},
+            executors={"default": executor},
             job_defaults=dict(JOB_DEFAULTS),
         )
         self.scheduler.add_job(
@@ -240,6 +249,13 @@ class Server:
                 self.cycles_finished += 1
                 self._idle.set()
 
+    def _after_job(self) -> None:
+        """A job's thread is done logging: if it was a cycle given up on, "stopped" may be followed again."""
+        with self._lock:
+            if self._mute is not None and self._idle.is_set():
+                self._mute.remove()
+                self._mute = None
+
     # --- stopping ---------------------------------------------------------------------------------
     def request_stop(self, reason: str = "stop requested") -> None:
         """Ask the server to stop: the running cycle sees the stop event and finishes its window; no new
@@ -250,6 +266,10 @@ class Server:
             return
         log.info("%s: finishing the current window, then stopping (again to stop now)", reason)
         self.stop_event.set()
+        try:
+            self.scheduler.pause()  # no run comes due while the last cycle winds down
+        except Exception:  # SchedulerNotRunningError: not started yet, or already stopped
+            log.debug("scheduler not running", exc_info=True)
 
     def _stopper(self) -> None:
         """Waits for the stop event, then for the running cycle (bounded), then shuts the scheduler down."""
@@ -300,6 +320,9 @@ class Server:
             self.stop_event.set()  # lets the stopper finish if start() returned on its own
             stopper.join(self.stop_timeout + 5.0)
         log.info("stopped after %d cycle(s)", self.cycles_finished)
+        with self._lock:
+            if not self._idle.is_set():  # a cycle given up on: nothing it logs may follow "stopped"
+                self._mute = _OnlyThread(threading.get_ident())
         return self._exit_code
 
 
@@ -363,6 +386,25 @@ def serve(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class _OnlyThread(logging.Filter):
+    """Installed on the root logger's handlers: lets through only the records of one thread (``serve``'s),
+    so a cycle that was given up on stays silent after "stopped" until it ends (then it is removed)."""
+
+    def __init__(self, thread: int) -> None:
+        super().__init__()
+        self.thread = thread
+        self.handlers = list(logging.getLogger().handlers)
+        for handler in self.handlers:
+            handler.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread
+
+    def remove(self) -> None:
+        for handler in self.handlers:
+            handler.removeFilter(self)
 
 
 def _human(seconds: float) -> str:

@@ -33,33 +33,46 @@ def register(app: typer.Typer) -> None:
 
     @app.command("simulate")
     def simulate(
-        port: int = typer.Option(8080, help="Port on 127.0.0.1 (0 = any free port)."),
-        host: str = typer.Option("127.0.0.1", help="Interface to bind."),
-        seed: int = typer.Option(0, help="Seed of the simulated organization."),
+        port: int = typer.Option(8080, metavar="N", help="Port on 127.0.0.1 (0 = any free port)."),
+        host: str = typer.Option("127.0.0.1", metavar="HOST", help="Interface to bind."),
+        seed: int = typer.Option(7, metavar="N", help="Seed of the simulated organization (the same default as demo)."),
         start: str | None = typer.Option(
-            None, help="First day with usage (YYYY-MM-DD). Default: so that the last day is today (UTC)."
+            None,
+            metavar="DATE",
+            help="First day with usage (YYYY-MM-DD). Default: so that the last day is today (UTC).",
         ),
-        days: int = typer.Option(30, min=1, help="Number of days with usage."),
-        admin_key: str | None = typer.Option(None, help="Admin key to accept (default: the simulator's key)."),
-        revision_horizon: str = typer.Option("2h", help="Usage buckets younger than this are still revised."),
-        costs_revision_horizon: str = typer.Option("2d", help="Cost days younger than this are still revised."),
-        fault_seed: int = typer.Option(0, help="Seed of the probabilistic faults."),
-        fault_429: float = typer.Option(0.0, help="Probability of a 429."),
-        fault_5xx: float = typer.Option(0.0, help="Probability of a 500/502/503."),
-        fault_latency: float = typer.Option(0.0, help="Probability of a slow response."),
-        latency: float = typer.Option(0.5, help="Delay of a slow response (seconds)."),
-        fault_truncate: float = typer.Option(0.0, help="Probability of a truncated JSON body."),
-        fault_non_json: float = typer.Option(0.0, help="Probability of an HTML 502 page."),
-        fault_repeat_cursor: float = typer.Option(0.0, help="Probability of a page whose cursor repeats forever."),
-        fault_has_more_null: float = typer.Option(0.0, help="Probability of has_more=true with next_page=null."),
-        fault_401_from: int | None = typer.Option(None, help="Answer 401 from this request number on."),
+        days: int = typer.Option(30, min=1, metavar="N", help="Number of days with usage."),
+        admin_key: str | None = typer.Option(
+            None, metavar="KEY", help="Admin key to accept (default: the simulator's key)."
+        ),
+        revision_horizon: str = typer.Option(
+            "2h", metavar="DURATION", help="Usage buckets younger than this are still revised."
+        ),
+        costs_revision_horizon: str = typer.Option(
+            "2d", metavar="DURATION", help="Cost days younger than this are still revised."
+        ),
+        fault_seed: int = typer.Option(0, metavar="N", help="Seed of the probabilistic faults."),
+        fault_429: float = typer.Option(0.0, metavar="P", help="Probability of a 429."),
+        fault_5xx: float = typer.Option(0.0, metavar="P", help="Probability of a 500/502/503."),
+        fault_latency: float = typer.Option(0.0, metavar="P", help="Probability of a slow response."),
+        latency: float = typer.Option(0.5, metavar="SECONDS", help="Delay of a slow response (seconds)."),
+        fault_truncate: float = typer.Option(0.0, metavar="P", help="Probability of a truncated JSON body."),
+        fault_non_json: float = typer.Option(0.0, metavar="P", help="Probability of an HTML 502 page."),
+        fault_repeat_cursor: float = typer.Option(
+            0.0, metavar="P", help="Probability of a page whose cursor repeats forever."
+        ),
+        fault_has_more_null: float = typer.Option(
+            0.0, metavar="P", help="Probability of has_more=true with next_page=null."
+        ),
+        fault_401_from: int | None = typer.Option(None, metavar="N", help="Answer 401 from this request number on."),
         fault_at: list[str] = typer.Option(  # noqa: B008 - typer idiom
             [],
+            metavar="N:KIND",
             help="Exact faults: N:KIND or N-M:KIND (KIND: 429, 500, 502, 503, latency, truncated, non_json, "
             "repeat_cursor, has_more_no_cursor, 401). Repeatable.",
         ),
-        retry_after: float = typer.Option(1.0, help="Seconds announced by 429 responses."),
-        retry_after_format: str = typer.Option("seconds", help="seconds, http-date, mixed or none."),
+        retry_after: float = typer.Option(1.0, metavar="SECONDS", help="Seconds announced by 429 responses."),
+        retry_after_format: str = typer.Option("seconds", metavar="FORMAT", help="seconds, http-date, mixed or none."),
         retry_after_ms: bool = typer.Option(False, help="Also send retry-after-ms."),
     ) -> None:
         """Serve a simulated OpenAI organization (Usage, Costs and Admin APIs) until Ctrl-C or SIGTERM.
