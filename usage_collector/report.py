@@ -928,10 +928,14 @@ def month_chart_svg(rep: Report, width: int = 1000, height: int = 320) -> str:
     this = cumulative(m.month, m.days)
     last = cumulative(m.last_month, n_last) if m.last is not None else []
     org_budgets = [b for b in rep.budgets if b.scope == ORGANIZATION]
-    peak = max([*this, *last, f.upper if f else Decimal(0), *(b.amount for b in org_budgets), Decimal(0)])
+    data_peak = max([*this, *last, f.upper if f else Decimal(0), Decimal(0)])
+    # a budget far above the spend would flatten the lines: it is named above the chart instead
+    shown = [b for b in org_budgets if not data_peak or b.amount <= 2 * data_peak]
+    above = [b for b in org_budgets if b not in shown]
+    peak = max([data_peak, *(b.amount for b in shown)])
     ticks = nice_ticks(peak)
     top, step = ticks[-1], ticks[1] - ticks[0]
-    left, right, top_m, bottom = 78, 150, 34, 46
+    left, right, top_m, bottom = 78, 200, 34, 46
     pw, ph = width - left - right, height - top_m - bottom
     x_days = max(n_this, n_last)
 
@@ -967,7 +971,9 @@ def month_chart_svg(rep: Report, width: int = 1000, height: int = 320) -> str:
         f'transform="rotate(-90 16 {top_m + ph / 2})">billed cost, cumulative ({rep.currency.upper()})</text>'
     )
     right_labels: list[tuple[float, str, str]] = []
-    for b in org_budgets:
+    for b in above:
+        right_labels.append((top_m - 4, f"\u2191 budget {b.name}: {money(b.amount, rep.currency)}", "budget-label"))
+    for b in shown:
         _, y = xy(0, b.amount)
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="budget"/>')
         right_labels.append((y, f"budget {b.name}: {money(b.amount, rep.currency)}", "budget-label"))
