@@ -189,6 +189,12 @@ def test_as_of_leaves_out_what_was_not_there_yet(docs):
     assert rep.movers_recent == (date(2026, 10, 3), date(2026, 10, 9))
 
 
+def test_the_period_stops_at_as_of(docs):
+    rep = aggregate(docs, start=date(2026, 10, 1), end=date(2026, 11, 1), as_of=datetime(2026, 10, 10, tzinfo=UTC))
+    assert (rep.period_start, rep.period_end, len(rep.days)) == (date(2026, 10, 1), date(2026, 10, 9), 9)
+    assert aggregate(docs, as_of=datetime(2026, 10, 10, 6, tzinfo=UTC)).period_end == date(2026, 10, 10)
+
+
 def test_a_bucket_of_the_as_of_day_is_today_s_estimate(docs):
     rep = aggregate(docs, as_of=datetime(2026, 10, 10, 12, tzinfo=UTC))
     assert rep.month.through == date(2026, 10, 9) and rep.month.this == 9 * DAY_TOTAL  # closed days only
@@ -203,7 +209,7 @@ def test_too_little_history_is_said_not_hidden(docs):
     assert far.forecast is None and far.forecast_note.startswith("history too short: no closed day in the 56 days")
     page = render_html(far)
     assert "history too short" in page
-    short = aggregate(docs, start=date(2026, 10, 1), end=date(2026, 10, 4), as_of=datetime(2026, 9, 4, tzinfo=UTC))
+    short = aggregate([d for d in docs if d["_source"]["@timestamp"] < "2026-09-04"])  # 3 days
     assert short.forecast.method == "run_rate" and short.movers_by_project == []
     assert "needs 14 complete days" in short.movers_note
     note = next(t.note for t in report_tables(short) if t.name == "forecast")

@@ -168,12 +168,15 @@ class Report:
 # --- aggregation ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Cost:
-    day: date
+    ts: datetime  # bucket start
     project: str | None
     line_item: str | None
     api_key: str | None
     value: Decimal
-    partial: bool  # the bucket of the as_of day (not closed)
+
+    @property
+    def day(self) -> date:
+        return self.ts.date()
 
 
 def model_of_line_item(line_item: str | None) -> str:
@@ -265,33 +268,16 @@ def aggregate(
         The :class:`Report`.
     """
     costs: list[_Cost] = []
+    usage: list[tuple[datetime, str, int, int]] = []
+    stamps: list[datetime] = []  # bucket start of every document, for the period and the count
     project_names: dict[str, str] = {}
     key_names: dict[str, str] = {}
-    tokens: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    usage_days: list[tuple[date, str, int, int]] = []
     orgs: set[str] = set()
     currency = "usd"
-    counted: list[tuple[date, bool]] = []  # (day, is costs) of every document, for the period and the count
-    staged: list[tuple[datetime, Mapping[str, Any]]] = []
-    for d in docs:
+    for d in docs:  # one pass, keeping only what the report needs (a sink can hold millions of documents)
         src = d["_source"]
-        staged.append((_instant(src["@timestamp"]), src))
-    if as_of is None:
-        edge = max((t for t, _ in staged), default=None)
-        as_of_given = False
-        if edge is None:
-            return Report()
-        as_of = _midnight(edge.date() + timedelta(days=1))
-        if end is not None:
-            as_of = min(as_of, _midnight(end))
-    else:
-        as_of_given = True
-        as_of = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-    today = as_of.date()
-    for ts, src in staged:
-        if ts >= as_of:
-            continue
-        day = ts.date()
+        ts = _instant(src["@timestamp"])
+        stamps.append(ts)
         base = src.get("openai", {}).get("base", {})
         stream = src["event"]["dataset"].removeprefix("openai.")
         own = src.get("openai", {}).get(stream, {})
@@ -306,37 +292,34 @@ def aggregate(
         if stream == "costs":
             amount = own.get("amount", {})
             currency = amount.get("currency") or currency
-            costs.append(
-                _Cost(
-                    day,
-                    base.get("project_id"),
-                    own.get("line_item"),
-                    base.get("api_key_id"),
-                    _amount(amount.get("value")),
-                    day >= today,
-                )
-            )
-            counted.append((day, True))
-        else:
-            counted.append((day, False))
-            if "input_tokens" in own:
-                usage_days.append(
-                    (
-                        day,
-                        base.get("model") or "(none)",
-                        int(own.get("input_tokens") or 0),
-                        int(own.get("output_tokens") or 0),
-                    )
-                )
+            value = _amount(amount.get("value"))
+            costs.append(_Cost(ts, base.get("project_id"), own.get("line_item"), base.get("api_key_id"), value))
+        elif "input_tokens" in own:
+            model = base.get("model") or "(none)"
+            usage.append((ts, model, int(own.get("input_tokens") or 0), int(own.get("output_tokens") or 0)))
+
+    as_of_given = as_of is not None
+    if as_of is None:
+        if not stamps:
+            return Report()
+        as_of = _midnight(max(stamps).date() + timedelta(days=1))
+        if end is not None:
+            as_of = min(as_of, _midnight(end))
+    elif as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
+    today = as_of.date()
+    costs = [c for c in costs if c.ts < as_of]
+    all_days = [ts.date() for ts in stamps if ts < as_of]
 
     rep = Report(currency=currency, as_of=as_of, as_of_given=as_of_given, organizations=sorted(orgs))
-    all_days = [day for day, _ in counted]
     first = start or min(all_days, default=None)
     last_excl = end or (max(all_days) + timedelta(days=1) if all_days else None)
+    if last_excl is not None:  # no day after as_of: it has not happened yet
+        last_excl = min(last_excl, (as_of - timedelta(microseconds=1)).date() + timedelta(days=1))
     if first is None or last_excl is None or last_excl <= first:
         return rep
     rep.period_start, rep.period_end = first, last_excl - timedelta(days=1)
-    rep.documents = sum(1 for day, _ in counted if first <= day < last_excl)
+    rep.documents = sum(1 for day in all_days if first <= day < last_excl)
 
     in_period = [c for c in costs if first <= c.day < last_excl]
     by_day: dict[date, Decimal] = defaultdict(Decimal)
@@ -357,15 +340,16 @@ def aggregate(
     rep.cost_by_line_item = _sorted({item or "(no line item)": v for item, v in by_item.items()})
     rep.cost_by_model = cost_by_model(by_item.items())
     rep.cost_by_api_key = _sorted(by_key)
-    for day, model, i, o in usage_days:
-        if first <= day < last_excl:
+    tokens: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for ts, model, i, o in usage:
+        if ts < as_of and first <= ts.date() < last_excl:
             t = tokens[model]
             t[0] += i
             t[1] += o
     rep.tokens_by_model = sorted(((m, i, o) for m, (i, o) in tokens.items()), key=lambda r: (-(r[1] + r[2]), r[0]))
 
-    closed = [c for c in costs if not c.partial]
-    _month_and_forecast(rep, closed, [c for c in costs if c.partial], today, budgets, project_names)
+    closed = [c for c in costs if c.day < today]
+    _month_and_forecast(rep, closed, [c for c in costs if c.day >= today], today, budgets, project_names)
     _movers(rep, closed, today, last_excl, project_names)
     return rep
 
@@ -537,7 +521,8 @@ def report_tables(rep: Report, top: int | None = DEFAULT_TOP) -> list[Table]:
         ]
         note = "no closed day of this month yet" if not m.days else ""
         if m.last is None:
-            note = "the sink has no data for last month"
+            since = min(rep.month_daily, default=None)
+            note = "no data for the same days of last month" + (f": the sink starts {since}" if since else "")
         elif m.change is not None and m.days:
             pct = f" ({m.change / m.last * 100:+.1f}%)" if m.last else ""
             note = f"change: {money(m.change, rep.currency, sign=True)}{pct}"
@@ -1007,10 +992,9 @@ def month_chart_svg(rep: Report, width: int = 1000, height: int = 320) -> str:
         y = max(y, placed[-1] + 15) if placed else y
         placed.append(y)
         out.append(f'<text x="{left + pw + 8}" y="{y + 4:.1f}" class="{cls}">{_esc(text)}</text>')
-    legend = [
-        ("this", f"{m.month.strftime('%B %Y')}, closed days"),
-        ("last", f"{m.last_month.strftime('%B %Y')}"),
-    ]
+    legend = [("this", f"{m.month.strftime('%B %Y')}, closed days")]
+    if last:
+        legend.append(("last", m.last_month.strftime("%B %Y")))
     if f is not None:
         legend.append(("forecast", f"forecast, {round(f.coverage * 100)}% interval"))
     lx = left
