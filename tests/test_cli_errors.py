@@ -150,7 +150,7 @@ def test_an_error_escaping_a_command_is_one_line_and_its_traceback_only_with_deb
 ):
     from usage_collector import cli, report
 
-    def build_report(sink):
+    def build_report(sink, **_):
         raise raised
 
     monkeypatch.chdir(tmp_path)

@@ -904,21 +904,43 @@ def report(
         Path | None,
         typer.Option("--html", metavar="PATH", help="Also write an offline HTML report here.", show_default=False),
     ] = None,
+    start: Annotated[
+        str | None, typer.Option("--start", help="First UTC day (YYYY-MM-DD; default: the first in the sink).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--end", help="Exclusive end day (YYYY-MM-DD, UTC; default: after the last).")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Report as it stood at this UTC day or ISO-8601 instant (default: now)."),
+    ] = None,
+    csv_dir: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Also write each table, every row, as DIR/<table>.csv.", show_default=False),
+    ] = None,
 ) -> None:
-    """Spend and usage tables from the sink; optionally an offline HTML report with charts.
+    """Billed cost for a period: per day, month to date, month-end forecast, top movers, by project, model, line
+    item and API key; tokens by model. Optionally an offline HTML report with charts, and CSV files.
 
     Reads the sink only (a file sink that does not exist is an error, never created).
-    Example: usage-collector report --sink duckdb:usage.duckdb --html report.html
+    Example: usage-collector report --sink duckdb:usage.duckdb --start 2026-10-01 --html report.html --csv report
     """
     from .errors import CollectorError
-    from .report import build_report, render_html, render_terminal
+    from .report import build_report, render_html, render_terminal, write_csv
 
+    day0, day1 = (
+        datetime.fromtimestamp(parse_when(v, o), UTC).date() if v else None
+        for v, o in ((start, "--start"), (end, "--end"))
+    )
+    if day0 is not None and day1 is not None and day1 <= day0:
+        _fail(f"--end ({end}) must be after --start ({start})")
+    instant = datetime.fromtimestamp(parse_when(as_of, "--as-of") if as_of else int(datetime.now(UTC).timestamp()), UTC)
     settings = _settings(sink=sink)
     if html_out is not None:
         _require_output_file("--html", html_out)
     snk = _open_sink(settings, existing=True)
     try:
-        rep = build_report(snk)
+        rep = build_report(snk, start=day0, end=day1, as_of=instant)
     except CollectorError as exc:
         _fail(str(exc), 1)
     finally:
@@ -930,6 +952,9 @@ def report(
         except OSError as exc:
             _fail(f"--html {html_out}: cannot write it ({exc.strerror}); choose a path in a writable directory")
         typer.echo(f"HTML report: {html_out}")
+    if csv_dir is not None:
+        paths = write_csv(rep, csv_dir)
+        typer.echo(f"CSV: {len(paths)} tables in {csv_dir}")
 
 
 @app.command()
