@@ -905,18 +905,24 @@ def report(
         typer.Option("--html", metavar="PATH", help="Also write an offline HTML report here.", show_default=False),
     ] = None,
     start: Annotated[
-        str | None, typer.Option("--start", help="First UTC day (YYYY-MM-DD; default: the first in the sink).")
+        str | None,
+        typer.Option("--start", metavar="DATE", help="First UTC day (YYYY-MM-DD; default: the first in the sink)."),
     ] = None,
     end: Annotated[
-        str | None, typer.Option("--end", help="Exclusive end day (YYYY-MM-DD, UTC; default: after the last).")
+        str | None,
+        typer.Option("--end", metavar="DATE", help="Exclusive end day (YYYY-MM-DD, UTC; default: after the last)."),
     ] = None,
     as_of: Annotated[
         str | None,
-        typer.Option("--as-of", help="Report as it stood at this UTC day or ISO-8601 instant (default: now)."),
+        typer.Option(
+            "--as-of", metavar="INSTANT", help="Report as it stood at this UTC day or ISO-8601 instant (default: now)."
+        ),
     ] = None,
     csv_dir: Annotated[
         Path | None,
-        typer.Option("--csv", help="Also write each table, every row, as DIR/<table>.csv.", show_default=False),
+        typer.Option(
+            "--csv", metavar="DIR", help="Also write each table, every row, as a CSV file in DIR.", show_default=False
+        ),
     ] = None,
 ) -> None:
     """Billed cost for a period: per day, month to date, month-end forecast, top movers, by project, model, line
