@@ -31,8 +31,8 @@ import orjson
 
 from ..catalogue import STREAMS, StreamSpec
 from ..documents import Document, dumps
-from ..limits import LIMITS_STREAM, RATE_LIMIT_FIELDS
 from ..errors import SinkError
+from ..limits import LIMITS_STREAM, RATE_LIMIT_FIELDS
 from .base import BucketSet, Checkpoint, WriteStats, checkpoint_key
 from .filelease import FileLease, FileLeaseMixin
 
