@@ -342,8 +342,10 @@ class Collector:
         spec = plan.spec
         now = self.clock.now()
         wanted = self.settings.group_by_for(spec.name)
-        dropped = list(cp.dropped_group_by or [])
-        if dropped and now - (cp.dropped_at or 0) >= RECHECK_AFTER:
+        # refused dimensions are remembered on the scheduled (run) checkpoint, also by a backfill
+        known = cp if plan.scope == "run" else self.sink.load_checkpoint(org.id, spec.name, plan.width, "run")
+        dropped = list(known.dropped_group_by or []) if known else []
+        if dropped and known and now - (known.dropped_at or 0) >= RECHECK_AFTER:
             log.info("%s %s: asking for %s again (refused a day ago)", org.id, spec.name, ", ".join(dropped))
             dropped = []
         group_by = tuple(g for g in wanted if g not in dropped)
@@ -361,7 +363,7 @@ class Collector:
                 except FatalApiError as exc:
                     refused = self._refused_dimension(spec, group_by, exc)
                     if refused is not None:
-                        if refused not in (cp.dropped_group_by or []):
+                        if refused not in ((known.dropped_group_by if known else None) or []):
                             log.warning(
                                 "%s %s: the API refused group_by %s (%s); collecting without it",
                                 org.id,
@@ -406,8 +408,11 @@ class Collector:
                 self.progress(org.id, spec.name, win, stats)
         res.group_by = group_by
         res.dropped = sorted(set(dropped))
-        if res.windows_done == 0 and res.dropped != sorted(cp.dropped_group_by or []):
-            self.sink.save_checkpoint(replace(cp, dropped_group_by=res.dropped or None))
+        before = sorted((known.dropped_group_by if known else None) or [])
+        if res.dropped != before and (plan.scope == "backfill" or res.windows_done == 0):
+            run_cp = known or Checkpoint(org.id, spec.name, plan.width, "run")
+            at = self.clock.now() if res.dropped else None
+            self.sink.save_checkpoint(replace(run_cp, dropped_group_by=res.dropped or None, dropped_at=at))
         return cp
 
     @staticmethod

@@ -528,9 +528,9 @@ class SimulatedAPI:
         extra = UNDOCUMENTED_FIELDS.get(sdef.name) if self.undocumented_fields else None
         if extra is not None:
             for r in results:
-                value = undocumented_value(sdef.name, r)
-                if value is not None:
-                    r[extra] = value
+                reasoning = undocumented_value(sdef.name, r)
+                if reasoning is not None:
+                    r[extra] = reasoning
         return results
 
     # -- admin lists ---------------------------------------------------------------------------------------------
