@@ -255,3 +255,21 @@ def test_spend_controls_are_snapshots_deduplicated_by_content(org, tmp_path):
     rows = sink.query("SELECT kind, threshold_amount FROM limits WHERE kind = 'spend_limit' ORDER BY 2")
     assert [r[1] for r in rows[:3]] == [Decimal("750.99"), Decimal("750.99"), Decimal("12000.50")]
     sink.close()
+
+
+def test_status_names_unavailable_streams_and_dropped_dimensions(org, tmp_path):
+    from typer.testing import CliRunner
+
+    from usage_collector.cli import app
+
+    clock = FakeClock(org.end + 3 * DAY)
+    path = tmp_path / "s.ndjson"
+    api = sim(org, clock, missing_endpoints=("decisions",), refuse_group_by={"completions": "api_source"})
+    with serve(api) as url:
+        settings = make_settings(openai_base_url=url, streams=["decisions", "completions"], initial_lookback="1d")
+        result = Collector(settings, NdjsonSink(path), clock=clock).run_cycle()
+    assert not result.failed
+    out = CliRunner().invoke(app, ["status", "--sink", f"ndjson:{path}"], env={}, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert "unavailable: default decisions" in out.output
+    assert "dropped dimension: default completions without api_source" in out.output
