@@ -166,15 +166,6 @@ STREAMS: dict[str, StreamSpec] = {
             measures=_TOKEN_MEASURES,
         ),
         StreamSpec(
-            name="decisions",
-            path="organization/usage/decisions",
-            object_type="organization.usage.decisions.result",
-            group_by=_TOKEN_DIMS,
-            dimension_types={"batch": "boolean"},
-            optional_dims=("api_source",),
-            measures=_TOKEN_MEASURES,
-        ),
-        StreamSpec(
             name="embeddings",
             path="organization/usage/embeddings",
             object_type="organization.usage.embeddings.result",
@@ -257,6 +248,16 @@ STREAMS: dict[str, StreamSpec] = {
             attributes=("amount.currency", "quantity_unit"),
             default_width="1d",
             widths=("1d",),
+        ),
+        # last, so the order (and request numbering) of the streams before it is what it was
+        StreamSpec(
+            name="decisions",
+            path="organization/usage/decisions",
+            object_type="organization.usage.decisions.result",
+            group_by=_TOKEN_DIMS,
+            dimension_types={"batch": "boolean"},
+            optional_dims=("api_source",),
+            measures=_TOKEN_MEASURES,
         ),
     )
 }
