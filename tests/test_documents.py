@@ -118,13 +118,21 @@ def test_cache_measures_carry_their_otel_names_and_each_measure_is_stored_as_rep
 def test_an_unknown_numeric_field_is_kept_under_its_own_name_and_hashed():
     shaper = Shaper(STREAMS["completions"], TGT, "1h", OLD_GROUP_BY)
     plain = shaper.row(T0, "t", "t", ROW)
-    row = {**ROW, "output_reasoning_tokens": 7, "cost_ratio": 0.25, "organization_id": "org-x", "Bad-Name": 3}
+    row = {
+        **ROW,
+        "output_reasoning_tokens": 7,
+        "cost_ratio": 0.25,
+        "organization_id": "org-x",
+        "Bad-Name": 3,
+        "input_tokens_details": {"cached": 5, "note": "x", "deep": {"n": 1}},
+    }
     doc = shaper.row(T0, "t", "t", row)
     own = doc.source["openai"]["completions"]
     assert own["output_reasoning_tokens"] == 7 and own["cost_ratio"] == 0.25
+    assert own["input_tokens_details"] == {"cached": 5, "deep": {"n": 1}}
     assert "organization_id" not in own and "Bad-Name" not in own
     assert doc.id == plain.id and doc.hash != plain.hash
-    assert shaper.new_fields == {"output_reasoning_tokens", "cost_ratio"}
+    assert shaper.new_fields == {"output_reasoning_tokens", "cost_ratio", "input_tokens_details"}
     assert shaper.skipped_fields == {"Bad-Name"}
 
 

@@ -140,6 +140,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
+def _numbers(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The numeric leaves of an unknown object, nested as they came (keys that are not field names dropped)."""
+    out: dict[str, Any] = {}
+    for key in sorted(obj):
+        value = obj[key]
+        if _FIELD_NAME.fullmatch(key) is None:
+            continue
+        if isinstance(value, Mapping):
+            value = _numbers(value)
+            if value:
+                out[key] = value
+        elif _is_number(value):
+            out[key] = value
+    return out
+
+
 def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
     node = doc
     *head, leaf = dotted.split(".")
@@ -283,7 +299,11 @@ class Shaper:
     ) -> None:
         for name in names:
             value = result[name]
-            if not _is_number(value):
+            if isinstance(value, Mapping):
+                value = _numbers(value)  # an object of numbers (``..._details``): its numeric leaves
+                if not value:
+                    continue
+            elif not _is_number(value):
                 continue  # organization_id and other unknown text: not a measure
             if _FIELD_NAME.fullmatch(name) is None:
                 self.skipped_fields.add(name)
