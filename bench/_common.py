@@ -51,7 +51,7 @@ class NullSink:
     def close(self) -> None:
         pass
 
-    def write_window(self, docs: Sequence[Any], checkpoint: Any) -> Any:
+    def write_window(self, docs: Sequence[Any], checkpoint: Any, replaces: Any = None) -> Any:
         from usage_collector.sinks.base import WriteStats
 
         with self._lock:

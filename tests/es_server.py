@@ -1516,12 +1516,14 @@ def _filter_source(source: dict[str, Any], spec: Any) -> dict[str, Any]:
 _NUMERIC = {"long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float", "unsigned_long"}
 
 
-def _dynamic_mapping(value: Any, templates: list[dict[str, Any]] = ()) -> dict[str, Any] | None:
+def _dynamic_mapping(value: Any, templates: list[dict[str, Any]] = (), path: str = "") -> dict[str, Any] | None:
     """Dynamic field mapping with the defaults (reference "Dynamic field mapping"; DynamicFieldsBuilder): a string
     that date detection recognises (``strict_date_optional_time``, ``yyyy/MM/dd HH:mm:ss Z||yyyy/MM/dd Z``) is a
     ``date``, another string ``text`` with a ``keyword`` sub-field (``ignore_above: 256``); a whole number ``long``,
     a fraction ``float``, a boolean ``boolean``, an object ``object``; an array maps as its first non-null value;
-    ``null`` adds no field."""
+    ``null`` adds no field. ``dynamic_templates`` apply first, in order (reference "Dynamic templates"): the first
+    whose ``match_mapping_type`` (``long`` for a whole number, ``double`` for a fraction, ``string``, ``*``) and
+    ``path_match``/``match`` (simple ``*`` wildcards, on the full dotted path / the leaf name) fit wins."""
     if isinstance(value, list):
         value = next((v for v in value if v is not None), None)
     if value is None:
@@ -1530,20 +1532,28 @@ def _dynamic_mapping(value: Any, templates: list[dict[str, Any]] = ()) -> dict[s
         return {"properties": {}}
     if isinstance(value, bool):
         return {"type": "boolean"}
-    if isinstance(value, int):
-        return {"type": "long"}
-    if isinstance(value, float):
-        return {"type": "float"}
-    if re.fullmatch(
+    detected = "long" if isinstance(value, int) else "double" if isinstance(value, float) else "string"
+    date = re.compile(
         r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?|"
-        r"\d{4}/\d{2}/\d{2}( \d{2}:\d{2}:\d{2})?( [+-]\d{4})?",
-        str(value),
-    ):
+        r"\d{4}/\d{2}/\d{2}( \d{2}:\d{2}:\d{2})?( [+-]\d{4})?"
+    )
+    if detected == "string" and date.fullmatch(str(value)):
         return {"type": "date"}
-    for entry in templates:  # dynamic_templates, only match_mapping_type "string" modelled
+    for entry in templates:
         (spec,) = entry.values()
-        if spec.get("match_mapping_type") in ("string", "*") and set(spec) <= {"match_mapping_type", "mapping"}:
-            return json.loads(json.dumps(spec["mapping"]))
+        if set(spec) - {"match_mapping_type", "mapping", "path_match", "match"}:
+            continue  # other conditions are not modelled: never matches
+        if spec.get("match_mapping_type") not in ("*", detected):
+            continue
+        if "path_match" in spec and not fnmatch.fnmatchcase(path, spec["path_match"]):
+            continue
+        if "match" in spec and not fnmatch.fnmatchcase(path.rsplit(".", 1)[-1], spec["match"]):
+            continue
+        return json.loads(json.dumps(spec["mapping"]))
+    if detected == "long":
+        return {"type": "long"}
+    if detected == "double":
+        return {"type": "float"}
     return {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
 
 
@@ -1563,7 +1573,7 @@ def _check(mappings: dict[str, Any], source: dict[str, Any], doc_id: str) -> Non
                         f"[{prefix[:-1] or '_doc'}] is not allowed",
                     )
                 if str(dynamic).lower() == "true":
-                    inferred = _dynamic_mapping(value, mappings.get("dynamic_templates") or [])
+                    inferred = _dynamic_mapping(value, mappings.get("dynamic_templates") or [], path)
                     if inferred is None:
                         continue
                     props[key] = m = inferred

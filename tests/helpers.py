@@ -31,8 +31,10 @@ CANARY_KEY = "sk-admin-CANARY-7f3a9c1e5b"
 
 # --- settings ------------------------------------------------------------------------------------------------
 def make_settings(**overrides: Any) -> Settings:
-    """Settings for tests: the canary key, no real backoff, a generous rate limit."""
+    """Settings for tests: the canary key, no real backoff, a generous rate limit, no spend-control snapshots
+    (tests of those ask for them: ``spend_controls=True``)."""
     base: dict[str, Any] = {
+        "spend_controls": False,
         "openai_admin_key": CANARY_KEY,
         "openai_base_url": "http://testserver/v1",
         "rate_limit": 1000.0,

@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import T0
 from usage_collector.catalogue import STREAMS
-from usage_collector.documents import Names, Target, shape
+from usage_collector.documents import Names, Shaper, Target, shape
 
 TGT = Target("org-1", "Acme")
 ROW = {
@@ -50,7 +50,7 @@ def test_document_is_ecs_shaped_and_compatible_with_elastic_field_names():
         "batch": False,
         "service_tier": "default",
     }
-    assert src["gen_ai"]["usage"] == {"input_tokens": 100, "output_tokens": 20}
+    assert src["gen_ai"]["usage"] == {"input_tokens": 100, "output_tokens": 20, "cache_read": {"input_tokens": 40}}
     assert src["gen_ai"]["request"]["model"] == "gpt-4o-2024-08-06"
     assert _doc().index == "metrics-openai.completions-default"
 
@@ -77,9 +77,63 @@ def test_id_changes_with_every_identity_part(change):
     assert _doc(**change).id != _doc().id
 
 
+#: The group_by set of completions before api_source existed.
+OLD_GROUP_BY = ("project_id", "user_id", "api_key_id", "model", "batch", "service_tier")
+
+
 def test_id_is_stable_across_collector_versions():
-    # Changing this value orphans every document users already have: never change it casually.
-    assert _doc().id == "LntBiBF6DmzLxAl9KTJ3GkXXMAQ"
+    # Changing this value orphans every document users already have: never change it casually. An optional
+    # dimension added later (api_source) takes part in the _id only when it is requested.
+    assert _doc(group_by=OLD_GROUP_BY).id == "LntBiBF6DmzLxAl9KTJ3GkXXMAQ"
+
+
+def test_requesting_api_source_starts_a_new_series():
+    assert _doc().id != _doc(group_by=OLD_GROUP_BY).id
+    a = _doc({**ROW, "api_source": "agents_api"})
+    b = _doc({**ROW, "api_source": "unlabeled"})
+    assert a.id != b.id
+    assert a.source["openai"]["completions"]["api_source"] == "agents_api"
+
+
+def test_cache_measures_carry_their_otel_names_and_each_measure_is_stored_as_reported():
+    row = {
+        **ROW,
+        "input_cache_write_tokens": 30,
+        "input_cache_write_30m_tokens": 10,
+        "input_cache_write_12h_tokens": 25,  # not the difference: stored as reported, never derived
+    }
+    src = _doc(row).source
+    own = src["openai"]["completions"]
+    assert own["input_cache_write_tokens"] == 30
+    assert own["input_cache_write_30m_tokens"] == 10 and own["input_cache_write_12h_tokens"] == 25
+    assert src["gen_ai"]["usage"] == {
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cache_read": {"input_tokens": 40},
+        "cache_creation": {"input_tokens": 30},
+    }
+    assert "input_uncached_tokens" not in own  # absent stays absent
+
+
+def test_an_unknown_numeric_field_is_kept_under_its_own_name_and_hashed():
+    shaper = Shaper(STREAMS["completions"], TGT, "1h", OLD_GROUP_BY)
+    plain = shaper.row(T0, "t", "t", ROW)
+    row = {
+        **ROW,
+        "output_reasoning_tokens": 7,
+        "cost_ratio": 0.25,
+        "organization_id": "org-x",
+        "Bad-Name": 3,
+        "input_tokens_details": {"cached": 5, "note": "x", "deep": {"n": 1}},
+    }
+    doc = shaper.row(T0, "t", "t", row)
+    own = doc.source["openai"]["completions"]
+    assert own["output_reasoning_tokens"] == 7 and own["cost_ratio"] == 0.25
+    assert own["input_tokens_details"] == {"cached": 5, "deep": {"n": 1}}
+    assert "organization_id" not in own and "Bad-Name" not in own
+    assert doc.id == plain.id and doc.hash != plain.hash
+    assert shaper.new_fields == {"output_reasoning_tokens", "cost_ratio", "input_tokens_details"}
+    assert shaper.skipped_fields == {"Bad-Name"}
 
 
 def test_costs_document_keeps_exact_amount_and_hash_ignores_json_type():

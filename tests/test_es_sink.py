@@ -94,10 +94,24 @@ def test_a_mapping_error_fails_the_window_names_the_id_and_field_and_keeps_the_c
 
 def test_an_unmapped_field_is_refused_by_the_strict_mapping_and_named(es):
     bad = docs(es)
-    bad[0].source["openai"]["embeddings"]["surprise"] = 1
-    with pytest.raises(SinkError, match=r"field openai\.embeddings\.surprise") as info:
+    bad[0].source["openai"]["base"]["surprise"] = 1
+    with pytest.raises(SinkError, match=r"field openai\.base\.surprise") as info:
         es.sink().write_window(bad, cp())
     assert info.value.errors[0]["_id"] == bad[0].id
+
+
+def test_a_new_numeric_field_of_a_stream_is_kept_and_mapped_long_or_double(es):
+    window = docs(es)
+    own = window[0].source["openai"].setdefault("embeddings", {})
+    own["input_new_tokens"] = 12
+    own["new_ratio"] = 0.25
+    assert es.sink().write_window(window, cp()).created == 3
+    mapping = es.client().indices.get_mapping(index=window[0].index)
+    props = next(iter(mapping.body.values()))["mappings"]["properties"]["openai"]["properties"]["embeddings"]
+    assert props["properties"]["input_new_tokens"]["type"] == "long"
+    assert props["properties"]["new_ratio"]["type"] == "double"
+    stored = {d["_id"]: d for d in es.sink().iter_documents("embeddings")}
+    assert stored[window[0].id]["_source"]["openai"]["embeddings"]["input_new_tokens"] == 12
 
 
 def test_an_injected_item_error_names_the_document(es):

@@ -38,7 +38,7 @@ def test_cost_amounts_are_exact_decimals(raw, expected):
     assert res["amount"]["value"] == expected and isinstance(res["amount"]["value"], Decimal)
 
 
-def test_unknown_fields_are_ignored_and_numeric_strings_coerced():
+def test_unknown_fields_are_kept_and_numeric_strings_coerced():
     (res,) = _parse(
         "completions",
         [
@@ -53,7 +53,8 @@ def test_unknown_fields_are_ignored_and_numeric_strings_coerced():
         ],
     )
     assert res["input_tokens"] == 42
-    assert "organization_id" not in res and "api_source" not in res
+    # unknown fields are kept as they came; the shaper keeps the numeric ones and ignores the rest
+    assert res["organization_id"] == "org-x" and res["api_source"] == "responses"
 
 
 def test_absent_optional_token_fields_stay_absent_not_zero():

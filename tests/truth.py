@@ -54,13 +54,16 @@ def sink_table(docs: Iterable[dict[str, Any]], stream: str, width: str) -> dict[
     return out
 
 
-def truth_table(org: Any, stream: str, start: int, end: int, width: str) -> dict[Key, Row]:
-    """The same shape from ``org.truth`` with every ``group_by`` dimension, final values."""
+def truth_table(
+    org: Any, stream: str, start: int, end: int, width: str, group_by: Iterable[str] | None = None
+) -> dict[Key, Row]:
+    """The same shape from ``org.truth`` grouped as the collector requests by default, final values."""
     spec = STREAMS[stream]
     out: dict[Key, Row] = {}
     limit = spec.limit_max(width)
+    gb = list(spec.request_group_by if group_by is None else group_by)
     for win in split(Window(start, end), width, limit):
-        for b in org.truth(stream, win.start, win.end, width, list(spec.group_by)):
+        for b in org.truth(stream, win.start, win.end, width, gb):
             for r in b["results"]:
                 key = (b["start_time"], *(r.get(g) for g in spec.group_by))
                 row = {}

@@ -2,7 +2,13 @@
 
 Adding a stream is adding a :class:`StreamSpec` to :data:`STREAMS`. Every fact here comes from
 ``shared/reference/openai-usage-api.md`` (§0 limits and ``group_by`` values, §1.6 result
-schemas, §4.14 object discriminators).
+schemas, §4.14 object discriminators) and ``openai-usage-api-2026-11.md`` (the ``decisions`` endpoint,
+``api_source``, costs by ``user_id``, the cache-write splits; OpenAI's Python SDK 3.57 types).
+
+Dimensions OpenAI added later (``api_source``; ``user_id`` on costs) are *optional*: an organization whose API
+refuses one (HTTP 400 naming it) loses that dimension for the stream, not the stream
+(:meth:`StreamSpec.optional`). A stream may also know a dimension it does not request by default (costs
+``user_id``, opt-in through the ``costs_group_by`` setting).
 
 Field naming follows Elastic's ``openai`` integration (``elastic-openai-integration.md`` §3): the shared
 dimensions and ``num_model_requests`` live under ``openai.base.*``; every other measure and dimension under
@@ -38,7 +44,8 @@ class Measure:
     """A numeric field of a result.
 
     Attributes:
-        name: the API field name (``input_tokens``); for costs a dotted path (``amount.value``).
+        name: the API field name (``input_tokens``); for costs a dotted path (``amount.value``). A measure is
+            stored under this name exactly as reported; no stored measure is ever derived from others.
         kind: ``counter`` values add up over time and groups; a ``gauge`` (``usage_bytes``) does not add up
             over time.
         required: the API always returns it; optional measures that are absent stay absent.
@@ -74,6 +81,9 @@ class StreamSpec:
         attributes: non-numeric, non-grouping fields kept on the document (``amount.currency``).
         default_width: bucket width used when the configuration does not choose one.
         widths: bucket widths the endpoint supports.
+        dimension_types: dimensions that are not ``keyword``.
+        optional_dims: dimensions that may be dropped when the API refuses them (added after the endpoint).
+        default_group_by: what is requested by default when not every allowed dimension is (``None``: all).
     """
 
     name: str
@@ -85,10 +95,21 @@ class StreamSpec:
     default_width: BucketWidth = "1h"
     widths: tuple[BucketWidth, ...] = BUCKET_WIDTHS
     dimension_types: dict[str, DimType] = field(default_factory=dict)
+    optional_dims: tuple[str, ...] = ()
+    default_group_by: tuple[str, ...] | None = None
 
     @property
     def is_costs(self) -> bool:
         return self.name == "costs"
+
+    @property
+    def request_group_by(self) -> tuple[str, ...]:
+        """The ``group_by`` values sent by default, in catalogue order."""
+        return self.group_by if self.default_group_by is None else self.default_group_by
+
+    def optional(self, dim: str) -> bool:
+        """Whether ``dim`` may be dropped (with a warning) when the API refuses it."""
+        return dim in self.optional_dims
 
     @property
     def dimensions(self) -> tuple[Dimension, ...]:
@@ -108,6 +129,30 @@ class StreamSpec:
 _USER_DIMS = ("project_id", "user_id", "api_key_id", "model")
 _REQ = Measure("num_model_requests", required=True)
 
+#: Completions and decisions measures (SDK 3.57 ``usage_completions_response.py``): every optional one is "number
+#: or null", absent meaning "not reported", never 0. ``input_cache_write_tokens`` is the total over both retention
+#: periods (it meant 30 minutes only in an older reference text); each part is stored as reported, never derived.
+_TOKEN_MEASURES = (
+    Measure("input_tokens", required=True, gen_ai="gen_ai.usage.input_tokens"),
+    Measure("output_tokens", required=True, gen_ai="gen_ai.usage.output_tokens"),
+    _REQ,
+    Measure("input_cached_tokens", gen_ai="gen_ai.usage.cache_read.input_tokens"),
+    Measure("input_cache_write_tokens", gen_ai="gen_ai.usage.cache_creation.input_tokens"),
+    Measure("input_cache_write_30m_tokens"),
+    Measure("input_cache_write_12h_tokens"),
+    Measure("input_uncached_tokens"),
+    Measure("input_text_tokens"),
+    Measure("output_text_tokens"),
+    Measure("input_cached_text_tokens"),
+    Measure("input_audio_tokens"),
+    Measure("input_cached_audio_tokens"),
+    Measure("output_audio_tokens"),
+    Measure("input_image_tokens"),
+    Measure("input_cached_image_tokens"),
+    Measure("output_image_tokens"),
+)
+_TOKEN_DIMS = (*_USER_DIMS, "batch", "service_tier", "api_source")
+
 STREAMS: dict[str, StreamSpec] = {
     s.name: s
     for s in (
@@ -115,25 +160,10 @@ STREAMS: dict[str, StreamSpec] = {
             name="completions",
             path="organization/usage/completions",
             object_type="organization.usage.completions.result",
-            group_by=(*_USER_DIMS, "batch", "service_tier"),
+            group_by=_TOKEN_DIMS,
             dimension_types={"batch": "boolean"},
-            measures=(
-                Measure("input_tokens", required=True, gen_ai="gen_ai.usage.input_tokens"),
-                Measure("output_tokens", required=True, gen_ai="gen_ai.usage.output_tokens"),
-                _REQ,
-                Measure("input_cached_tokens"),
-                Measure("input_cache_write_tokens"),
-                Measure("input_uncached_tokens"),
-                Measure("input_text_tokens"),
-                Measure("output_text_tokens"),
-                Measure("input_cached_text_tokens"),
-                Measure("input_audio_tokens"),
-                Measure("input_cached_audio_tokens"),
-                Measure("output_audio_tokens"),
-                Measure("input_image_tokens"),
-                Measure("input_cached_image_tokens"),
-                Measure("output_image_tokens"),
-            ),
+            optional_dims=("api_source",),
+            measures=_TOKEN_MEASURES,
         ),
         StreamSpec(
             name="embeddings",
@@ -198,14 +228,19 @@ STREAMS: dict[str, StreamSpec] = {
             name="web_search_calls",
             path="organization/usage/web_search_calls",
             object_type="organization.usage.web_searches.result",
-            group_by=(*_USER_DIMS, "context_level"),
+            group_by=(*_USER_DIMS, "context_level", "api_source"),
+            optional_dims=("api_source",),
             measures=(_REQ, Measure("num_requests", required=True)),
         ),
         StreamSpec(
             name="costs",
             path="organization/costs",
             object_type="organization.costs.result",
-            group_by=("project_id", "line_item", "api_key_id"),
+            # user_id is known (results carry it when grouped) but not requested by default: "some combinations
+            # with user_id return HTTP 400" (SDK 3.57 usage_costs_params.py); the costs_group_by setting adds it.
+            group_by=("project_id", "line_item", "api_key_id", "api_source", "user_id"),
+            default_group_by=("project_id", "line_item", "api_key_id", "api_source"),
+            optional_dims=("api_source", "user_id"),
             measures=(
                 Measure("amount.value", required=True, value_type="decimal"),
                 Measure("quantity", value_type="decimal"),
@@ -213,6 +248,16 @@ STREAMS: dict[str, StreamSpec] = {
             attributes=("amount.currency", "quantity_unit"),
             default_width="1d",
             widths=("1d",),
+        ),
+        # last, so the order (and request numbering) of the streams before it is what it was
+        StreamSpec(
+            name="decisions",
+            path="organization/usage/decisions",
+            object_type="organization.usage.decisions.result",
+            group_by=_TOKEN_DIMS,
+            dimension_types={"batch": "boolean"},
+            optional_dims=("api_source",),
+            measures=_TOKEN_MEASURES,
         ),
     )
 }

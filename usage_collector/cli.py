@@ -641,6 +641,23 @@ def backfill(
     raise typer.Exit(_report_result(result, title="usage-collector backfill"))
 
 
+def _stream_notes(cps: list[Any]) -> list[str]:
+    """Lines for ``status``: streams whose endpoint is unavailable (404), dimensions the API refused (400)."""
+    from .clock import iso
+
+    notes = []
+    for cp in sorted(cps, key=lambda c: (c.org_id, c.stream, c.bucket_width, c.scope)):
+        if cp.unavailable:
+            since = iso(cp.unavailable_since) if cp.unavailable_since else "-"
+            notes.append(f"unavailable: {cp.org_id} {cp.stream} since {since} (tried again daily): {cp.unavailable}")
+        if cp.dropped_group_by:
+            notes.append(
+                f"dropped dimension: {cp.org_id} {cp.stream} without {', '.join(cp.dropped_group_by)} "
+                "(the API refused it; asked again daily)"
+            )
+    return notes
+
+
 @dataclass
 class StreamStatus:
     """One row of ``status``: a stream of an organization, its scheduled cursor and its backfill together."""
@@ -809,6 +826,8 @@ def status(
             for r in rows
         ],
     )
+    for note in _stream_notes(cps):
+        typer.echo(note)
     if retention:
         typer.echo(f"retention: {retention}")
     if not check:

@@ -9,20 +9,32 @@ Guarantees:
 * only final buckets are written (:mod:`.planning`);
 * a window's checkpoint is stored only after the sink acknowledged every document of it;
 * a stream that fails does not stop the others; its error is recorded on its checkpoint and in its run
-  document, and the result says which streams failed and why.
+  document, and the result says which streams failed and why;
+* every bucket the API returned is written in full: stored documents of that bucket the answer no longer holds
+  (a group that vanished, or the bucket read before with another ``group_by`` set) are deleted in the same write,
+  so a re-read never leaves a document counted twice (``docs/architecture.md``, "Superseded documents").
+
+What the API adds is not lost (``openai-usage-api-2026-11.md``, "What this means for a collector"):
+
+* an unknown numeric result field is kept (:class:`.documents.Shaper`), logged once per field per run at
+  WARNING and counted in the run document (``usage_collector.new_fields``);
+* an optional dimension the API refuses (HTTP 400 naming it) is dropped for that stream with one warning, kept
+  on the checkpoint (``dropped_group_by``) and tried again a day later;
+* an endpoint that answers 404 makes its stream *unavailable*: skipped, not failed, tried again once a day.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 
@@ -33,10 +45,14 @@ from .config import OrgConfig, Settings
 from .documents import Document, Names, Shaper, Target, run_document
 from .errors import CollectorError, FatalApiError, LeaseHeldError
 from .failpoints import failpoint
+from .limits import fetch_limits
 from .planning import BackfillRange, Scope, StreamPlan, Window, final_edge, plan_stream, stream_width
-from .sinks.base import Checkpoint, Sink, WriteStats
+from .sinks.base import BucketSet, Checkpoint, Sink, WriteStats
 
 log = logging.getLogger(__name__)
+
+#: An unavailable endpoint (404) or a refused dimension (400) is tried again after this many seconds.
+RECHECK_AFTER = 86400.0
 
 #: called after each window: (org, stream, window, stats of that window)
 ProgressFn = Callable[[str, str, Window, WriteStats], None]
@@ -58,6 +74,12 @@ class StreamResult:
     error: str | None = None
     started_at: float = 0.0
     finished_at: float = 0.0
+    #: the ``group_by`` sent (after dropping refused dimensions), the dimensions dropped, unknown fields kept
+    group_by: tuple[str, ...] = ()
+    dropped: list[str] = field(default_factory=list)
+    new_fields: list[str] = field(default_factory=list)
+    #: why the endpoint is unavailable to the organization (404), when it is; not a failure
+    unavailable: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -125,6 +147,7 @@ class Collector:
         self.holder = holder_id()
         self._renewed: dict[str, float] = {}
         self._renew_lock = threading.Lock()
+        self._fields_logged: set[tuple[str, str]] = set()  # (stream, field) warned about in this run
 
     # --- public entry points --------------------------------------------------------------------
     def run_cycle(self, streams: Sequence[str] | None = None) -> CycleResult:
@@ -150,6 +173,7 @@ class Collector:
     def _each_org(self, streams: Sequence[str] | None, backfill: BackfillRange | None) -> CycleResult:
         result = CycleResult()
         scope: Scope = "run" if backfill is None else "backfill"
+        self._fields_logged.clear()
         for org in self.settings.orgs():
             if self.stop.is_set():
                 break
@@ -211,12 +235,34 @@ class Collector:
             jobs = [STREAMS[s] for s in streams]
             workers = max(1, min(self.settings.concurrency, len(jobs)))
             if workers == 1:
-                return [self._collect_stream(client, org, target, names, spec, backfill) for spec in jobs]
-            with ThreadPoolExecutor(workers, thread_name_prefix="collect") as pool:
-                futures = [
-                    pool.submit(self._collect_stream, client, org, target, names, spec, backfill) for spec in jobs
-                ]
-                return [f.result() for f in futures]
+                results = [self._collect_stream(client, org, target, names, spec, backfill) for spec in jobs]
+            else:
+                with ThreadPoolExecutor(workers, thread_name_prefix="collect") as pool:
+                    futures = [
+                        pool.submit(self._collect_stream, client, org, target, names, spec, backfill) for spec in jobs
+                    ]
+                    results = [f.result() for f in futures]
+            if backfill is None and self.settings.spend_controls and not self.stop.is_set():
+                self._collect_limits(client, target, names)
+            return results
+
+    def _collect_limits(self, client: OpenAIClient, target: Target, names: Names | None) -> None:
+        """Snapshot spend limits, spend alerts and rate limits (only ever costs those documents)."""
+        got = fetch_limits(client, target, self.clock.now(), names)
+        if not got.documents:
+            return
+        try:
+            stats = self.sink.write_window(got.documents, None)
+        except CollectorError as exc:
+            log.warning("%s: spend controls not written: %s", target.org_id, exc)
+            return
+        log.info(
+            "%s limits: %d docs (created %d, unchanged %d)",
+            target.org_id,
+            len(got.documents),
+            stats.created,
+            stats.unchanged,
+        )
 
     # --- one stream -------------------------------------------------------------------------------
     def _width(self, spec: StreamSpec, backfill: BackfillRange | None) -> str:
@@ -260,36 +306,14 @@ class Collector:
             res.window = plan.window
             cp = plan.checkpoint
             res.position = cp.position
-            shaper = Shaper(spec, target, plan.width, spec.group_by, names)
-            for win in plan.windows():
-                if self.stop.is_set():
-                    log.info("%s: stop requested; leaving after %d window(s)", spec.name, res.windows_done)
-                    break
-                docs = self._fetch_window(client, plan, shaper, win, res.requests)
-                cp = plan.advance(cp, win, self.clock.now())
-                failpoint("window.shaped")
-                stats = self.sink.write_window(docs, cp)
-                failpoint("window.written")
-                res.stats.add(stats)
-                res.windows_done += 1
-                res.position = cp.position
-                self._renew_lease(org.id)
-                log.info(
-                    "%s %s %s: %d docs (created %d, updated %d, unchanged %d)",
-                    org.id,
-                    spec.name,
-                    win,
-                    len(docs),
-                    stats.created,
-                    stats.updated,
-                    stats.unchanged,
-                )
-                del docs  # keep one window in memory at a time
-                if self.progress:
-                    self.progress(org.id, spec.name, win, stats)
-            run_cp = plan.follow_up(cp, self._stored_run_checkpoint(plan, cp), self.clock.now())
-            if run_cp is not None:
-                self.sink.save_checkpoint(run_cp)
+            if cp.unavailable and started - (cp.unavailable_checked_at or 0) < RECHECK_AFTER:
+                res.unavailable = cp.unavailable  # tried less than a day ago: skipped, not failed
+                res.dropped = list(cp.dropped_group_by or [])
+            else:
+                cp = self._collect_windows(client, org, target, names, plan, cp, res)
+                run_cp = plan.follow_up(cp, self._stored_run_checkpoint(plan, cp), self.clock.now())
+                if run_cp is not None:
+                    self.sink.save_checkpoint(run_cp)
         except CollectorError as exc:
             res.error = f"{type(exc).__name__}: {exc}"
             log.error("%s %s failed: %s", org.id, spec.name, res.error)
@@ -304,6 +328,147 @@ class Collector:
         self._record_run(res, time.monotonic() - t0, edge)
         return res
 
+    def _collect_windows(
+        self,
+        client: OpenAIClient,
+        org: OrgConfig,
+        target: Target,
+        names: Names | None,
+        plan: StreamPlan,
+        cp: Checkpoint,
+        res: StreamResult,
+    ) -> Checkpoint:
+        """fetch -> shape -> write with its checkpoint, per window; returns the last checkpoint stored."""
+        spec = plan.spec
+        now = self.clock.now()
+        wanted = self.settings.group_by_for(spec.name)
+        # refused dimensions are remembered on the scheduled (run) checkpoint, also by a backfill
+        known = cp if plan.scope == "run" else self.sink.load_checkpoint(org.id, spec.name, plan.width, "run")
+        dropped = list(known.dropped_group_by or []) if known else []
+        if dropped and known and now - (known.dropped_at or 0) >= RECHECK_AFTER:
+            log.info("%s %s: asking for %s again (refused a day ago)", org.id, spec.name, ", ".join(dropped))
+            dropped = []
+        group_by = tuple(g for g in wanted if g not in dropped)
+        shaper = Shaper(spec, target, plan.width, group_by, names)
+        cp = replace(cp, unavailable=None, unavailable_since=None, unavailable_checked_at=None)
+        first = True
+        for win in plan.windows():
+            if self.stop.is_set():
+                log.info("%s: stop requested; leaving after %d window(s)", spec.name, res.windows_done)
+                break
+            while True:
+                try:
+                    docs, starts = self._fetch_window(client, plan, shaper, win, res.requests, group_by)
+                    break
+                except FatalApiError as exc:
+                    refused = self._refused_dimension(spec, group_by, exc)
+                    if refused is not None:
+                        if refused not in ((known.dropped_group_by if known else None) or []):
+                            log.warning(
+                                "%s %s: the API refused group_by %s (%s); collecting without it",
+                                org.id,
+                                spec.name,
+                                refused,
+                                exc,
+                            )
+                        dropped.append(refused)
+                        group_by = tuple(g for g in group_by if g != refused)
+                        shaper = self._reshape(shaper, spec, target, plan.width, group_by, names)
+                        cp = replace(cp, dropped_group_by=sorted(set(dropped)), dropped_at=self.clock.now())
+                        continue
+                    if first and exc.status_code == 404:
+                        return self._mark_unavailable(org, spec, cp, res, exc)
+                    raise
+            first = False
+            if not dropped and cp.dropped_group_by:
+                cp = replace(cp, dropped_group_by=None, dropped_at=None)  # accepted again
+            self._note_new_fields(org, spec.name, shaper, res)
+            cp = plan.advance(cp, win, self.clock.now())
+            failpoint("window.shaped")
+            replaces = BucketSet(org.id, spec.name, plan.width, shaper.index, frozenset(starts))
+            stats = self.sink.write_window(docs, cp, replaces)
+            failpoint("window.written")
+            res.stats.add(stats)
+            res.windows_done += 1
+            res.position = cp.position
+            self._renew_lease(org.id)
+            log.info(
+                "%s %s %s: %d docs (created %d, updated %d, unchanged %d, superseded %d)",
+                org.id,
+                spec.name,
+                win,
+                len(docs),
+                stats.created,
+                stats.updated,
+                stats.unchanged,
+                stats.deleted,
+            )
+            del docs  # keep one window in memory at a time
+            if self.progress:
+                self.progress(org.id, spec.name, win, stats)
+        res.group_by = group_by
+        res.dropped = sorted(set(dropped))
+        before = sorted((known.dropped_group_by if known else None) or [])
+        if res.dropped != before and (plan.scope == "backfill" or res.windows_done == 0):
+            run_cp = known or Checkpoint(org.id, spec.name, plan.width, "run")
+            at = self.clock.now() if res.dropped else None
+            self.sink.save_checkpoint(replace(run_cp, dropped_group_by=res.dropped or None, dropped_at=at))
+        return cp
+
+    @staticmethod
+    def _reshape(
+        old: Shaper, spec: StreamSpec, target: Target, width: str, group_by: tuple[str, ...], names: Names | None
+    ) -> Shaper:
+        shaper = Shaper(spec, target, width, group_by, names)
+        shaper.new_fields |= old.new_fields
+        shaper.skipped_fields |= old.skipped_fields
+        return shaper
+
+    @staticmethod
+    def _refused_dimension(spec: StreamSpec, group_by: tuple[str, ...], exc: FatalApiError) -> str | None:
+        """The optional dimension a 400 refuses: named in its message and droppable; the last such one."""
+        if exc.status_code != 400:
+            return None
+        message = str(exc)
+        named = [g for g in group_by if spec.optional(g) and re.search(rf"\b{re.escape(g)}\b", message)]
+        if not named:
+            return None
+        order = spec.optional_dims
+        return max(named, key=order.index)  # costs: user_id before api_source (the newest first)
+
+    def _mark_unavailable(
+        self, org: OrgConfig, spec: StreamSpec, cp: Checkpoint, res: StreamResult, exc: FatalApiError
+    ) -> Checkpoint:
+        now = self.clock.now()
+        reason = str(exc)[:500]
+        prev = self.sink.load_checkpoint(cp.org_id, cp.stream, cp.bucket_width, cp.scope)
+        since = prev.unavailable_since if prev is not None and prev.unavailable_since else now
+        if prev is None or not prev.unavailable:
+            log.warning(
+                "%s %s: endpoint unavailable for this organization (%s); trying again in a day",
+                org.id,
+                spec.name,
+                reason,
+            )
+        cp = replace(cp, unavailable=reason, unavailable_since=since, unavailable_checked_at=now, updated_at=now)
+        self.sink.save_checkpoint(cp)
+        res.unavailable = reason
+        return cp
+
+    def _note_new_fields(self, org: OrgConfig, stream: str, shaper: Shaper, res: StreamResult) -> None:
+        """Log each unknown field once per run (WARNING) and list the kept ones on the stream result."""
+        for name in sorted(shaper.new_fields | shaper.skipped_fields):
+            key = (stream, name)
+            with self._renew_lock:
+                if key in self._fields_logged:
+                    continue
+                self._fields_logged.add(key)
+            if name in shaper.new_fields:
+                log.warning("%s %s: new field %s kept as openai.%s.%s", org.id, stream, name, stream, name)
+            else:
+                log.warning("%s %s: new field %r not kept (not a usable field name)", org.id, stream, name)
+        res.new_fields = sorted(shaper.new_fields)
+
     def _stored_run_checkpoint(self, plan: StreamPlan, cp: Checkpoint) -> Checkpoint | None:
         """The scheduled cursor, read only when a finished backfill may move it."""
         if plan.scope != "backfill" or not cp.complete:
@@ -311,16 +476,25 @@ class Collector:
         return self.sink.load_checkpoint(cp.org_id, cp.stream, cp.bucket_width, "run")
 
     def _fetch_window(
-        self, client: OpenAIClient, plan: StreamPlan, shaper: Shaper, win: Window, stats: RequestStats
-    ) -> list[Document]:
-        """The documents of ``win``'s final buckets; two results for the same group in a bucket are an error."""
+        self,
+        client: OpenAIClient,
+        plan: StreamPlan,
+        shaper: Shaper,
+        win: Window,
+        stats: RequestStats,
+        group_by: tuple[str, ...],
+    ) -> tuple[list[Document], list[int]]:
+        """The documents of ``win``'s final buckets and the start of every such bucket the API returned; two
+        results for the same group in a bucket are an error."""
         spec = plan.spec
         docs: dict[str, Document] = {}
-        for page in client.iter_pages(spec, win, plan.width, spec.group_by, stats):
+        starts: list[int] = []
+        for page in client.iter_pages(spec, win, plan.width, group_by, stats):
             for bucket in page["data"]:
                 start, end = bucket["start_time"], bucket["end_time"]
                 if end > plan.edge or start < win.start or end > win.end:
                     continue  # not final or outside what we asked for: never written
+                starts.append(start)
                 for doc in shaper.bucket(start, end, bucket["results"]):
                     if doc.id in docs:
                         raise FatalApiError(
@@ -328,7 +502,7 @@ class Collector:
                             f"(_id {doc.id}); refusing to keep only one"
                         )
                     docs[doc.id] = doc
-        return list(docs.values())
+        return list(docs.values()), starts
 
     def _renew_lease(self, org_id: str) -> None:
         """Extend the lease while working, so a short TTL only matters when a run died."""
@@ -368,6 +542,11 @@ class Collector:
             duration=duration,
             final_edge=edge,
             error=res.error,
+            deleted=res.stats.deleted,
+            new_fields=res.new_fields,
+            dropped_dimensions=res.dropped,
+            group_by=res.group_by if res.windows_done else None,
+            unavailable=res.unavailable,
         )
         try:
             self.sink.record_run(run)

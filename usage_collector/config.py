@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     restatement: dict[str, float] = Field(default_factory=dict)
     initial_lookback: float = 7 * 86400.0
     enrich_names: bool = True
+    #: Costs ``group_by`` (default: project_id, line_item, api_key_id, api_source); add ``user_id`` for costs by
+    #: user where the organization's API allows it (a refused optional dimension is dropped with a warning).
+    costs_group_by: Annotated[list[str] | None, NoDecode] = None
+    #: Snapshot the organization's and projects' spend limits, spend alerts and rate limits every cycle.
+    spend_controls: bool = True
 
     # --- HTTP ---------------------------------------------------------------------------------------
     rate_limit: float = 5.0
@@ -251,6 +256,19 @@ class Settings(BaseSettings):
             raise ValueError("at least one stream is required")
         return list(v)
 
+    @field_validator("costs_group_by", mode="before")
+    @classmethod
+    def _costs_group_by(cls, v: Any) -> list[str] | None:
+        if isinstance(v, str):
+            v = [g.strip() for g in v.split(",") if g.strip()]
+        if v is None:
+            return None
+        allowed = STREAMS["costs"].group_by
+        bad = [g for g in v if g not in allowed]
+        if bad:
+            raise ValueError(f"unknown costs group_by {bad[0]!r}; allowed: {', '.join(allowed)}")
+        return [g for g in allowed if g in v]  # catalogue order
+
     @field_validator("rate_limit")
     @classmethod
     def _rate(cls, v: float) -> float:
@@ -320,6 +338,12 @@ class Settings(BaseSettings):
         return self
 
     # --- derived ------------------------------------------------------------------------------------
+    def group_by_for(self, stream: str) -> tuple[str, ...]:
+        """The ``group_by`` a stream requests (before any dimension the API refused is dropped)."""
+        if stream == "costs" and self.costs_group_by is not None:
+            return tuple(self.costs_group_by)
+        return STREAMS[stream].request_group_by
+
     def width_for(self, stream: str) -> str:
         return self.bucket_width.get(stream, STREAMS[stream].default_width)
 
@@ -476,6 +500,10 @@ SETTING_HELP: dict[str, str] = {
     "`terminationGracePeriodSeconds`)",
     "stale_intervals": "`status --check` and the stale-stream alert rule: a stream is stale when its cursor trails the "
     "last complete bucket by more than this many intervals",
+    "costs_group_by": "costs `group_by` (default `project_id,line_item,api_key_id,api_source`); add `user_id` for "
+    "costs by user where the API allows it (a refused optional dimension is dropped with one warning)",
+    "spend_controls": "snapshot the spend limits, spend alerts and rate limits of the organization and its projects "
+    "into `metrics-openai.limits-*` every cycle",
     "retention_days": "`setup`: delete data this many days after rollover (also `--retention-days`)",
     "lifecycle": "`setup`: `ilm`, `data_stream` (data stream lifecycle, e.g. Serverless) or `auto` (ILM where the "
     "cluster has it)",

@@ -9,18 +9,25 @@ One document per result row (one group combination in one bucket). Layout (see R
     organization.id/name      the organization the Admin key belongs to
     openai.base.*             project_id, user_id, api_key_id, model, num_model_requests, usage_object_type,
                               start_time, end_time, bucket_width (+ project_name, api_key_name, user_email)
-    openai.<stream>.*         the stream's own measures and dimensions, under their API names
+    openai.<stream>.*         the stream's own measures and dimensions, under their API names, and any
+                              numeric result field the catalogue does not know (a measure OpenAI added later),
+                              kept as reported under its own name
     gen_ai.*                  OpenTelemetry GenAI names where they exist
 
 The ``_id`` is a hash of (organization, stream, bucket width, bucket start, group_by set, every dimension
-value) and never of a measure (ref ``delivery-semantics.md`` §2: mutable values must stay out of ``_id``).
+value) and never of a measure (ref ``delivery-semantics.md`` §2: mutable values must stay out of ``_id``). An
+optional dimension (``api_source``) takes part only when it is in the group_by set, so the ``_id`` of a series
+that never requested it is the same as before the dimension existed. When the group_by set of a bucket changes
+(a dimension added or dropped), the bucket's documents get new ``_id`` s: the collector then replaces every
+document of each bucket it re-read (see ``docs/architecture.md``, "Superseded documents").
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -125,6 +132,30 @@ def _canon_default(value: Any) -> Any:
     raise TypeError(f"cannot hash {type(value).__name__}")
 
 
+#: Names an unknown result field may have to be kept (it becomes part of a field path).
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,99}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _numbers(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The numeric leaves of an unknown object, nested as they came (keys that are not field names dropped)."""
+    out: dict[str, Any] = {}
+    for key in sorted(obj):
+        value = obj[key]
+        if _FIELD_NAME.fullmatch(key) is None:
+            continue
+        if isinstance(value, Mapping):
+            value = _numbers(value)
+            if value:
+                out[key] = value
+        elif _is_number(value):
+            out[key] = value
+    return out
+
+
 def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
     node = doc
     *head, leaf = dotted.split(".")
@@ -138,6 +169,9 @@ class Shaper:
 
     Everything that does not depend on the row (field paths, the ``_id`` prefix, data stream names) is
     computed once; timestamps are formatted once per bucket. ``shape()`` is the one-row convenience form.
+
+    A numeric result field the catalogue does not know is kept under ``openai.<stream>.<name>`` (and hashed, so
+    its revisions are written); its name is added to :attr:`new_fields`. Unknown non-numeric fields are ignored.
     """
 
     def __init__(
@@ -159,16 +193,28 @@ class Shaper:
         self._group_key = ",".join(sorted(group_by))
         # dims: (name, goes under openai.base) in the order of the API; id parts sorted by name
         self._dims = [(d, _in_base(spec, d)) for d in spec.group_by]
-        order = sorted(range(len(self._dims)), key=lambda i: self._dims[i][0])
+        grouped = set(group_by)
+        # an optional dimension is part of the identity only when requested (older _ids stay as they were)
+        order = sorted(
+            (i for i, (d, _) in enumerate(self._dims) if d in grouped or not spec.optional(d)),
+            key=lambda i: self._dims[i][0],
+        )
         self._id_dims = [(i, self._dims[i][0] + "=") for i in order]
         self._id_head = self._id_prefix + "\x1f"
         self._id_group = "\x1f" + self._group_key + ("\x1f" if order else "")
         # measures: (api name, location, path, gen_ai leaf)
         self._measures: list[tuple[str, bool, tuple[str, ...], str | None]] = []
         for m in spec.measures:
-            gen = m.gen_ai.rsplit(".", 1)[1] if m.gen_ai else None
+            gen = m.gen_ai.removeprefix("gen_ai.usage.") if m.gen_ai else None  # cache_read.input_tokens
             self._measures.append((m.name, _in_base(spec, m.name), tuple(m.name.split(".")), gen))
         self._attrs = [(a, tuple(a.split("."))) for a in spec.attributes]
+        self._known = frozenset(
+            {"object", *spec.group_by, *(m.name.split(".")[0] for m in spec.measures)}
+            | {a.split(".")[0] for a in spec.attributes}
+        )
+        #: unknown numeric fields seen (kept) and unknown fields that could not be kept (name not a field name)
+        self.new_fields: set[str] = set()
+        self.skipped_fields: set[str] = set()
 
     def bucket(self, start: int, end: int, results: list[Mapping[str, Any]]) -> list[Document]:
         """Documents of one bucket's results."""
@@ -206,12 +252,18 @@ class Shaper:
             else:
                 _set(own, name, value)
             if gen is not None:
-                usage[gen] = value
+                if "." in gen:
+                    _set(usage, gen, value)
+                else:
+                    usage[gen] = value
         for name, path in self._attrs:
             value = (amount.get("currency") if amount else None) if len(path) == 2 else result.get(name)
             if value is not None:
                 hashed[name] = value
                 _set(own, name, value)
+        extra = result.keys() - self._known
+        if extra:
+            self._keep_extra(result, sorted(extra), own, hashed)
         doc: dict[str, Any] = {
             "@timestamp": ts,
             "ecs": _ECS,
@@ -241,6 +293,24 @@ class Shaper:
             + "\x1f".join([name + _dim_text(dim_values[i]) for i, name in self._id_dims])
         )
         return Document(_digest_id(key), self.index, spec.name, start, digest, doc)
+
+    def _keep_extra(
+        self, result: Mapping[str, Any], names: list[str], own: dict[str, Any], hashed: dict[str, Any]
+    ) -> None:
+        for name in names:
+            value = result[name]
+            if isinstance(value, Mapping):
+                value = _numbers(value)  # an object of numbers (``..._details``): its numeric leaves
+                if not value:
+                    continue
+            elif not _is_number(value):
+                continue  # organization_id and other unknown text: not a measure
+            if _FIELD_NAME.fullmatch(name) is None:
+                self.skipped_fields.add(name)
+                continue
+            own[name] = value
+            hashed[name] = value
+            self.new_fields.add(name)
 
 
 _ECS = {"version": ECS_VERSION}  # shared, never mutated
@@ -315,11 +385,20 @@ def run_document(
     duration: float,
     final_edge: int,
     error: str | None,
+    deleted: int = 0,
+    new_fields: Sequence[str] = (),
+    dropped_dimensions: Sequence[str] = (),
+    group_by: Sequence[str] | None = None,
+    unavailable: str | None = None,
 ) -> dict[str, Any]:
     """The run document of one stream in one cycle or backfill (``event.dataset`` :data:`RUNS_DATASET`).
 
     ``usage-collector status`` and the Collector health dashboard read it; its mapping is
     ``usage_collector.elastic.objects`` ``runs_fields``.
+
+    ``new_fields`` counts the unknown numeric result fields kept in this run (``new_field_names`` names them);
+    ``dropped_dimensions`` lists the optional dimensions the API refused for this stream; ``unavailable`` is the
+    reason the endpoint is unavailable to the organization (404), when it is (the outcome is then ``unknown``).
     """
     run: dict[str, Any] = {
         "@timestamp": iso(started_at),
@@ -339,12 +418,23 @@ def run_document(
             "windows": windows,
             "requests": requests,
             "retries": retries,
-            "documents": {"created": created, "updated": updated, "unchanged": unchanged},
+            "documents": {"created": created, "updated": updated, "unchanged": unchanged, "deleted": deleted},
             "position": iso(position) if position is not None else None,
             "lag_seconds": int(finished_at - position) if position is not None else None,
             "final_edge": iso(final_edge),
+            "new_fields": len(new_fields),
         },
     }
+    uc = run["usage_collector"]
+    if new_fields:
+        uc["new_field_names"] = sorted(new_fields)
+    if dropped_dimensions:
+        uc["dropped_dimensions"] = sorted(dropped_dimensions)
+    if group_by is not None:
+        uc["group_by"] = list(group_by)
+    if unavailable is not None:
+        uc["unavailable"] = unavailable
+        run["event"]["outcome"] = "unknown"
     if error is not None:
         run["error"] = {"message": error}
     return run

@@ -2,7 +2,8 @@
 
 Tolerant by design (ref ``openai-usage-api.md`` §4.6, §4.7, §4.12):
 
-* unknown fields are ignored, never an error;
+* unknown fields are never an error, and they are kept as they came (``extra="allow"``): the shaper keeps the
+  numeric ones (a measure OpenAI added after this catalogue) and ignores the rest;
 * integer measures may arrive as numeric strings (``"12"``) and are coerced;
 * ``amount.value`` may be a JSON number or a numeric string; it is kept as :class:`~decimal.Decimal`.
   Costs pages are decoded with ``json.loads(parse_float=Decimal)`` so a JSON number keeps every digit;
@@ -18,7 +19,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from .catalogue import StreamSpec
@@ -72,6 +73,7 @@ def _build_adapter(stream: str, spec: StreamSpec) -> TypeAdapter[Any]:
     make: Any = TypedDict
     list_of: Any = list
     result_td = make(f"{stream}_result", _result_fields(spec), total=False)
+    result_td.__pydantic_config__ = ConfigDict(extra="allow")  # unknown fields kept, see the module docstring
     bucket_td = make(f"{stream}_bucket", {"start_time": int, "end_time": int, "results": list_of[result_td]})
     page_td = make(
         f"{stream}_page", {"data": list_of[bucket_td], "has_more": bool, "next_page": str | None}, total=False
@@ -87,7 +89,8 @@ def parse_page(spec: StreamSpec, body: bytes) -> Page:
         body: the raw response body.
 
     Returns:
-        The page; each bucket's ``results`` holds only the fields the catalogue knows, coerced.
+        The page; each bucket's ``results`` holds the fields the catalogue knows, coerced, and any unknown ones
+        as they came (numbers, strings, objects).
 
     Raises:
         RetriableApiError: the body is not valid JSON (a truncated or HTML error body).

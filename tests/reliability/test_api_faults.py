@@ -7,7 +7,7 @@ and the stopping ones; as a subprocess where the exit status and the stderr line
 Request numbering is deterministic: concurrency 1, no name enrichment, one request per window, windows in
 this order (8 days): completions 1-2, embeddings 3-4, moderations 5-6, images 7-8, audio_speeches 9-10,
 audio_transcriptions 11-12, vector_stores 13, code_interpreter_sessions 14-15, file_search_calls 16-17,
-web_search_calls 18-19, costs 20. A retry takes the next number.
+web_search_calls 18-19, costs 20, decisions 21-22. A retry takes the next number.
 """
 
 from __future__ import annotations
@@ -168,6 +168,7 @@ STOPPING = [
             "file_search_calls",
             "web_search_calls",
             "costs",
+            "decisions",
         },
         "Admin key",
     ),
@@ -233,7 +234,7 @@ def test_a_repeated_cursor_is_named_as_such(org, tmp_path):
 
 # --- as a subprocess: exit status 1, one stderr line per failed stream naming it and the reason ------------------
 SUBPROCESS = [
-    ("401 in the middle (key revoked)", FaultPlan(unauthorized_from=9), 7, "Admin key"),
+    ("401 in the middle (key revoked)", FaultPlan(unauthorized_from=9), 8, "Admin key"),
     (
         "has_more without next_page",
         FaultPlan(schedule={2: K.HAS_MORE_NO_CURSOR}),

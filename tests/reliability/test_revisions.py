@@ -8,7 +8,8 @@
   provisional for a day) and moves a day between runs, then reaches real time. The restatement window
   covers the lag, so the sink converges to the final truth; the first run's sink provably did not equal it.
   (The API's clock stays on UTC midnights: a lagging API's *partial* day would show a gauge sample that the
-  final day no longer has, see ``test_a_group_that_vanishes_from_a_revised_bucket_is_removed``.)
+  final day no longer has: handled by replacing re-read buckets in full, see
+  ``test_a_group_that_vanishes_from_a_revised_bucket_is_removed``.)
 * **costs, daily**: the Costs API revises a UTC day for 2 days after it ends (the simulator's default). Runs
   every 6 hours with the default costs restatement (3 days) end exactly at the truth; the allowed minimum
   of 2 days does not (a documented boundary, see ``docs/reliability.md``).
@@ -121,14 +122,12 @@ def test_the_minimum_costs_restatement_misses_the_last_revision(costs_org, tmp_p
         assert_sink_equals_truth(sink, costs_org, ["costs"], costs_org.start, costs_org.end)
 
 
-@pytest.mark.xfail(strict=True, reason="limitation: documents of groups that vanish from a re-read bucket stay")
 def test_a_group_that_vanishes_from_a_revised_bucket_is_removed(tmp_path):
-    """Restatement upserts what a re-read bucket holds, but never removes a document whose group the bucket no
-    longer reports. Counters only grow, so their groups never vanish; the ``vector_stores`` gauge can: when
-    the API lags behind the finalization grace it serves the day in progress with a sample taken "now", and
-    a vector store deleted later that day is gone from the final day. The stale document stays (here: the
-    API's clock 12 hours behind the collector's for the first run). Not counted in the matrix; see
-    docs/reliability.md."""
+    """A re-read bucket replaces its stored documents in full. Counters only grow, so their groups never vanish;
+    the ``vector_stores`` gauge can: when the API lags behind the finalization grace it serves the day in
+    progress with a sample taken "now", and a vector store deleted later that day is gone from the final day
+    (here: the API's clock 12 hours behind the collector's for the first run). The second run re-reads the day,
+    and the document of the vanished group is deleted (superseded), so the sink equals the final truth."""
     org = Organization(seed=505, start=TODAY - 4 * DAY, days=3)
     clock = FakeClock(org.end + DAY)
     box = {"lag": 0.0}

@@ -85,7 +85,7 @@ def call(api: SimulatedAPI) -> Callable[..., Reply]:
 
 def _strip_extras(result: dict[str, Any]) -> dict[str, Any]:
     """An API result in truth form: no unknown fields, money and quantities as Decimal."""
-    r = {k: v for k, v in result.items() if k not in ("organization_id", "api_source")}
+    r = {k: v for k, v in result.items() if k not in ("organization_id", "output_reasoning_tokens")}
     if "amount" in r:
         r["amount"] = {"value": Decimal(str(r["amount"]["value"])), "currency": r["amount"]["currency"]}
         if r["quantity"] is not None:

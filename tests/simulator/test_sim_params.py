@@ -140,7 +140,7 @@ def test_group_by_encodings_are_equivalent(call, org, encoding, stream, values):
         ("file_search_calls", "model"),
         ("web_search_calls", "vector_store_id"),
         ("costs", "model"),
-        ("costs", "user_id"),
+        ("embeddings", "api_source"),
     ],
     ids=lambda v: str(v),
 )

@@ -30,7 +30,9 @@ Why these choices:
   means the templates are older than the collector. Strict rejects that document with an error naming the
   field (``strict_dynamic_mapping_exception``), where ``dynamic: false`` would silently keep it unsearchable.
   ``tests/test_es_objects.py`` checks that every field :func:`usage_collector.documents.shape` can produce is
-  mapped.
+  mapped. The one exception is each stream's own object ``openai.<stream>``, which is ``dynamic: true``: a
+  numeric result field OpenAI added after the catalogue is kept there under its own name, and the dynamic
+  templates map it ``long`` (a whole number) or ``double`` (a fraction), never ``float``.
 * **Priority 200**: the built-in ``logs``/``metrics`` templates (patterns ``logs-*-*``/``metrics-*-*``) have
   priority 100, and a higher priority wins, so our mappings (not the built-in dynamic ones) apply. 200 is also
   what Fleet integrations use: Elasticsearch refuses a template whose patterns overlap another's at the same
@@ -52,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..catalogue import STREAMS, Measure
 from ..documents import RUNS_DATASET, Target
+from ..limits import LIMITS_STREAM, RATE_LIMIT_FIELDS
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -176,7 +179,54 @@ def document_fields() -> dict[str, dict[str, Any]]:
             fields.setdefault(spec.field_name(attr), _KW)
     fields["gen_ai.request.model"] = _KW
     fields["gen_ai.provider.name"] = _KW
+    fields.update(limits_fields())
     return dict(sorted(fields.items()))
+
+
+def limits_fields() -> dict[str, dict[str, Any]]:
+    """The fields of spend-control snapshots (``metrics-openai.limits-*``, :mod:`usage_collector.limits`)."""
+    lim = f"openai.{LIMITS_STREAM}"
+    fields: dict[str, dict[str, Any]] = {
+        f"{lim}.{name}": _KW
+        for name in (
+            "object",
+            "kind",
+            "scope",
+            "id",
+            "currency",
+            "interval",
+            "model",
+            "enforcement_status",
+            "notification_channel.type",
+            "notification_channel.recipients",
+            "notification_channel.subject_prefix",
+        )
+    }
+    fields[f"{lim}.threshold_amount"] = {
+        "type": "scaled_float",
+        "scaling_factor": 1000000,
+        "meta": {"metric_type": "gauge", "unit": f"currency in {lim}.currency"},
+    }
+    for name in RATE_LIMIT_FIELDS:
+        fields[f"{lim}.{name}"] = {"type": "long", "meta": {"metric_type": "gauge"}}
+    return fields
+
+
+#: Unknown numeric result fields under ``openai.<stream>`` (dynamic there): whole numbers ``long``, fractions
+#: ``double`` (``match_mapping_type`` ``long``/``double`` is how Elasticsearch sees JSON numbers).
+DYNAMIC_TEMPLATES: list[dict[str, Any]] = [
+    {"openai_new_whole_numbers": {"path_match": "openai.*", "match_mapping_type": "long", "mapping": _LONG}},
+    {"openai_new_fractions": {"path_match": "openai.*", "match_mapping_type": "double", "mapping": {"type": "double"}}},
+]
+
+
+def document_mappings() -> dict[str, Any]:
+    """The ``mappings`` of the shared component template: strict, except each stream's own object."""
+    props = nest(document_fields())
+    for stream in (*STREAMS, LIMITS_STREAM):
+        node = props["openai"]["properties"].setdefault(stream, {"properties": {}})
+        node["dynamic"] = True
+    return {"dynamic": "strict", "dynamic_templates": DYNAMIC_TEMPLATES, "properties": props}
 
 
 def runs_fields() -> dict[str, dict[str, Any]]:
@@ -206,8 +256,12 @@ def runs_fields() -> dict[str, dict[str, Any]]:
         "documents.created",
         "documents.updated",
         "documents.unchanged",
+        "documents.deleted",
+        "new_fields",
     ):
         fields[f"{uc}.{name}"] = _LONG
+    for name in ("new_field_names", "dropped_dimensions", "group_by", "unavailable"):
+        fields[f"{uc}.{name}"] = _KW
     return fields
 
 
@@ -231,6 +285,11 @@ def _state_fields() -> dict[str, dict[str, Any]]:
         "last_error": {"type": "text"},
         "expires_at": seconds,
         "acquired_at": seconds,
+        "dropped_group_by": _KW,
+        "dropped_at": seconds,
+        "unavailable": {"type": "text"},
+        "unavailable_since": seconds,
+        "unavailable_checked_at": seconds,
     }
 
 
@@ -298,7 +357,7 @@ def component_templates(
         }
     return {
         MAPPINGS_COMPONENT: {
-            "template": {"mappings": {"dynamic": "strict", "properties": nest(document_fields())}},
+            "template": {"mappings": document_mappings()},
             "_meta": _meta("fields of every OpenAI usage and costs stream (generated from the catalogue)"),
         },
         SETTINGS_COMPONENT: {
@@ -311,7 +370,7 @@ def component_templates(
 def index_templates(settings: Settings) -> dict[str, dict[str, Any]]:
     """Index template bodies by name: one per catalogue stream, plus the run documents'."""
     out: dict[str, dict[str, Any]] = {}
-    for stream in STREAMS:
+    for stream in (*STREAMS, LIMITS_STREAM):
         dataset = f"openai.{stream}"
         out[index_template_name(settings, stream)] = {
             "index_patterns": [f"{settings.data_stream_type}-{dataset}-*"],
@@ -328,7 +387,11 @@ def index_templates(settings: Settings) -> dict[str, dict[str, Any]]:
                     )
                 }
             },
-            "_meta": _meta(f"OpenAI {stream} usage (usage-collector)"),
+            "_meta": _meta(
+                "OpenAI spend limits, spend alerts and rate limits (usage-collector)"
+                if stream == LIMITS_STREAM
+                else f"OpenAI {stream} usage (usage-collector)"
+            ),
         }
     out[f"usage-collector-logs-{RUNS_DATASET}"] = {
         "index_patterns": [f"logs-{RUNS_DATASET}-*"],
@@ -393,6 +456,8 @@ def render_fields_md() -> str:
         for m in spec.measures:
             if m.gen_ai:
                 origin.setdefault(m.gen_ai, []).append(spec.name)
+    for name in limits_fields():
+        origin.setdefault(name, []).append(LIMITS_STREAM)
     lines = [
         "# Fields",
         "",
@@ -402,6 +467,15 @@ def render_fields_md() -> str:
         "Every usage data stream (`<type>-openai.<stream>-<namespace>`) maps **all** of these fields, whichever",
         "stream it holds, so dashboards over `metrics-openai.*` never meet an unmapped field. Mappings are",
         "`dynamic: strict`. *Streams* lists the streams whose documents fill the field (blank: all).",
+        "",
+        "**New fields.** Each stream's own object `openai.<stream>` is `dynamic: true`: a numeric field OpenAI adds",
+        "to its results after this list was written is kept under `openai.<stream>.<api name>`, exactly as",
+        "reported, and mapped by a dynamic template (whole numbers `long`, fractions `double`). The collector logs",
+        "`new field ... kept` once per field per run and counts it in the run document (`usage_collector.new_fields`).",
+        "",
+        "**Spend controls** (`<type>-openai.limits-<namespace>`): one document per spend limit, spend alert and",
+        "rate limit of the organization and each project, per UTC day and whenever it changes;",
+        "`threshold_amount` is in dollars (OpenAI reports cents).",
         "",
         "| Field | Type | Streams |",
         "|---|---|---|",

@@ -10,7 +10,9 @@ query, ``seq_no_primary_term``, ``_source`` limited to ``event.hash``), then in 
   ``if_seq_no``/``if_primary_term`` (the only overwrite a backing index allows);
 * a known ``_id`` with the same hash is skipped;
 * copies of one ``_id`` in several backing indices (another tool, an old rollover) are reduced to one:
-  the copy with the current hash, else the newest, is kept and the others are deleted (``if_seq_no`` too).
+  the copy with the current hash, else the newest, is kept and the others are deleted (``if_seq_no`` too);
+* with ``replaces`` (the buckets the window re-read), every stored document of those buckets that the window
+  does not hold is deleted (found with a scroll over organization, dataset, width and ``@timestamp``).
 
 Item 429s are resent by the bulk helper with exponential backoff. A 409 (someone wrote between lookup and
 write) is resolved by reading that document in real time and planning again, at most ``conflict_passes``
@@ -44,7 +46,8 @@ from ..catalogue import STREAMS
 from ..clock import iso
 from ..documents import Document
 from ..errors import LeaseHeldError, SinkError
-from ..sinks.base import Checkpoint, Lease, WriteStats, checkpoint_key
+from ..limits import LIMITS_STREAM
+from ..sinks.base import BucketSet, Checkpoint, Lease, WriteStats, checkpoint_key
 from .connection import ServerInfo, _reason, connect, describe, field_of, guard, sink_error
 from .objects import MANAGED_BY, data_stream_name, index_patterns, runs_data_stream, state_index
 from .setup import setup
@@ -227,8 +230,11 @@ class ElasticsearchSink:
             ) from None
 
     # --- documents ------------------------------------------------------------------------------------
-    def write_window(self, docs: Sequence[Document], checkpoint: Checkpoint | None) -> WriteStats:
-        """Write one window idempotently, then store ``checkpoint``.
+    def write_window(
+        self, docs: Sequence[Document], checkpoint: Checkpoint | None, replaces: BucketSet | None = None
+    ) -> WriteStats:
+        """Write one window idempotently, then store ``checkpoint``; with ``replaces``, delete what those buckets
+        no longer hold.
 
         Raises:
             SinkError: some document was not acknowledged; ``errors`` has one entry per document
@@ -243,14 +249,16 @@ class ElasticsearchSink:
         rejected_before = transport.rejected_items() if hasattr(transport, "rejected_items") else 0
         replanned = 0
         pending: dict[str, str | None] = dict.fromkeys(by_id)  # _id -> backing index known to hold it
+        deletes = self._superseded(es, replaces, by_id) if replaces is not None else []
         for attempt in range(self.conflict_passes + 1):
-            if not pending:
+            if not pending and not deletes:
                 break
             if attempt:
                 replanned += len(pending)
             batch = [by_id[i] for i in pending]
-            existing = self._lookup(es, batch, {i: ix for i, ix in pending.items() if ix})
-            pending = self._bulk(es, self._plan(batch, existing, outcome), outcome, failures)
+            existing = self._lookup(es, batch, {i: ix for i, ix in pending.items() if ix}) if batch else {}
+            pending = self._bulk(es, [*deletes, *self._plan(batch, existing, outcome)], outcome, failures)
+            deletes = []
         for doc_id, index in pending.items():
             failures.append(
                 {
@@ -267,7 +275,7 @@ class ElasticsearchSink:
             raise SinkError(self._failure_message(failures, len(by_id)), failures)
         if checkpoint is not None:
             self.save_checkpoint(checkpoint)
-        stats = WriteStats(retried=replanned)
+        stats = WriteStats(retried=replanned, deleted=sum(1 for r in outcome.values() if r == "deleted"))
         if hasattr(transport, "rejected_items"):
             stats.retried += transport.rejected_items() - rejected_before
         for doc_id, result in outcome.items():
@@ -277,7 +285,7 @@ class ElasticsearchSink:
             elif result == "updated":
                 stats.updated += 1
                 stats.ids_updated.append(doc_id)
-            else:
+            elif result != "deleted":
                 stats.unchanged += 1
         return stats
 
@@ -320,6 +328,48 @@ class ElasticsearchSink:
                 if d.get("found"):
                     found.setdefault(d["_id"], []).append(self._hit(d))
         return found
+
+    def _superseded(self, es: Elasticsearch, replaces: BucketSet, keep: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Delete actions for the stored documents of ``replaces`` whose ``_id`` is not in ``keep``."""
+        from elasticsearch import ApiError, TransportError
+        from elasticsearch.helpers import ScanError, scan
+
+        if not replaces.starts:
+            return []
+        query = {
+            "bool": {
+                "filter": [
+                    {"term": {"organization.id": replaces.org_id}},
+                    {"term": {"event.dataset": f"openai.{replaces.stream}"}},
+                    {"term": {"openai.base.bucket_width": replaces.bucket_width}},
+                    {"terms": {"@timestamp": [iso(t) for t in sorted(replaces.starts)]}},
+                ]
+            }
+        }
+        actions: list[dict[str, Any]] = []
+        try:
+            for h in scan(
+                es,
+                index=replaces.index,
+                query={"query": query, "_source": False},
+                size=1000,
+                seq_no_primary_term=True,
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            ):
+                if h["_id"] not in keep:
+                    actions.append(
+                        {
+                            "_op_type": "delete",
+                            "_index": h["_index"],
+                            "_id": h["_id"],
+                            "if_seq_no": h["_seq_no"],
+                            "if_primary_term": h["_primary_term"],
+                        }
+                    )
+        except (ApiError, TransportError, ScanError) as exc:
+            raise sink_error(exc, f"{self.description}: look up superseded documents of {replaces.index}") from None
+        return actions
 
     @staticmethod
     def _hit(h: Mapping[str, Any]) -> _Hit:
@@ -389,7 +439,9 @@ class ElasticsearchSink:
             for ok, item in results:
                 op, info = next(iter(item.items()))
                 doc_id, status = str(info.get("_id")), int(info.get("status", 500))
-                if op == "delete" and (ok or status == 404):
+                if op == "delete" and (ok or status in (404, 409)):
+                    if ok and doc_id not in outcome:
+                        outcome[doc_id] = "deleted"  # a superseded document (a duplicate copy keeps its outcome)
                     continue
                 if ok and info.get("failure_store") == "used":
                     # Acknowledged, but into the data stream's failure store (8.19/9.1+, when enabled): the
@@ -454,7 +506,7 @@ class ElasticsearchSink:
         from elasticsearch.helpers import ScanError, scan
 
         es = self._client()
-        streams = [stream] if stream is not None else list(STREAMS)
+        streams = [stream] if stream is not None else [*STREAMS, LIMITS_STREAM]
         for name in streams:
             ds = data_stream_name(self.settings, name)
             body = self._call(

@@ -41,7 +41,21 @@ QueryInput = str | Iterable[tuple[str, str]]
 HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]]
 
 _ARRAY_SUFFIX = re.compile(r"\[\d*\]$")
-_PROJECT_SUB = re.compile(r"^/v1/organization/projects/([^/]+)(?:/(api_keys|service_accounts|users))?$")
+_PROJECT_SUB = re.compile(
+    r"^/v1/organization/projects/([^/]+)(?:/(api_keys|service_accounts|users|spend_limit|spend_alerts|rate_limits))?$"
+)
+#: A numeric result field no documentation names (``undocumented_fields=True``), per stream: what a collector
+#: must keep as reported when OpenAI adds a measure without notice.
+UNDOCUMENTED_FIELDS = {"completions": "output_reasoning_tokens", "decisions": "output_reasoning_tokens"}
+
+
+def undocumented_value(stream: str, result: Mapping[str, Any]) -> int | None:
+    """The value of the undocumented field on a result (the ground truth of ``undocumented_fields``)."""
+    if stream not in UNDOCUMENTED_FIELDS or result.get("output_text_tokens") is None:
+        return None
+    return int(result["output_text_tokens"]) * 2 // 5
+
+
 _HTML_502 = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
     b"</center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
@@ -193,6 +207,9 @@ class SimulatedAPI:
         faults: FaultPlan | None = None,
         sleep: Callable[[float], None] = time.sleep,
         extra_fields: bool = True,
+        undocumented_fields: bool = False,
+        missing_endpoints: Iterable[str] = (),
+        refuse_group_by: Mapping[str, str] | None = None,
     ) -> None:
         """Create the handler.
 
@@ -204,7 +221,13 @@ class SimulatedAPI:
             costs_revision_horizon: seconds after a UTC day ends until its costs are final (0 = immediately).
             faults: fault injection plan (``None``: no faults).
             sleep: called for ``latency`` faults (tests pass a recorder so they never sleep).
-            extra_fields: add unknown fields to results (``organization_id``, costs ``api_source``; ref §4.7).
+            extra_fields: add unknown text fields to results (``organization_id``; ref §4.7).
+            undocumented_fields: add a numeric field no documentation names (:data:`UNDOCUMENTED_FIELDS`,
+                value :func:`undocumented_value`).
+            missing_endpoints: stream names (``decisions``) or paths that answer 404 for this organization
+                (ref-11: "an organization without the feature may answer 404").
+            refuse_group_by: stream name -> a ``group_by`` value it answers 400 for, naming it (an organization
+                whose API does not accept a newer dimension).
         """
         self.org = org
         self.admin_key = admin_key
@@ -214,6 +237,9 @@ class SimulatedAPI:
         self.faults = faults
         self.sleep = sleep
         self.extra_fields = extra_fields
+        self.undocumented_fields = undocumented_fields
+        self.missing_endpoints = frozenset(missing_endpoints)
+        self.refuse_group_by = dict(refuse_group_by or {})
         self.counters = RequestCounters()
 
     # -- entry point ---------------------------------------------------------------------------------------------
@@ -274,6 +300,8 @@ class SimulatedAPI:
             sdef = STREAMS_BY_PATH.get(path)
             if method != "GET":
                 raise ApiError(404, f"Invalid URL ({method} {path})")
+            if path in self.missing_endpoints or (sdef is not None and sdef.name in self.missing_endpoints):
+                raise ApiError(404, f"Invalid URL (GET {path})")
             if sdef is not None:
                 return 200, [], self._page(sdef, q, int(now), fault)
             return 200, [], self._admin(path, q)
@@ -407,6 +435,21 @@ class SimulatedAPI:
                 raise ApiError(
                     400, f"Invalid value for 'group_by': {g!r} is not one of {allowed}.", "group_by", "invalid_value"
                 )
+            if self.refuse_group_by.get(sdef.name) == g:
+                raise ApiError(
+                    400, f"group_by value '{g}' is not supported for this organization.", "group_by", "invalid_value"
+                )
+        if sdef.kind == "costs" and "user_id" in gb and ("project_id" in gb or q.many("project_ids")):
+            # ref-11 "Costs" (SDK 3.57 usage_costs_params.py): "Support for combining user_id with project_id
+            # grouping or the project_ids filter depends on the organization ... Unsupported combinations return
+            # HTTP 400." Modelled as unsupported.
+            raise ApiError(
+                400,
+                "Grouping costs by 'user_id' together with 'project_id' (group_by or project_ids) is not supported "
+                "for this organization and time range.",
+                "group_by",
+                "invalid_value",
+            )
         filters: dict[str, frozenset[Any]] = {}
         for f in sdef.filters:  # ref §1.2 filters, in any of the three array encodings (§1.4)
             if f.kind == "bool":
@@ -474,15 +517,20 @@ class SimulatedAPI:
                 qty: Decimal | None = r["quantity"]
                 if qty is not None:
                     r["quantity"] = int(qty) if qty == qty.to_integral_value() else float(qty)
-                if self.extra_fields:  # ref §4.7: MOZ reads organization_id; async-openai lists api_source
+                if self.extra_fields:  # ref §4.7: MOZ reads organization_id
                     r["organization_id"] = self.org.id
-                    r["api_source"] = "platform"
                 out.append(r)
             return out
         if self.extra_fields:  # ref §4.7: accept and ignore unknown keys
             org_id = self.org.id
             for r in results:
                 r["organization_id"] = org_id
+        extra = UNDOCUMENTED_FIELDS.get(sdef.name) if self.undocumented_fields else None
+        if extra is not None:
+            for r in results:
+                reasoning = undocumented_value(sdef.name, r)
+                if reasoning is not None:
+                    r[extra] = reasoning
         return results
 
     # -- admin lists ---------------------------------------------------------------------------------------------
@@ -542,6 +590,10 @@ class SimulatedAPI:
 
     def _admin(self, path: str, q: _Query) -> bytes:
         org = self.org
+        if path == "/v1/organization/spend_limit":
+            return orjson.dumps(org.spend_limit())
+        if path == "/v1/organization/spend_alerts":
+            return self._list(org.spend_alerts(), q)
         if path == "/v1/organization/projects":
             inc = q.one("include_archived")
             include = _bool(inc, "include_archived") if inc else False  # ref §3/§4.17: archived hidden by default
@@ -579,6 +631,15 @@ class SimulatedAPI:
         sub = m.group(2)
         if sub is None:
             return orjson.dumps(project.to_api())
+        if sub == "spend_limit":
+            limit = org.spend_limit(project.id)
+            if limit is None:
+                raise ApiError(404, f"No spend limit configured for project '{project.id}'.", code="not_found")
+            return orjson.dumps(limit)
+        if sub == "spend_alerts":
+            return self._list(org.spend_alerts(project.id), q)
+        if sub == "rate_limits":
+            return self._list(org.rate_limits(project.id), q)
         if sub == "api_keys":
             access = q.one("owner_project_access")
             if access not in (None, "active", "inactive", "any"):
@@ -612,7 +673,9 @@ __all__ = [
     "DEFAULT_ADMIN_KEY",
     "DEFAULT_COSTS_REVISION_HORIZON",
     "DEFAULT_REVISION_HORIZON",
+    "UNDOCUMENTED_FIELDS",
     "ApiError",
     "RequestCounters",
     "SimulatedAPI",
+    "undocumented_value",
 ]

@@ -184,44 +184,56 @@ _VECTOR_STORES = (
     ("tickets", "resolved tickets", "rag"),
 )
 
+#: ``api_source`` values (ref-11): attributed Agents API activity, and everything else.
+AGENTS, UNL = "agents_api", "unlabeled"
 GPT4O = "gpt-4o-2024-08-06"
+AUDIO = "gpt-4o-audio-preview-2024-12-17"
 MINI = "gpt-4o-mini-2024-07-18"
 O3M = "o3-mini-2025-01-31"
 
 # Series tables: (key slug, extra dims, profile, shape). The key fixes project and user.
 _COMPLETIONS: tuple[tuple[str, dict[str, Any], Profile, int], ...] = (
-    ("ada-dev", {"model": GPT4O, "batch": False, "service_tier": "default"},
-     Profile(40, tz=1, size=1800, out=350, cached=0.35, cache_write=0.05), 2),
-    ("ada-dev", {"model": MINI, "batch": True, "service_tier": "default"},
-     Profile(3, diurnal=0.2, weekend=1.0, size=1200, out=200, spikes=0.15), 2),
-    ("alan-notebook", {"model": O3M, "batch": False, "service_tier": "flex"},
+    ("ada-dev", {"model": GPT4O, "batch": False, "service_tier": "default", "api_source": UNL},
+     Profile(40, tz=1, size=1800, out=350, cached=0.35, cache_write=0.05), 3),
+    ("ada-dev", {"model": MINI, "batch": True, "service_tier": "default", "api_source": UNL},
+     Profile(3, diurnal=0.2, weekend=1.0, size=1200, out=200, spikes=0.15), 3),
+    ("alan-notebook", {"model": O3M, "batch": False, "service_tier": "flex", "api_source": UNL},
      Profile(6, tz=0, size=2500, out=1500, cached=0.2), 2),
-    ("alan-notebook", {"model": "gpt-4.1-2025-04-14", "batch": False, "service_tier": "default"},
-     Profile(4, tz=0, size=3000, out=600, cached=0.25, cache_write=0.08), 2),
-    ("support-prod", {"model": MINI, "batch": False, "service_tier": "default"},
-     Profile(400, tz=-5, diurnal=0.7, weekend=0.5, size=900, out=180, cached=0.55, cache_write=0.03), 2),
-    ("support-prod", {"model": GPT4O, "batch": False, "service_tier": "priority"},
-     Profile(30, tz=-5, size=1500, out=250, cached=0.4), 2),
-    ("support-prod", {"model": MINI, "batch": False, "service_tier": "scale"},
-     Profile(120, tz=-5, diurnal=0.6, size=800, out=150, cached=0.5), 2),
-    ("grace-dev", {"model": "gpt-4o-audio-preview-2024-12-17", "batch": False, "service_tier": "default"},
+    ("alan-notebook", {"model": "gpt-4.1-2025-04-14", "batch": False, "service_tier": "default", "api_source": UNL},
+     Profile(4, tz=0, size=3000, out=600, cached=0.25, cache_write=0.08), 3),
+    ("support-prod", {"model": MINI, "batch": False, "service_tier": "default", "api_source": AGENTS},
+     Profile(400, tz=-5, diurnal=0.7, weekend=0.5, size=900, out=180, cached=0.55, cache_write=0.03), 3),
+    ("support-prod", {"model": GPT4O, "batch": False, "service_tier": "priority", "api_source": UNL},
+     Profile(30, tz=-5, size=1500, out=250, cached=0.4), 3),
+    ("support-prod", {"model": MINI, "batch": False, "service_tier": "scale", "api_source": UNL},
+     Profile(120, tz=-5, diurnal=0.6, size=800, out=150, cached=0.5), 3),
+    ("grace-dev", {"model": AUDIO, "batch": False, "service_tier": "default", "api_source": UNL},
      Profile(5, tz=-5, size=1200, out=400, cached=0.1, audio=0.6, out_audio=0.7), 2),
-    ("rag-indexer", {"model": MINI, "batch": True, "service_tier": "default"},
-     Profile(25, diurnal=0.1, weekend=1.0, size=4000, out=300, spikes=0.2), 2),
-    ("katherine-eval", {"model": O3M, "batch": False, "service_tier": "default"},
-     Profile(8, tz=2, size=2200, out=1800, cached=0.15), 2),
-    ("katherine-eval", {"model": GPT4O, "batch": False, "service_tier": "default"},
-     Profile(6, tz=2, size=2500, out=300, cached=0.2, image=0.35), 2),
-    ("edsger-old", {"model": MINI, "batch": False, "service_tier": "default"},
-     Profile(1.5, tz=1, size=700, out=200), 2),
-    ("studio-web", {"model": GPT4O, "batch": False, "service_tier": "default"},
-     Profile(15, tz=-8, size=1500, out=300, cached=0.2, image=0.5), 2),
-    ("studio-web", {"model": "gpt-image-1", "batch": False, "service_tier": "default"},
-     Profile(4, tz=-8, size=300, out=4000, out_image=0.95, image=0.3), 2),
-    ("legacy-prod", {"model": "gpt-3.5-turbo-0125", "batch": False, "service_tier": "default"},
+    ("rag-indexer", {"model": MINI, "batch": True, "service_tier": "default", "api_source": UNL},
+     Profile(25, diurnal=0.1, weekend=1.0, size=4000, out=300, spikes=0.2), 3),
+    ("katherine-eval", {"model": O3M, "batch": False, "service_tier": "default", "api_source": AGENTS},
+     Profile(8, tz=2, size=2200, out=1800, cached=0.15), 3),
+    ("katherine-eval", {"model": GPT4O, "batch": False, "service_tier": "default", "api_source": UNL},
+     Profile(6, tz=2, size=2500, out=300, cached=0.2, image=0.35), 3),
+    ("edsger-old", {"model": MINI, "batch": False, "service_tier": "default", "api_source": UNL},
+     Profile(1.5, tz=1, size=700, out=200), 3),
+    ("studio-web", {"model": GPT4O, "batch": False, "service_tier": "default", "api_source": AGENTS},
+     Profile(15, tz=-8, size=1500, out=300, cached=0.2, image=0.5), 3),
+    ("studio-web", {"model": "gpt-image-1", "batch": False, "service_tier": "default", "api_source": UNL},
+     Profile(4, tz=-8, size=300, out=4000, out_image=0.95, image=0.3), 3),
+    ("legacy-prod", {"model": "gpt-3.5-turbo-0125", "batch": False, "service_tier": "default", "api_source": UNL},
      Profile(60, tz=-5, diurnal=0.5, size=600, out=150, cached=0.1), 0),
-    ("legacy-prod", {"model": MINI, "batch": False, "service_tier": "default"},
+    ("legacy-prod", {"model": MINI, "batch": False, "service_tier": "default", "api_source": UNL},
      Profile(20, tz=-5, diurnal=0.5, size=700, out=160, cached=0.3), 1),
+)  # fmt: skip
+# Decisions (ref-11 "New endpoint"): measures and dimensions as completions.
+_DECISIONS: tuple[tuple[str, dict[str, Any], Profile, int], ...] = (
+    ("support-prod", {"model": MINI, "batch": False, "service_tier": "default", "api_source": AGENTS},
+     Profile(60, tz=-5, diurnal=0.7, size=500, out=40, cached=0.4, cache_write=0.06, cache_12h=0.5), 3),
+    ("ada-dev", {"model": GPT4O, "batch": False, "service_tier": "default", "api_source": UNL},
+     Profile(5, tz=1, size=900, out=60, cached=0.2, cache_write=0.1), 3),
+    ("rag-indexer", {"model": MINI, "batch": True, "service_tier": "default", "api_source": UNL},
+     Profile(8, diurnal=0.1, weekend=1.0, size=700, out=30), 2),
 )  # fmt: skip
 _EMBEDDINGS = (
     ("rag-indexer", {"model": "text-embedding-3-large"}, Profile(80, diurnal=0.2, weekend=0.9, size=600, spikes=0.2)),
@@ -268,10 +280,13 @@ _FILE_SEARCH = (
     ("katherine-eval", {"vector_store": "tickets"}, Profile(3, tz=2)),
 )  # fmt: skip
 _WEB_SEARCH = (
-    ("support-prod", {"model": MINI, "context_level": "medium"}, Profile(25, tz=-5, per_call=1.3)),
-    ("katherine-eval", {"model": GPT4O, "context_level": "high"}, Profile(4, tz=2, per_call=2.5)),
-    ("ada-dev", {"model": MINI, "context_level": "low"}, Profile(3, tz=1, per_call=1.1)),
-    ("ada-dev", {"model": GPT4O, "context_level": "medium"}, Profile(2, tz=1, per_call=1.8)),
+    ("support-prod", {"model": MINI, "context_level": "medium", "api_source": AGENTS},
+     Profile(25, tz=-5, per_call=1.3)),
+    ("katherine-eval", {"model": GPT4O, "context_level": "high", "api_source": UNL},
+     Profile(4, tz=2, per_call=2.5)),
+    ("ada-dev", {"model": MINI, "context_level": "low", "api_source": UNL}, Profile(3, tz=1, per_call=1.1)),
+    ("ada-dev", {"model": GPT4O, "context_level": "medium", "api_source": AGENTS},
+     Profile(2, tz=1, per_call=1.8)),
 )  # fmt: skip
 _CODE_INTERPRETER = (
     ("default", Profile(3, tz=1)),
@@ -408,12 +423,15 @@ class Organization:
             lst = self.series.setdefault(stream, [])
             order = STREAMS[stream].group_by
             full = {g: dims[g] for g in order}
-            key = hash_key(seed, stream, *(full[g] for g in order))
+            # api_source (added to the API later) is not part of the key: the traffic stays what it was
+            key = hash_key(seed, stream, *(full[g] for g in order if g != "api_source"))
             end_hour = self._project_end_hour[full["project_id"]]
             lst.append(Series(stream, len(lst), full, profile, shape, key, end_hour))
 
         for kslug, extra, prof, shape in _COMPLETIONS:
             add("completions", {**key_dims(kslug), **extra}, prof, shape)
+        for kslug, extra, prof, shape in _DECISIONS:
+            add("decisions", {**key_dims(kslug), **extra}, prof, shape)
         for stream, table in (
             ("embeddings", _EMBEDDINGS),
             ("moderations", _MODERATIONS),
@@ -452,6 +470,81 @@ class Organization:
     def users_of(self, project_id: str) -> list[tuple[User, str]]:
         """Members of a project with their project role."""
         return [(u, role) for u in self.users for p, role in u.projects if p == project_id]
+
+    # -- spend controls (ref-11 "Spend controls"; SDK 3.57 organization_spend_limit.py, ...) ------------------------
+
+    def spend_limit(self, project_id: str | None = None) -> dict[str, Any] | None:
+        """The hard monthly spend limit of the organization or a project (``None``: none configured, a 404)."""
+        if project_id is None:
+            return {
+                "object": "organization.spend_limit",
+                "threshold_amount": 2_500_000,  # cents: $25,000.00
+                "currency": "USD",
+                "interval": "month",
+                "enforcement": {"status": "inactive"},
+            }
+        cents = {"support": 1_200_050, "studio": 75_099}.get(self._slug_of(project_id))
+        if cents is None:
+            return None
+        return {
+            "object": "project.spend_limit",
+            "threshold_amount": cents,
+            "currency": "USD",
+            "interval": "month",
+            "enforcement": {"status": "enforcing" if cents < 100_000 else "inactive"},
+        }
+
+    def spend_alerts(self, project_id: str | None = None) -> list[dict[str, Any]]:
+        """Spend alerts of the organization or a project (notification thresholds, cents)."""
+        owner = self.users[0]
+        if project_id is None:
+            specs: list[tuple[str, int, str | None]] = [("50", 1_250_000, None), ("80", 2_000_000, "[OpenAI]")]
+            kind, scope = "organization.spend_alert", "org"
+        else:
+            slug = self._slug_of(project_id)
+            specs = [("90", 1_080_045, None)] if slug == "support" else []
+            kind, scope = "project.spend_alert", slug
+        out = []
+        for tag, cents, prefix in specs:
+            channel: dict[str, Any] = {"type": "email", "recipients": [owner.email]}
+            if prefix is not None:
+                channel["subject_prefix"] = prefix
+            out.append(
+                {
+                    "object": kind,
+                    "id": ident("spend_alert_", 16, self.seed, "alert", scope, tag),
+                    "threshold_amount": cents,
+                    "currency": "USD",
+                    "interval": "month",
+                    "notification_channel": channel,
+                }
+            )
+        return out
+
+    def rate_limits(self, project_id: str) -> list[dict[str, Any]]:
+        """Per-model rate limits of a project: one per completions model its keys use."""
+        models = sorted({s.dims["model"] for s in self.series["completions"] if s.dims["project_id"] == project_id})
+        out = []
+        for i, model in enumerate(models):
+            r: dict[str, Any] = {
+                "object": "project.rate_limit",
+                "id": ident("rl-", 12, self.seed, "rate", project_id, model),
+                "model": model,
+                "max_requests_per_1_minute": 500 * (i + 1),
+                "max_tokens_per_1_minute": 30_000 * (i + 1),
+            }
+            if "mini" in model:
+                r["batch_1_day_max_input_tokens"] = 2_000_000
+                r["max_requests_per_1_day"] = 10_000
+            if "image" in model:
+                r["max_images_per_1_minute"] = 5
+            if "audio" in model:
+                r["max_audio_megabytes_per_1_minute"] = 25
+            out.append(r)
+        return out
+
+    def _slug_of(self, project_id: str) -> str:
+        return next((slug for slug, pid in self._pid.items() if pid == project_id), "")
 
     # -- truth ---------------------------------------------------------------------------------------------------
 

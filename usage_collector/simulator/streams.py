@@ -1,7 +1,9 @@
 """The simulator's own description of OpenAI's usage and costs endpoints.
 
 This is an independent model of the API (it must not share code with the collector it tests). Every fact cites
-``shared/reference/openai-usage-api.md`` (below: *ref*) or the OpenAPI excerpt next to it (*SPEC*).
+``shared/reference/openai-usage-api.md`` (below: *ref*), the OpenAPI excerpt next to it (*SPEC*), or
+``openai-usage-api-2026-11.md`` (*ref-11*: OpenAI's Python SDK 3.57 types: ``decisions``, ``api_source``, costs
+``user_id`` and ``line_items``, the cache-write retention splits).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ IMAGE_SOURCES = ("image.generation", "image.edit", "image.variation")
 IMAGE_SIZE_FILTER_ENUM = ("256x256", "512x512", "1024x1024", "1792x1792", "1024x1792")
 #: Enum of the ``context_levels`` filter (ref §1.2 web_search_calls).
 CONTEXT_LEVELS = ("low", "medium", "high")
+#: Values of ``api_source`` (ref-11 "New dimension"): attributed Agents API activity, and everything else.
+API_SOURCES = ("agents_api", "unlabeled")
 
 
 @dataclass(frozen=True)
@@ -86,11 +90,14 @@ _K = FilterDef("api_key_ids", "api_key_id")
 _M = FilterDef("models", "model")
 _BASE_DIMS = ("project_id", "user_id", "api_key_id", "model")
 
-#: Completions measures, current SPEC (ref §1.6 table, fields added by ``535f5dc``).
+#: Completions (and decisions) measures: ref §1.6 table, fields added by ``535f5dc``, and the cache-write
+#: retention splits of ref-11.
 COMPLETIONS_MEASURES = (
     "input_tokens",
     "input_cached_tokens",
     "input_cache_write_tokens",
+    "input_cache_write_30m_tokens",
+    "input_cache_write_12h_tokens",
     "input_uncached_tokens",
     "output_tokens",
     "input_text_tokens",
@@ -120,7 +127,14 @@ STREAMS: dict[str, StreamDef] = {
         _usage(
             "completions",
             "organization.usage.completions.result",
-            (*_BASE_DIMS, "batch", "service_tier"),
+            (*_BASE_DIMS, "batch", "service_tier", "api_source"),
+            (_P, _U, _K, _M, FilterDef("batch", "batch", kind="bool")),
+            COMPLETIONS_MEASURES,
+        ),
+        _usage(  # ref-11 "New endpoint": parameters and group_by of completions plus api_source
+            "decisions",
+            "organization.usage.decisions.result",
+            (*_BASE_DIMS, "batch", "service_tier", "api_source"),
             (_P, _U, _K, _M, FilterDef("batch", "batch", kind="bool")),
             COMPLETIONS_MEASURES,
         ),
@@ -191,7 +205,7 @@ STREAMS: dict[str, StreamDef] = {
         _usage(
             "web_search_calls",
             "organization.usage.web_searches.result",
-            (*_BASE_DIMS, "context_level"),
+            (*_BASE_DIMS, "context_level", "api_source"),
             (_P, _U, _K, _M, FilterDef("context_levels", "context_level", enum=CONTEXT_LEVELS)),
             ("num_model_requests", "num_requests"),
         ),
@@ -200,8 +214,9 @@ STREAMS: dict[str, StreamDef] = {
             "/v1/organization/costs",
             "organization.costs.result",
             "costs",
-            ("project_id", "line_item", "api_key_id"),
-            (_P, _K),
+            # ref-11 "Costs": group_by project_id, user_id, line_item, api_key_id, api_source; filter line_items
+            ("project_id", "user_id", "line_item", "api_key_id", "api_source"),
+            (_P, _K, FilterDef("line_items", "line_item")),
             ("amount", "quantity", "quantity_unit"),
         ),
     )

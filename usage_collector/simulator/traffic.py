@@ -44,6 +44,7 @@ class Profile:
         out: mean output tokens per request (completions).
         cached: share of input tokens read from the prompt cache.
         cache_write: share of input tokens written to the cache.
+        cache_12h: share of the cache writes kept for 12 hours (the rest: 30 minutes).
         audio: share of input tokens that are audio.
         image: share of input tokens that are image.
         out_audio: share of output tokens that are audio.
@@ -60,6 +61,7 @@ class Profile:
     out: float = 0.0
     cached: float = 0.0
     cache_write: float = 0.0
+    cache_12h: float = 0.4
     audio: float = 0.0
     image: float = 0.0
     out_audio: float = 0.0
@@ -76,8 +78,9 @@ class Series:
         index: position in the stream's series list.
         dims: value of every ``group_by`` dimension of the stream.
         profile: traffic shape.
-        shape: completions field set: 2 = current SPEC, 1 = SPEC-2025-06 fields, 0 = SPEC-2024-12 fields
-            (ref §1.6, §1.7 older shapes, §4.12). Older series omit newer optional fields (absent, not 0).
+        shape: completions field set: 3 = SDK 3.57 (cache-write retention splits), 2 = SPEC 2026-08, 1 =
+            SPEC-2025-06 fields, 0 = SPEC-2024-12 fields (ref §1.6, §1.7 older shapes, §4.12). Older series omit
+            newer optional fields (absent, not 0).
         key: 64-bit stream key for the deterministic draws.
         end_hour: first hour (relative to the org start) without usage; archived projects stop there.
     """
@@ -116,8 +119,8 @@ def hour_values(s: Series, h: int, start_weekday: int) -> Values | None:
 
     Component layouts per stream:
 
-    * completions: ``(requests, cached_text, cached_audio, cached_image, cache_write, text, audio, image,
-      out_text, out_audio, out_image)``
+    * completions, decisions: ``(requests, cached_text, cached_audio, cached_image, cache_write_30m, text, audio,
+      image, out_text, out_audio, out_image, cache_write_12h)``
     * embeddings, moderations: ``(requests, input_tokens)``
     * images: ``(requests, extra_images)``; ``images = requests + extra_images``
     * audio_speeches: ``(requests, characters)``; audio_transcriptions: ``(requests, seconds)``
@@ -131,7 +134,7 @@ def hour_values(s: Series, h: int, start_weekday: int) -> Values | None:
     base = h * 16
     u1, u2, u3, u4 = (unit(draw(s.key, base + i)) for i in (1, 2, 3, 4))
     st = s.stream
-    if st == "completions":
+    if st in ("completions", "decisions"):
         inp = int(n * p.size * (0.8 + 0.4 * u1)) + n
         out = int(n * p.out * (0.7 + 0.6 * u2)) + 1
         cached = min(inp, int(inp * p.cached * (0.7 + 0.6 * u3)))
@@ -140,7 +143,8 @@ def hour_values(s: Series, h: int, start_weekday: int) -> Values | None:
         ua, ui = int(unc * p.audio), int(unc * p.image)
         ca, ci = int(cached * p.audio), int(cached * p.image)
         oa, oi = int(out * p.out_audio), int(out * p.out_image)
-        return (n, cached - ca - ci, ca, ci, cw, unc - ua - ui, ua, ui, out - oa - oi, oa, oi)
+        cw12 = int(cw * p.cache_12h * unit(draw(s.key, base + 5)))
+        return (n, cached - ca - ci, ca, ci, cw - cw12, unc - ua - ui, ua, ui, out - oa - oi, oa, oi, cw12)
     if st in ("embeddings", "moderations", "audio_speeches", "audio_transcriptions"):
         return (n, max(1, int(n * p.size * (0.75 + 0.5 * u1))))
     if st in ("images", "web_search_calls"):

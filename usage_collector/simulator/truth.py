@@ -9,7 +9,9 @@ Rules modelled (ref = ``shared/reference/openai-usage-api.md``):
 * ``group_by``: one result per combination of the grouped dimensions; the others are ``None`` (ref §1.6, §4.13).
 * Counters add up over time and over groups. Grouped results sum exactly to ungrouped ones (ints; costs are sums of
   per-cell amounts already quantized to 6 decimals).
-* Completions field sets (ref §1.6, §1.7 older shapes, §4.12): a series has shape 2 (current SPEC), 1 (SPEC-2025-06:
+* Completions field sets (ref §1.6, §1.7 older shapes, §4.12): a series has shape 3 (SDK 3.57: the cache-write
+  retention splits ``input_cache_write_30m_tokens``/``input_cache_write_12h_tokens``), 2 (SPEC 2026-08), 1
+  (SPEC-2025-06:
   ``input_cached_tokens``, ``input_audio_tokens``, ``output_audio_tokens`` only) or 0 (SPEC-2024-12: only
   ``input_cached_tokens``). A result carries an optional field only if *every* series contributing to it reports
   that field, so the identities ``input_tokens = cached + cache_write + uncached`` etc. hold whenever the fields are
@@ -67,7 +69,8 @@ class OrgTraffic(Protocol):
     def start_weekday(self) -> int: ...
 
 
-#: Completions optional fields reported by older series shapes (ref §1.7 SPEC-2025-06 / SPEC-2024-12 examples).
+#: Completions optional fields reported by older series shapes (ref §1.7 SPEC-2025-06 / SPEC-2024-12 examples;
+#: shape 2 is SPEC 2026-08, before the cache-write retention splits: "may be absent or null for older responses").
 _SHAPE_FIELDS: dict[int, frozenset[str]] = {
     0: frozenset({"input_tokens", "output_tokens", "input_cached_tokens", "num_model_requests"}),
     1: frozenset(
@@ -108,15 +111,17 @@ def _sort_key(key: Key) -> tuple[tuple[int, str], ...]:
     return tuple((0, "") if v is None else (1, str(v)) for v in key)
 
 
-def derive(stream: str, t: Sequence[int], shape: int = 2) -> dict[str, int]:
+def derive(stream: str, t: Sequence[int], shape: int = 3) -> dict[str, int]:
     """Published measures from summed base components (see :func:`.traffic.hour_values` for layouts)."""
-    if stream == "completions":
-        n, ct, ca, ci, cw, ut, ua, ui, ot, oa, oi = t
-        cached, unc = ct + ca + ci, ut + ua + ui
+    if stream in ("completions", "decisions"):
+        n, ct, ca, ci, cw30, ut, ua, ui, ot, oa, oi, cw12 = t
+        cached, unc, cw = ct + ca + ci, ut + ua + ui, cw30 + cw12
         full = {
             "input_tokens": cached + cw + unc,
             "input_cached_tokens": cached,
             "input_cache_write_tokens": cw,
+            "input_cache_write_30m_tokens": cw30,
+            "input_cache_write_12h_tokens": cw12,
             "input_uncached_tokens": unc,
             "output_tokens": ot + oa + oi,
             "input_text_tokens": ut,
@@ -130,7 +135,10 @@ def derive(stream: str, t: Sequence[int], shape: int = 2) -> dict[str, int]:
             "output_image_tokens": oi,
             "num_model_requests": n,
         }
-        if shape >= 2:
+        if shape >= 3:
+            return full
+        if shape == 2:
+            del full["input_cache_write_30m_tokens"], full["input_cache_write_12h_tokens"]
             return full
         keep = _SHAPE_FIELDS[shape]
         return {k: v for k, v in full.items() if k in keep}
@@ -159,14 +167,16 @@ class _Day:
 
 @dataclass(frozen=True)
 class CostCell:
-    """One costs atom: a (day, line item, project, API key) with its final quantity and amount."""
+    """One costs atom: a (day, line item, project, API key, user, api_source) with its final quantity and amount."""
 
     quantity: Decimal
     amount: Decimal
     unit: str | None
 
 
-CellKey = tuple[str, str | None, str | None]  # (line_item, project_id, api_key_id)
+CellKey = tuple[str, str | None, str | None, str | None, str]  # (line_item, project, api key, user, api_source)
+#: Where each costs dimension sits in a :data:`CellKey`.
+_CELL_POS = {"line_item": 0, "project_id": 1, "api_key_id": 2, "user_id": 3, "api_source": 4}
 
 
 class _CounterData:
@@ -487,15 +497,18 @@ class TruthEngine:
         org = self.org
         acc: dict[CellKey, list[Any]] = {}
 
+        who: tuple[str | None, str] = (None, "unlabeled")  # (user_id, api_source) of the series being billed
+
         def bill(
             li: str, proj: str | None, key: str | None, qty: Decimal | int, price: Decimal, unit: str | None
         ) -> None:
             if not qty:
                 return
             q = Decimal(qty)
-            c = acc.get((li, proj, key))
+            ck = (li, proj, key, *who)
+            c = acc.get(ck)
             if c is None:
-                acc[(li, proj, key)] = [q, q * price, unit]
+                acc[ck] = [q, q * price, unit]
             else:
                 c[0] += q
                 c[1] += q * price
@@ -519,6 +532,7 @@ class TruthEngine:
                     dims = data.series[idx].dims
                     proj, key = dims["project_id"], dims.get("api_key_id")
                     model = dims.get("model")
+                    who = (dims.get("user_id"), dims.get("api_source") or "unlabeled")
                     if stream == "completions":
                         assert isinstance(model, str)
                         if dims["service_tier"] == "scale":
@@ -527,7 +541,8 @@ class TruthEngine:
                         tier = "batch" if dims["batch"] else dims["service_tier"]
                         mult = P.TIER_MULTIPLIER[tier]
                         pr = P.TOKEN_PRICES[model]
-                        _n, ct, ca, ci, cw, ut, ua, ui, ot, oa, oi = t
+                        _n, ct, ca, ci, cw30, ut, ua, ui, ot, oa, oi, cw12 = t
+                        cw = cw30 + cw12  # cache writes of both retention periods are billed as input
                         if pr.audio_input is not None and pr.audio_output is not None:
                             inp, out = ut + ui + cw, ot + oi
                             bill(
@@ -592,6 +607,7 @@ class TruthEngine:
                     else:  # code interpreter sessions are billed per project, no key (usage has no key either)
                         bill(P.CODE_INTERPRETER_LINE_ITEM, proj, None, t[0], P.CODE_INTERPRETER_PRICE_PER_SESSION, None)
             # Vector store storage: GiB-hours, each hour sampled at its last minute (the gauge rule); no API key.
+            who = (None, "unlabeled")
             g = self.gauge()
             day_start = org.start + d * DAY
             for idx, s in enumerate(g.series):
@@ -624,16 +640,21 @@ class TruthEngine:
         org = self.org
         d0 = max(0, (bs - org.start) // DAY)
         d1 = min(org.days, -((org.start - e) // DAY))  # days overlapping [bs, e)
-        pos = {"line_item": 0, "project_id": 1, "api_key_id": 2}
+        pos = _CELL_POS
         fp = filters.get("project_id")
         fk = filters.get("api_key_id")
+        fl = filters.get("line_item")
         acc: dict[Key, list[Any]] = {}
         for d in range(d0, d1):
             num, den = (1, 1) if now is None else revision_factor(now - (org.start + (d + 1) * DAY), horizon, DAY)
             if num == 0:
                 continue
             for ck, cell in self.cost_cells(d).items():
-                if (fp is not None and ck[1] not in fp) or (fk is not None and ck[2] not in fk):
+                if (
+                    (fp is not None and ck[1] not in fp)
+                    or (fk is not None and ck[2] not in fk)
+                    or (fl is not None and ck[0] not in fl)
+                ):
                     continue
                 amount, qty = cell.amount, cell.quantity
                 if num != den:
@@ -660,6 +681,8 @@ class TruthEngine:
                     "line_item": dims.get("line_item"),
                     "project_id": dims.get("project_id"),
                     "api_key_id": dims.get("api_key_id"),
+                    "user_id": dims.get("user_id"),
+                    "api_source": dims.get("api_source"),
                     # ref §1.6 / §4.5: quantity and its unit are meant for group_by=line_item.
                     "quantity": qty if by_line else None,
                     "quantity_unit": unit if by_line else None,

@@ -3,7 +3,9 @@
 Every sink keeps three things in one store, so a deployment needs no extra volume or database:
 
 * **documents**, written idempotently by ``_id``: a new ``_id`` is created, a known ``_id`` whose
-  ``event.hash`` changed is replaced, an unchanged one is skipped;
+  ``event.hash`` changed is replaced, an unchanged one is skipped; with ``replaces``, every stored document of
+  the re-read buckets that the window no longer holds is deleted (a group that vanished, or a bucket now read
+  with another ``group_by`` set);
 * **checkpoints** per (organization, stream, bucket width, scope), which a sink stores only after it
   acknowledged every document of the window (:meth:`Sink.write_window` does both, in that order);
 * a **lease** per organization, so two runs never write the same organization at once.
@@ -37,6 +39,13 @@ class Checkpoint:
         last_success_at: when a window last succeeded.
         last_error: the last error of this stream (cleared on success); never contains a secret.
         last_error_at: when it happened.
+        dropped_group_by: optional dimensions the API refused for this stream (HTTP 400 naming them); they
+            are not requested until ``dropped_at`` is a day old, then tried again.
+        dropped_at: when a dimension was last refused.
+        unavailable: the API's answer when the endpoint does not exist for this organization (HTTP 404); the
+            stream is skipped, not failed, and tried again once ``unavailable_checked_at`` is a day old.
+        unavailable_since: when it was first found unavailable.
+        unavailable_checked_at: when it was last tried.
     """
 
     org_id: str
@@ -51,6 +60,11 @@ class Checkpoint:
     last_success_at: float | None = None
     last_error: str | None = None
     last_error_at: float | None = None
+    dropped_group_by: list[str] | None = None
+    dropped_at: float | None = None
+    unavailable: str | None = None
+    unavailable_since: float | None = None
+    unavailable_checked_at: float | None = None
 
     @property
     def key(self) -> str:
@@ -69,14 +83,34 @@ def checkpoint_key(org_id: str, stream: str, bucket_width: str, scope: str = "ru
     return f"{org_id}/{stream}/{bucket_width}/{scope}"
 
 
+@dataclass(frozen=True)
+class BucketSet:
+    """Buckets a window re-read in full: the API's answer is now the whole truth for each of them.
+
+    Attributes:
+        org_id: organization.
+        stream: catalogue stream name.
+        bucket_width: ``1m``/``1h``/``1d``.
+        index: the data stream the stream's documents are in.
+        starts: ``start_time`` of every bucket the API returned (empty buckets included).
+    """
+
+    org_id: str
+    stream: str
+    bucket_width: str
+    index: str
+    starts: frozenset[int]
+
+
 @dataclass
 class WriteStats:
-    """What a write did, per document."""
+    """What a write did, per document (``deleted``: superseded documents of re-read buckets removed)."""
 
     created: int = 0
     updated: int = 0
     unchanged: int = 0
     retried: int = 0
+    deleted: int = 0
     ids_created: list[str] = field(default_factory=list, repr=False)
     ids_updated: list[str] = field(default_factory=list, repr=False)
 
@@ -85,6 +119,7 @@ class WriteStats:
         self.updated += other.updated
         self.unchanged += other.unchanged
         self.retried += other.retried
+        self.deleted += other.deleted
 
     @property
     def written(self) -> int:
@@ -113,11 +148,14 @@ class Sink(Protocol):
     def close(self) -> None:
         """Flush and release resources."""
 
-    def write_window(self, docs: Sequence[Document], checkpoint: Checkpoint | None) -> WriteStats:
+    def write_window(
+        self, docs: Sequence[Document], checkpoint: Checkpoint | None, replaces: BucketSet | None = None
+    ) -> WriteStats:
         """Write one window's documents idempotently, then store ``checkpoint``.
 
         ``checkpoint`` is stored only if every document was acknowledged; a sink that can, does both
-        in one transaction.
+        in one transaction. With ``replaces``, stored documents of those buckets (same organization, stream and
+        width) whose ``_id`` is not in ``docs`` are deleted first, in the same write.
 
         Raises:
             SinkError: some document was not acknowledged; ``errors`` names each one (``_id``, reason).

@@ -9,7 +9,9 @@ Tables:
 * ``runs(ts, data JSON)``: one run document per stream per cycle.
 
 One view per stream (``completions``, ``costs``, ...) exposes typed columns for SQL users, e.g.
-``SELECT project_id, sum(amount_value) FROM costs GROUP BY ALL``.
+``SELECT project_id, sum(amount_value) FROM costs GROUP BY ALL``; ``limits`` holds the spend-control snapshots.
+A numeric field OpenAI added after the catalogue has no view column but is in ``source`` (the document as
+written): ``SELECT source->>'$.openai.completions.<name>' FROM documents``.
 
 DuckDB lets one process open a file for writing; the lease (``<file>.lease``) is taken before the file
 is opened, so a second run learns who holds it instead of failing on the file lock. The connection opens
@@ -30,7 +32,8 @@ import orjson
 from ..catalogue import STREAMS, StreamSpec
 from ..documents import Document, dumps
 from ..errors import SinkError
-from .base import Checkpoint, WriteStats, checkpoint_key
+from ..limits import LIMITS_STREAM, RATE_LIMIT_FIELDS
+from .base import BucketSet, Checkpoint, WriteStats, checkpoint_key
 from .filelease import FileLease, FileLeaseMixin
 
 _CHUNK = 500
@@ -77,6 +80,26 @@ def _view_sql(spec: StreamSpec) -> str:
     )
 
 
+def _limits_view_sql() -> str:
+    lim = f"$.openai.{LIMITS_STREAM}"
+    cols = [
+        "ts AS observed_at",
+        "source->>'$.organization.id' AS org_id",
+        "source->>'$.openai.base.project_id' AS project_id",
+        *(
+            f"source->>'{lim}.{c}' AS {c}"
+            for c in ("object", "kind", "scope", "id", "currency", "interval", "model", "enforcement_status")
+        ),
+        f"CAST(source->>'{lim}.threshold_amount' AS DECIMAL(38,9)) AS threshold_amount",
+        f"source->'{lim}.notification_channel.recipients' AS recipients",
+        *(f"CAST(source->>'{lim}.{c}' AS BIGINT) AS {c}" for c in RATE_LIMIT_FIELDS),
+    ]
+    return (
+        f"CREATE OR REPLACE VIEW {LIMITS_STREAM} AS SELECT _id, {', '.join(cols)} FROM documents "
+        f"WHERE stream = '{LIMITS_STREAM}'"
+    )
+
+
 class DuckDBSink(FileLeaseMixin):
     """Documents, checkpoints and runs in one DuckDB file."""
 
@@ -107,6 +130,7 @@ class DuckDBSink(FileLeaseMixin):
                 con.execute(_SCHEMA)
                 for spec in STREAMS.values():
                     con.execute(_view_sql(spec))
+                con.execute(_limits_view_sql())
             self._con = con
         return self._con
 
@@ -117,7 +141,9 @@ class DuckDBSink(FileLeaseMixin):
                 self._con = None
 
     # --- documents --------------------------------------------------------------------------------
-    def write_window(self, docs: Sequence[Document], checkpoint: Checkpoint | None) -> WriteStats:
+    def write_window(
+        self, docs: Sequence[Document], checkpoint: Checkpoint | None, replaces: BucketSet | None = None
+    ) -> WriteStats:
         import duckdb
 
         with self._lock:
@@ -143,8 +169,12 @@ class DuckDBSink(FileLeaseMixin):
                         changed.append(doc)
                     else:
                         stats.unchanged += 1
-                if changed:
-                    con.execute("DELETE FROM documents WHERE _id IN (SELECT unnest(?))", [[d.id for d in changed]])
+                gone = [d for d in self._superseded(con, replaces, ids)] if replaces is not None else []
+                if changed or gone:
+                    con.execute(
+                        "DELETE FROM documents WHERE _id IN (SELECT unnest(?))", [[d.id for d in changed] + gone]
+                    )
+                stats.deleted = len(gone)
                 self._insert(con, [*fresh, *changed])
                 stats.created = len(fresh)
                 stats.updated = len(changed)
@@ -159,6 +189,18 @@ class DuckDBSink(FileLeaseMixin):
                     f"{docs[0].id if docs else '-'}): {type(exc).__name__}: {exc}"
                 ) from None
             return stats
+
+    @staticmethod
+    def _superseded(con: Any, replaces: BucketSet, ids: list[str]) -> list[str]:
+        if not replaces.starts:
+            return []
+        rows = con.execute(
+            "SELECT _id FROM documents WHERE stream = ? AND epoch(ts)::BIGINT IN (SELECT unnest(?)) "
+            "AND source->>'$.organization.id' = ? AND source->>'$.openai.base.bucket_width' = ?",
+            [replaces.stream, sorted(replaces.starts), replaces.org_id, replaces.bucket_width],
+        ).fetchall()
+        keep = set(ids)
+        return [r[0] for r in rows if r[0] not in keep]
 
     @staticmethod
     def _insert(con: Any, docs: Sequence[Document]) -> None:

@@ -1,7 +1,9 @@
 """NDJSON sink (debug/export): one ``{"_id", "_index", "_source"}`` object per line, appended.
 
 * A new document is appended; a replaced document is appended again with the same ``_id`` (the last
-  line wins); an unchanged one writes nothing.
+  line wins); an unchanged one writes nothing. A superseded document (its bucket was re-read and no longer
+  holds it) is removed by a line ``{"_op_type": "delete", "_id", "_index"}``: the file stays a valid list of
+  bulk actions.
 * Checkpoints and run records live in ``<file>.state.json`` beside it, rewritten atomically (write to a
   temporary file, fsync, rename) after the window's lines are flushed and fsynced.
 * A crash can leave a partial last line; it is cut off when the sink opens. A crash between the lines
@@ -15,6 +17,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +25,19 @@ import orjson
 
 from ..documents import Document, dumps
 from ..errors import SinkError
-from .base import Checkpoint, WriteStats
+from .base import BucketSet, Checkpoint, WriteStats
 from .filelease import FileLease, FileLeaseMixin
 
 MAX_RUNS = 1000
+
+
+def _bucket_key(source: dict[str, Any]) -> tuple[str, str, str, int] | None:
+    """``(org, stream, width, bucket start)`` of a usage document; ``None`` for other documents (limits)."""
+    base = source.get("openai", {}).get("base")
+    if not base or "bucket_width" not in base:
+        return None
+    start = int(datetime.fromisoformat(source["@timestamp"].replace("Z", "+00:00")).timestamp())
+    return source["organization"]["id"], source["event"]["dataset"][7:], base["bucket_width"], start
 
 
 class NdjsonSink(FileLeaseMixin):
@@ -37,6 +49,8 @@ class NdjsonSink(FileLeaseMixin):
         self.description = f"ndjson:{self.path}"
         self._lease = FileLease(self.path.with_name(self.path.name + ".lease"))
         self._hashes: dict[str, str] | None = None
+        #: (org, stream, width, bucket start) -> the _ids stored for that bucket
+        self._buckets: dict[tuple[str, str, str, int], set[str]] = {}
         self._state: dict[str, Any] = {"checkpoints": {}, "runs": []}
         self._lock = threading.RLock()
 
@@ -47,12 +61,20 @@ class NdjsonSink(FileLeaseMixin):
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._hashes = {}
+            self._buckets = {}
             if self.path.exists():
                 self._repair_tail()
                 with self.path.open("rb") as fh:
                     for line in fh:
                         obj = orjson.loads(line)
-                        self._hashes[obj["_id"]] = obj["_source"]["event"]["hash"]
+                        if obj.get("_op_type") == "delete":
+                            self._hashes.pop(obj["_id"], None)
+                            continue
+                        src = obj["_source"]
+                        self._hashes[obj["_id"]] = src["event"]["hash"]
+                        key = _bucket_key(src)
+                        if key is not None:
+                            self._buckets.setdefault(key, set()).add(obj["_id"])
             if self.state_path.exists():
                 try:
                     self._state = json.loads(self.state_path.read_text())
@@ -88,12 +110,23 @@ class NdjsonSink(FileLeaseMixin):
             self._hashes = None
 
     # --- documents --------------------------------------------------------------------------------
-    def write_window(self, docs: Sequence[Document], checkpoint: Checkpoint | None) -> WriteStats:
+    def write_window(
+        self, docs: Sequence[Document], checkpoint: Checkpoint | None, replaces: BucketSet | None = None
+    ) -> WriteStats:
         with self._lock:
             self.open()
             assert self._hashes is not None
             stats = WriteStats()
             out: list[bytes] = []
+            gone: list[str] = []
+            if replaces is not None:
+                keep = {d.id for d in docs}
+                for start in replaces.starts:
+                    key = (replaces.org_id, replaces.stream, replaces.bucket_width, start)
+                    gone += [i for i in self._buckets.get(key, ()) if i not in keep and i in self._hashes]
+                for doc_id in sorted(gone):
+                    out.append(dumps({"_op_type": "delete", "_id": doc_id, "_index": replaces.index}) + b"\n")
+                stats.deleted = len(gone)
             for doc in docs:
                 prev = self._hashes.get(doc.id)
                 if prev == doc.hash:
@@ -118,8 +151,14 @@ class NdjsonSink(FileLeaseMixin):
                     except OSError:
                         self._hashes = None  # the next open() repairs the tail
                     raise SinkError(f"{self.path}: cannot append {len(out)} document(s): {exc.strerror}") from None
+                for doc_id in gone:
+                    del self._hashes[doc_id]
                 for doc in docs:
                     self._hashes[doc.id] = doc.hash
+                    width = doc.source["openai"].get("base", {}).get("bucket_width")
+                    if width is not None:
+                        key = (doc.source["organization"]["id"], doc.stream, width, doc.timestamp)
+                        self._buckets.setdefault(key, set()).add(doc.id)
             if checkpoint is not None:
                 self.save_checkpoint(checkpoint)
             return stats
@@ -133,7 +172,9 @@ class NdjsonSink(FileLeaseMixin):
                 if not line.endswith(b"\n"):
                     break
                 obj = orjson.loads(line)
-                if stream is None or obj["_source"]["event"]["dataset"] == f"openai.{stream}":
+                if obj.get("_op_type") == "delete":
+                    latest.pop(obj["_id"], None)
+                elif stream is None or obj["_source"]["event"]["dataset"] == f"openai.{stream}":
                     latest[obj["_id"]] = obj
         return iter(latest.values())
 
