@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.helpers import CANARY_KEY, T0, bucket, make_settings, page
 from usage_collector.catalogue import STREAMS, WIDTH_SECONDS
@@ -110,13 +111,13 @@ def test_second_run_writes_nothing_and_a_revision_is_replaced(sink):
 def test_a_failing_stream_does_not_stop_the_others_and_is_recorded(sink):
     clock = FakeClock(T0 + 10 * H + 20 * 60)
     api = ScriptedAPI(clock, lambda s, t: 1)
-    api.fail["images"] = 403
+    api.fail["images"] = 400  # a failure of this endpoint only (a refused key stops every stream: below)
     result = collect(sink, clock, api, streams=["images", "embeddings", "costs"], initial_lookback="2d").run_cycle()
     assert [r.stream for r in result.failed] == ["images"]
-    assert "Admin key" in result.failed[0].error
+    assert "boom" in result.failed[0].error
     assert stored(sink, "embeddings") and stored(sink, "costs")
     cp = sink.load_checkpoint("default", "images", "1h")
-    assert cp.position is None and "403" in cp.last_error
+    assert cp.position is None and "400" in cp.last_error
     runs = {r["usage_collector"]["stream"]: r for r in sink.list_runs()}
     assert runs["images"]["event"]["outcome"] == "failure"
     assert runs["embeddings"]["usage_collector"]["documents"]["created"] > 0
@@ -167,3 +168,34 @@ def test_second_collector_while_lease_held_skips_the_org(sink):
     result = collect(sink, clock, api, streams=["embeddings"]).run_cycle()
     assert result.streams == [] and "other-host:42" in result.skipped[0]
     assert api.requests == []
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_stops_every_stream_of_the_organization_after_one_request(sink, status):
+    clock = FakeClock(T0 + 10 * H + 20 * 60)
+    api = ScriptedAPI(clock, lambda s, t: 1)
+    for stream in ("images", "embeddings", "costs"):
+        api.fail[stream] = status
+    result = collect(sink, clock, api, streams=["images", "embeddings", "costs"], initial_lookback="2d").run_cycle()
+    assert len(api.requests) == 1  # the first stream met the refusal; the others were not tried
+    assert [r.stream for r in result.failed] == ["images", "embeddings", "costs"]
+    assert len({r.error for r in result.failed}) == 1 and "Admin key" in result.failed[0].error
+    assert not stored(sink, "embeddings")
+
+
+def test_the_run_deadline_lands_what_was_written_and_names_what_is_left(sink):
+    clock = FakeClock(T0 + 10 * H + 20 * 60)
+
+    def slow(stream, t):  # every bucket served takes 100 s of the fake clock
+        clock.advance(100)
+        return 1
+
+    api = ScriptedAPI(clock, slow)
+    c = collect(sink, clock, api, streams=["images", "embeddings", "costs"], initial_lookback="2d", run_deadline=150)
+    result = c.run_cycle()
+    assert result.deadline == 150 and result.failed == []
+    assert [r.stream for r in result.unfinished] == ["embeddings", "costs"]
+    assert stored(sink, "images") and not stored(sink, "embeddings")
+    assert sink.load_checkpoint("default", "images", "1h").position is not None
+    again = collect(sink, clock, api, streams=["images", "embeddings", "costs"], run_deadline=0).run_cycle()
+    assert again.deadline is None and again.unfinished == [] and stored(sink, "costs")

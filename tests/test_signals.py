@@ -63,3 +63,28 @@ def test_sigterm_finishes_the_window_releases_the_lease_and_the_rerun_completes(
         assert rerun.returncode == 0, rerun.stderr
     assert_sink_equals_truth(NdjsonSink(path), org, streams, org.start, org.end)
     assert CANARY_KEY not in out + err + rerun.stdout + rerun.stderr
+
+
+def test_sigterm_during_slow_first_requests_stops_within_one_request(tmp_path):
+    """1.5 s per response, names on, 12 streams: SIGTERM mid-request ends the run after the requests in flight (no
+    new request starts), within the request timeout."""
+    org = Organization(seed=41, start=int(time.time()) // 86400 * 86400 - 10 * 86400, days=5)
+    api = SimulatedAPI(org, admin_key=CANARY_KEY, faults=FaultPlan(latency=1.0, latency_seconds=1.5))
+    env = {**os.environ, "OPENAI_ADMIN_KEY": CANARY_KEY, "USAGE_COLLECTOR_RATE_LIMIT": "1000"}
+    args = [sys.executable, "-m", "usage_collector.cli", "--log-format", "text", "run"]
+    args += ["--sink", f"ndjson:{tmp_path / 'o.ndjson'}"]
+    with serve(api) as url:
+        env["OPENAI_BASE_URL"] = url
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 20
+        while api.counters.snapshot().get("total", 0) < 1 and time.time() < deadline:
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+        requests = api.counters.snapshot()["total"]
+    assert proc.returncode == 0, err
+    # no new request starts after SIGTERM: the one in flight (and at most one per worker) ends the run
+    assert requests <= 4, f"{requests} requests in all; stopping took {took:.1f}s"
+    assert "stopped by a signal" in out

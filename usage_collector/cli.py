@@ -353,7 +353,7 @@ def _report_result(result: CycleResult, *, title: str) -> int:
                 str(r.stats.unchanged),
                 str(r.requests.requests),
                 iso(r.position) if r.position is not None else "-",
-                "ok" if r.ok else "FAILED",
+                "FAILED" if not r.ok else "stopped" if r.stopped else "unavailable" if r.unavailable else "ok",
             )
         )
     if rows:
@@ -370,13 +370,28 @@ def _report_result(result: CycleResult, *, title: str) -> int:
             "status",
         )
         _print_table(title, header, rows)
+    code = 0
+    if result.deadline is not None:
+        left = ", ".join(f"{r.org_id}/{r.stream}" for r in result.unfinished)
+        typer.echo(
+            f"run_deadline ({result.deadline:.0f}s) reached: {len(result.unfinished)} stream(s) not finished ({left}); "
+            "what was written is checkpointed and the next run resumes them",
+            err=True,
+        )
+        code = 1
     failed = result.failed
     if failed:
-        typer.echo(f"{len(failed)} stream(s) failed:", err=True)
+        # a refused key or an unreachable host fails every stream of an organization alike: one line for them
+        by_cause: dict[tuple[str, str], list[str]] = {}
         for r in failed:
-            typer.echo(f"  {r.org_id}/{r.stream}: {r.error}", err=True)
-        return 1
-    return 0
+            cause = (r.error or "").removeprefix("not collected: ")
+            by_cause.setdefault((r.org_id, cause), []).append(r.stream)
+        typer.echo(f"{len(failed)} stream(s) failed:", err=True)
+        for (org_id, cause), names in by_cause.items():
+            which = names[0] if len(names) == 1 else f"{len(names)} streams ({', '.join(names)})"
+            typer.echo(f"  {org_id}/{which}: {cause}", err=True)
+        code = 1
+    return code
 
 
 def _print_table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:

@@ -27,7 +27,16 @@ from . import __version__
 from .catalogue import StreamSpec
 from .clock import Clock, SystemClock
 from .documents import Names
-from .errors import ApiError, AuthError, CollectorError, FatalApiError, PaginationError, RetriableApiError
+from .errors import (
+    ApiError,
+    AuthError,
+    CollectorError,
+    FatalApiError,
+    PaginationError,
+    RetriableApiError,
+    StoppedError,
+    UnreachableError,
+)
 from .failpoints import failpoint
 from .models import Page, parse_page
 from .planning import Window
@@ -162,6 +171,12 @@ class OpenAIClient:
             run resumes from the checkpoint (ref ``delivery-semantics.md`` §6).
         initial_backoff: first backoff for 5xx/timeouts (exponential with jitter after that).
         max_backoff: longest backoff.
+        connect_attempts: attempts of a request whose connection itself fails (refused, no such host, connect
+            timeout): a wrong ``OPENAI_BASE_URL`` or a network down is the same for every request, so it is
+            reported within seconds as :class:`UnreachableError` instead of using the 429/5xx budget.
+        stop: when set (SIGTERM, the run deadline), no further request starts and a retry wait ends at once
+            with :class:`StoppedError`; a request in flight ends within ``timeout``.
+        deadline: an instant (clock seconds) after which no request starts, as if ``stop`` were set.
     """
 
     def __init__(
@@ -179,6 +194,9 @@ class OpenAIClient:
         retry_after_cap: float = 120.0,
         initial_backoff: float = 1.0,
         max_backoff: float = 60.0,
+        connect_attempts: int = 3,
+        stop: threading.Event | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         register_secret(admin_key)  # redacted from log records and errors, however the client was built
@@ -187,6 +205,9 @@ class OpenAIClient:
         self._max_attempts = max_attempts
         self._max_retry_time = max_retry_time
         self._retry_after_cap = retry_after_cap
+        self._connect_attempts = connect_attempts
+        self._stop_event = stop or threading.Event()
+        self._deadline = deadline
         self._expo = wait_exponential_jitter(multiplier=initial_backoff, max=max_backoff, jitter=initial_backoff)
         self._http = httpx.Client(
             base_url=self.base_url + "/",
@@ -213,11 +234,25 @@ class OpenAIClient:
         self.close()
 
     # --- one request, retried -------------------------------------------------------------------
+    def _check_stop(self) -> None:
+        if self._stop_event.is_set():
+            raise StoppedError("stop requested: no further request")
+        if self._deadline is not None and self._clock.now() >= self._deadline:
+            raise StoppedError("the run's deadline passed: no further request")
+
+    def _sleep(self, seconds: float) -> None:
+        """A retry wait that a stop ends at once."""
+        self._clock.wait(self._stop_event, seconds)
+        self._check_stop()
+
     def _once(self, path: str, params: Params, stats: RequestStats) -> httpx.Response:
+        self._check_stop()
         self._limiter.acquire()
         stats.requests += 1
         try:
             response = self._http.get(path, params=params)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise RetriableApiError(f"cannot connect to {self.base_url}: {type(exc).__name__}", connect=True) from None
         except httpx.TimeoutException as exc:
             raise RetriableApiError(f"timeout calling {self.base_url}/{path}: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
@@ -239,6 +274,8 @@ class OpenAIClient:
             if rs.attempt_number >= max_attempts:
                 return True
             exc = rs.outcome.exception() if rs.outcome else None
+            if isinstance(exc, RetriableApiError) and exc.connect and rs.attempt_number >= self._connect_attempts:
+                return True
             if (
                 isinstance(exc, RetriableApiError)
                 and exc.retry_after is not None
@@ -271,7 +308,7 @@ class OpenAIClient:
             retry=retry_if_exception_type(RetriableApiError),
             stop=self._stop(started, budget),
             wait=self._wait,
-            sleep=self._clock.sleep,
+            sleep=self._sleep,
             before_sleep=before_sleep,
             reraise=True,
         )
@@ -283,6 +320,11 @@ class OpenAIClient:
                     response = self._once(path, params, stats)
                     return parse(response.content) if parse else response
         except RetriableApiError as exc:
+            if exc.connect:
+                raise UnreachableError(
+                    f"{exc} after {attempts} attempt(s): check OPENAI_BASE_URL ({self.base_url}) and the network",
+                    url=exc.url,
+                ) from None
             extra = ""
             if exc.retry_after is not None and exc.retry_after > self._retry_after_cap:
                 extra = f"; the server asked to wait {exc.retry_after:.0f}s, above retry_after_cap"
@@ -366,15 +408,18 @@ NAME_ATTEMPTS = 2
 def fetch_names(client: OpenAIClient) -> Names | None:
     """Project, API key and user names from the Admin list endpoints; ``None`` if they cannot be read.
 
-    Service accounts are listed as users: usage by a service-account key reports the service account as
-    ``user_id``. A project whose key or service-account list is refused (archived projects answer 400 on some
-    sub-lists) only costs those names.
+    Usage by a service-account key reports the service account as ``user_id``: service accounts get their own
+    table (``openai.base.service_account_name``), never a user's e-mail. A project whose key or service-account
+    list is refused (archived projects answer 400 on some sub-lists) only costs those names. A refused key
+    (:class:`AuthError` on the first list), an unreachable host and a stop are not swallowed: they are the same
+    for every stream, which then stop at once instead of each finding out on its own.
     """
     stats = RequestStats()
     try:
         projects: dict[str, str] = {}
         keys: dict[str, str] = {}
         users: dict[str, str] = {}
+        service_accounts: dict[str, str] = {}
         for p in client.iter_list("organization/projects", stats, [("include_archived", "true")], NAME_ATTEMPTS):
             projects[p["id"]] = p.get("name") or p["id"]
         for u in client.iter_list("organization/users", stats, None, NAME_ATTEMPTS):
@@ -386,15 +431,21 @@ def fetch_names(client: OpenAIClient) -> Names | None:
                     f"organization/projects/{pid}/api_keys", stats, [("owner_project_access", "any")], NAME_ATTEMPTS
                 ):
                     keys[k["id"]] = k.get("name") or k.get("redacted_value") or k["id"]
+            except UnreachableError:
+                raise
             except FatalApiError as exc:
                 log.debug("no API key names for project %s: %s", pid, exc)
             try:
                 path = f"organization/projects/{pid}/service_accounts"
                 for sa in client.iter_list(path, stats, None, NAME_ATTEMPTS):
-                    users.setdefault(sa["id"], sa.get("name") or sa["id"])
+                    service_accounts.setdefault(sa["id"], sa.get("name") or sa["id"])
+            except UnreachableError:
+                raise
             except FatalApiError as exc:
                 log.debug("no service account names for project %s: %s", pid, exc)
-        return Names(projects, keys, users)
+        return Names(projects, keys, users, service_accounts)
+    except (AuthError, UnreachableError, StoppedError):
+        raise
     except CollectorError as exc:
         log.warning("names unavailable, documents carry IDs only: %s", exc)
         return None

@@ -15,6 +15,10 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None: ...
 
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Wait ``seconds`` unless ``event`` is set first; returns whether it is set."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -25,6 +29,9 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return event.wait(seconds) if seconds > 0 else event.is_set()
 
 
 class FakeClock:
@@ -46,6 +53,11 @@ class FakeClock:
         with self._lock:
             self.slept.append(seconds)
             self._now += max(0.0, seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Like :meth:`sleep` (the wait is recorded and time moves), then whether ``event`` is set."""
+        self.sleep(seconds)
+        return event.is_set()
 
     def advance(self, seconds: float) -> None:
         with self._lock:

@@ -43,7 +43,7 @@ from .client import OpenAIClient, RequestStats, fetch_names
 from .clock import Clock, SystemClock, iso
 from .config import OrgConfig, Settings
 from .documents import Document, Names, Shaper, Target, run_document
-from .errors import CollectorError, FatalApiError, LeaseHeldError
+from .errors import AuthError, CollectorError, FatalApiError, LeaseHeldError, StoppedError, UnreachableError
 from .failpoints import failpoint
 from .limits import fetch_limits
 from .planning import BackfillRange, Scope, StreamPlan, Window, final_edge, plan_stream, stream_width
@@ -80,6 +80,8 @@ class StreamResult:
     new_fields: list[str] = field(default_factory=list)
     #: why the endpoint is unavailable to the organization (404), when it is; not a failure
     unavailable: str | None = None
+    #: left before its last window by a stop (SIGTERM) or the run's deadline; resumes from its checkpoint
+    stopped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -94,6 +96,13 @@ class CycleResult:
     skipped: list[str] = field(default_factory=list)
 
     stopped: bool = False
+    #: the run's deadline in seconds, when it passed before every stream finished
+    deadline: float | None = None
+
+    @property
+    def unfinished(self) -> list[StreamResult]:
+        """Streams left by a stop or the deadline (not failed: they resume from their checkpoints)."""
+        return [r for r in self.streams if r.stopped and r.ok]
 
     @property
     def failed(self) -> list[StreamResult]:
@@ -148,11 +157,29 @@ class Collector:
         self._renewed: dict[str, float] = {}
         self._renew_lock = threading.Lock()
         self._fields_logged: set[tuple[str, str]] = set()  # (stream, field) warned about in this run
+        #: when set (a scheduled cycle with ``run_deadline``), no request starts after it
+        self._deadline: float | None = None
+        #: organizations whose key was refused or whose API host is unreachable: the same for every stream,
+        #: so the first stream to meet it stops the others (org id -> the error)
+        self._aborted: dict[str, str] = {}
+        self._aborted_lock = threading.Lock()
 
     # --- public entry points --------------------------------------------------------------------
     def run_cycle(self, streams: Sequence[str] | None = None) -> CycleResult:
-        """One scheduled cycle: new final buckets plus the restatement window, for every org and stream."""
-        return self._each_org(streams, None)
+        """One scheduled cycle: new final buckets plus the restatement window, for every org and stream.
+
+        With ``run_deadline`` set, no request starts after it: the windows written so far keep their checkpoints,
+        and the result names the streams left (:attr:`CycleResult.unfinished`).
+        """
+        limit = self.settings.run_deadline
+        self._deadline = self.clock.now() + limit if limit else None
+        try:
+            result = self._each_org(streams, None)
+        finally:
+            self._deadline = None
+        if limit and result.unfinished and not self.stop.is_set():
+            result.deadline = limit
+        return result
 
     def backfill(self, span: BackfillRange, streams: Sequence[str] | None = None) -> CycleResult:
         """Collect ``span`` (resumable: an interrupted backfill of the same range resumes)."""
@@ -174,6 +201,7 @@ class Collector:
         result = CycleResult()
         scope: Scope = "run" if backfill is None else "backfill"
         self._fields_logged.clear()
+        self._aborted.clear()
         for org in self.settings.orgs():
             if self.stop.is_set():
                 break
@@ -226,12 +254,32 @@ class Collector:
             retry_after_cap=s.retry_after_cap,
             initial_backoff=s.initial_backoff,
             max_backoff=s.max_backoff,
+            stop=self.stop,
+            deadline=self._deadline,
         )
 
     def _collect_org(self, org: OrgConfig, streams: list[str], backfill: BackfillRange | None) -> list[StreamResult]:
         target = Target(org.id, org.name, self.settings.namespace, self.settings.data_stream_type)
         with self._client(org) as client:
-            names = fetch_names(client) if self.settings.enrich_names else None
+            try:
+                # a refused key or an unreachable host raises here, once, for every stream of the organization
+                names = fetch_names(client) if self.settings.enrich_names else None
+            except StoppedError:
+                scope: Scope = "run" if backfill is None else "backfill"
+                now = self.clock.now()
+                return [
+                    StreamResult(
+                        org.id,
+                        s,
+                        self.settings.width_for(s),
+                        scope,
+                        Window(0, 0),
+                        started_at=now,
+                        finished_at=now,
+                        stopped=True,
+                    )
+                    for s in streams
+                ]
             jobs = [STREAMS[s] for s in streams]
             workers = max(1, min(self.settings.concurrency, len(jobs)))
             if workers == 1:
@@ -242,7 +290,12 @@ class Collector:
                         pool.submit(self._collect_stream, client, org, target, names, spec, backfill) for spec in jobs
                     ]
                     results = [f.result() for f in futures]
-            if backfill is None and self.settings.spend_controls and not self.stop.is_set():
+            if (
+                backfill is None
+                and self.settings.spend_controls
+                and not self.stop.is_set()
+                and org.id not in self._aborted
+            ):
                 self._collect_limits(client, target, names)
             return results
 
@@ -302,6 +355,7 @@ class Collector:
         res = StreamResult(org.id, spec.name, width, scope, Window(0, 0), started_at=started)
         plan: StreamPlan | None = None
         try:
+            self._check_org(org.id)
             plan = self._plan(org, spec, width, backfill, started)
             res.window = plan.window
             cp = plan.checkpoint
@@ -314,9 +368,23 @@ class Collector:
                 run_cp = plan.follow_up(cp, self._stored_run_checkpoint(plan, cp), self.clock.now())
                 if run_cp is not None:
                     self.sink.save_checkpoint(run_cp)
+        except StoppedError as exc:
+            reason = self._aborted.get(org.id)
+            if reason is None:  # SIGTERM or the deadline: what was written is checkpointed; resumes next time
+                res.stopped = True
+                log.info("%s %s: %s", org.id, spec.name, exc)
+            else:  # another stream met a refused key or an unreachable host: not tried, same cause
+                res.error = reason
         except CollectorError as exc:
             res.error = f"{type(exc).__name__}: {exc}"
-            log.error("%s %s failed: %s", org.id, spec.name, res.error)
+            if isinstance(exc, AuthError | UnreachableError):
+                with self._aborted_lock:
+                    first = org.id not in self._aborted
+                    self._aborted.setdefault(org.id, res.error)
+                if first:
+                    log.error("%s: %s; stopping every stream of this organization", org.id, res.error)
+            else:
+                log.error("%s %s failed: %s", org.id, spec.name, res.error)
             self._record_error(org, spec.name, width, scope, res.error)
         except Exception as exc:  # a bug must not hide the other streams' results
             res.error = f"unexpected {type(exc).__name__}: {exc}"
@@ -353,9 +421,7 @@ class Collector:
         cp = replace(cp, unavailable=None, unavailable_since=None, unavailable_checked_at=None)
         first = True
         for win in plan.windows():
-            if self.stop.is_set():
-                log.info("%s: stop requested; leaving after %d window(s)", spec.name, res.windows_done)
-                break
+            self._check_org(org.id)  # raises StoppedError on SIGTERM, the deadline, or the organization failing
             while True:
                 try:
                     docs, starts = self._fetch_window(client, plan, shaper, win, res.requests, group_by)
@@ -468,6 +534,16 @@ class Collector:
             else:
                 log.warning("%s %s: new field %r not kept (not a usable field name)", org.id, stream, name)
         res.new_fields = sorted(shaper.new_fields)
+
+    def _check_org(self, org_id: str) -> None:
+        """Between windows: stop on a stop request, the run's deadline, or another stream's refused key or
+        unreachable host (:class:`StoppedError`; the windows written so far keep their checkpoints)."""
+        if org_id in self._aborted:
+            raise StoppedError(f"not collected: {self._aborted[org_id]}")
+        if self.stop.is_set():
+            raise StoppedError("stop requested; leaving before the next window")
+        if self._deadline is not None and self.clock.now() >= self._deadline:
+            raise StoppedError(f"the run's deadline ({self.settings.run_deadline:.0f}s) passed; leaving")
 
     def _stored_run_checkpoint(self, plan: StreamPlan, cp: Checkpoint) -> Checkpoint | None:
         """The scheduled cursor, read only when a finished backfill may move it."""

@@ -53,6 +53,7 @@ DURATION_FIELDS = (
     "interval",
     "jitter",
     "stop_timeout",
+    "run_deadline",
 )
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -175,6 +176,10 @@ class Settings(BaseSettings):
     interval: float = 300.0
     jitter: float = 30.0
     stop_timeout: float = 60.0
+    #: ``run``: after this long no new request starts; what was written is kept and checkpointed, and the run
+    #: exits 1 naming the streams left (the next run resumes them). Below the shipped CronJob and systemd limits
+    #: (240 s) so the run says why before it is killed; 0 disables it.
+    run_deadline: float = 210.0
     #: ``status --check``: a stream is stale when its cursor is this many intervals behind the final edge.
     stale_intervals: int = 3
     retention_days: int | None = None
@@ -274,6 +279,13 @@ class Settings(BaseSettings):
     def _rate(cls, v: float) -> float:
         if v <= 0:
             raise ValueError("must be > 0 (requests per second)")
+        return v
+
+    @field_validator("run_deadline")
+    @classmethod
+    def _not_negative(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("must be 0 (no deadline) or a duration such as 210s or 4m")
         return v
 
     @field_validator("interval", "request_timeout", "lease_ttl")
@@ -496,6 +508,8 @@ SETTING_HELP: dict[str, str] = {
     "lease_ttl": "how long a run's lease on an organization lasts unless renewed (keep it near the run deadline)",
     "interval": "`serve`: time between cycles (also `--interval`)",
     "jitter": "`serve`: random delay before the first cycle (also `--jitter`)",
+    "run_deadline": "`run`: after this long no new request starts; what was written stays checkpointed and the run "
+    "exits 1 naming the streams left (0: no deadline; default below the shipped 240 s CronJob/systemd limits)",
     "stop_timeout": "`serve`: how long SIGTERM waits for the running cycle (keep it below `TimeoutStopSec=` / "
     "`terminationGracePeriodSeconds`)",
     "stale_intervals": "`status --check` and the stale-stream alert rule: a stream is stale when its cursor trails the "

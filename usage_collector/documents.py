@@ -62,6 +62,8 @@ class Names:
     projects: Mapping[str, str] = field(default_factory=dict)
     api_keys: Mapping[str, str] = field(default_factory=dict)
     users: Mapping[str, str] = field(default_factory=dict)
+    #: service accounts by id: their usage carries the service account as ``user_id``
+    service_accounts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -359,6 +361,7 @@ def _add_names(base: dict[str, Any], names: Names) -> None:
         ("project_id", names.projects, "project_name"),
         ("api_key_id", names.api_keys, "api_key_name"),
         ("user_id", names.users, "user_email"),
+        ("user_id", names.service_accounts, "service_account_name"),
     ):
         ident = base.get(key)
         if ident is not None and ident in table:

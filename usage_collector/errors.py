@@ -9,6 +9,8 @@ Our exception hierarchy::
      |    +-- FatalApiError     any other 4xx, malformed bodies, pagination contract violations
      |         +-- AuthError    401/403: an Admin key is required
      |         +-- PaginationError  repeated cursor, has_more without next_page
+     |         +-- UnreachableError  the API host refuses connections or does not resolve
+     +-- StoppedError           a stop (SIGTERM, the run deadline) came before the next request
      +-- SinkError              the sink refused or lost documents (carries the failed items)
      +-- LeaseHeldError         another run holds this organization's lease
 
@@ -49,9 +51,16 @@ class RetriableApiError(ApiError):
         status_code: int | None = None,
         url: str | None = None,
         retry_after: float | None = None,
+        connect: bool = False,
     ) -> None:
         super().__init__(message, status_code=status_code, url=url)
         self.retry_after = retry_after
+        #: the connection itself failed (refused, no such host, connect timeout): its own, short retry budget
+        self.connect = connect
+
+
+class StoppedError(CollectorError):
+    """A stop was requested (SIGTERM, the run's deadline): no further request is made."""
 
 
 class FatalApiError(ApiError):
@@ -64,6 +73,11 @@ class AuthError(FatalApiError):
 
 class PaginationError(FatalApiError):
     """The API broke the pagination contract (a repeated cursor, has_more without next_page)."""
+
+
+class UnreachableError(FatalApiError):
+    """The API host refused every connection or did not resolve, within the short connect budget: the same
+    for every stream of the organization, so they all stop."""
 
 
 class SinkError(CollectorError):

@@ -123,8 +123,8 @@ def test_an_unreachable_url_exits_1_with_one_line_naming_it_and_writes_no_docume
         assert result.returncode == 1, describe(result)
         assert plain_lines(result.stderr) == [
             "1 stream(s) failed:",
-            "  default/costs: RetriableApiError: gave up after 2 attempt(s): cannot reach "
-            "http://127.0.0.1:9/v1/organization/costs: ConnectError",
+            "  default/costs: UnreachableError: cannot connect to http://127.0.0.1:9/v1: ConnectError after 2 "
+            "attempt(s): check OPENAI_BASE_URL (http://127.0.0.1:9/v1) and the network",
         ], describe(result)
         assert not path.exists() or path.read_bytes() == b"", "documents were written"
     assert_no_canary("bad input unreachable", [result.stdout, result.stderr], [tmp_path])

@@ -164,6 +164,7 @@ def document_fields() -> dict[str, dict[str, Any]]:
         "project_name",
         "api_key_name",
         "user_email",
+        "service_account_name",
     ):
         fields[f"openai.base.{name}"] = _KW
     fields["openai.base.start_time"] = _DATE

@@ -63,10 +63,13 @@ def _view_sql(spec: StreamSpec) -> str:
         path = spec.field_name(dim.name)
         sql_type = "BOOLEAN" if dim.type == "boolean" else "VARCHAR"
         cols.append(f"CAST(source->>'$.{path}' AS {sql_type}) AS {dim.name}")
-    for extra in ("project_name", "api_key_name", "user_email"):
-        if ("project_id" if extra == "project_name" else "api_key_id" if extra == "api_key_name" else "user_id") in (
-            spec.group_by
-        ):
+    for extra, ident in (
+        ("project_name", "project_id"),
+        ("api_key_name", "api_key_id"),
+        ("user_email", "user_id"),
+        ("service_account_name", "user_id"),
+    ):
+        if ident in spec.group_by:
             cols.append(f"source->>'$.openai.base.{extra}' AS {extra}")
     for m in spec.measures:
         path = spec.field_name(m.name)
