@@ -375,6 +375,7 @@ class Collector:
                 log.info("%s %s: %s", org.id, spec.name, exc)
             else:  # another stream met a refused key or an unreachable host: not tried, same cause
                 res.error = reason
+                self._record_error(org, spec.name, width, scope, reason)  # on its checkpoint too, for `status`
         except CollectorError as exc:
             res.error = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, AuthError | UnreachableError):
