@@ -370,3 +370,33 @@ def test_budgets_refuses_a_missing_file_sink(tmp_path):
     out = _budgets("--config", str(cfg), "--sink", f"duckdb:{tmp_path / 'nope.duckdb'}", "--check")
     assert out.exit_code == 2 and "does not exist" in out.output
     assert not (tmp_path / "nope.duckdb").exists()
+
+
+@pytest.mark.live_es
+def test_budget_documents_go_into_their_elasticsearch_data_stream_and_a_rerun_replaces_them(es, org, tmp_path):
+    """Every field mapped (the templates are ``dynamic: strict``); the same ``_id`` the same day, across a rollover."""
+    clock = FakeClock(_ts(AS_OF) - DAY + 12 * 3600)
+    api = SimulatedAPI(org, admin_key=CANARY_KEY, clock=clock.now, sleep=lambda s: None)
+    cfg = _config(tmp_path, [{"name": "all", "amount": 1000}])
+    with serve(api) as url:
+        settings = es.settings(openai_base_url=url, streams=["costs"], spend_controls=True, initial_lookback="25d")
+        settings.budgets = load_settings(cfg).budgets
+        sink = es.sink(settings)
+        sink.open()
+        try:
+            assert not Collector(settings, sink, clock=clock).run_cycle().failed  # spend controls on the 19th
+            clock.set(org.end + 3 * DAY)  # then the month's final costs
+            assert not Collector(settings, sink, clock=clock).backfill(BackfillRange(_ts(MONTH), org.end)).failed
+            first = write_budget_documents(sink, settings, AS_OF + timedelta(hours=1))
+            assert first is not None and first.created == 1, first
+            es.rollover("budgets")
+            again = write_budget_documents(sink, settings, AS_OF + timedelta(hours=2))
+            assert again is not None and (again.created, again.updated) == (0, 1)
+        finally:
+            sink.close()
+    hits = es.client().search(index=es.data_stream("budgets"), query={"match_all": {}})["hits"]["hits"]
+    assert len(hits) == 1
+    b = hits[0]["_source"]["openai"]["budgets"]
+    assert b["day"] == "2026-10-20" and b["month"] == "2026-10"
+    assert Decimal(str(b["month_to_date"])) == _truth(org)
+    assert Decimal(str(b["openai_limits"]["spend_limit"])) == Decimal("25000")
