@@ -184,6 +184,9 @@ def test_as_of_earlier_shows_what_the_forecast_said_then(org, db, tmp_path):
     assert on_10th.billed == org.total_cost(_ts(MONTH), _ts(MONTH) + 9 * DAY)
     assert on_10th.forecast is not None and on_10th.forecast.closed_days == 9
     assert on_1st.billed == 0 and on_1st.billed_days == 0 and on_1st.forecast is not None
+    out = _budgets("--config", str(cfg), "--sink", f"duckdb:{db}", "--as-of", "2026-07-01", "--check")
+    assert out.exit_code == 0 and "no forecast: no closed day in the 56 days before 2026-07-01" in out.output
+    assert "1 without a forecast (too little history)" in out.output
 
 
 def test_today_estimate_is_the_sum_of_estimated_cost_of_todays_usage_documents(org, db, tmp_path):

@@ -11,8 +11,9 @@ A budget (``[[budgets]]``, :class:`usage_collector.config.BudgetConfig`) is an a
   whole of today). Read from DuckDB (one SQL query) and NDJSON; not yet from Elasticsearch;
 * **month to date** = billed + today's estimate;
 * **the forecast** of the month-end total, with its interval: :func:`usage_collector.forecast.forecast_month`
-  over the scope's daily billed cost. Days between the first and the last day the collector read (the costs
-  checkpoint) with no document of the scope are zero-spend days; days outside are unknown;
+  over the scope's daily billed cost. Days from the organization's first day with a cost to the last day the
+  collector read (the costs checkpoint) with no document of the scope are zero-spend days; days outside are
+  unknown;
 * **OpenAI's spend controls** of the same scope: the hard monthly spend limit and the spend alerts, from the
   newest UTC day of ``metrics-openai.limits-*`` snapshots at or before ``as_of`` (:mod:`usage_collector.limits`);
 * **status**: ``over budget`` (month to date above the amount), ``forecast over`` (the forecast above it),
@@ -329,9 +330,9 @@ def evaluate(led: Ledger, budgets: Sequence[BudgetConfig], as_of: datetime) -> l
         daily: dict[date, Decimal] = {}
         org_days = [day for (org, day, _), _ in led.costs.items() if mine(org)]
         through = [d for org, d in led.collected_through.items() if mine(org)]
-        if org_days or through:  # zero-fill the days the collector read
-            first = min(org_days or through)
-            last = max([*org_days, *through])
+        if org_days:  # zero-fill the days the collector read: from the first with a cost to the checkpoint
+            first = min(org_days)
+            last = max([*org_days, *(d for d in through if d >= first)])
             for i in range((last - first).days + 1):
                 daily[first + timedelta(days=i)] = Decimal(0)
         for (org, day, project), value in led.costs.items():

@@ -1082,7 +1082,9 @@ def budgets(
         for line in problems:
             typer.echo(f"check: {line}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"check: ok ({len(statuses)} budget(s): month to date and forecast within the amount)")
+    blind = sum(s.forecast is None for s in statuses)
+    unknown = f"; {blind} without a forecast (too little history)" if blind else ""
+    typer.echo(f"check: ok ({len(statuses)} budget(s): month to date and forecast within the amount{unknown})")
 
 
 @app.command()
