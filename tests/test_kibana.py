@@ -155,7 +155,7 @@ def test_render_ndjson_follows_the_settings():
 
 # --- importability -------------------------------------------------------------------------------------
 def test_every_line_is_a_saved_object_an_import_accepts(objects):
-    assert [o["type"] for o in objects] == ["index-pattern", "index-pattern", "search"] + ["dashboard"] * 4
+    assert [o["type"] for o in objects] == ["index-pattern"] * 3 + ["search"] + ["dashboard"] * 4
     assert len({(o["type"], o["id"]) for o in objects}) == len(objects)
     for o in objects:
         assert set(o) == {"id", "type", "attributes", "references", "coreMigrationVersion", "typeMigrationVersion"}
@@ -369,7 +369,7 @@ def test_data_views_match_our_data_streams_and_nothing_else(ds_type):
     views = {
         o["id"]: o["attributes"]["title"].split(",") for o in kibana.saved_objects(s) if o["type"] == "index-pattern"
     }
-    usage, runs = views[kibana.USAGE_DATA_VIEW], views[kibana.RUNS_DATA_VIEW]
+    usage, runs, budgets = views[kibana.USAGE_DATA_VIEW], views[kibana.RUNS_DATA_VIEW], views[kibana.BUDGETS_DATA_VIEW]
 
     def matches(patterns: list[str], name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, p) for p in patterns)
@@ -379,6 +379,9 @@ def test_data_views_match_our_data_streams_and_nothing_else(ds_type):
             assert matches(usage, f"{ds_type}-openai.{stream}-{ns}")
     assert matches(runs, es_objects.runs_data_stream(s))
     assert not matches(usage, es_objects.runs_data_stream(s))
+    assert matches(budgets, es_objects.data_stream_name(s, "budgets"))
+    assert not matches(usage, es_objects.data_stream_name(s, "budgets"))
+    assert not any(matches(budgets, f"{ds_type}-openai.{stream}-prod") for stream in STREAMS)
     for foreign in (
         "logs-openai.audit-default",
         "logs-openai.rate_limits-default",
@@ -387,8 +390,8 @@ def test_data_views_match_our_data_streams_and_nothing_else(ds_type):
         "metrics-system.cpu-default",
         ".kibana",
     ):
-        assert not matches(usage, foreign) and not matches(runs, foreign)
-    assert "logs-*" not in usage + runs and "metrics-*" not in usage + runs
+        assert not matches(usage, foreign) and not matches(runs, foreign) and not matches(budgets, foreign)
+    assert "logs-*" not in usage + runs + budgets and "metrics-*" not in usage + runs + budgets
 
 
 # --- the formula compiler ----------------------------------------------------------------------------

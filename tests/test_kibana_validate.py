@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import make_settings
 from usage_collector.elastic import kibana
 from usage_collector.elastic.kibana.validate import validate_bundle, validate_rule, violations_text
 
@@ -28,6 +29,22 @@ def test_the_committed_bundle_breaks_no_kibana_rule(bundle):
 def test_every_alert_rule_body_matches_the_es_query_params_schema():
     for rule in kibana.rules(kibana.default_settings(), daily_cost_threshold=10.0):
         assert validate_rule(rule.body) == [], violations_text(validate_rule(rule.body))
+
+
+def test_budget_rules_match_the_es_query_params_schema():
+    s = make_settings(budgets=[{"name": "org", "amount": 100}, {"name": "p", "amount": 5, "alert_at": [90]}])
+    budget = [r for r in kibana.rules(s) if r.key.startswith("budget-")]
+    assert [r.key for r in budget] == [
+        "budget-forecast-over",
+        "budget-spend-50",
+        "budget-spend-80",
+        "budget-spend-90",
+        "budget-spend-100",
+    ]
+    assert len({r.id for r in budget}) == len(budget)
+    for rule in budget:
+        assert validate_rule(rule.body) == [], violations_text(validate_rule(rule.body))
+    assert not [r for r in kibana.rules(kibana.default_settings()) if r.key.startswith("budget-")]
 
 
 # --- breaking one object per rule -------------------------------------------------------------------------

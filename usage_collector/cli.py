@@ -17,7 +17,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -450,9 +450,26 @@ def run(sink: SinkOpt = None, stream: StreamOpt = None) -> None:
     _require_keys(settings, snk)
     try:
         result = _collector(settings, snk).run_cycle()
+        _write_budgets(settings, snk, result)
     finally:
         snk.close()
     raise typer.Exit(_report_result(result, title="usage-collector run"))
+
+
+def _write_budgets(settings: Settings, sink: Sink, result: CycleResult) -> None:
+    """One budget document per configured budget after a cycle that ran (a failure is logged, not fatal)."""
+    if not settings.budgets or not result.streams:
+        return
+    from .budgets import write_budget_documents
+    from .errors import CollectorError
+
+    try:
+        stats = write_budget_documents(sink, settings, datetime.now(UTC))
+    except CollectorError as exc:
+        log.warning("budget documents not written: %s", exc)
+        return
+    if stats is not None:
+        log.info("budgets: %d document(s) written, %d unchanged", stats.written, stats.unchanged)
 
 
 @app.command(epilog=GLOBAL_EPILOG)
@@ -491,6 +508,7 @@ def serve(
         snk = _open_sink(settings)
         try:
             result = Collector(settings, snk, stop=stop).run_cycle()
+            _write_budgets(settings, snk, result)
         finally:
             snk.close()
         for r in result.failed:
@@ -980,7 +998,7 @@ def report(
         _require_output_file("--html", html_out)
     snk = _open_sink(settings, existing=True)
     try:
-        rep = build_report(snk, start=day0, end=day1, as_of=instant)
+        rep = build_report(snk, start=day0, end=day1, as_of=instant, budgets=settings.budgets)
     except CollectorError as exc:
         _fail(str(exc), 1)
     finally:
@@ -995,6 +1013,93 @@ def report(
     if csv_dir is not None:
         paths = write_csv(rep, csv_dir)
         typer.echo(f"CSV: {len(paths)} tables in {csv_dir}")
+
+
+@app.command(epilog=GLOBAL_EPILOG)
+def budgets(
+    sink: SinkOpt = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Exit 1 if a budget's spend or forecast passes 100 %, naming each (cron, monitoring).",
+        ),
+    ] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            metavar="INSTANT",
+            help="Stand on this UTC day or ISO-8601 instant: what the forecast said then (default: now).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Each [[budgets]] entry: month-to-date spend, month-end forecast with its interval, percent of the budget,
+    OpenAI's own spend limit and alerts of that scope, status.
+
+    Month to date is the billed cost of the month's closed UTC days (Costs API) plus today's estimate from usage
+    when documents carry one. Reads the sink only (a file sink that does not exist is an error, never created).
+    Example: usage-collector budgets --sink duckdb:usage.duckdb --check
+    """
+    from .budgets import evaluate_sink, pct, usd
+    from .clock import iso
+    from .errors import CollectorError
+
+    instant = datetime.fromtimestamp(parse_when(as_of, "--as-of") if as_of else int(datetime.now(UTC).timestamp()), UTC)
+    settings = _settings(sink=sink)
+    if not settings.budgets:
+        _fail(
+            "no budgets configured: add [[budgets]] tables (name, amount in USD per month, optional project_id, "
+            "alert_at) to the TOML file given with --config or USAGE_COLLECTOR_CONFIG"
+        )
+    snk = _open_sink(settings, existing=True)
+    try:
+        statuses = evaluate_sink(snk, settings, instant)
+    except CollectorError as exc:
+        _fail(str(exc), 1)
+    finally:
+        snk.close()
+    month = instant.date().replace(day=1)
+    closed = instant.date() - timedelta(days=1)
+    through = f"closed days through {closed.isoformat()}" if closed >= month else "no closed day yet"
+    coverage = next((f"{s.forecast.coverage:.0%}" for s in statuses if s.forecast is not None), "80%")
+    rows = []
+    for s in statuses:
+        f = s.forecast
+        mtd = usd(s.month_to_date) + (f" (today est. {usd(s.today_estimate)})" if s.today_estimate else "")
+        rows.append(
+            (
+                s.name,
+                s.scope,
+                mtd,
+                f"{usd(f.point)} [{usd(f.lower)} .. {usd(f.upper)}]" if f is not None else "-",
+                usd(s.amount),
+                pct(s.spend_percent),
+                pct(s.forecast_percent),
+                s.controls.describe(),
+                s.status.upper() if s.spend_over or s.forecast_over else s.status,
+            )
+        )
+    _print_table(
+        f"usage-collector budgets: {snk.description}, as of {iso(instant.timestamp())} "
+        f"({month:%Y-%m}, {through}; forecast interval {coverage})",
+        ("budget", "scope", "month to date", "forecast [interval]", "budget", "spent", "forecast", "OpenAI", "status"),
+        rows,
+    )
+    for s in statuses:
+        if s.note:
+            typer.echo(f"{s.name}: {s.note}")
+    if not check:
+        return
+    problems = [p for s in statuses if (p := s.problem()) is not None]
+    if problems:
+        for line in problems:
+            typer.echo(f"check: {line}", err=True)
+        raise typer.Exit(1)
+    blind = sum(s.forecast is None for s in statuses)
+    unknown = f"; {blind} without a forecast (too little history)" if blind else ""
+    typer.echo(f"check: ok ({len(statuses)} budget(s): month to date and forecast within the amount{unknown})")
 
 
 @app.command()

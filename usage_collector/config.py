@@ -27,6 +27,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -118,6 +119,111 @@ class OrgConfig(BaseModel):
         )
 
 
+#: ``alert_at`` of a budget that does not set it: percents of the budget's amount.
+DEFAULT_ALERT_AT = (50, 80, 100)
+
+
+class BudgetConfig(BaseModel):
+    """One monthly budget (``[[budgets]]`` in the TOML file).
+
+    ``amount`` is USD per calendar month (UTC). ``project_id`` absent: the whole organization. ``alert_at``: the
+    percents of ``amount`` whose crossing by the month-to-date spend raises an alert (Kibana rule). With several
+    ``[[organizations]]``, ``organization_id`` names the one the budget is for.
+
+    Example::
+
+        [[budgets]]
+        name = "platform"
+        amount = 2500
+        project_id = "proj_abc"
+        alert_at = [50, 80, 100]
+    """
+
+    model_config = {"extra": "forbid"}
+
+    name: str
+    amount: Decimal
+    project_id: str | None = None
+    organization_id: str | None = None
+    alert_at: list[int] = Field(default_factory=lambda: list(DEFAULT_ALERT_AT))
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        v = v.strip()
+        if not v or len(v) > 100:
+            raise ValueError("must be 1 to 100 characters")
+        return v
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount_number(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float | str | Decimal):
+            raise ValueError("must be a number of USD per month, e.g. 2500")
+        return Decimal(str(v)) if isinstance(v, float) else v  # 2500.1 stays 2500.1, not its binary expansion
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_ok(cls, v: Decimal) -> Decimal:
+        if not v.is_finite() or v <= 0:
+            raise ValueError("must be more than 0 (USD per calendar month)")
+        return v
+
+    @field_validator("project_id", "organization_id")
+    @classmethod
+    def _id_ok(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be empty (leave it out for the whole organization)")
+        return v.strip() if v is not None else None
+
+    @field_validator("alert_at", mode="before")
+    @classmethod
+    def _alert_at_ok(cls, v: Any) -> list[int]:
+        if not isinstance(v, list | tuple):
+            raise ValueError("expected a list of percents, e.g. [50, 80, 100]")
+        out: set[int] = set()
+        for x in v:
+            if isinstance(x, bool) or not isinstance(x, int | float) or x != int(x) or not 1 <= x <= 1000:
+                raise ValueError(f"{x!r} is not a whole percent from 1 to 1000")
+            out.add(int(x))
+        return sorted(out)
+
+    @property
+    def scope(self) -> str:
+        """``organization`` or ``project <id>``."""
+        return "organization" if self.project_id is None else f"project {self.project_id}"
+
+
+def _budget_errors(items: Any) -> list[BudgetConfig]:
+    """``[[budgets]]`` as models; a bad one raises ``ValueError`` naming the budget and its key."""
+    if not isinstance(items, list | tuple):
+        raise ValueError("expected a list of budgets ([[budgets]] tables in the TOML file)")
+    out: list[BudgetConfig] = []
+    for i, item in enumerate(items):
+        if isinstance(item, BudgetConfig):
+            out.append(item)
+            continue
+        raw_name = item.get("name") if isinstance(item, Mapping) else None
+        label = f"budget {raw_name!r}" if isinstance(raw_name, str) and raw_name.strip() else f"budget #{i + 1}"
+        if not isinstance(item, Mapping):
+            raise ValueError(f"{label}: expected a table with name and amount")
+        try:
+            out.append(BudgetConfig.model_validate(item))
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])  # a misspelt key first
+            key = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key (allowed: {', '.join(BudgetConfig.model_fields)})"
+            elif err["type"] == "missing":
+                msg = "is required"
+            elif err["type"].startswith("decimal"):
+                msg = "must be a number of USD per month, e.g. 2500"
+            raise ValueError(f"{label}: {key}: {msg}") from None
+    return out
+
+
 class Settings(BaseSettings):
     """Every setting of usage-collector. See the module docstring for precedence and names."""
 
@@ -156,6 +262,8 @@ class Settings(BaseSettings):
     costs_group_by: Annotated[list[str] | None, NoDecode] = None
     #: Snapshot the organization's and projects' spend limits, spend alerts and rate limits every cycle.
     spend_controls: bool = True
+    #: Monthly budgets (``[[budgets]]``): ``usage-collector budgets``, budget documents, Kibana budget rules.
+    budgets: list[BudgetConfig] = Field(default_factory=list)
 
     # --- HTTP ---------------------------------------------------------------------------------------
     rate_limit: float = 5.0
@@ -274,6 +382,11 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown costs group_by {bad[0]!r}; allowed: {', '.join(allowed)}")
         return [g for g in allowed if g in v]  # catalogue order
 
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budgets(cls, v: Any) -> list[BudgetConfig]:
+        return _budget_errors(v)
+
     @field_validator("rate_limit")
     @classmethod
     def _rate(cls, v: float) -> float:
@@ -347,7 +460,27 @@ class Settings(BaseSettings):
         for s, w in self.bucket_width.items():
             if w not in STREAMS[s].widths:
                 raise ValueError(f"bucket_width: {s} supports only {', '.join(STREAMS[s].widths)}")
+        self._check_budgets()
         return self
+
+    def _check_budgets(self) -> None:
+        """Names unique; ``organization_id`` required with several organizations, and one of them."""
+        seen: set[str] = set()
+        org_ids = [o.id for o in self.organizations]
+        for b in self.budgets:
+            if b.name in seen:
+                raise ValueError(f"budgets: two budgets are named {b.name!r}; give each its own name")
+            seen.add(b.name)
+            if len(org_ids) > 1 and b.organization_id is None:
+                raise ValueError(
+                    f"budgets: budget {b.name!r}: organization_id is required with several organizations "
+                    f"(one of {', '.join(org_ids)})"
+                )
+            if org_ids and b.organization_id is not None and b.organization_id not in org_ids:
+                raise ValueError(
+                    f"budgets: budget {b.name!r}: organization_id {b.organization_id!r} is not a configured "
+                    f"organization (one of {', '.join(org_ids)})"
+                )
 
     # --- derived ------------------------------------------------------------------------------------
     def group_by_for(self, stream: str) -> tuple[str, ...]:
@@ -449,6 +582,8 @@ def load_settings(
         elif err["type"] == "literal_error":
             msg = msg.replace("Input should be", "allowed:")
         field = loc.split(".")[0]
+        if field == "budgets" and "." not in loc:  # the message names the budget ("budget 'platform': amount: ...")
+            raise ConfigError(f"budgets: {msg}") from None
         if not loc:  # a model-level check; its message starts with the setting's name ("streams: ...")
             field = msg.split(":", 1)[0]
             if flags and field in flags and field in given:
@@ -518,6 +653,9 @@ SETTING_HELP: dict[str, str] = {
     "costs by user where the API allows it (a refused optional dimension is dropped with one warning)",
     "spend_controls": "snapshot the spend limits, spend alerts and rate limits of the organization and its projects "
     "into `metrics-openai.limits-*` every cycle",
+    "budgets": "monthly budgets (`[[budgets]]` with `name`, `amount` in USD per calendar month UTC, optional "
+    "`project_id` (absent: the whole organization), `alert_at` percents (default `[50, 80, 100]`), `organization_id` "
+    "with several organizations): `usage-collector budgets`, budget documents, Kibana budget rules",
     "retention_days": "`setup`: delete data this many days after rollover (also `--retention-days`)",
     "lifecycle": "`setup`: `ilm`, `data_stream` (data stream lifecycle, e.g. Serverless) or `auto` (ILM where the "
     "cluster has it)",

@@ -52,6 +52,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..budgets import BUDGETS_STREAM
 from ..catalogue import STREAMS, Measure
 from ..documents import RUNS_DATASET, Target
 from ..limits import LIMITS_STREAM, RATE_LIMIT_FIELDS
@@ -181,6 +182,7 @@ def document_fields() -> dict[str, dict[str, Any]]:
     fields["gen_ai.request.model"] = _KW
     fields["gen_ai.provider.name"] = _KW
     fields.update(limits_fields())
+    fields.update(budgets_fields())
     return dict(sorted(fields.items()))
 
 
@@ -210,6 +212,37 @@ def limits_fields() -> dict[str, dict[str, Any]]:
     }
     for name in RATE_LIMIT_FIELDS:
         fields[f"{lim}.{name}"] = {"type": "long", "meta": {"metric_type": "gauge"}}
+    return fields
+
+
+def budgets_fields() -> dict[str, dict[str, Any]]:
+    """The fields of budget documents (``metrics-openai.budgets-*``, :mod:`usage_collector.budgets`)."""
+    b = f"openai.{BUDGETS_STREAM}"
+    usd = {"type": "scaled_float", "scaling_factor": 1000000, "meta": {"metric_type": "gauge", "unit": "USD"}}
+    percent = {"type": "double", "meta": {"metric_type": "gauge", "unit": "percent"}}
+    fields: dict[str, dict[str, Any]] = {
+        f"{b}.{name}": _KW
+        for name in ("name", "scope", "month", "currency", "status", "forecast.method", "forecast.interval_method")
+    }
+    fields[f"{b}.day"] = {"type": "date", "format": "strict_date"}
+    for name in (
+        "amount",
+        "billed",
+        "today_estimate",
+        "month_to_date",
+        "forecast.point",
+        "forecast.lower",
+        "forecast.upper",
+        "openai_limits.spend_limit",
+        "openai_limits.alerts",
+    ):
+        fields[f"{b}.{name}"] = dict(usd)
+    fields[f"{b}.spend_percent"] = dict(percent)
+    fields[f"{b}.forecast.percent"] = dict(percent)
+    fields[f"{b}.forecast.coverage"] = {"type": "double"}
+    fields[f"{b}.alert_at"] = _LONG
+    fields[f"{b}.crossed"] = _LONG
+    fields[f"{b}.openai_limits.enforcement_status"] = _KW
     return fields
 
 
@@ -371,7 +404,7 @@ def component_templates(
 def index_templates(settings: Settings) -> dict[str, dict[str, Any]]:
     """Index template bodies by name: one per catalogue stream, plus the run documents'."""
     out: dict[str, dict[str, Any]] = {}
-    for stream in (*STREAMS, LIMITS_STREAM):
+    for stream in (*STREAMS, LIMITS_STREAM, BUDGETS_STREAM):
         dataset = f"openai.{stream}"
         out[index_template_name(settings, stream)] = {
             "index_patterns": [f"{settings.data_stream_type}-{dataset}-*"],
@@ -391,6 +424,8 @@ def index_templates(settings: Settings) -> dict[str, dict[str, Any]]:
             "_meta": _meta(
                 "OpenAI spend limits, spend alerts and rate limits (usage-collector)"
                 if stream == LIMITS_STREAM
+                else "budgets: month to date, forecast and status per budget and day (usage-collector)"
+                if stream == BUDGETS_STREAM
                 else f"OpenAI {stream} usage (usage-collector)"
             ),
         }
@@ -459,6 +494,8 @@ def render_fields_md() -> str:
                 origin.setdefault(m.gen_ai, []).append(spec.name)
     for name in limits_fields():
         origin.setdefault(name, []).append(LIMITS_STREAM)
+    for name in budgets_fields():
+        origin.setdefault(name, []).append(BUDGETS_STREAM)
     lines = [
         "# Fields",
         "",
@@ -477,6 +514,10 @@ def render_fields_md() -> str:
         "**Spend controls** (`<type>-openai.limits-<namespace>`): one document per spend limit, spend alert and",
         "rate limit of the organization and each project, per UTC day and whenever it changes;",
         "`threshold_amount` is in dollars (OpenAI reports cents).",
+        "",
+        "**Budgets** (`<type>-openai.budgets-<namespace>`): one document per configured budget per UTC day, replaced",
+        "by every `run` that day (`usage_collector/budgets.py`): month to date, forecast, percent of the amount,",
+        "the `alert_at` percents crossed, status, and OpenAI's spend limit and alerts of the same scope.",
         "",
         "| Field | Type | Streams |",
         "|---|---|---|",

@@ -9,7 +9,8 @@ Tables:
 * ``runs(ts, data JSON)``: one run document per stream per cycle.
 
 One view per stream (``completions``, ``costs``, ...) exposes typed columns for SQL users, e.g.
-``SELECT project_id, sum(amount_value) FROM costs GROUP BY ALL``; ``limits`` holds the spend-control snapshots.
+``SELECT project_id, sum(amount_value) FROM costs GROUP BY ALL``; ``limits`` holds the spend-control snapshots,
+``budgets`` one row per budget and UTC day (month to date, forecast, status).
 A numeric field OpenAI added after the catalogue has no view column but is in ``source`` (the document as
 written): ``SELECT source->>'$.openai.completions.<name>' FROM documents``.
 
@@ -29,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from ..budgets import BUDGETS_STREAM
 from ..catalogue import STREAMS, StreamSpec
 from ..documents import Document, dumps
 from ..errors import SinkError
@@ -103,6 +105,31 @@ def _limits_view_sql() -> str:
     )
 
 
+def _budgets_view_sql() -> str:
+    b = f"$.openai.{BUDGETS_STREAM}"
+    money = ("amount", "billed", "today_estimate", "month_to_date")
+    cols = [
+        "ts AS as_of",
+        "source->>'$.organization.id' AS org_id",
+        "source->>'$.openai.base.project_id' AS project_id",
+        "source->>'$.openai.base.project_name' AS project_name",
+        *(f"source->>'{b}.{c}' AS {c}" for c in ("name", "scope", "month", "day", "status")),
+        f"CAST(source->>'{b}.day' AS DATE) AS day_date",
+        *(f"CAST(source->>'{b}.{c}' AS DECIMAL(38,9)) AS {c}" for c in money),
+        f"CAST(source->>'{b}.spend_percent' AS DOUBLE) AS spend_percent",
+        *(f"CAST(source->>'{b}.forecast.{c}' AS DECIMAL(38,9)) AS forecast_{c}" for c in ("point", "lower", "upper")),
+        f"CAST(source->>'{b}.forecast.percent' AS DOUBLE) AS forecast_percent",
+        f"source->>'{b}.forecast.method' AS forecast_method",
+        f"CAST(source->'{b}.alert_at' AS INTEGER[]) AS alert_at",
+        f"CAST(source->'{b}.crossed' AS INTEGER[]) AS crossed",
+        f"CAST(source->>'{b}.openai_limits.spend_limit' AS DECIMAL(38,9)) AS openai_spend_limit",
+    ]
+    return (
+        f"CREATE OR REPLACE VIEW {BUDGETS_STREAM} AS SELECT _id, {', '.join(cols)} FROM documents "
+        f"WHERE stream = '{BUDGETS_STREAM}'"
+    )
+
+
 class DuckDBSink(FileLeaseMixin):
     """Documents, checkpoints and runs in one DuckDB file."""
 
@@ -134,6 +161,7 @@ class DuckDBSink(FileLeaseMixin):
                 for spec in STREAMS.values():
                     con.execute(_view_sql(spec))
                 con.execute(_limits_view_sql())
+                con.execute(_budgets_view_sql())
             self._con = con
         return self._con
 

@@ -6,11 +6,13 @@ What ``usage-collector setup`` puts into Kibana (``docs/dashboards.md`` lists ev
 data view ``usage-collector-openai``   exactly our usage data streams, ``<type>-openai.<stream>-*`` for
                                        every catalogue stream (comma-separated), never ``logs-*``
 data view ``usage-collector-runs``     ``logs-usage_collector.runs-*``, the run documents
+data view ``usage-collector-budgets``  ``<type>-openai.budgets-*``, the budget documents
 dashboard ``…-usage-overview``         Elastic's "OpenAI Usage Overview", panel for panel, plus vector
                                        store bytes, code interpreter sessions, file/web search calls,
                                        cached-token share and batch share
 dashboard ``…-costs``                  billed cost by day, line item, project and API key, month to
-                                       date against last month, top movers
+                                       date against last month, top movers, budgets (month to date
+                                       against budget and forecast)
 dashboard ``…-chargeback``             one project (a control picks it): tokens and cost by model and
                                        API key, trend, share of the organization
 dashboard ``…-collector-health``       per stream: last complete bucket, lag, documents, failures
@@ -36,6 +38,7 @@ from .alerts import RULE_IDS, rules
 from .client import KibanaError, install, install_rules, make_client, tls_context
 from .dashboards import DASHBOARDS
 from .lens import (
+    BUDGETS_DATA_VIEW,
     NDJSON_PATH,
     PANEL_VERSION,
     RUNS_DATA_VIEW,
@@ -48,6 +51,7 @@ from .lens import (
 from .panels import M
 
 __all__ = [
+    "BUDGETS_DATA_VIEW",
     "DASHBOARDS",
     "NDJSON_PATH",
     "PANEL_VERSION",

@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ...budgets import BUDGETS_STREAM
+from ...budgets import DATASET as BUDGETS_DATASET
 from ...catalogue import STREAMS, WIDTH_SECONDS
 from ...documents import RUNS_DATASET
 from ..objects import data_stream_name
@@ -21,7 +23,10 @@ def _rule_id(name: str) -> str:
     return str(uuid.UUID(bytes=uuid.uuid5(_NS, f"rule/{name}").bytes, version=4))
 
 
-RULE_IDS = {name: _rule_id(name) for name in ("stream-stale", "collector-silent", "daily-cost", "cost-spike")}
+RULE_IDS = {
+    name: _rule_id(name)
+    for name in ("stream-stale", "collector-silent", "daily-cost", "cost-spike", "budget-forecast-over")
+}
 RULE_TAGS = ["usage-collector", "openai"]
 
 #: The oldest stack the ES|QL cost-spike rule is verified for, function by function, against Elasticsearch's
@@ -58,6 +63,11 @@ def _duration(seconds: float) -> tuple[int, str]:
     return minutes, "m"
 
 
+def budget_spend_rule_id(percent: int) -> str:
+    """The fixed id of the rule "a budget's spend crossed ``percent`` %" (one rule per ``alert_at`` value)."""
+    return _rule_id(f"budget-spend-{percent}")
+
+
 def _interval(seconds: float) -> str:
     size, unit = _duration(seconds)
     return f"{size}{unit}"
@@ -83,6 +93,10 @@ def rules(
       days before (days with any cost). Needs Kibana and Elasticsearch
       :data:`ESQL_RULE_MIN_VERSION` or newer: :func:`.client.install_rules` skips it with a warning on older
       stacks, and reports it (installing the others) if Kibana refuses it anyway.
+    * with ``[[budgets]]`` configured (:func:`budget_rules`): **budget-forecast-over**, one alert per budget whose
+      month-end forecast is above its amount; **budget-spend-<N>** for each ``alert_at`` percent N of any budget,
+      one alert per budget whose month to date has crossed N % of its amount (a budget alerts only at its own
+      ``alert_at`` percents).
     """
     n = max(1, stale_intervals)
     limits = []
@@ -225,4 +239,78 @@ def rules(
             min_kibana=ESQL_RULE_MIN_VERSION,
         )
     )
+    return out + budget_rules(settings)
+
+
+def budget_rules(settings: Settings) -> list[Rule]:
+    """The budget rules (none without ``[[budgets]]``): query DSL on the budget documents.
+
+    Each budget document holds one budget's figures of one UTC day, replaced by every ``run`` that day
+    (:mod:`usage_collector.budgets`). A rule looks at the documents of this calendar month (``openai.budgets.day``
+    from ``now/M``: a UTC month, which is how budgets count) written in the last two collection intervals (at
+    least an hour), so an alert lasts while the runs keep reporting it and ends when the month turns over. One
+    alert per budget name (``groupBy: top``).
+    """
+    if not settings.budgets:
+        return []
+    index = [f"{settings.data_stream_type}-openai.{BUDGETS_STREAM}-*"]
+    size, unit = _duration(max(2 * settings.interval, 3600.0))
+    b = f"openai.{BUDGETS_STREAM}"
+    base = {"consumer": "stackAlerts", "rule_type_id": ".es-query", "enabled": True, "actions": [], "tags": RULE_TAGS}
+
+    def rule(key: str, rule_id: str, name: str, condition: dict[str, Any]) -> Rule:
+        query = {
+            "query": {
+                "bool": {
+                    "filter": [
+                        {"term": {"event.dataset": BUDGETS_DATASET}},
+                        {"range": {f"{b}.day": {"gte": "now/M"}}},
+                        condition,
+                    ]
+                }
+            }
+        }
+        return Rule(
+            key,
+            rule_id,
+            {
+                **base,
+                "name": name,
+                "schedule": {"interval": _interval(max(settings.interval, 900.0))},
+                "params": {
+                    "searchType": "esQuery",
+                    "index": index,
+                    "timeField": "@timestamp",
+                    "esQuery": _dumps(query),
+                    "size": 10,
+                    "threshold": [0],
+                    "thresholdComparator": ">",
+                    "timeWindowSize": size,
+                    "timeWindowUnit": unit,
+                    "aggType": "count",
+                    "groupBy": "top",
+                    "termField": f"{b}.name",
+                    "termSize": min(1000, len(settings.budgets)),
+                    "excludeHitsFromPreviousRun": False,
+                },
+            },
+        )
+
+    out = [
+        rule(
+            "budget-forecast-over",
+            RULE_IDS["budget-forecast-over"],
+            "[OpenAI] usage-collector: budget forecast over its amount",
+            {"range": {f"{b}.forecast.percent": {"gt": 100}}},
+        )
+    ]
+    for percent in sorted({p for budget in settings.budgets for p in budget.alert_at}):
+        out.append(
+            rule(
+                f"budget-spend-{percent}",
+                budget_spend_rule_id(percent),
+                f"[OpenAI] usage-collector: budget month to date crossed {percent} %",
+                {"term": {f"{b}.crossed": percent}},
+            )
+        )
     return out

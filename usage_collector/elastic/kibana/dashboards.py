@@ -254,10 +254,65 @@ _MOVERS = (
 )
 _MOVERS_RANK = 4  # top values ranked by the cost of both weeks (a plain column); rows sorted by the change
 
+#: Budget documents (``metrics-openai.budgets-*``): one per budget and UTC day, the newest run's figures.
+_B = "openai.budgets"
+_BUDGET = Terms(f"{_B}.name", 50, "Budget", other=False, alphabetical=True)
+_BUDGET_PANELS = (
+    Markdown(
+        "",
+        48,
+        4,
+        text=(
+            "### Budgets\n\nFrom the budget documents (`metrics-openai.budgets-*`) each `run` writes for the "
+            "`[[budgets]]` of the configuration: month to date (billed closed days plus today's estimate), the "
+            "month-end forecast with its 80 % interval, and OpenAI's own spend limit of the same scope. "
+            "`usage-collector budgets` prints the same figures."
+        ),
+    ),
+    Table(
+        "Budgets this month",
+        48,
+        10,
+        "Each budget's newest figures this month: amount, month to date, forecast and its interval, percent of the "
+        "budget spent and forecast, OpenAI's spend limit of the scope, status.",
+        dv="budgets",
+        rows=(_BUDGET, Terms(f"{_B}.scope", 1, "Scope", other=False, alphabetical=True)),
+        metrics=(
+            M("Budget", f"last_value({_B}.amount)", MONEY),
+            M("Month to date", f"last_value({_B}.month_to_date)", MONEY),
+            M("Forecast", f"last_value({_B}.forecast.point)", MONEY),
+            M("Forecast low", f"last_value({_B}.forecast.lower)", MONEY),
+            M("Forecast high", f"last_value({_B}.forecast.upper)", MONEY),
+            M("Spent %", f"last_value({_B}.spend_percent)", MONEY),
+            M("Forecast %", f"last_value({_B}.forecast.percent)", MONEY),
+            M("OpenAI spend limit", f"last_value({_B}.openai_limits.spend_limit)", MONEY),
+            M("Status", f"last_value({_B}.status)"),
+        ),
+        sort_by=6,
+        time_range=("now/M", "now"),
+    ),
+    xy(
+        "Month to date against budget and forecast",
+        M("Month to date", f"max({_B}.month_to_date)", MONEY),
+        M("Forecast", f"max({_B}.forecast.point)", MONEY),
+        M("Budget", f"max({_B}.amount)", MONEY),
+        x=Histogram(interval="1d"),
+        split=_BUDGET,
+        series="line",
+        w=48,
+        h=14,
+        dv="budgets",
+        time_range=("now/M", "now/M"),
+        description="Per budget and day of this month: the month to date, the month-end forecast made that day, "
+        "and the budget; a forecast line above the budget line is a month heading over.",
+    ),
+)
+
 COSTS = Dashboard(
     id="usage-collector-costs",
     title="[OpenAI] Costs (usage-collector)",
-    description="Billed cost from the Costs API: by day, line item, project and API key; month to date; movers.",
+    description="Billed cost from the Costs API: by day, line item, project and API key; month to date; movers; "
+    "budgets against month to date and forecast.",
     time_from="now-30d/d",
     time_to="now",
     panels=(
@@ -351,6 +406,7 @@ COSTS = Dashboard(
             metrics=(_COST_M,),
             sort_by=0,
         ),
+        *_BUDGET_PANELS,
     ),
 )
 

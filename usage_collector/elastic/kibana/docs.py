@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from .dashboards import DASHBOARDS
-from .lens import KIBANA_MIN_VERSION, NDJSON_PATH, RUNS_DATA_VIEW, USAGE_DATA_VIEW, render_ndjson
+from .lens import BUDGETS_DATA_VIEW, KIBANA_MIN_VERSION, NDJSON_PATH, RUNS_DATA_VIEW, USAGE_DATA_VIEW, render_ndjson
 from .panels import Markdown, TimeRange
 
 
@@ -49,6 +49,8 @@ def render_docs() -> str:
         "  dollars, vector store usage as bytes.",
         f"* **usage-collector runs** (`{RUNS_DATA_VIEW}`): `logs-usage_collector.runs-*`; lag is shown as a",
         "  duration.",
+        f"* **OpenAI budgets** (`{BUDGETS_DATA_VIEW}`): `metrics-openai.budgets-*`, the budget documents each `run`",
+        "  writes for the configured `[[budgets]]` (one per budget and UTC day); amounts are formatted as dollars.",
         "",
         "Every panel works when only some streams are collected: each usage template maps every stream's",
         "fields (`docs/fields.md`), and `tests/test_kibana.py` checks every field a panel, control, filter or",
@@ -99,8 +101,8 @@ def render_docs() -> str:
         "| the ES\\|QL cost-spike rule (`searchType: esqlQuery`) | **8.17** (floor raised) | 9.x | skipped with "
         "a warning on older stacks; functions checked against the ES\\|QL reference |",
         "",
-        "Not done here: panels for budgets and cost intelligence (month to date against budget, forecast,",
-        "estimated against billed) come with those features, under the same validator.",
+        "Not done here: panels for cost intelligence (estimated against billed) come with that feature, under the",
+        "same validator.",
         "",
         "## Alert rules (optional, off by default)",
         "",
@@ -123,6 +125,13 @@ def render_docs() -> str:
         "time span, `CASE`, `MEDIAN` and ES\\|QL in the Elasticsearch query rule, checked against the ES\\|QL "
         "reference); `setup --with-rules` skips it with a warning on an older stack (read from "
         "`GET /api/status`), and a Kibana that refuses it anyway is reported while the other rules are installed |",
+        "| budget forecast over its amount (with `[[budgets]]`) | a budget document of this month written in the "
+        "last two collection intervals (at least an hour) has a month-end forecast above 100 % of the budget; one "
+        "alert per budget |",
+        "| budget month to date crossed N % (one rule per `alert_at` percent N of any budget) | a budget document of "
+        "this month written in the last two collection intervals lists N among the `alert_at` percents its month "
+        "to date has reached (`openai.budgets.crossed`); a budget alerts only at its own percents; one alert per "
+        "budget |",
     ]
     return "\n".join(lines) + "\n"
 

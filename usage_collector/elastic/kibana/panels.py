@@ -56,7 +56,7 @@ class Histogram:
 
 Bucket = Terms | Histogram
 TimeRange = tuple[str, str]
-DataView = Literal["usage", "runs"]
+DataView = Literal["usage", "runs", "budgets"]
 
 
 @dataclass(frozen=True)
