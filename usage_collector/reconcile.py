@@ -109,6 +109,8 @@ LINE_ITEM_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 _DAY = 86400
+#: Decimal precision of sums: estimates have up to ~40 significant digits (storage: bytes / 2**30)
+_PREC = 120
 _Q6 = Decimal("0.000001")
 
 
@@ -354,11 +356,17 @@ def reconcile(
 ) -> list[Document]:
     """The reconciliation documents of the given usage and bill (see the module docstring)."""
     out = []
-    for (day, project, model, item), r in sorted(_rows(usage, lines).items(), key=lambda kv: repr(kv[0])):
+    with localcontext() as ctx:
+        ctx.prec = _PREC  # sums of exact estimates stay exact
+        rows = sorted(_rows(usage, lines).items(), key=lambda kv: repr(kv[0]))
+    for (day, project, model, item), r in rows:
+        with localcontext() as ctx:
+            ctx.prec = _PREC
+            difference = r.billed - r.estimated
         own: dict[str, Any] = {
             "estimated_cost": r.estimated,
             "billed_cost": r.billed,
-            "difference": r.billed - r.estimated,
+            "difference": difference,
             "unpriced_documents": r.unpriced,
             "usage_documents": r.usage_documents,
             "line_items": sorted(r.line_items),
@@ -479,13 +487,14 @@ def allocate(
 
 @dataclass
 class Outcome:
-    """What one reconciliation of one organization wrote."""
+    """What one reconciliation of one organization wrote: the days, the documents (money as exact ``Decimal``)
+    and the write statistics of each kind."""
 
     days: list[date]
     reconciliation: WriteStats
     allocation: WriteStats
-    rows: int = 0
-    parts: int = 0
+    rows: list[Document] = field(default_factory=list)
+    parts: list[Document] = field(default_factory=list)
 
 
 def reconcile_days(
@@ -506,7 +515,7 @@ def reconcile_days(
     starts = frozenset(int(datetime.combine(d, datetime.min.time(), tzinfo=UTC).timestamp()) for d in days)
     rec = reconcile(target, usage, lines, names)
     alloc = allocate(target, usage, lines, names)
-    out = Outcome(list(days), WriteStats(), WriteStats(), len(rec), len(alloc))
+    out = Outcome(list(days), WriteStats(), WriteStats(), rec, alloc)
     for stream, docs, stats in ((RECONCILIATION_STREAM, rec, out.reconciliation), (ALLOCATION_STREAM, alloc, out.allocation)):
         replaces = BucketSet(target.org_id, stream, "1d", target.data_stream(stream), starts)
         stats.add(sink.write_window(docs, None, replaces))
@@ -564,8 +573,8 @@ def after_cycle(
         org.id,
         days[0],
         days[-1],
-        outcome.rows,
-        outcome.parts,
+        len(outcome.rows),
+        len(outcome.parts),
         outcome.reconciliation.written,
         outcome.allocation.written,
     )
