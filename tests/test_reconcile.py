@@ -271,8 +271,23 @@ def test_reconciliation_is_written_and_a_rerun_writes_nothing(org, collected):
     assert Decimal(allocated) == org.total_cost()
 
 
+def test_the_report_takes_cost_by_model_and_by_user_from_allocation(org, collected):
+    from usage_collector.report import build_report, report_tables
+
+    sink, result, outcome = collected
+    rep = build_report(sink)
+    assert rep.total_cost == org.total_cost() and rep.allocated_days == DAYS
+    assert sum(v for _, v in rep.cost_by_model) == rep.total_cost == sum(v for _, v in rep.cost_by_user)
+    assert "(not allocated)" not in dict(rep.cost_by_user)
+    assert rep.unpriced_documents == sum(r.unpriced for r in result.streams) > 0
+    billed = sum(b for _, _, b in rep.estimated_vs_billed)
+    assert billed == org.total_cost()
+    names = {t.name for t in report_tables(rep)}
+    assert {"cost_by_user", "estimated_vs_billed"} <= names
+
+
 def test_a_restated_bill_rewrites_its_rows_and_deletes_vanished_ones(org, collected, tmp_path):
-    """Rows are replaced per day: a day whose bill vanished keeps no stale row."""
+    """Rows are replaced per day: a day whose bill vanished keeps no stale row. (Changes the module's sink: last.)"""
     sink, _, outcome = collected
     day = datetime.fromtimestamp(org.start, UTC).date()
     start = int(datetime.combine(day, datetime.min.time(), tzinfo=UTC).timestamp())
@@ -304,3 +319,4 @@ def test_largest_remainder_parts_add_up_exactly():
     ]
     with pytest.raises(ValueError):
         largest_remainder(Decimal("0.0000005"), [1], Decimal("0.000001"))
+
