@@ -32,7 +32,7 @@ output = "8.00"
 web_search_calls = "10"
 vector_storage_gb_day = "0.10"
 """
-SECOND = FIRST.replace('effective = 2025-01-01', 'effective = 2025-10-16').replace('input = "1.00"', 'input = "3.00"')
+SECOND = FIRST.replace("effective = 2025-01-01", "effective = 2025-10-16").replace('input = "1.00"', 'input = "3.00"')
 
 
 @pytest.fixture
@@ -60,11 +60,28 @@ def completions(**measures):
     "measures, expected",
     [
         # newest shape: the modality splits, cached text at its own price
-        ({"input_tokens": 1200, "input_text_tokens": 1000, "input_cached_text_tokens": 200, "output_tokens": 100,
-          "output_text_tokens": 100}, Decimal("0.00142")),
+        (
+            {
+                "input_tokens": 1200,
+                "input_text_tokens": 1000,
+                "input_cached_text_tokens": 200,
+                "output_tokens": 100,
+                "output_text_tokens": 100,
+            },
+            Decimal("0.00142"),
+        ),
         # image tokens and cache writes without their own price are input
-        ({"input_tokens": 1600, "input_text_tokens": 1000, "input_image_tokens": 300, "input_cached_text_tokens": 0,
-          "input_cache_write_30m_tokens": 200, "input_cache_write_12h_tokens": 100}, Decimal("0.0016")),
+        (
+            {
+                "input_tokens": 1600,
+                "input_text_tokens": 1000,
+                "input_image_tokens": 300,
+                "input_cached_text_tokens": 0,
+                "input_cache_write_30m_tokens": 200,
+                "input_cache_write_12h_tokens": 100,
+            },
+            Decimal("0.0016"),
+        ),
         # oldest shape: input = total less cached, output as reported
         ({"input_tokens": 1000, "input_cached_tokens": 400, "output_tokens": 10}, Decimal("0.00068")),
         # audio has its own price
@@ -102,17 +119,29 @@ def test_unpriced_documents_get_no_field_and_are_counted(prices, measures, why):
 
 def test_the_table_in_force_on_the_buckets_day_prices_it(prices):
     book = PriceBook(directory=prices)
-    before, after = completions(input_tokens=1000), doc(
-        "completions",
-        {"model": "m-1", "batch": False, "service_tier": "default", "input_tokens": 1000, "output_tokens": 0,
-         "num_model_requests": 1},
-        start=T0 + 86400,  # 2025-10-16, the second file's first day
+    before, after = (
+        completions(input_tokens=1000),
+        doc(
+            "completions",
+            {
+                "model": "m-1",
+                "batch": False,
+                "service_tier": "default",
+                "input_tokens": 1000,
+                "output_tokens": 0,
+                "num_model_requests": 1,
+            },
+            start=T0 + 86400,  # 2025-10-16, the second file's first day
+        ),
     )
     annotate([before, after], book)
     assert before.source["openai"]["completions"]["estimated_cost"] == Decimal("0.001")
     assert after.source["openai"]["completions"]["estimated_cost"] == Decimal("0.003")
-    early = doc("completions", {"model": "m-1", "input_tokens": 1, "output_tokens": 0, "num_model_requests": 1},
-                start=1735603200)  # 2024-12-31: no table in force
+    early = doc(
+        "completions",
+        {"model": "m-1", "input_tokens": 1, "output_tokens": 0, "num_model_requests": 1},
+        start=1735603200,
+    )  # 2024-12-31: no table in force
     assert annotate([early], book) == 1
 
 

@@ -17,7 +17,7 @@ the simulator billed that user (it knows the user of every cost cell).
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal, localcontext
 from pathlib import Path
 
@@ -148,7 +148,7 @@ def _docs_by_key(docs) -> dict:
 
 
 def test_the_estimate_equals_the_simulators_unrounded_bill_where_it_bills_per_project_and_model(org, collected):
-    sink, result, outcome = collected
+    _, _, outcome = collected
     rows = _docs_by_key(outcome.rows)
     exact: dict[tuple, Decimal] = defaultdict(Decimal)
     rounded: dict[tuple, Decimal] = defaultdict(Decimal)
@@ -168,7 +168,7 @@ def test_the_estimate_equals_the_simulators_unrounded_bill_where_it_bills_per_pr
         billed = rounded.get(key, Decimal(0))
         assert own["billed_cost"] == billed, key  # the billed side is the bill, exactly
         assert own["difference"] == own["billed_cost"] - own["estimated_cost"]
-        _, project, model, item = key
+        _, project, _, item = key
         if item == "web_search_calls":
             web += 1  # priced at one context size: see test_web_search_differs_by_exactly_the_context_size_prices
         elif item is not None and item.startswith("scale tier units"):
@@ -274,7 +274,7 @@ def test_reconciliation_is_written_and_a_rerun_writes_nothing(org, collected):
 def test_the_report_takes_cost_by_model_and_by_user_from_allocation(org, collected):
     from usage_collector.report import build_report, report_tables
 
-    sink, result, outcome = collected
+    sink, result, _ = collected
     rep = build_report(sink)
     assert rep.total_cost == org.total_cost() and rep.allocated_days == DAYS
     assert sum(v for _, v in rep.cost_by_model) == rep.total_cost == sum(v for _, v in rep.cost_by_user)
@@ -288,7 +288,7 @@ def test_the_report_takes_cost_by_model_and_by_user_from_allocation(org, collect
 
 def test_a_restated_bill_rewrites_its_rows_and_deletes_vanished_ones(org, collected, tmp_path):
     """Rows are replaced per day: a day whose bill vanished keeps no stale row. (Changes the module's sink: last.)"""
-    sink, _, outcome = collected
+    sink = collected[0]
     day = datetime.fromtimestamp(org.start, UTC).date()
     start = int(datetime.combine(day, datetime.min.time(), tzinfo=UTC).timestamp())
     from usage_collector.sinks.base import BucketSet
@@ -319,4 +319,3 @@ def test_largest_remainder_parts_add_up_exactly():
     ]
     with pytest.raises(ValueError):
         largest_remainder(Decimal("0.0000005"), [1], Decimal("0.000001"))
-

@@ -85,7 +85,9 @@ DERIVED_STREAMS: tuple[str, ...] = (RECONCILIATION_STREAM, ALLOCATION_STREAM)
 #: The coarsest unit allocated parts are rounded to (finer when a billed amount has more decimals).
 QUANTUM = Decimal("0.000001")
 #: Units billed per project, not per model: their rows and allocation weights ignore the usage's model.
-MODEL_FREE_UNITS = frozenset({"web_search_calls", "file_search_calls", "code_interpreter_sessions", "vector_storage_gb_day"})
+MODEL_FREE_UNITS = frozenset(
+    {"web_search_calls", "file_search_calls", "code_interpreter_sessions", "vector_storage_gb_day"}
+)
 #: Usage stream of each model-free unit.
 _TOOL_STREAMS = {
     "web_search_calls": "web_search_calls",
@@ -290,7 +292,9 @@ class _Row:
     currency: str = "usd"
 
 
-def _rows(usage: Iterable[_Usage], lines: Iterable[_Line]) -> dict[tuple[date, str | None, str | None, str | None], _Row]:
+def _rows(
+    usage: Iterable[_Usage], lines: Iterable[_Line]
+) -> dict[tuple[date, str | None, str | None, str | None], _Row]:
     rows: dict[tuple[date, str | None, str | None, str | None], _Row] = defaultdict(_Row)
     for u in usage:
         r = rows[(u.day, u.project, *u.row)]
@@ -332,7 +336,9 @@ def _base(day: date, names: Mapping[str, Mapping[str, str]], **dims: str | None)
     return base
 
 
-def _document(target: Target, stream: str, day: date, identity: Sequence[Any], base: dict[str, Any], own: dict[str, Any]) -> Document:
+def _document(
+    target: Target, stream: str, day: date, identity: Sequence[Any], base: dict[str, Any], own: dict[str, Any]
+) -> Document:
     start = int(datetime.combine(day, datetime.min.time(), tzinfo=UTC).timestamp())
     digest = measure_hash({k: own[k] for k in sorted(own)} | {"base": {k: base[k] for k in sorted(base)}})
     org = {"id": target.org_id} if target.org_name is None else {"id": target.org_id, "name": target.org_name}
@@ -455,7 +461,9 @@ def allocate(
             keys = sorted(weights, key=lambda k: ("" if k[0] is None else k[0], "" if k[1] is None else k[1]))
             amounts = largest_remainder(line.amount, [weights[k] for k in keys], _quantum(line.amount))
             method = f"usage_share:{b.unit}"
-            parts = [(k, amounts[i], weights[k]) for i, k in enumerate(keys)]
+            parts: list[tuple[tuple[str | None, str | None], Decimal, Decimal | None]] = [
+                (k, amounts[i], weights[k]) for i, k in enumerate(keys)
+            ]
         else:
             method = "unallocated"
             parts = [((line.user, b.model), line.amount, None)]
@@ -475,9 +483,7 @@ def allocate(
                 own["api_source"] = line.api_source
             if weight is not None:
                 own["weight"] = weight
-            base = _base(
-                line.day, names or {}, project_id=line.project, api_key_id=line.key, user_id=user, model=model
-            )
+            base = _base(line.day, names or {}, project_id=line.project, api_key_id=line.key, user_id=user, model=model)
             out.append(_document(target, ALLOCATION_STREAM, line.day, (*identity_line, user, model), base, own))
     return out
 
@@ -516,7 +522,10 @@ def reconcile_days(
     rec = reconcile(target, usage, lines, names)
     alloc = allocate(target, usage, lines, names)
     out = Outcome(list(days), WriteStats(), WriteStats(), rec, alloc)
-    for stream, docs, stats in ((RECONCILIATION_STREAM, rec, out.reconciliation), (ALLOCATION_STREAM, alloc, out.allocation)):
+    for stream, docs, stats in (
+        (RECONCILIATION_STREAM, rec, out.reconciliation),
+        (ALLOCATION_STREAM, alloc, out.allocation),
+    ):
         replaces = BucketSet(target.org_id, stream, "1d", target.data_stream(stream), starts)
         stats.add(sink.write_window(docs, None, replaces))
     return out

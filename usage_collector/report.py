@@ -653,8 +653,9 @@ def report_tables(rep: Report, top: int | None = DEFAULT_TOP) -> list[Table]:
     tables.append(
         _cost_table(
             "cost_by_model",
-            "Billed cost by model (allocated by usage share)" if rep.allocated_days else "Billed cost by model "
-            "(billed, by line item's model)",
+            "Billed cost by model (allocated by usage share)"
+            if rep.allocated_days
+            else "Billed cost by model (billed, by line item's model)",
             "model",
             rep.cost_by_model,
             t,
@@ -709,7 +710,12 @@ def _estimate_table(rep: Report, top: int | None) -> Table:
     return Table(
         "estimated_vs_billed",
         "Estimated (usage x price table) against billed, closed days",
-        (Column("model or item"), Column("estimated", "money"), Column("billed", "money"), Column("difference", "delta")),
+        (
+            Column("model or item"),
+            Column("estimated", "money"),
+            Column("billed", "money"),
+            Column("difference", "delta"),
+        ),
         shown,
         total=("total", *total),
         other=len(shown) < len(rows),
