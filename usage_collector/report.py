@@ -660,8 +660,8 @@ def report_tables(rep: Report, top: int | None = DEFAULT_TOP) -> list[Table]:
             rep.cost_by_model,
             t,
             top,
-            note=f"{rep.allocated_days} of {rep.period_days} days allocated to users and models by usage share; "
-            f"other days: {by_line}"
+            note=f"{rep.allocated_days} of {rep.period_days} days allocated to users and models by usage share"
+            + (f"; other days: {by_line}" if rep.allocated_days < rep.period_days else "")
             if rep.allocated_days
             else by_line,
         )
