@@ -221,7 +221,7 @@ def estimate_source(stream: str, source: Mapping[str, Any], table: PriceTable | 
     >>> src = {"openai": {"base": {"model": "gpt-4o-2024-08-06", "bucket_width": "1h"},
     ...        "completions": {"input_text_tokens": 1000, "output_text_tokens": 100, "service_tier": "default"}}}
     >>> estimate_source("completions", src, t).cost
-    Decimal('0.003500')
+    Decimal('0.0035')
     """
     openai = source.get("openai", {})
     base = openai.get("base", {})

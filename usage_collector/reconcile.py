@@ -545,7 +545,8 @@ def after_cycle(
     backfill: BackfillRange | None,
     now: float,
 ) -> Outcome | None:
-    """Reconcile one organization after its cycle or backfill; never raises a sink error (logged instead).
+    """Reconcile one organization after its cycle or backfill; never raises (a failure is logged, the cycle's
+    result stands).
 
     Days: those of the costs restatement window that are closed (a scheduled cycle), or the closed days of the
     backfill's range. Nothing is done when the cycle wrote and deleted nothing (nothing can have changed), or
@@ -576,6 +577,9 @@ def after_cycle(
         outcome = reconcile_days(sink, target, days, widths=widths)
     except CollectorError as exc:
         log.warning("%s: reconciliation not written: %s", org.id, exc)
+        return None
+    except Exception:  # a bug here must not fail the cycle that collected the data
+        log.exception("%s: reconciliation failed unexpectedly", org.id)
         return None
     log.info(
         "%s reconciliation %s..%s: %d rows, %d allocated parts (written %d, %d)",
