@@ -169,7 +169,9 @@ def test_costs_by_user_where_the_api_allows_it(org, tmp_path):
     users = {d["_source"]["openai"]["base"].get("user_id") for d in by_user.iter_documents("costs")}
     assert len(users - {None}) >= 3
     for sink in (refused, by_user):
-        total = sum(Decimal(str(d["_source"]["openai"]["costs"]["amount"]["value"])) for d in sink.iter_documents())
+        total = sum(
+            Decimal(str(d["_source"]["openai"]["costs"]["amount"]["value"])) for d in sink.iter_documents("costs")
+        )
         assert total == org.total_cost()
 
 

@@ -6,6 +6,7 @@ still leaves every ``_id`` once, and no credential appears in any request log.
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 import pytest
 
@@ -35,6 +36,12 @@ def test_backfill_into_elasticsearch_equals_the_truth_and_a_rerun_writes_nothing
             assert not first.failed, [r.error for r in first.failed]
             compared = assert_sink_equals_truth(sink, org, STREAM_NAMES, org.start, org.end)
             assert compared > 500
+            # reconciliation and allocation documents pass the strict mappings; allocation adds up to the bill
+            assert list(sink.iter_documents("reconciliation"))
+            allocated = sum(
+                Decimal(str(d["_source"]["openai"]["allocation"]["amount"])) for d in sink.iter_documents("allocation")
+            )
+            assert allocated == org.total_cost()
             for stream in ("completions", "costs"):
                 es.rollover(stream)  # new backing index: create alone would now duplicate
             second = Collector(settings, sink, clock=clock).backfill(BackfillRange(org.start, org.end))

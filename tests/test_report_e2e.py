@@ -122,7 +122,7 @@ def test_the_cli_writes_the_terminal_report_the_page_and_the_csv_files(org, db, 
     total = rep.total_cost.quantize(Decimal("0.01"))
     assert "Period: 2026-09-01 to 2026-10-10 inclusive (40 UTC days)" in result.output
     assert "As of: 2026-10-11 00:00 UTC" in result.output and f"${total:,}" in result.output
-    assert "CSV: 10 tables in" in result.output
+    assert "CSV: 12 tables in" in result.output  # with cost by user and estimated against billed
     page = (tmp_path / "r.html").read_text()
     assert page == render_html(rep)
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "cost_by_project.csv").read_text())))

@@ -44,9 +44,11 @@ from .clock import Clock, SystemClock, iso
 from .config import OrgConfig, Settings
 from .documents import Document, Names, Shaper, Target, run_document
 from .errors import AuthError, CollectorError, FatalApiError, LeaseHeldError, StoppedError, UnreachableError
+from .estimate import annotate
 from .failpoints import failpoint
 from .limits import fetch_limits
 from .planning import BackfillRange, Scope, StreamPlan, Window, final_edge, plan_stream, stream_width
+from .reconcile import after_cycle
 from .sinks.base import BucketSet, Checkpoint, Sink, WriteStats
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,8 @@ class StreamResult:
     unavailable: str | None = None
     #: left before its last window by a stop (SIGTERM) or the run's deadline; resumes from its checkpoint
     stopped: bool = False
+    #: usage documents written without an estimated cost (:mod:`.estimate`: no price in force)
+    unpriced: int = 0
 
     @property
     def ok(self) -> bool:
@@ -216,6 +220,7 @@ class Collector:
             names = list(streams or self.settings.streams)
             try:
                 result.streams += self._collect_org(org, names, backfill)
+                after_cycle(self.sink, self.settings, org, result.streams, backfill, self.clock.now())
             except CollectorError as exc:  # e.g. the key file vanished: every stream of this org failed
                 log.error("%s: %s", org.id, exc)
                 now = self.clock.now()
@@ -447,6 +452,7 @@ class Collector:
                         return self._mark_unavailable(org, spec, cp, res, exc)
                     raise
             first = False
+            res.unpriced += annotate(docs)  # openai.<stream>.estimated_cost from the price table
             if not dropped and cp.dropped_group_by:
                 cp = replace(cp, dropped_group_by=None, dropped_at=None)  # accepted again
             self._note_new_fields(org, spec.name, shaper, res)
@@ -624,6 +630,7 @@ class Collector:
             dropped_dimensions=res.dropped,
             group_by=res.group_by if res.windows_done else None,
             unavailable=res.unavailable,
+            unpriced=res.unpriced if not STREAMS[res.stream].is_costs else None,
         )
         try:
             self.sink.record_run(run)

@@ -393,6 +393,7 @@ def run_document(
     dropped_dimensions: Sequence[str] = (),
     group_by: Sequence[str] | None = None,
     unavailable: str | None = None,
+    unpriced: int | None = None,
 ) -> dict[str, Any]:
     """The run document of one stream in one cycle or backfill (``event.dataset`` :data:`RUNS_DATASET`).
 
@@ -401,7 +402,8 @@ def run_document(
 
     ``new_fields`` counts the unknown numeric result fields kept in this run (``new_field_names`` names them);
     ``dropped_dimensions`` lists the optional dimensions the API refused for this stream; ``unavailable`` is the
-    reason the endpoint is unavailable to the organization (404), when it is (the outcome is then ``unknown``).
+    reason the endpoint is unavailable to the organization (404), when it is (the outcome is then ``unknown``);
+    ``unpriced`` counts the usage documents written without an estimated cost (:mod:`usage_collector.estimate`).
     """
     run: dict[str, Any] = {
         "@timestamp": iso(started_at),
@@ -438,6 +440,8 @@ def run_document(
     if unavailable is not None:
         uc["unavailable"] = unavailable
         run["event"]["outcome"] = "unknown"
+    if unpriced is not None:
+        uc["unpriced"] = unpriced
     if error is not None:
         run["error"] = {"message": error}
     return run

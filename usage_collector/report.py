@@ -34,6 +34,7 @@ from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from .estimate import ESTIMATED_COST, USAGE_STREAMS
 from .forecast import COVERAGE, Forecast, InsufficientHistory, days_in_month, forecast_month
 from .pricing import parse_line_item
 from .sinks.base import Sink
@@ -147,6 +148,14 @@ class Report:
     cost_by_model: list[tuple[str, Decimal]] = field(default_factory=list)
     cost_by_line_item: list[tuple[str, Decimal]] = field(default_factory=list)
     cost_by_api_key: list[tuple[str, Decimal]] = field(default_factory=list)
+    #: billed cost by user (allocation documents; days without them are one "(not allocated)" row)
+    cost_by_user: list[tuple[str, Decimal]] = field(default_factory=list)
+    #: closed days whose cost by model and by user come from allocation (usage share), not line items
+    allocated_days: int = 0
+    #: (model or item, estimated, billed) from reconciliation documents, by billed cost
+    estimated_vs_billed: list[tuple[str, Decimal, Decimal]] = field(default_factory=list)
+    #: usage documents of the period without an estimated cost (no price in force for them)
+    unpriced_documents: int = 0
     tokens_by_model: list[tuple[str, int, int]] = field(default_factory=list)
     month: MonthToDate | None = None
     month_daily: dict[date, Decimal] = field(default_factory=dict)  # this month and the one before, for the chart
@@ -177,6 +186,16 @@ class _Cost:
     @property
     def day(self) -> date:
         return self.ts.date()
+
+
+@dataclass(frozen=True)
+class _Part:
+    """An allocated part of a billed line (``openai.allocation``)."""
+
+    day: date
+    model: str
+    user: str
+    value: Decimal
 
 
 def model_of_line_item(line_item: str | None) -> str:
@@ -274,13 +293,20 @@ def aggregate(
     key_names: dict[str, str] = {}
     orgs: set[str] = set()
     currency = "usd"
+    parts: list[_Part] = []
+    recs: list[tuple[date, str, Decimal, Decimal]] = []
+    unpriced: list[datetime] = []
     for d in docs:  # one pass, keeping only what the report needs (a sink can hold millions of documents)
         src = d["_source"]
         ts = _instant(src["@timestamp"])
-        stamps.append(ts)
         base = src.get("openai", {}).get("base", {})
         stream = src["event"]["dataset"].removeprefix("openai.")
         own = src.get("openai", {}).get(stream, {})
+        if _derived(stream, ts, base, own, parts, recs):
+            continue
+        stamps.append(ts)
+        if stream in USAGE_STREAMS and ESTIMATED_COST not in own:
+            unpriced.append(ts)
         if org := src.get("organization", {}).get("id"):
             orgs.add(org)
         for key, name_key, names in (
@@ -338,7 +364,9 @@ def aggregate(
     ]
     rep.cost_by_project = _sorted(by_project)
     rep.cost_by_line_item = _sorted({item or "(no line item)": v for item, v in by_item.items()})
-    rep.cost_by_model = cost_by_model(by_item.items())
+    _by_allocation(rep, in_period, parts, first, last_excl)
+    rep.unpriced_documents = sum(1 for ts in unpriced if ts < as_of and first <= ts.date() < last_excl)
+    _reconciled(rep, recs, first, last_excl)
     rep.cost_by_api_key = _sorted(by_key)
     tokens: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for ts, model, i, o in usage:
@@ -352,6 +380,60 @@ def aggregate(
     _month_and_forecast(rep, closed, [c for c in costs if c.day >= today], today, budgets, project_names)
     _movers(rep, closed, today, last_excl, project_names)
     return rep
+
+
+def _derived(
+    stream: str,
+    ts: datetime,
+    base: Mapping[str, Any],
+    own: Mapping[str, Any],
+    parts: list[_Part],
+    recs: list[tuple[date, str, Decimal, Decimal]],
+) -> bool:
+    """Keep an allocation or reconciliation document (:mod:`usage_collector.reconcile`); ``False`` for others."""
+    if stream == "allocation":
+        model = base.get("model") or model_of_line_item(own.get("line_item"))
+        user = _label(base.get("user_id"), base.get("user_email")) if base.get("user_id") else "(no user)"
+        parts.append(_Part(ts.date(), model, user, _amount(own.get("amount"))))
+        return True
+    if stream == "reconciliation":
+        label = base.get("model") or own.get("item") or "(none)"
+        if base.get("project_id") is None and base.get("model") is None:
+            label = f"{label} (organization level)"
+        recs.append((ts.date(), label, _amount(own.get("estimated_cost")), _amount(own.get("billed_cost"))))
+        return True
+    return False
+
+
+def _by_allocation(rep: Report, in_period: Sequence[_Cost], parts: Sequence[_Part], first: date, end: date) -> None:
+    """Cost by model and by user: allocated parts on the days that have them, line items' models on the others
+    (their users are "(not allocated)"), so both tables add up to the billed total."""
+    days = {p.day for p in parts if first <= p.day < end}
+    rep.allocated_days = len(days)
+    rest: dict[str | None, Decimal] = defaultdict(Decimal)
+    by_model: dict[str, Decimal] = defaultdict(Decimal)
+    by_user: dict[str, Decimal] = defaultdict(Decimal)
+    for c in in_period:
+        if c.day not in days:
+            rest[c.line_item] += c.value
+            by_user["(not allocated)"] += c.value
+    for label, value in cost_by_model(rest.items()):
+        by_model[label] += value
+    for p in parts:
+        if p.day in days:
+            by_model[p.model] += p.value
+            by_user[p.user] += p.value
+    rep.cost_by_model = _sorted(by_model)
+    rep.cost_by_user = _sorted(by_user) if days else []
+
+
+def _reconciled(rep: Report, recs: Sequence[tuple[date, str, Decimal, Decimal]], first: date, end: date) -> None:
+    rows: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    for day, label, estimated, billed in recs:
+        if first <= day < end:
+            rows[label][0] += estimated
+            rows[label][1] += billed
+    rep.estimated_vs_billed = sorted(((k, e, b) for k, (e, b) in rows.items()), key=lambda r: (-r[2], -r[1], r[0]))
 
 
 def _daily(costs: Iterable[_Cost], span: tuple[date, date] | None, project: str | None = None) -> dict[date, Decimal]:
@@ -567,21 +649,41 @@ def report_tables(rep: Report, top: int | None = DEFAULT_TOP) -> list[Table]:
     )
     t = rep.total_cost
     tables.append(_cost_table("cost_by_project", "Billed cost by project", "project", rep.cost_by_project, t, top))
+    by_line = "the model named in each Costs API line item; line items without one are listed as (no model)"
     tables.append(
         _cost_table(
             "cost_by_model",
-            "Billed cost by model (billed, by line item's model)",
+            "Billed cost by model (allocated by usage share)"
+            if rep.allocated_days
+            else "Billed cost by model (billed, by line item's model)",
             "model",
             rep.cost_by_model,
             t,
             top,
-            note="the model named in each Costs API line item; line items without one are listed as (no model)",
+            note=f"{rep.allocated_days} of {rep.period_days} days allocated to users and models by usage share"
+            + (f"; other days: {by_line}" if rep.allocated_days < rep.period_days else "")
+            if rep.allocated_days
+            else by_line,
         )
     )
+    if rep.cost_by_user:
+        tables.append(
+            _cost_table(
+                "cost_by_user",
+                "Billed cost by user (allocated by usage share)",
+                "user",
+                rep.cost_by_user,
+                t,
+                top,
+                note="each billed line split over the users whose usage matches it that day",
+            )
+        )
     tables.append(
         _cost_table("cost_by_line_item", "Billed cost by line item", "line item", rep.cost_by_line_item, t, top)
     )
     tables.append(_cost_table("cost_by_api_key", "Billed cost by API key", "API key", rep.cost_by_api_key, t, top))
+    if rep.estimated_vs_billed or rep.unpriced_documents:
+        tables.append(_estimate_table(rep, top))
     tok = with_other(rep.tokens_by_model, top)
     tables.append(
         Table(
@@ -598,6 +700,27 @@ def report_tables(rep: Report, top: int | None = DEFAULT_TOP) -> list[Table]:
         )
     )
     return tables
+
+
+def _estimate_table(rep: Report, top: int | None) -> Table:
+    rows = [(label, e, b, b - e) for label, e, b in rep.estimated_vs_billed]
+    shown = with_other(rows, top)
+    total = tuple(sum((r[i] for r in rows), Decimal(0)) for i in (1, 2, 3))
+    note = f"{rep.unpriced_documents} usage document(s) without a price in force are not in the estimate"
+    return Table(
+        "estimated_vs_billed",
+        "Estimated (usage x price table) against billed, closed days",
+        (
+            Column("model or item"),
+            Column("estimated", "money"),
+            Column("billed", "money"),
+            Column("difference", "delta"),
+        ),
+        shown,
+        total=("total", *total),
+        other=len(shown) < len(rows),
+        note=note,
+    )
 
 
 def _forecast_cells(f: Forecast | None) -> tuple[Cell, ...]:

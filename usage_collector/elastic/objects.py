@@ -55,7 +55,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..budgets import BUDGETS_STREAM
 from ..catalogue import STREAMS, Measure
 from ..documents import RUNS_DATASET, Target
+from ..estimate import ESTIMATED_COST, USAGE_STREAMS
 from ..limits import LIMITS_STREAM, RATE_LIMIT_FIELDS
+from ..reconcile import ALLOCATION_STREAM, DERIVED_STREAMS, RECONCILIATION_STREAM
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -179,11 +181,51 @@ def document_fields() -> dict[str, dict[str, Any]]:
                 fields.setdefault(m.gen_ai, {"type": "long", "meta": {"metric_type": m.kind}})
         for attr in spec.attributes:
             fields.setdefault(spec.field_name(attr), _KW)
+    for stream in USAGE_STREAMS:
+        fields[f"openai.{stream}.{ESTIMATED_COST}"] = _ESTIMATE
     fields["gen_ai.request.model"] = _KW
     fields["gen_ai.provider.name"] = _KW
     fields.update(limits_fields())
     fields.update(budgets_fields())
+    fields.update(derived_fields())
     return dict(sorted(fields.items()))
+
+
+#: Estimated cost (USD) is a ``double``, not the bill's ``scaled_float(1e6)``: one document's estimate is often
+#: below a micro-dollar (a minute of 40 embedding tokens costs $0.0000008), and rounding each of millions of
+#: documents to 1e-6 would add up to visible errors in a sum; a double keeps 15-17 significant digits. The exact
+#: figures are in the reconciliation documents, recomputed as ``Decimal``.
+_ESTIMATE: dict[str, Any] = {"type": "double", "meta": {"metric_type": "counter", "unit": "USD (estimated)"}}
+_MONEY: dict[str, Any] = {"type": "scaled_float", "scaling_factor": 1000000}
+
+
+def derived_fields() -> dict[str, dict[str, Any]]:
+    """The fields of reconciliation and allocation documents (:mod:`usage_collector.reconcile`).
+
+    Billed and allocated amounts are money as on the bill (``scaled_float(1e6)``, exact micro-dollars); estimated
+    sums, differences and shares are ``double`` (see ``_ESTIMATE``).
+    """
+    rec, alloc = f"openai.{RECONCILIATION_STREAM}", f"openai.{ALLOCATION_STREAM}"
+    return {
+        f"{rec}.estimated_cost": {**_ESTIMATE, "meta": {"metric_type": "counter", "unit": "USD (estimated)"}},
+        f"{rec}.billed_cost": {**_MONEY, "meta": {"metric_type": "counter", "unit": f"currency in {rec}.currency"}},
+        f"{rec}.difference": {"type": "double", "meta": {"metric_type": "counter", "unit": "billed - estimated"}},
+        f"{rec}.share_explained": {"type": "double", "meta": {"metric_type": "gauge", "unit": "estimated / billed"}},
+        f"{rec}.unpriced_documents": {"type": "long", "meta": {"metric_type": "counter"}},
+        f"{rec}.usage_documents": {"type": "long", "meta": {"metric_type": "counter"}},
+        f"{rec}.line_items": _KW,
+        f"{rec}.item": _KW,
+        f"{rec}.currency": _KW,
+        f"{alloc}.amount": {**_MONEY, "meta": {"metric_type": "counter", "unit": f"currency in {alloc}.currency"}},
+        f"{alloc}.billed_amount": {**_MONEY, "meta": {"metric_type": "gauge", "unit": f"currency in {alloc}.currency"}},
+        f"{alloc}.weight": {"type": "double", "meta": {"metric_type": "gauge", "unit": f"quantity of {alloc}.unit"}},
+        f"{alloc}.line_item": _KW,
+        f"{alloc}.method": _KW,
+        f"{alloc}.unit": _KW,
+        f"{alloc}.tier": _KW,
+        f"{alloc}.api_source": _KW,
+        f"{alloc}.currency": _KW,
+    }
 
 
 def limits_fields() -> dict[str, dict[str, Any]]:
@@ -292,6 +334,7 @@ def runs_fields() -> dict[str, dict[str, Any]]:
         "documents.unchanged",
         "documents.deleted",
         "new_fields",
+        "unpriced",
     ):
         fields[f"{uc}.{name}"] = _LONG
     for name in ("new_field_names", "dropped_dimensions", "group_by", "unavailable"):
@@ -404,7 +447,7 @@ def component_templates(
 def index_templates(settings: Settings) -> dict[str, dict[str, Any]]:
     """Index template bodies by name: one per catalogue stream, plus the run documents'."""
     out: dict[str, dict[str, Any]] = {}
-    for stream in (*STREAMS, LIMITS_STREAM, BUDGETS_STREAM):
+    for stream in (*STREAMS, LIMITS_STREAM, BUDGETS_STREAM, *DERIVED_STREAMS):
         dataset = f"openai.{stream}"
         out[index_template_name(settings, stream)] = {
             "index_patterns": [f"{settings.data_stream_type}-{dataset}-*"],
@@ -426,6 +469,8 @@ def index_templates(settings: Settings) -> dict[str, dict[str, Any]]:
                 if stream == LIMITS_STREAM
                 else "budgets: month to date, forecast and status per budget and day (usage-collector)"
                 if stream == BUDGETS_STREAM
+                else f"OpenAI estimated against billed cost, {stream} (usage-collector)"
+                if stream in DERIVED_STREAMS
                 else f"OpenAI {stream} usage (usage-collector)"
             ),
         }
@@ -496,6 +541,10 @@ def render_fields_md() -> str:
         origin.setdefault(name, []).append(LIMITS_STREAM)
     for name in budgets_fields():
         origin.setdefault(name, []).append(BUDGETS_STREAM)
+    for stream in USAGE_STREAMS:
+        origin.setdefault(f"openai.{stream}.{ESTIMATED_COST}", []).append(stream)
+    for name in derived_fields():
+        origin.setdefault(name, []).append(name.split(".")[1])
     lines = [
         "# Fields",
         "",
@@ -518,6 +567,11 @@ def render_fields_md() -> str:
         "**Budgets** (`<type>-openai.budgets-<namespace>`): one document per configured budget per UTC day, replaced",
         "by every `run` that day (`usage_collector/budgets.py`): month to date, forecast, percent of the amount,",
         "the `alert_at` percents crossed, status, and OpenAI's spend limit and alerts of the same scope.",
+        "**Estimated cost** (`openai.<stream>.estimated_cost`, USD, `double`): what the usage costs by the price",
+        "table in force on the bucket's day (`usage_collector/estimate.py`); absent when the table has no price.",
+        "**Reconciliation** (`<type>-openai.reconciliation-<namespace>`): estimated against billed per closed day,",
+        "project and model; **allocation** (`<type>-openai.allocation-<namespace>`): each billed line split over",
+        "users and models by usage share (`usage_collector/reconcile.py`).",
         "",
         "| Field | Type | Streams |",
         "|---|---|---|",

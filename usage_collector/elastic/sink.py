@@ -47,6 +47,7 @@ from ..clock import iso
 from ..documents import Document
 from ..errors import LeaseHeldError, SinkError
 from ..limits import LIMITS_STREAM
+from ..reconcile import DERIVED_STREAMS
 from ..sinks.base import BucketSet, Checkpoint, Lease, WriteStats, checkpoint_key
 from .connection import ServerInfo, _reason, connect, describe, field_of, guard, sink_error
 from .objects import MANAGED_BY, data_stream_name, index_patterns, runs_data_stream, state_index
@@ -506,7 +507,7 @@ class ElasticsearchSink:
         from elasticsearch.helpers import ScanError, scan
 
         es = self._client()
-        streams = [stream] if stream is not None else [*STREAMS, LIMITS_STREAM]
+        streams = [stream] if stream is not None else [*STREAMS, LIMITS_STREAM, *DERIVED_STREAMS]
         for name in streams:
             ds = data_stream_name(self.settings, name)
             body = self._call(

@@ -35,6 +35,7 @@ from ..catalogue import STREAMS, StreamSpec
 from ..documents import Document, dumps
 from ..errors import SinkError
 from ..limits import LIMITS_STREAM, RATE_LIMIT_FIELDS
+from ..reconcile import ALLOCATION_STREAM, RECONCILIATION_STREAM
 from .base import BucketSet, Checkpoint, WriteStats, checkpoint_key
 from .filelease import FileLease, FileLeaseMixin
 
@@ -130,6 +131,41 @@ def _budgets_view_sql() -> str:
     )
 
 
+def _derived_view_sql(stream: str) -> str:
+    """The ``reconciliation`` and ``allocation`` views (:mod:`usage_collector.reconcile`): money as DECIMAL."""
+    own = f"$.openai.{stream}"
+    cols = [
+        "CAST(ts AS DATE) AS day",
+        "source->>'$.organization.id' AS org_id",
+        "source->>'$.openai.base.project_id' AS project_id",
+        "source->>'$.openai.base.project_name' AS project_name",
+        "source->>'$.openai.base.model' AS model",
+    ]
+    if stream == RECONCILIATION_STREAM:
+        cols += [
+            f"source->>'{own}.item' AS item",
+            f"CAST(source->>'{own}.estimated_cost' AS DECIMAL(38,12)) AS estimated_cost",
+            f"CAST(source->>'{own}.billed_cost' AS DECIMAL(38,9)) AS billed_cost",
+            f"CAST(source->>'{own}.difference' AS DECIMAL(38,12)) AS difference",
+            f"CAST(source->>'{own}.share_explained' AS DOUBLE) AS share_explained",
+            f"CAST(source->>'{own}.unpriced_documents' AS BIGINT) AS unpriced_documents",
+            f"CAST(source->>'{own}.usage_documents' AS BIGINT) AS usage_documents",
+            f"source->'{own}.line_items' AS line_items",
+        ]
+    else:
+        cols += [
+            "source->>'$.openai.base.api_key_id' AS api_key_id",
+            "source->>'$.openai.base.user_id' AS user_id",
+            "source->>'$.openai.base.user_email' AS user_email",
+            *(f"source->>'{own}.{c}' AS {c}" for c in ("line_item", "unit", "tier", "api_source", "method")),
+            f"CAST(source->>'{own}.amount' AS DECIMAL(38,9)) AS amount",
+            f"CAST(source->>'{own}.billed_amount' AS DECIMAL(38,9)) AS billed_amount",
+            f"CAST(source->>'{own}.weight' AS DOUBLE) AS weight",
+        ]
+    cols.append(f"source->>'{own}.currency' AS currency")
+    return f"CREATE OR REPLACE VIEW {stream} AS SELECT _id, {', '.join(cols)} FROM documents WHERE stream = '{stream}'"
+
+
 class DuckDBSink(FileLeaseMixin):
     """Documents, checkpoints and runs in one DuckDB file."""
 
@@ -162,6 +198,8 @@ class DuckDBSink(FileLeaseMixin):
                     con.execute(_view_sql(spec))
                 con.execute(_limits_view_sql())
                 con.execute(_budgets_view_sql())
+                for derived in (RECONCILIATION_STREAM, ALLOCATION_STREAM):
+                    con.execute(_derived_view_sql(derived))
             self._con = con
         return self._con
 

@@ -1,0 +1,418 @@
+"""Estimated cost of usage documents: what the usage says it cost, minutes after it happened.
+
+:func:`annotate` sets ``openai.<stream>.estimated_cost`` (USD, an exact :class:`~decimal.Decimal`, rounded only
+where it is displayed) on each shaped usage document, from the price table in force on the bucket's UTC day
+(:class:`~usage_collector.pricing.PriceTable`, the shipped files plus the user file named by
+``USAGE_COLLECTOR_PRICES_FILE``). A document the table cannot price gets no field and is counted (the run
+document's ``usage_collector.unpriced``): an estimate is never guessed. The bill (Costs API) stays the truth;
+:mod:`usage_collector.reconcile` compares the two per closed day.
+
+Measures and the price unit each is charged as (``openai.<stream>.<measure>``; a unit with quantity 0 needs no
+price, any other unit without one leaves the whole document unpriced):
+
+==========================  ==================================  ===================================================
+stream                      measure                             price unit (``->`` fallback when the model has no
+                                                                price of its own for the unit)
+==========================  ==================================  ===================================================
+completions, decisions      ``input_text_tokens``               ``input`` (uncached text)
+                            ``input_cached_text_tokens``        ``cached_input``
+                            ``input_audio_tokens``              ``audio_input`` (uncached audio; no fallback)
+                            ``input_cached_audio_tokens``       ``cached_audio_input`` -> ``cached_input``
+                            ``input_image_tokens``              ``image_input`` -> ``input``
+                            ``input_cached_image_tokens``       ``cached_image_input`` -> ``cached_input``
+                            ``input_cache_write_30m_tokens``    ``cache_write_30m`` -> ``input``
+                            ``input_cache_write_12h_tokens``    ``cache_write_12h`` -> ``input``
+                            ``output_text_tokens``              ``output``
+                            ``output_audio_tokens``             ``audio_output`` (no fallback)
+                            ``output_image_tokens``             ``image_output`` -> ``output``
+embeddings, moderations     ``input_tokens``                    ``input``
+images                      ``images``                          ``image:<size>:<quality>``; without a quality on
+                                                                the document, the price every quality of that size
+                                                                shares (none if they differ)
+audio_speeches              ``characters``                      ``speech_characters``
+audio_transcriptions        ``seconds``                         ``transcription_seconds``
+web_search_calls            ``num_requests``                    ``web_search_calls``
+file_search_calls           ``num_requests``                    ``file_search_calls``
+code_interpreter_sessions   ``num_sessions``                    ``code_interpreter_sessions``
+vector_stores               ``usage_bytes`` x bucket / 1 day    ``vector_storage_gb_day`` (GB = 2**30 bytes, as the
+                                                                table says; a 1h bucket is 1/24 of a day)
+==========================  ==================================  ===================================================
+
+Older completions shapes lack the modality splits; what is missing is taken from the totals, never counted twice:
+without ``input_text_tokens``, ``input`` is ``input_tokens`` less cached, cache-write and (when reported) audio
+input; without ``input_cached_text_tokens``, ``cached_input`` is ``input_cached_tokens``; without the two retention
+parts, ``input_cache_write_tokens`` is charged as ``input`` when the model has neither cache-write price (else the
+document is unpriced: the retention decides the price); without ``output_text_tokens``, ``output`` is
+``output_tokens`` less audio (and image) output.
+
+The fallbacks say how usage is billed when the table lists no separate rate [inf]: image tokens of a text model
+are input tokens, and a cache write without its own rate is billed as input (OpenAI's prompt caching has no
+write surcharge); the simulator bills the same way (``simulator/truth.py``).
+
+Batch and service tier come from the document (``batch``, ``service_tier``) through
+:meth:`~usage_collector.pricing.PriceTable.price_for`: batch and flex at the model's own tier price or the tier's
+multiplier, priority at the model's own price only, ``scale`` never (Scale Tier is billed as organization-level
+units): such documents are unpriced. Model-independent units (tools, storage) use the table's ``"*"`` prices.
+
+Everything is exact ``Decimal`` except one quotient: vector storage in a bucket shorter than a day divides by 24 or
+1440, which need not terminate; it is then rounded to :data:`STORAGE_QUANTUM` USD (1e-12), far below display.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal, Inexact, localcontext
+from pathlib import Path
+from typing import Any
+
+from .catalogue import STREAMS, WIDTH_SECONDS
+from .documents import Document, measure_hash
+from .pricing import ANY_MODEL, Price, PriceTable, PriceTableError, user_file_from_env
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ESTIMATED_COST",
+    "FALLBACK",
+    "STORAGE_QUANTUM",
+    "USAGE_STREAMS",
+    "Estimate",
+    "PriceBook",
+    "annotate",
+    "estimate_source",
+    "tier_of",
+]
+
+#: The field set on each priced usage document, under ``openai.<stream>``.
+ESTIMATED_COST = "estimated_cost"
+#: Streams whose documents are estimated: every usage stream (not costs).
+USAGE_STREAMS: tuple[str, ...] = tuple(name for name, spec in STREAMS.items() if not spec.is_costs)
+#: A unit the model has no price for is charged as this one (see the module docstring).
+FALLBACK: dict[str, str] = {
+    "cached_audio_input": "cached_input",
+    "image_input": "input",
+    "cached_image_input": "cached_input",
+    "cache_write_30m": "input",
+    "cache_write_12h": "input",
+    "image_output": "output",
+}
+#: Vector storage of a bucket shorter than a day is rounded to this (the one non-terminating quotient).
+STORAGE_QUANTUM = Decimal("1e-12")
+_GIB = Decimal(1 << 30)
+_DAY = Decimal(86400)
+_TOKEN_STREAMS = frozenset({"completions", "decisions"})
+_SIMPLE: dict[str, tuple[str, str]] = {  # stream -> (measure, unit)
+    "embeddings": ("input_tokens", "input"),
+    "moderations": ("input_tokens", "input"),
+    "audio_speeches": ("characters", "speech_characters"),
+    "audio_transcriptions": ("seconds", "transcription_seconds"),
+    "web_search_calls": ("num_requests", "web_search_calls"),
+    "file_search_calls": ("num_requests", "file_search_calls"),
+    "code_interpreter_sessions": ("num_sessions", "code_interpreter_sessions"),
+}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The estimate of one document.
+
+    Attributes:
+        cost: USD, exact; ``None`` when the document is unpriced.
+        quantities: ``(unit charged, tier)`` -> quantity, the unit being the one the price was found for (after a
+            fallback), so it names the line item the usage would be billed under; tier ``None`` is standard.
+            Allocation weighs billed lines by these. Filled for unpriced documents too (without fallbacks).
+        missing: the units that had no price (why it is unpriced).
+    """
+
+    cost: Decimal | None
+    quantities: dict[tuple[str, str | None], Decimal] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+
+
+def tier_of(own: Mapping[str, Any]) -> str | None:
+    """The billing tier of a usage row: ``batch``, ``flex``, ``priority``, ``scale`` or ``None`` (standard)."""
+    if own.get("batch") is True:
+        return "batch"
+    tier = str(own.get("service_tier") or "default").strip().lower()
+    return None if tier in ("default", "auto", "standard") else tier
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _token_units(own: Mapping[str, Any], table: PriceTable | None, model: str | None) -> dict[str, int]:
+    """Completions/decisions measures -> quantity per price unit, before fallbacks (see the module docstring)."""
+    g = {m.name: _int(own.get(m.name)) for m in STREAMS["completions"].measures if m.name in own}
+
+    def v(name: str) -> int:
+        return g.get(name) or 0
+
+    out: dict[str, int] = {}
+    # cache writes
+    if g.get("input_cache_write_30m_tokens") is not None or g.get("input_cache_write_12h_tokens") is not None:
+        out["cache_write_30m"] = v("input_cache_write_30m_tokens")
+        out["cache_write_12h"] = v("input_cache_write_12h_tokens")
+        writes = out["cache_write_30m"] + out["cache_write_12h"]
+    else:
+        writes = v("input_cache_write_tokens")
+        if writes:
+            priced = table is not None and any(
+                table.lookup(model, u) is not None for u in ("cache_write_30m", "cache_write_12h")
+            )
+            out["cache_write_unknown_retention" if priced else "input"] = writes
+    # cached input
+    if g.get("input_cached_text_tokens") is not None:
+        out["cached_input"] = v("input_cached_text_tokens")
+        out["cached_audio_input"] = v("input_cached_audio_tokens")
+        out["cached_image_input"] = v("input_cached_image_tokens")
+    else:
+        out["cached_input"] = v("input_cached_tokens")
+    # uncached input
+    if g.get("input_text_tokens") is not None:
+        out["input"] = out.get("input", 0) + v("input_text_tokens")
+        out["audio_input"] = v("input_audio_tokens")
+        out["image_input"] = v("input_image_tokens")
+    else:
+        audio = v("input_audio_tokens")
+        image = v("input_image_tokens")
+        rest = v("input_tokens") - v("input_cached_tokens") - writes - audio - image
+        out["input"] = out.get("input", 0) + rest
+        out["audio_input"] = audio
+        out["image_input"] = image
+    # output
+    if g.get("output_text_tokens") is not None:
+        out["output"] = v("output_text_tokens")
+    else:
+        out["output"] = v("output_tokens") - v("output_audio_tokens") - v("output_image_tokens")
+    out["audio_output"] = v("output_audio_tokens")
+    out["image_output"] = v("output_image_tokens")
+    return {u: q for u, q in out.items() if q}
+
+
+def _image_price(table: PriceTable, model: str | None, size: str, quality: str | None) -> Price | None:
+    """The price of one image of ``size`` (and ``quality``); without a quality, the one all qualities share."""
+    if quality is not None:
+        return table.lookup(model, f"image:{size}:{quality}")
+    key = table.resolve_model(model) if model is not None else None
+    found = {
+        p.usd: p
+        for (m, tier, unit), p in table.prices.items()
+        if m in (key, ANY_MODEL) and tier is None and unit.startswith(f"image:{size}:")
+    }
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
+def estimate_source(stream: str, source: Mapping[str, Any], table: PriceTable | None) -> Estimate:
+    """The estimate of one usage document's ``_source`` (``None`` table: nothing is priced).
+
+    >>> t = PriceTable.load("2026-11-30")
+    >>> src = {"openai": {"base": {"model": "gpt-4o-2024-08-06", "bucket_width": "1h"},
+    ...        "completions": {"input_text_tokens": 1000, "output_text_tokens": 100, "service_tier": "default"}}}
+    >>> estimate_source("completions", src, t).cost
+    Decimal('0.0035')
+    """
+    openai = source.get("openai", {})
+    base = openai.get("base", {})
+    own = openai.get(stream, {})
+    model = base.get("model")
+    tier = tier_of(own)
+    width = base.get("bucket_width", "1d")
+    units: dict[str, Decimal] = {}
+    storage = False
+    if stream in _TOKEN_STREAMS:
+        units = {u: Decimal(q) for u, q in _token_units(own, table, model).items()}
+    elif stream in _SIMPLE:
+        measure, unit = _SIMPLE[stream]
+        q = _int(own.get(measure))
+        if q:
+            units[unit] = Decimal(q)
+    elif stream == "images":
+        q = _int(own.get("images"))
+        if q:
+            units[f"image:{own.get('size')}:{own.get('quality') or '*'}"] = Decimal(q)
+    elif stream == "vector_stores":
+        q = _int(own.get("usage_bytes"))
+        if q:
+            units["vector_storage_gb_day"] = Decimal(q)  # bytes; converted with the price below
+            storage = True
+    else:
+        return Estimate(None)
+    if table is None:
+        return Estimate(None, {(u, tier): q for u, q in units.items()}, tuple(units))
+    total = Decimal(0)
+    quantities: dict[tuple[str, str | None], Decimal] = {}
+    missing: list[str] = []
+    with localcontext() as ctx:
+        ctx.prec = 80
+        ctx.traps[Inexact] = True
+        for unit, qty in units.items():
+            charged, found = _price(table, model, unit, tier, own)
+            key = (charged, tier)
+            quantities[key] = quantities.get(key, Decimal(0)) + qty
+            if found is None:
+                missing.append(unit)
+                continue
+            price, factor = found
+            if storage:
+                total += _storage_cost(qty, price.usd * factor, WIDTH_SECONDS.get(width, 86400))
+            else:
+                total += price.cost(qty, factor)
+    if missing:
+        return Estimate(None, quantities, tuple(missing))
+    return Estimate(total, quantities)
+
+
+def _price(
+    table: PriceTable, model: str | None, unit: str, tier: str | None, own: Mapping[str, Any]
+) -> tuple[str, tuple[Price, Decimal] | None]:
+    """``(unit charged, (price, factor))`` for one unit, trying its fallback when the model has no own price."""
+    if unit.startswith("image:"):
+        _, size, quality = unit.split(":")
+        if tier is not None:
+            return unit, None
+        image = _image_price(table, model, size, None if quality == "*" else quality)
+        return f"image:{size}", (None if image is None else (image, Decimal(1)))
+    batch = tier == "batch"
+    service_tier = None if batch else tier
+    found = table.price_for(model, unit, batch=batch, service_tier=service_tier) if unit in _KNOWN else None
+    if found is None and unit in FALLBACK and table.lookup(model, unit) is None:
+        fallback = FALLBACK[unit]
+        again = table.price_for(model, fallback, batch=batch, service_tier=service_tier)
+        if again is not None:
+            return fallback, again
+    return unit, found
+
+
+_KNOWN = frozenset(
+    {
+        "input",
+        "cached_input",
+        "cache_write_30m",
+        "cache_write_12h",
+        "output",
+        "audio_input",
+        "cached_audio_input",
+        "audio_output",
+        "image_input",
+        "cached_image_input",
+        "image_output",
+        "transcription_seconds",
+        "speech_characters",
+        "web_search_calls",
+        "file_search_calls",
+        "code_interpreter_sessions",
+        "vector_storage_gb_day",
+    }
+)
+
+
+def _storage_cost(usage_bytes: Decimal, usd_per_gb_day: Decimal, seconds: int) -> Decimal:
+    """``bytes / 2**30 x seconds / 86400 x price``: exact when it terminates, else to :data:`STORAGE_QUANTUM`."""
+    try:
+        return usage_bytes * usd_per_gb_day * seconds / (_GIB * _DAY)
+    except Inexact:
+        with localcontext() as ctx:
+            ctx.prec = 80
+            ctx.traps[Inexact] = False
+            value = usage_bytes * usd_per_gb_day * seconds / (_GIB * _DAY)
+            return value.quantize(STORAGE_QUANTUM, ROUND_HALF_EVEN)
+
+
+class PriceBook:
+    """The price table in force on each UTC day, loaded once per day and shared by threads.
+
+    Args:
+        user_file: a user price file (overrides and extensions); default: ``USAGE_COLLECTOR_PRICES_FILE``.
+        directory: the dated files (default: the ones shipped in the package).
+    """
+
+    def __init__(self, user_file: Path | str | None = None, *, directory: Path | None = None) -> None:
+        self.user_file = Path(user_file) if user_file is not None else None
+        self.directory = directory
+        self._tables: dict[date, PriceTable | None] = {}
+        self._lock = threading.Lock()
+        self.error: str | None = None  # a malformed file: logged once, every document then unpriced
+
+    def table(self, day: date) -> PriceTable | None:
+        """The table in force on ``day``, or ``None`` (none in force, or the files are malformed)."""
+        with self._lock:
+            if day in self._tables:
+                return self._tables[day]
+            try:
+                table: PriceTable | None = PriceTable.load(day, self.user_file, directory=self.directory)
+            except PriceTableError as exc:
+                if self.error is None or str(exc) != self.error:
+                    log.warning("estimated cost: %s; documents of %s are left unpriced", exc, day)
+                self.error = str(exc)
+                table = None
+            self._tables[day] = table
+            return table
+
+    def estimate(self, stream: str, source: Mapping[str, Any]) -> Estimate:
+        """The estimate of one document, with the table of its bucket's day."""
+        return estimate_source(stream, source, self.table(_day(source)))
+
+
+def _day(source: Mapping[str, Any]) -> date:
+    return datetime.fromisoformat(str(source["@timestamp"]).replace("Z", "+00:00")).astimezone(UTC).date()
+
+
+_shared: dict[tuple[str, int], PriceBook] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_book() -> PriceBook:
+    """The process's price book for the user file named now by ``USAGE_COLLECTOR_PRICES_FILE`` (a changed file,
+    by modification time, gives a new book, so ``serve`` picks up an edited price file)."""
+    path = user_file_from_env()
+    try:
+        mtime = path.stat().st_mtime_ns if path is not None else 0
+    except OSError:
+        mtime = -1
+    key = (str(path) if path is not None else "", mtime)
+    with _shared_lock:
+        book = _shared.get(key)
+        if book is None:
+            book = _shared[key] = PriceBook(path)
+        return book
+
+
+def annotate(docs: Iterable[Document], book: PriceBook | None = None) -> int:
+    """Set ``openai.<stream>.estimated_cost`` on every priceable usage document; returns how many were unpriced.
+
+    The document's ``event.hash`` then covers the estimate too, so a price that changes (a user file) rewrites
+    the documents re-read afterwards. Costs and other documents are left as they are and not counted.
+
+    Args:
+        docs: shaped documents (changed in place).
+        book: the price tables (default: :func:`shared_book`).
+    """
+    unpriced = 0
+    book = book or shared_book()
+    for doc in docs:
+        if doc.stream not in USAGE_STREAMS:
+            continue
+        est = book.estimate(doc.stream, doc.source)
+        if est.cost is None:
+            unpriced += 1
+            continue
+        openai = doc.source["openai"]
+        own = openai.get(doc.stream)
+        if own is None:
+            own = openai[doc.stream] = {}
+        own[ESTIMATED_COST] = est.cost
+        doc.hash = measure_hash({"measures": doc.hash, ESTIMATED_COST: est.cost})
+        doc.source["event"]["hash"] = doc.hash
+    return unpriced

@@ -1,0 +1,594 @@
+"""Estimated against billed cost per closed UTC day, and the bill allocated to users and models.
+
+Two kinds of documents, both rebuilt from what the sink holds (so a restated bill or restated usage is picked up
+the next time its day is reconciled):
+
+**Reconciliation** (``<type>-openai.reconciliation-<namespace>``): one document per closed day x project x model.
+
+* *estimated*: the sum of the estimates of the day's usage documents (:func:`usage_collector.estimate
+  .estimate_source`, recomputed exactly from the stored measures with the price table of the day, the same
+  computation that set ``estimated_cost`` when they were collected; JSON may have carried that field as a double);
+* *billed*: the sum of the day's costs documents whose line item names that model (``"gpt-4o-2024-08-06, input"``
+  parsed by :func:`usage_collector.pricing.parse_line_item`, or one of :data:`LINE_ITEM_PATTERNS`);
+* ``difference`` = billed - estimated; ``share_explained`` = estimated / billed (1 means usage explains the bill
+  exactly, above 1 it exceeds it; rounded to 1e-6, ``None`` when nothing was billed).
+
+Rows are keyed by ``openai.base.model`` and ``openai.reconciliation.item``: a model row has a model and no item;
+tools and storage, which are billed per project and not per model, have the unit as item (``web_search_calls``;
+the usage documents' own model is not used there); a line item that cannot be parsed is kept as its own row, its
+raw text as item, with nothing estimated against it (Scale Tier units, for example, which the simulator and
+OpenAI bill to the organization, not to a project, and whose token usage is left unpriced).
+
+**Allocation** (``<type>-openai.allocation-<namespace>``): each billed line (day x project x line item x API key,
+and x user or API source when the costs stream was grouped by them) split over the users and models whose usage
+that day matches it: same project, key (and user, API source) when the line names them, same model and tier,
+weighted by the quantity of the line's unit (``method`` ``usage_share:<unit>``); a line no usage matches is kept
+whole (``method`` ``unallocated``). The parts are rounded to 1e-6 USD (or finer when the bill is) by the largest
+remainder method, so they add up to the billed amount exactly.
+
+Each document's ``_id`` is a hash of its identity (organization, day, project, model, item; for allocation the
+line and the part's user and model), and every run rewrites the days it reconciles in full: rows that changed are
+replaced, rows that vanished are deleted (the sinks' ``replaces``, as for re-read buckets), unchanged rows write
+nothing.
+
+When: :func:`after_cycle`, called once per organization at the end of
+:meth:`usage_collector.collector.Collector._each_org`, reconciles the closed days of the costs restatement window
+(a scheduled cycle) or the backfill's days, when the cycle wrote or deleted anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+from .catalogue import BUCKET_WIDTHS, STREAMS
+from .clock import iso
+from .documents import ECS_VERSION, Document, Target, _digest_id, measure_hash
+from .errors import CollectorError
+from .estimate import USAGE_STREAMS, PriceBook, shared_book
+from .pricing import normalise_model, parse_line_item
+from .sinks.base import BucketSet, Sink, WriteStats
+
+if TYPE_CHECKING:
+    from .config import OrgConfig, Settings
+    from .planning import BackfillRange
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ALLOCATION_STREAM",
+    "DERIVED_STREAMS",
+    "LINE_ITEM_PATTERNS",
+    "MODEL_FREE_UNITS",
+    "QUANTUM",
+    "RECONCILIATION_STREAM",
+    "Billed",
+    "Outcome",
+    "after_cycle",
+    "allocate",
+    "classify_line_item",
+    "reconcile",
+    "reconcile_days",
+]
+
+#: The pseudo-stream names (``event.dataset`` ``openai.<name>``) of the documents written here.
+RECONCILIATION_STREAM = "reconciliation"
+ALLOCATION_STREAM = "allocation"
+DERIVED_STREAMS: tuple[str, ...] = (RECONCILIATION_STREAM, ALLOCATION_STREAM)
+#: The coarsest unit allocated parts are rounded to (finer when a billed amount has more decimals).
+QUANTUM = Decimal("0.000001")
+#: Units billed per project, not per model: their rows and allocation weights ignore the usage's model.
+MODEL_FREE_UNITS = frozenset(
+    {"web_search_calls", "file_search_calls", "code_interpreter_sessions", "vector_storage_gb_day"}
+)
+#: Usage stream of each model-free unit.
+_TOOL_STREAMS = {
+    "web_search_calls": "web_search_calls",
+    "file_search_calls": "file_search_calls",
+    "code_interpreter_sessions": "code_interpreter_sessions",
+    "vector_stores": "vector_storage_gb_day",
+}
+
+#: Line items that :func:`~usage_collector.pricing.parse_line_item` leaves unparsed but whose unit is known: the
+#: strings the simulator and third-party mocks use (OpenAI's live strings are unknown, openai-usage-api.md §6;
+#: anything else stays unparsed and is its own reconciliation row). ``(pattern, unit)``; a ``model`` group names
+#: the model, a ``size`` group makes the unit ``image:<size>``.
+LINE_ITEM_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^(?P<model>[^,]+), (?P<size>\d+x\d+)$"), "image"),
+    (re.compile(r"^(?P<model>[^,]+), characters$"), "speech_characters"),
+    (re.compile(r"^(?P<model>[^,]+), transcription$"), "transcription_seconds"),
+    (re.compile(r"^web search tool calls$"), "web_search_calls"),
+    (re.compile(r"^file search tool calls$"), "file_search_calls"),
+    (re.compile(r"^code interpreter sessions$"), "code_interpreter_sessions"),
+    (re.compile(r"^vector store storage$"), "vector_storage_gb_day"),
+)
+
+_DAY = 86400
+#: Decimal precision of sums: estimates have up to ~40 significant digits (storage: bytes / 2**30)
+_PREC = 120
+_Q6 = Decimal("0.000001")
+
+
+@dataclass(frozen=True)
+class Billed:
+    """A line item, classified: ``model`` (normalised) and ``unit`` when known, ``tier`` ``None`` for standard."""
+
+    raw: str | None
+    model: str | None
+    unit: str | None
+    tier: str | None = None
+
+    @property
+    def row(self) -> tuple[str | None, str | None]:
+        """``(model, item)`` of its reconciliation row."""
+        if self.unit in MODEL_FREE_UNITS:
+            return None, self.unit
+        if self.model is not None:
+            return self.model, None
+        return None, self.raw or "(no line item)"
+
+
+def classify_line_item(text: str | None) -> Billed:
+    """Model, unit and tier of a Costs API line item.
+
+    >>> classify_line_item("gpt-4o-2024-08-06, batch input")
+    Billed(raw='gpt-4o-2024-08-06, batch input', model='gpt-4o-2024-08-06', unit='input', tier='batch')
+    >>> classify_line_item("dall-e-3, 1024x1792").unit
+    'image:1024x1792'
+    >>> classify_line_item("scale tier units, gpt-4o-mini").row
+    (None, 'scale tier units, gpt-4o-mini')
+    """
+    item = parse_line_item(text)
+    if item.parsed and item.model is not None:
+        return Billed(text, normalise_model(item.model), item.unit, item.tier)
+    for pattern, unit in LINE_ITEM_PATTERNS:
+        m = pattern.match(text or "")
+        if m is None:
+            continue
+        groups = m.groupdict()
+        model = normalise_model(groups["model"]) if groups.get("model") else None
+        return Billed(text, model, f"image:{groups['size']}" if unit == "image" else unit)
+    return Billed(text, None, None)
+
+
+# --- reading the sink ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Usage:
+    """One usage document's contribution: its row, estimate, and allocation weights."""
+
+    day: date
+    project: str | None
+    key: str | None
+    user: str | None
+    api_source: str | None
+    model: str | None
+    row: tuple[str | None, str | None]
+    cost: Decimal | None
+    quantities: dict[tuple[str, str | None], Decimal]
+
+
+@dataclass
+class _Line:
+    day: date
+    project: str | None
+    key: str | None
+    user: str | None
+    api_source: str | None
+    billed: Billed
+    amount: Decimal
+    currency: str
+
+
+def _ts(source: Mapping[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(source["@timestamp"]).replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _decimal(value: Any) -> Decimal:
+    if value is None:
+        return Decimal(0)
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(str(value)) if not isinstance(value, Decimal) else value
+
+
+def _read(
+    sink: Sink,
+    org_id: str,
+    days: Sequence[date],
+    widths: Mapping[str, str],
+    book: PriceBook,
+    names: dict[str, dict[str, str]],
+) -> tuple[list[_Usage], list[_Line]]:
+    """The usage (one width per stream and day: the configured one when present, else the widest) and the bill."""
+    wanted = set(days)
+    usage: list[_Usage] = []
+    for stream in USAGE_STREAMS:
+        by_width: dict[tuple[date, str], list[Mapping[str, Any]]] = defaultdict(list)
+        for doc in sink.iter_documents(stream):
+            src = doc["_source"]
+            if src.get("organization", {}).get("id") != org_id:
+                continue
+            day = _ts(src).date()
+            if day in wanted:
+                by_width[(day, src["openai"]["base"].get("bucket_width", "1d"))].append(src)
+                _names(src, names)
+        order = [widths.get(stream), *reversed(BUCKET_WIDTHS)]
+        for day in wanted:
+            width = next((w for w in order if w is not None and (day, w) in by_width), None)
+            if width is None:
+                continue
+            for src in by_width[(day, width)]:
+                usage.append(_usage(stream, day, src, book))
+    lines: list[_Line] = []
+    for doc in sink.iter_documents("costs"):
+        src = doc["_source"]
+        if src.get("organization", {}).get("id") != org_id:
+            continue
+        day = _ts(src).date()
+        if day not in wanted:
+            continue
+        _names(src, names)
+        base, own = src["openai"]["base"], src["openai"].get("costs", {})
+        amount = own.get("amount", {})
+        lines.append(
+            _Line(
+                day,
+                base.get("project_id"),
+                base.get("api_key_id"),
+                base.get("user_id"),
+                own.get("api_source"),
+                classify_line_item(own.get("line_item")),
+                _decimal(amount.get("value")),
+                str(amount.get("currency") or "usd"),
+            )
+        )
+    return usage, lines
+
+
+def _names(src: Mapping[str, Any], names: dict[str, dict[str, str]]) -> None:
+    base = src["openai"]["base"]
+    for ident, name in (("project_id", "project_name"), ("api_key_id", "api_key_name"), ("user_id", "user_email")):
+        if base.get(ident) is not None and base.get(name):
+            names[ident][base[ident]] = base[name]
+
+
+def _usage(stream: str, day: date, src: Mapping[str, Any], book: PriceBook) -> _Usage:
+    base, own = src["openai"]["base"], src["openai"].get(stream, {})
+    est = book.estimate(stream, src)
+    model = normalise_model(base["model"]) if base.get("model") else None
+    row: tuple[str | None, str | None] = (None, _TOOL_STREAMS[stream]) if stream in _TOOL_STREAMS else (model, None)
+    return _Usage(
+        day,
+        base.get("project_id"),
+        base.get("api_key_id"),
+        base.get("user_id"),
+        own.get("api_source"),
+        model,
+        row,
+        est.cost,
+        est.quantities,
+    )
+
+
+# --- reconciliation -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    estimated: Decimal = Decimal(0)
+    billed: Decimal = Decimal(0)
+    unpriced: int = 0
+    usage_documents: int = 0
+    line_items: set[str] = field(default_factory=set)
+    currency: str = "usd"
+
+
+def _rows(
+    usage: Iterable[_Usage], lines: Iterable[_Line]
+) -> dict[tuple[date, str | None, str | None, str | None], _Row]:
+    rows: dict[tuple[date, str | None, str | None, str | None], _Row] = defaultdict(_Row)
+    for u in usage:
+        r = rows[(u.day, u.project, *u.row)]
+        r.usage_documents += 1
+        if u.cost is None:
+            r.unpriced += 1
+        else:
+            r.estimated += u.cost
+    for line in lines:
+        r = rows[(line.day, line.project, *line.billed.row)]
+        r.billed += line.amount
+        r.currency = line.currency
+        if line.billed.raw:
+            r.line_items.add(line.billed.raw)
+    return rows
+
+
+def _share(estimated: Decimal, billed: Decimal) -> Decimal | None:
+    if not billed:
+        return None
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return (estimated / billed).quantize(_Q6, ROUND_HALF_EVEN)
+
+
+def _base(day: date, names: Mapping[str, Mapping[str, str]], **dims: str | None) -> dict[str, Any]:
+    start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    base: dict[str, Any] = {
+        "bucket_width": "1d",
+        "start_time": iso(start.timestamp()),
+        "end_time": iso((start + timedelta(days=1)).timestamp()),
+    }
+    for key, value in dims.items():
+        if value is not None:
+            base[key] = value
+            name_key = {"project_id": "project_name", "api_key_id": "api_key_name", "user_id": "user_email"}.get(key)
+            if name_key and value in names.get(key, {}):
+                base[name_key] = names[key][value]
+    return base
+
+
+def _document(
+    target: Target, stream: str, day: date, identity: Sequence[Any], base: dict[str, Any], own: dict[str, Any]
+) -> Document:
+    start = int(datetime.combine(day, datetime.min.time(), tzinfo=UTC).timestamp())
+    digest = measure_hash({k: own[k] for k in sorted(own)} | {"base": {k: base[k] for k in sorted(base)}})
+    org = {"id": target.org_id} if target.org_name is None else {"id": target.org_id, "name": target.org_name}
+    source = {
+        "@timestamp": iso(start),
+        "ecs": {"version": ECS_VERSION},
+        "event": {"kind": "metric", "dataset": f"openai.{stream}", "module": "openai", "hash": digest},
+        "data_stream": {"type": target.data_stream_type, "dataset": f"openai.{stream}", "namespace": target.namespace},
+        "organization": org,
+        "openai": {"base": base, stream: own},
+    }
+    key = "\x1f".join([target.org_id, stream, str(start), *("\x00" if v is None else str(v) for v in identity)])
+    return Document(_digest_id(key), target.data_stream(stream), stream, start, digest, source)
+
+
+def reconcile(
+    target: Target,
+    usage: Iterable[_Usage],
+    lines: Iterable[_Line],
+    names: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[Document]:
+    """The reconciliation documents of the given usage and bill (see the module docstring)."""
+    out = []
+    with localcontext() as ctx:
+        ctx.prec = _PREC  # sums of exact estimates stay exact
+        rows = sorted(_rows(usage, lines).items(), key=lambda kv: repr(kv[0]))
+    for (day, project, model, item), r in rows:
+        with localcontext() as ctx:
+            ctx.prec = _PREC
+            difference = r.billed - r.estimated
+        own: dict[str, Any] = {
+            "estimated_cost": r.estimated,
+            "billed_cost": r.billed,
+            "difference": difference,
+            "unpriced_documents": r.unpriced,
+            "usage_documents": r.usage_documents,
+            "line_items": sorted(r.line_items),
+            "currency": r.currency,
+        }
+        share = _share(r.estimated, r.billed)
+        if share is not None:
+            own["share_explained"] = share
+        if item is not None:
+            own["item"] = item
+        base = _base(day, names or {}, project_id=project, model=model)
+        out.append(_document(target, RECONCILIATION_STREAM, day, (project, model, item), base, own))
+    return out
+
+
+# --- allocation ---------------------------------------------------------------------------------------------------
+
+
+def largest_remainder(total: Decimal, weights: Sequence[Fraction | Decimal | int], quantum: Decimal) -> list[Decimal]:
+    """Split ``total`` by ``weights`` in multiples of ``quantum``; the parts add up to ``total`` exactly.
+
+    Each part gets the floor of its exact share, and the units left go to the largest remainders (the earlier
+    part on a tie). ``total`` must be a multiple of ``quantum``; a negative total (a credit) is split as its
+    absolute value, then negated.
+
+    >>> largest_remainder(Decimal("1.000000"), [1, 1, 1], Decimal("0.000001"))
+    [Decimal('0.333334'), Decimal('0.333333'), Decimal('0.333333')]
+    """
+    sign = -1 if total < 0 else 1
+    units = int(abs(total) / quantum)
+    if Decimal(units) * quantum != abs(total):
+        raise ValueError(f"{total} is not a multiple of {quantum}")
+    ws = [Fraction(w) for w in weights]
+    whole = sum(ws, Fraction(0))
+    if whole <= 0:
+        raise ValueError("weights must add up to more than 0")
+    exact = [units * w / whole for w in ws]
+    parts = [int(e) for e in exact]  # floor: every share is >= 0
+    left = units - sum(parts)
+    order = sorted(range(len(ws)), key=lambda i: (-(exact[i] - parts[i]), i))
+    for i in order[:left]:
+        parts[i] += 1
+    return [sign * p * quantum for p in parts]
+
+
+def _quantum(amount: Decimal) -> Decimal:
+    exponent = amount.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -6:
+        return Decimal(1).scaleb(exponent)
+    return QUANTUM
+
+
+def _matches(line: _Line, u: _Usage) -> bool:
+    if line.project is not None and u.project != line.project:
+        return False
+    for mine, theirs in ((line.key, u.key), (line.user, u.user), (line.api_source, u.api_source)):
+        if mine is not None and theirs is not None and mine != theirs:
+            return False
+    if line.key is not None and u.key is None:
+        return False
+    return line.billed.unit in MODEL_FREE_UNITS or u.model == line.billed.model
+
+
+def allocate(
+    target: Target,
+    usage: Sequence[_Usage],
+    lines: Iterable[_Line],
+    names: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[Document]:
+    """The allocation documents: every billed line split over matching usage (see the module docstring)."""
+    index: dict[tuple[date, str, str | None], list[tuple[_Usage, Decimal]]] = defaultdict(list)
+    for u in usage:
+        for (unit, tier), qty in u.quantities.items():
+            if qty > 0:
+                index[(u.day, unit, tier)].append((u, qty))
+    out: list[Document] = []
+    for line in lines:
+        b = line.billed
+        weights: dict[tuple[str | None, str | None], Decimal] = defaultdict(Decimal)
+        if b.unit is not None and line.amount:
+            for u, qty in index.get((line.day, b.unit, b.tier), []):
+                if _matches(line, u):
+                    weights[(u.user, u.model)] += qty
+        identity_line = (line.project, line.key, line.user, line.api_source, b.raw)
+        if weights:
+            keys = sorted(weights, key=lambda k: ("" if k[0] is None else k[0], "" if k[1] is None else k[1]))
+            amounts = largest_remainder(line.amount, [weights[k] for k in keys], _quantum(line.amount))
+            method = f"usage_share:{b.unit}"
+            parts: list[tuple[tuple[str | None, str | None], Decimal, Decimal | None]] = [
+                (k, amounts[i], weights[k]) for i, k in enumerate(keys)
+            ]
+        else:
+            method = "unallocated"
+            parts = [((line.user, b.model), line.amount, None)]
+        for (user, model), amount, weight in parts:
+            own: dict[str, Any] = {
+                "line_item": b.raw,
+                "amount": amount,
+                "billed_amount": line.amount,
+                "method": method,
+                "currency": line.currency,
+            }
+            if b.unit is not None:
+                own["unit"] = b.unit
+            if b.tier is not None:
+                own["tier"] = b.tier
+            if line.api_source is not None:
+                own["api_source"] = line.api_source
+            if weight is not None:
+                own["weight"] = weight
+            base = _base(line.day, names or {}, project_id=line.project, api_key_id=line.key, user_id=user, model=model)
+            out.append(_document(target, ALLOCATION_STREAM, line.day, (*identity_line, user, model), base, own))
+    return out
+
+
+# --- running it ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one reconciliation of one organization wrote: the days, the documents (money as exact ``Decimal``)
+    and the write statistics of each kind."""
+
+    days: list[date]
+    reconciliation: WriteStats
+    allocation: WriteStats
+    rows: list[Document] = field(default_factory=list)
+    parts: list[Document] = field(default_factory=list)
+
+
+def reconcile_days(
+    sink: Sink,
+    target: Target,
+    days: Sequence[date],
+    *,
+    widths: Mapping[str, str] | None = None,
+    book: PriceBook | None = None,
+) -> Outcome:
+    """Rebuild the reconciliation and allocation documents of ``days`` for one organization and write them.
+
+    Every stored document of those days is replaced: rows that vanished are deleted.
+    """
+    book = book or shared_book()
+    names: dict[str, dict[str, str]] = {"project_id": {}, "api_key_id": {}, "user_id": {}}
+    usage, lines = _read(sink, target.org_id, days, widths or {}, book, names)
+    starts = frozenset(int(datetime.combine(d, datetime.min.time(), tzinfo=UTC).timestamp()) for d in days)
+    rec = reconcile(target, usage, lines, names)
+    alloc = allocate(target, usage, lines, names)
+    out = Outcome(list(days), WriteStats(), WriteStats(), rec, alloc)
+    for stream, docs, stats in (
+        (RECONCILIATION_STREAM, rec, out.reconciliation),
+        (ALLOCATION_STREAM, alloc, out.allocation),
+    ):
+        replaces = BucketSet(target.org_id, stream, "1d", target.data_stream(stream), starts)
+        stats.add(sink.write_window(docs, None, replaces))
+    return out
+
+
+def _days(first: int, end: int) -> list[date]:
+    """UTC days ``d`` with ``first <= start(d)`` and ``end(d) <= end``."""
+    start = -(-first // _DAY) * _DAY
+    return [datetime.fromtimestamp(t, UTC).date() for t in range(start, end - _DAY + 1, _DAY)]
+
+
+def after_cycle(
+    sink: Sink,
+    settings: Settings,
+    org: OrgConfig,
+    results: Sequence[Any],
+    backfill: BackfillRange | None,
+    now: float,
+) -> Outcome | None:
+    """Reconcile one organization after its cycle or backfill; never raises (a failure is logged, the cycle's
+    result stands).
+
+    Days: those of the costs restatement window that are closed (a scheduled cycle), or the closed days of the
+    backfill's range. Nothing is done when the cycle wrote and deleted nothing (nothing can have changed), or
+    when costs are not collected.
+
+    Args:
+        sink: the sink the cycle wrote to.
+        settings: the settings (streams, widths, costs grace and restatement, namespace).
+        org: the organization.
+        results: its :class:`~usage_collector.collector.StreamResult` s of this cycle.
+        backfill: the backfill's range, or ``None`` for a scheduled cycle.
+        now: the time.
+    """
+    if "costs" not in settings.streams:
+        return None
+    if not any(r.stats.written or r.stats.deleted for r in results if r.org_id == org.id):
+        return None
+    edge = int(now - settings.grace_for("costs")) // _DAY * _DAY  # the end of the last closed day
+    if backfill is None:
+        days = _days(edge - int(settings.restatement_for("costs")), edge)
+    else:
+        days = _days(backfill.start - backfill.start % _DAY, min(edge, backfill.end or edge))
+    if not days:
+        return None
+    target = Target(org.id, org.name, settings.namespace, settings.data_stream_type)
+    widths = {s: settings.width_for(s) for s in STREAMS if s in settings.streams}
+    try:
+        outcome = reconcile_days(sink, target, days, widths=widths)
+    except CollectorError as exc:
+        log.warning("%s: reconciliation not written: %s", org.id, exc)
+        return None
+    except Exception:  # a bug here must not fail the cycle that collected the data
+        log.exception("%s: reconciliation failed unexpectedly", org.id)
+        return None
+    log.info(
+        "%s reconciliation %s..%s: %d rows, %d allocated parts (written %d, %d)",
+        org.id,
+        days[0],
+        days[-1],
+        len(outcome.rows),
+        len(outcome.parts),
+        outcome.reconciliation.written,
+        outcome.allocation.written,
+    )
+    return outcome
