@@ -155,7 +155,7 @@ def test_render_ndjson_follows_the_settings():
 
 # --- importability -------------------------------------------------------------------------------------
 def test_every_line_is_a_saved_object_an_import_accepts(objects):
-    assert [o["type"] for o in objects] == ["index-pattern"] * 3 + ["search"] + ["dashboard"] * 4
+    assert [o["type"] for o in objects] == ["index-pattern"] * 5 + ["search"] + ["dashboard"] * 4
     assert len({(o["type"], o["id"]) for o in objects}) == len(objects)
     for o in objects:
         assert set(o) == {"id", "type", "attributes", "references", "coreMigrationVersion", "typeMigrationVersion"}
@@ -362,6 +362,43 @@ def test_month_to_date_panels_have_their_own_time_ranges(objects):
     assert ranges["Billed cost"] is None
 
 
+def test_cost_intelligence_panels_read_reconciliation_and_allocation(objects):
+    d = next(o for o in objects if o["id"] == "usage-collector-costs")
+    by_title = {p.get("title"): p for p in panels(d) if p["type"] == "lens"}
+    expected = {
+        "Estimated against billed cost per day": (kibana.RECONCILIATION_DATA_VIEW, "Billed"),
+        "Estimated against billed by project and model": (kibana.RECONCILIATION_DATA_VIEW, "Billed"),
+        "Allocated cost by model": (kibana.ALLOCATION_DATA_VIEW, "Allocated cost"),
+        "Allocated cost by user": (kibana.ALLOCATION_DATA_VIEW, "Allocated cost"),
+    }
+    for title, (dv_id, rank_label) in expected.items():
+        p = by_title[title]
+        attrs = p["embeddableConfig"]["attributes"]
+        assert {r["id"] for r in attrs["references"]} == {dv_id}, title
+        if "allocated" in title.lower():
+            assert "usage share" in p["embeddableConfig"]["description"], title
+        (layer,) = attrs["state"]["datasourceStates"]["formBased"]["layers"].values()
+        cols = layer["columns"]
+        for c in cols.values():
+            if c["operationType"] != "terms":
+                continue
+            order = c["params"]["orderBy"]
+            ranked = cols[order["columnId"]]
+            assert ranked["label"] == rank_label and ranked["operationType"] == "sum", title
+            assert c["params"]["otherBucket"] or not c["params"]["missingBucket"], title
+    daily = by_title["Estimated against billed cost per day"]["embeddableConfig"]["attributes"]["state"]
+    assert {
+        c.get("sourceField")
+        for la in daily["datasourceStates"]["formBased"]["layers"].values()
+        for c in la["columns"].values()
+    } == {
+        "@timestamp",
+        "openai.reconciliation.estimated_cost",
+        "openai.reconciliation.billed_cost",
+    }
+    assert daily["visualization"]["layers"][0]["seriesType"] == "line"  # not stacked: two totals side by side
+
+
 # --- data views ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("ds_type", ["metrics", "logs"])
 def test_data_views_match_our_data_streams_and_nothing_else(ds_type):
@@ -370,6 +407,10 @@ def test_data_views_match_our_data_streams_and_nothing_else(ds_type):
         o["id"]: o["attributes"]["title"].split(",") for o in kibana.saved_objects(s) if o["type"] == "index-pattern"
     }
     usage, runs, budgets = views[kibana.USAGE_DATA_VIEW], views[kibana.RUNS_DATA_VIEW], views[kibana.BUDGETS_DATA_VIEW]
+    derived = {
+        s: views[v]
+        for s, v in (("reconciliation", kibana.RECONCILIATION_DATA_VIEW), ("allocation", kibana.ALLOCATION_DATA_VIEW))
+    }
 
     def matches(patterns: list[str], name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, p) for p in patterns)
@@ -382,6 +423,12 @@ def test_data_views_match_our_data_streams_and_nothing_else(ds_type):
     assert matches(budgets, es_objects.data_stream_name(s, "budgets"))
     assert not matches(usage, es_objects.data_stream_name(s, "budgets"))
     assert not any(matches(budgets, f"{ds_type}-openai.{stream}-prod") for stream in STREAMS)
+    for stream, view in derived.items():
+        assert matches(view, es_objects.data_stream_name(s, stream))
+        assert not matches(usage, es_objects.data_stream_name(s, stream))
+        assert not matches(budgets, es_objects.data_stream_name(s, stream))
+        assert not any(matches(view, f"{ds_type}-openai.{other}-prod") for other in (*STREAMS, "budgets"))
+        assert not any(matches(view, es_objects.data_stream_name(s, other)) for other in derived if other != stream)
     for foreign in (
         "logs-openai.audit-default",
         "logs-openai.rate_limits-default",
@@ -390,8 +437,9 @@ def test_data_views_match_our_data_streams_and_nothing_else(ds_type):
         "metrics-system.cpu-default",
         ".kibana",
     ):
-        assert not matches(usage, foreign) and not matches(runs, foreign) and not matches(budgets, foreign)
-    assert "logs-*" not in usage + runs + budgets and "metrics-*" not in usage + runs + budgets
+        assert not any(matches(view, foreign) for view in (usage, runs, budgets, *derived.values()))
+    every = usage + runs + budgets + [p for view in derived.values() for p in view]
+    assert "logs-*" not in every and "metrics-*" not in every
 
 
 # --- the formula compiler ----------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_install_sends_the_documented_import_request(kb):
     assert parts["file"].get_payload(decode=True).decode() == kibana.render_ndjson(s)
     assert urls == [f"{kb.url}/s/team-a/app/dashboards#/view/{d.id}" for d in kibana.DASHBOARDS]
     assert [line for line in lines if line.startswith("dashboard: ")] == [f"dashboard: {u}" for u in urls]
-    assert sum(": created" in line for line in lines) == 8
+    assert sum(": created" in line for line in lines) == 10
     assert not any(API_KEY in line for line in lines)
 
 
@@ -66,7 +66,7 @@ def test_install_is_idempotent_a_second_run_overwrites_the_same_objects(kb):
     kibana.install(s, out=second.append)
     assert [r.path for r in kb.requests] == ["/api/saved_objects/_import"] * 2  # default space: no /s/ prefix
     assert import_file(kb.requests[0]) == import_file(kb.requests[1])
-    assert sum(": updated" in line for line in second) == 8 and not any(": created" in line for line in second)
+    assert sum(": updated" in line for line in second) == 10 and not any(": created" in line for line in second)
 
 
 def test_install_uses_the_configured_space_and_basic_auth(kb):
@@ -95,14 +95,14 @@ def test_install_appends_to_the_setup_report(kb):
         ("Kibana search", "created"),
         ("Kibana dashboard", "created"),
     }
-    assert len(report.actions) == 8
+    assert len(report.actions) == 10
 
 
 def test_dry_run_sends_nothing(kb):
     lines: list[str] = []
     urls = kibana.install(settings_for(kb), dry_run=True, out=lines.append)
     assert kb.requests == []
-    assert len(urls) == 4 and sum("would import" in line for line in lines) == 8
+    assert len(urls) == 4 and sum("would import" in line for line in lines) == 10
 
 
 def test_refused_objects_are_reported_with_their_missing_references(kb):
@@ -333,7 +333,7 @@ def test_a_second_space_gets_new_ids_and_the_printed_urls_are_the_ones_that_exis
     assert len(ids) == 4 and not ids & {d.id for d in kibana.DASHBOARDS}  # check_conflicts.ts: new ids
     assert {u.rsplit("/", 1)[1] for u in urls} == ids
     assert all(u.startswith(f"{kb.url}/s/team-a/app/dashboards#/view/") for u in urls)
-    assert sum(" in this space" in line for line in lines) == 8
+    assert sum(" in this space" in line for line in lines) == 10
     # references were rewritten to the copies in this space, so every panel finds its data view there
     here = kb.in_space("team-a")
     for o in here.values():
@@ -348,8 +348,8 @@ def test_installing_again_into_the_same_space_overwrites_the_same_copies(kb):
     lines: list[str] = []
     second = kibana.install(s, space="team-a", out=lines.append)
     assert first == second  # check_origin_conflicts.ts: the copies are found by their origin
-    assert len(kb.in_space("team-a")) == 8 and len(kb.in_space("default")) == 8
-    assert sum(": updated" in line for line in lines) == 8
+    assert len(kb.in_space("team-a")) == 10 and len(kb.in_space("default")) == 10
+    assert sum(": updated" in line for line in lines) == 10
 
 
 def test_a_space_that_does_not_exist_is_named(kb):

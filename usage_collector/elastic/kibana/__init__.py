@@ -7,12 +7,15 @@ data view ``usage-collector-openai``   exactly our usage data streams, ``<type>-
                                        every catalogue stream (comma-separated), never ``logs-*``
 data view ``usage-collector-runs``     ``logs-usage_collector.runs-*``, the run documents
 data view ``usage-collector-budgets``  ``<type>-openai.budgets-*``, the budget documents
+data view ``…-reconciliation``         ``<type>-openai.reconciliation-*``, estimated against billed
+data view ``…-allocation``             ``<type>-openai.allocation-*``, the bill split by usage share
 dashboard ``…-usage-overview``         Elastic's "OpenAI Usage Overview", panel for panel, plus vector
                                        store bytes, code interpreter sessions, file/web search calls,
                                        cached-token share and batch share
 dashboard ``…-costs``                  billed cost by day, line item, project and API key, month to
                                        date against last month, top movers, budgets (month to date
-                                       against budget and forecast)
+                                       against budget and forecast), estimated against billed, cost
+                                       allocated to models and users
 dashboard ``…-chargeback``             one project (a control picks it): tokens and cost by model and
                                        API key, trend, share of the organization
 dashboard ``…-collector-health``       per stream: last complete bucket, lag, documents, failures
@@ -38,9 +41,11 @@ from .alerts import RULE_IDS, rules
 from .client import KibanaError, install, install_rules, make_client, tls_context
 from .dashboards import DASHBOARDS
 from .lens import (
+    ALLOCATION_DATA_VIEW,
     BUDGETS_DATA_VIEW,
     NDJSON_PATH,
     PANEL_VERSION,
+    RECONCILIATION_DATA_VIEW,
     RUNS_DATA_VIEW,
     TYPE_MIGRATION_VERSIONS,
     USAGE_DATA_VIEW,
@@ -51,10 +56,12 @@ from .lens import (
 from .panels import M
 
 __all__ = [
+    "ALLOCATION_DATA_VIEW",
     "BUDGETS_DATA_VIEW",
     "DASHBOARDS",
     "NDJSON_PATH",
     "PANEL_VERSION",
+    "RECONCILIATION_DATA_VIEW",
     "RULE_IDS",
     "RUNS_DATA_VIEW",
     "TYPE_MIGRATION_VERSIONS",

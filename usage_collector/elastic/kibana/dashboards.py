@@ -308,11 +308,104 @@ _BUDGET_PANELS = (
     ),
 )
 
+#: Reconciliation documents (``metrics-openai.reconciliation-*``): one per closed UTC day x project x model (tools,
+#: storage and unparsed line items: no model, an ``item``). Allocation documents (``metrics-openai.allocation-*``):
+#: each billed line split over the users and models whose usage matches it, by usage share.
+_R = "openai.reconciliation"
+_A = "openai.allocation"
+_ESTIMATED = M("Estimated", f"sum({_R}.estimated_cost)")
+_BILLED = M("Billed", f"sum({_R}.billed_cost)")
+_ALLOCATED = M("Allocated cost", f"sum({_A}.amount)")
+_UNALLOCATED = M("Unallocated", f"sum({_A}.amount, kql='{_A}.method : \"unallocated\"')")
+_ALLOCATION_NOTE = (
+    "Allocation splits the bill by usage share: each billed line (day, project, line item, API key) goes to the "
+    "users and models whose usage that day matches it, in proportion to their quantity of the line's unit "
+    "(tokens, images, seconds ...), to the micro-dollar, so the parts add up to the bill; a line no usage "
+    "matches stays whole as unallocated."
+)
+_COST_INTELLIGENCE_PANELS = (
+    Markdown(
+        "",
+        48,
+        5,
+        text=(
+            "### Cost intelligence\n\nEstimated against billed cost from the reconciliation documents "
+            "(`metrics-openai.reconciliation-*`, one per closed UTC day, project and model; tools and storage, "
+            "billed per project, have no model): the estimate prices the day's usage with the price table in "
+            "force that day. Cost by model and user from the allocation documents (`metrics-openai.allocation-*`): "
+            f"{_ALLOCATION_NOTE} `usage-collector report` prints the same tables."
+        ),
+    ),
+    xy(
+        "Estimated against billed cost per day",
+        _ESTIMATED,
+        _BILLED,
+        x=Histogram(interval="1d"),
+        series="line",
+        w=48,
+        dv="reconciliation",
+        description="Per closed UTC day: the sum of the estimates of the day's usage (price table in force that "
+        "day) and the billed cost of the same day; a gap is where estimate and bill disagree (unpriced usage, "
+        "credits, line items that name no model).",
+    ),
+    Table(
+        "Estimated against billed by project and model",
+        48,
+        14,
+        "Per project and model in the time range: estimated and billed cost, the difference (billed - "
+        "estimated), the share of the bill the estimate explains (estimated / billed) and the usage documents "
+        "left unpriced. Ranked by billed cost (the 20 projects and 10 models per project with the most, the rest "
+        "as Other); tools, storage and unparsed line items read (missing value) as model.",
+        dv="reconciliation",
+        rows=(
+            Terms("openai.base.project_name", 20, "Project", missing=True, rank=1),
+            Terms("openai.base.model", 10, "Model", missing=True, rank=1),
+        ),
+        metrics=(
+            _ESTIMATED,
+            _BILLED,
+            M("Difference", f"sum({_R}.difference)"),
+            M("Share explained", f"sum({_R}.estimated_cost) / sum({_R}.billed_cost)", PERCENT),
+            M("Unpriced documents", f"sum({_R}.unpriced_documents)", NUMBER),
+        ),
+        sort_by=1,
+    ),
+    Table(
+        "Allocated cost by model",
+        24,
+        14,
+        "The bill by model in the time range (the 20 models with the most allocated cost, the rest as Other), and "
+        f"how much of it is unallocated. {_ALLOCATION_NOTE} Tool lines take the model of the usage they are "
+        "split over; storage and line items that name no model read (missing value).",
+        dv="allocation",
+        rows=(Terms("openai.base.model", 20, "Model", missing=True),),
+        metrics=(_ALLOCATED, _UNALLOCATED),
+        sort_by=0,
+    ),
+    Table(
+        "Allocated cost by user",
+        24,
+        14,
+        "The bill by user in the time range (the 20 users with the most allocated cost, the rest as Other); "
+        "(missing value) is cost whose usage names no user (usage not grouped by user, or an unallocated line "
+        "that names none). "
+        f"{_ALLOCATION_NOTE}",
+        dv="allocation",
+        rows=(
+            Terms("openai.base.user_id", 20, "User ID", missing=True),
+            Terms("openai.base.user_email", 1, "Email", missing=True),
+        ),
+        metrics=(_ALLOCATED, _UNALLOCATED),
+        sort_by=0,
+    ),
+)
+
 COSTS = Dashboard(
     id="usage-collector-costs",
     title="[OpenAI] Costs (usage-collector)",
     description="Billed cost from the Costs API: by day, line item, project and API key; month to date; movers; "
-    "budgets against month to date and forecast.",
+    "budgets against month to date and forecast; estimated against billed, and the bill allocated to models "
+    "and users.",
     time_from="now-30d/d",
     time_to="now",
     panels=(
@@ -407,6 +500,7 @@ COSTS = Dashboard(
             sort_by=0,
         ),
         *_BUDGET_PANELS,
+        *_COST_INTELLIGENCE_PANELS,
     ),
 )
 

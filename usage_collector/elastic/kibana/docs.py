@@ -6,7 +6,16 @@
 from __future__ import annotations
 
 from .dashboards import DASHBOARDS
-from .lens import BUDGETS_DATA_VIEW, KIBANA_MIN_VERSION, NDJSON_PATH, RUNS_DATA_VIEW, USAGE_DATA_VIEW, render_ndjson
+from .lens import (
+    ALLOCATION_DATA_VIEW,
+    BUDGETS_DATA_VIEW,
+    KIBANA_MIN_VERSION,
+    NDJSON_PATH,
+    RECONCILIATION_DATA_VIEW,
+    RUNS_DATA_VIEW,
+    USAGE_DATA_VIEW,
+    render_ndjson,
+)
 from .panels import Markdown, TimeRange
 
 
@@ -52,6 +61,13 @@ def render_docs() -> str:
         "  duration.",
         f"* **OpenAI budgets** (`{BUDGETS_DATA_VIEW}`): `metrics-openai.budgets-*`, the budget documents each `run`",
         "  writes for the configured `[[budgets]]` (one per budget and UTC day); amounts are formatted as dollars.",
+        f"* **OpenAI estimated against billed cost** (`{RECONCILIATION_DATA_VIEW}`):",
+        "  `metrics-openai.reconciliation-*`, one document per closed UTC day, project and model (tools, storage",
+        "  and unparsed line items: no model, an `item`); costs are formatted as dollars, the share explained as a",
+        "  percentage.",
+        f"* **OpenAI cost allocation** (`{ALLOCATION_DATA_VIEW}`): `metrics-openai.allocation-*`, each billed line",
+        "  split over the users and models whose usage matches it, by usage share; amounts are formatted as",
+        "  dollars.",
         "",
         "Every panel works when only some streams are collected: each usage template maps every stream's",
         "fields (`docs/fields.md`), and `tests/test_kibana.py` checks every field a panel, control, filter or",
@@ -101,9 +117,6 @@ def render_docs() -> str:
         "`rule_type_params.ts` (8.x `x-pack/plugins/stack_alerts`, 9.x `response-ops/rule_params`) |",
         "| the ES\\|QL cost-spike rule (`searchType: esqlQuery`) | **8.17** (floor raised) | 9.x | skipped with "
         "a warning on older stacks; functions checked against the ES\\|QL reference |",
-        "",
-        "Not done here: panels for cost intelligence (estimated against billed) come with that feature, under the",
-        "same validator.",
         "",
         "## Alert rules (optional, off by default)",
         "",

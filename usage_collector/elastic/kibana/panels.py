@@ -12,6 +12,8 @@ NUMBER: Fmt = {"id": "number", "params": {"decimals": 0, "compact": True}}
 PERCENT: Fmt = {"id": "percent", "params": {"decimals": 1}}
 BYTES: Fmt = {"id": "bytes", "params": {"decimals": 1}}
 BYTES_FIELD: Fmt = {"id": "bytes"}
+#: A data view's format of a ratio field (1 is 100 %).
+PERCENT_FIELD: Fmt = {"id": "percent"}
 #: Money in formulas; plain cost columns inherit the data view's ``$0,0.00`` format instead.
 MONEY: Fmt = {"id": "number", "params": {"decimals": 2}}
 #: The data view's format of the cost field.
@@ -56,7 +58,7 @@ class Histogram:
 
 Bucket = Terms | Histogram
 TimeRange = tuple[str, str]
-DataView = Literal["usage", "runs", "budgets"]
+DataView = Literal["usage", "runs", "budgets", "reconciliation", "allocation"]
 
 
 @dataclass(frozen=True)
