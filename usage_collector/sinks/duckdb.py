@@ -209,7 +209,7 @@ class DuckDBSink(FileLeaseMixin):
             sql = "INSERT INTO documents VALUES " + ",".join(["(?,?,?,to_timestamp(?),?,?)"] * len(part))
             params: list[Any] = []
             for d in part:
-                params += [d.id, d.stream, d.index, d.timestamp, d.hash, dumps(d.source).decode()]
+                params += [d.id, d.stream, d.index, d.timestamp, d.hash, d.source_json.decode()]
             con.execute(sql, params)
 
     def iter_documents(self, stream: str | None = None) -> Iterator[dict[str, Any]]:
