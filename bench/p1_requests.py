@@ -49,7 +49,7 @@ WIDTH_S = {"1m": 60, "1h": 3600, "1d": 86400}
 API_DEFAULT = {"1m": 60, "1h": 24, "1d": 7}
 OUR_LIMIT = {"1m": 1440, "1h": 168, "1d": 31}
 COSTS_DEFAULT, COSTS_MAX = 7, 180
-#: group_by as Elastic's integration sends it (one comma-joined value); streams it lacks use every dimension.
+#: group_by as Elastic's integration sends it (one comma-joined value); streams it lacks: every default dimension.
 ELASTIC_GROUP_BY = {
     "completions": "project_id,user_id,api_key_id,model,batch",
     "embeddings": "project_id,user_id,api_key_id,model",
@@ -132,7 +132,7 @@ def run_theirs(api: SimulatedAPI, base_url: str, start: int, width: str) -> dict
             params = {
                 "start_time": str(int(start)),
                 "bucket_width": stream_width(name, width),
-                "group_by": ELASTIC_GROUP_BY.get(name, ",".join(spec.group_by)),
+                "group_by": ELASTIC_GROUP_BY.get(name, ",".join(spec.request_group_by)),
             }
             page = None
             while True:

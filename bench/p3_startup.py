@@ -23,7 +23,6 @@ Goals: ``--help`` at most 2x the baseline; a no-op ``run`` at most 4x.
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,9 @@ GOAL_HELP, GOAL_RUN = 2.0, 4.0
 
 
 def exe() -> str:
-    found = shutil.which("usage-collector") or str(Path(PY).parent / "usage-collector")
+    # the console script beside this interpreter: a version manager's shim on PATH (pyenv) is a shell script
+    # that adds its own start-up to every timed command
+    found = str(Path(PY).parent / "usage-collector")
     if not Path(found).exists():
         raise SystemExit("usage-collector console script not found (pip install -e .)")
     return found

@@ -14,18 +14,21 @@ Deviations, stated in the output:
 * the 1-day backfill is run 3 times (interleaved around the long one) and its median taken; the 365-day one
   once by default (``--long-runs``): peak RSS barely varies between runs.
 
-An NDJSON-sink pair (same streams, same ranges) is measured too, to separate the collector from DuckDB.
+The same pairs are measured with the NDJSON sink and with the Elasticsearch sink, the latter against the
+Elasticsearch test server (``tests/es_server.py``, 9.1.0) in its own process (``bench/_es.py``); each
+Elasticsearch backfill writes to its own namespace (fresh data streams). The Elasticsearch long range is
+``--es-days`` (default 120; the test server is a Python model of Elasticsearch, slower than one).
 
-Goal: 365-day peak RSS at most 1.3x the 1-day one.
+Goal, per sink: 365-day peak RSS at most 1.3x the 1-day one.
 
-    python bench/p4_memory.py [--long-runs 1] [--no-ndjson]
+    python bench/p4_memory.py [--long-runs 1] [--sinks duckdb,ndjson,elasticsearch] [--es-days 365]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,7 +46,7 @@ GOAL = 1.3
 STREAM_SET = [s for s in STREAMS if s != "vector_stores"]
 
 
-def backfill(uc: str, env: dict[str, str], days: int, sink: str) -> tuple[float, float]:
+def backfill(uc: str, env: dict[str, str], days: int, sink: str) -> tuple[float, float, float]:
     """``(peak RSS in MB, wall seconds)`` of one backfill child."""
     start = (datetime.now(UTC).date() - timedelta(days=days)).isoformat()
     args = [uc, "backfill", "--start", start, "--bucket-width", "1h", "--sink", sink]
@@ -58,55 +61,76 @@ def backfill(uc: str, env: dict[str, str], days: int, sink: str) -> tuple[float,
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"backfill of {days} d exited {proc.returncode}: {err[-2000:].decode(errors='replace')}")
-    return usage.ru_maxrss / 1024, wall  # Linux: KiB
+    return usage.ru_maxrss / 1024, wall, usage.ru_utime + usage.ru_stime  # Linux: KiB
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--long-runs", type=int, default=1)
-    ap.add_argument("--no-ndjson", action="store_true")
+    ap.add_argument("--sinks", default="duckdb,ndjson,elasticsearch")
+    ap.add_argument("--es-days", type=int, default=120)
     args = ap.parse_args()
-    uc = shutil.which("usage-collector") or str(Path(PY).parent / "usage-collector")
+    uc = str(Path(PY).parent / "usage-collector")  # the console script itself, not a version-manager shim
     rows = []
     ratios = {}
-    with tempfile.TemporaryDirectory() as tmp, sim_process("--days", "367") as (base_url, counters):
-        env = cli_env(base_url, USAGE_COLLECTOR_RATE_LIMIT="1000")
+    kinds = args.sinks.split(",")
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        base_url, counters = stack.enter_context(sim_process("--days", "367"))
+        es_url = None
+        if "elasticsearch" in kinds:
+            es = subprocess.Popen(
+                [PY, str(Path(__file__).resolve().parent / "_es.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+            stack.callback(es.wait, 30)
+            stack.callback(es.stdin.close)  # type: ignore[union-attr]
+            es_url = es.stdout.readline().decode().strip()  # type: ignore[union-attr]
         n = 0
-        kinds = ["duckdb"] if args.no_ndjson else ["duckdb", "ndjson"]
         for kind in kinds:
+            long_days = args.es_days if kind == "elasticsearch" else 365
 
-            def sink(days: int, kind: str = kind) -> str:
+            def run(days: int, kind: str = kind) -> tuple[float, float, float]:
                 nonlocal n
                 n += 1
-                return f"{kind}:{tmp}/p4_{n}.{kind}"
+                env = cli_env(base_url, USAGE_COLLECTOR_RATE_LIMIT="1000")
+                if kind == "elasticsearch":
+                    assert es_url is not None
+                    env.update(ELASTICSEARCH_URL=es_url, USAGE_COLLECTOR_NAMESPACE=f"p4n{n}")
+                    got = backfill(uc, env, days, "elasticsearch")
+                else:
+                    got = backfill(uc, env, days, f"{kind}:{tmp}/p4_{n}.{kind}")
+                print(
+                    f"  {kind} {days} d: peak RSS {got[0]:.0f} MB, {got[1]:.1f} s wall, {got[2]:.1f} s CPU", flush=True
+                )
+                return got
 
-            short: list[tuple[float, float]] = [backfill(uc, env, 1, sink(1))]
-            long: list[tuple[float, float]] = []
+            short = [run(1)]
+            long = []
             for _ in range(args.long_runs):
-                long.append(backfill(uc, env, 365, sink(365)))
-                short.append(backfill(uc, env, 1, sink(1)))
-            short.append(backfill(uc, env, 1, sink(1)))
-            s_rss, l_rss = median([r for r, _ in short]), median([r for r, _ in long])
+                long.append(run(long_days))
+                short.append(run(1))
+            short.append(run(1))
+            s_rss, l_rss = median([r[0] for r in short]), median([r[0] for r in long])
             ratios[kind] = l_rss / s_rss
-            rows.append([kind, "1 d", len(short), round(s_rss), round(median([w for _, w in short]), 1), ""])
+            rows.append([kind, "1 d", len(short), round(s_rss), median([r[1] for r in short]), ""])
             rows.append(
-                [
-                    kind,
-                    "365 d",
-                    len(long),
-                    round(l_rss),
-                    round(median([w for _, w in long]), 1),
-                    f"{l_rss / s_rss:.2f}x",
-                ]
+                [kind, f"{long_days} d", len(long), round(l_rss), median([r[1] for r in long]), f"{l_rss / s_rss:.2f}x"]
             )
     print(
         f"P4: peak RSS of one backfill child, 1h, {len(STREAM_SET)} streams (all but vector_stores), "
         f"rate limit 1000/s; simulator requests {counters.get('total', '?')}"
     )
     print(table(["sink", "range", "runs", "peak RSS MB (median)", "wall s", "ratio"], rows))
-    results = [verdict("P4 memory, DuckDB sink (365 d / 1 d peak RSS)", ratios["duckdb"], GOAL, at_most=True)]
-    if "ndjson" in ratios:
-        verdict("P4 memory, NDJSON sink (365 d / 1 d peak RSS, informative)", ratios["ndjson"], GOAL, at_most=True)
+    names = {"duckdb": "DuckDB", "ndjson": "NDJSON", "elasticsearch": "Elasticsearch"}
+    results = [
+        verdict(
+            f"P4 memory, {names[k]} sink ({365 if k != 'elasticsearch' else args.es_days} d / 1 d peak RSS)",
+            ratios[k],
+            GOAL,
+            at_most=True,
+        )
+        for k in kinds
+    ]
     emit(results)
 
 

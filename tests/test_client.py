@@ -187,3 +187,50 @@ def test_rate_limit_lets_a_burst_through_then_keeps_the_rate(httpx_mock: HTTPXMo
     for _ in range(4):
         pages(client, "embeddings")
     assert clock.now() - start == pytest.approx(2.0)  # then 2/s
+
+
+def test_names_are_read_concurrently_and_cached_until_their_ttl():
+    """The Admin lists go out together (not one after another), and a second cycle within the TTL reuses them."""
+    import threading
+
+    from usage_collector.client import NameCache, fetch_names
+    from usage_collector.clock import FakeClock
+
+    in_flight, peak, lock = [0], [0], threading.Lock()
+    gate = threading.Barrier(2, timeout=5)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            if path.endswith(("/organization/projects", "/organization/users")):
+                gate.wait()  # both lists must be in flight at once, or this times out
+            if path.endswith("/organization/projects"):
+                data = [{"id": "proj_1", "name": "One"}, {"id": "proj_2", "name": "Two"}]
+            elif path.endswith("/organization/users"):
+                data = [{"id": "user_1", "email": "a@example.com"}]
+            elif path.endswith("/api_keys"):
+                pid = path.split("/")[-2]
+                data = [{"id": f"key_{pid}", "name": f"key of {pid}"}]
+            else:
+                data = [{"id": "svc_1", "name": "robot"}]
+            return httpx.Response(200, json={"object": "list", "data": data, "has_more": False})
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    clock = FakeClock(1_000_000.0)
+    client = OpenAIClient(
+        "https://api.example.test/v1", SecretStr("sk-admin-test"), clock=clock, transport=httpx.MockTransport(handler)
+    )
+    cache = NameCache(ttl=600)
+    names = fetch_names(client, cache)
+    assert names is not None and peak[0] >= 2
+    assert dict(names.projects) == {"proj_1": "One", "proj_2": "Two"}
+    assert dict(names.api_keys) == {"key_proj_1": "key of proj_1", "key_proj_2": "key of proj_2"}
+    assert dict(names.users) == {"user_1": "a@example.com", "svc_1": "robot"}
+    assert fetch_names(client, cache) is names  # within the TTL: no request
+    clock.advance(601)
+    assert fetch_names(client, cache) is not names  # refreshed

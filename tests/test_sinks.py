@@ -82,3 +82,31 @@ def test_a_lease_left_by_a_killed_process_on_this_host_is_taken_over(tmp_path):
     s.acquire_lease("org", "me", 600, now=1001)  # not refused: the holder is gone
     with pytest.raises(LeaseHeldError):
         s.acquire_lease("org", "other-host:1:x", 600, now=1002)
+
+
+def test_duckdb_creates_its_schema_once_and_upgrades_an_unversioned_file(tmp_path):
+    """A file at the current schema version is opened without DDL (P3); one from before versions gets the views
+    and the version, and keeps its documents."""
+    import duckdb
+
+    from usage_collector.sinks.duckdb import SCHEMA_VERSION
+
+    path = tmp_path / "u.duckdb"
+    s = DuckDBSink(path)
+    s.write_window(docs(), cp(T0))
+    s.close()
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE schema_version")
+    con.execute("DROP VIEW embeddings")
+    con.close()
+    s = DuckDBSink(path)
+    assert s.query("SELECT sum(input_tokens) FROM embeddings") == [(60,)]  # the view is back
+    assert s.query("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    s.close()
+    s = DuckDBSink(path)
+    s._db().execute("DROP VIEW embeddings")  # a versioned file: no view is re-created at open
+    s.close()
+    s = DuckDBSink(path)
+    with pytest.raises(duckdb.CatalogException):
+        s.query("SELECT 1 FROM embeddings")
+    assert len(current(s)) == 3

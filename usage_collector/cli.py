@@ -502,12 +502,16 @@ def serve(
     _require_keys(settings, probe)
     probe.close()
 
+    from .client import NameCache
+
+    names_cache = NameCache()  # names are re-read every NAMES_TTL (10 min), not every cycle
+
     def cycle(stop: threading.Event) -> int:
         from .collector import Collector
 
         snk = _open_sink(settings)
         try:
-            result = Collector(settings, snk, stop=stop).run_cycle()
+            result = Collector(settings, snk, stop=stop, names_cache=names_cache).run_cycle()
             _write_budgets(settings, snk, result)
         finally:
             snk.close()

@@ -13,9 +13,11 @@ Nothing here logs or raises the Admin key; URLs are logged without their query a
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -403,49 +405,103 @@ class OpenAIClient:
 
 #: Names are a nicety: a list endpoint that keeps failing must not hold up the usage itself.
 NAME_ATTEMPTS = 2
+#: Threads reading the Admin lists at once, and how long fetched names are reused (seconds).
+NAME_WORKERS = 8
+NAMES_TTL = 600.0
 
 
-def fetch_names(client: OpenAIClient) -> Names | None:
-    """Project, API key and user names from the Admin list endpoints; ``None`` if they cannot be read.
+class NameCache:
+    """Names per (API base URL, Admin key), kept ``ttl`` seconds (on the client's clock).
+
+    ``serve`` collects every few minutes; names change rarely, so a cycle within ``ttl`` of the last fetch uses
+    the names it got then (a project created since shows its ID only until the next refresh; names are not part
+    of ``event.hash``). A failed fetch is not cached. Thread-safe; the key holds a digest, never the key itself.
+    """
+
+    def __init__(self, ttl: float = NAMES_TTL) -> None:
+        self.ttl = ttl
+        self._entries: dict[tuple[str, str], tuple[float, Names]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(client: OpenAIClient) -> tuple[str, str]:
+        auth = client._http.headers.get("Authorization", "")
+        return client.base_url, hashlib.sha256(auth.encode()).hexdigest()
+
+    def get(self, client: OpenAIClient, now: float) -> Names | None:
+        with self._lock:
+            hit = self._entries.get(self.key(client))
+        return hit[1] if hit is not None and 0 <= now - hit[0] < self.ttl else None
+
+    def put(self, client: OpenAIClient, now: float, names: Names) -> None:
+        with self._lock:
+            self._entries[self.key(client)] = (now, names)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def fetch_names(client: OpenAIClient, cache: NameCache | None = None, workers: int = NAME_WORKERS) -> Names | None:
+    """Project, API key, user and service-account names from the Admin list endpoints; ``None`` if they cannot
+    be read.
 
     Usage by a service-account key reports the service account as ``user_id``: service accounts get their own
     table (``openai.base.service_account_name``), never a user's e-mail. A project whose key or service-account
     list is refused (archived projects answer 400 on some sub-lists) only costs those names. A refused key
     (:class:`AuthError` on the first list), an unreachable host and a stop are not swallowed: they are the same
     for every stream, which then stop at once instead of each finding out on its own.
+
+    The lists are read concurrently (``workers`` threads sharing the client and its rate limit): projects and
+    users together, then every project's keys and service accounts. With ``cache`` (``serve`` keeps one across
+    its cycles), names fetched less than ``cache.ttl`` seconds ago are returned without a request.
     """
-    stats = RequestStats()
+    now = client._clock.now()
+    if cache is not None:
+        hit = cache.get(client, now)
+        if hit is not None:
+            return hit
+
+    def listing(path: str, params: Params | None) -> list[dict[str, Any]]:
+        return list(client.iter_list(path, RequestStats(), params, NAME_ATTEMPTS))
+
+    def optional(path: str, params: Params | None) -> list[dict[str, Any]]:
+        try:
+            return listing(path, params)
+        except UnreachableError:
+            raise
+        except FatalApiError as exc:
+            log.debug("no names from %s: %s", path, exc)
+            return []
+
     try:
-        projects: dict[str, str] = {}
-        keys: dict[str, str] = {}
-        users: dict[str, str] = {}
-        service_accounts: dict[str, str] = {}
-        for p in client.iter_list("organization/projects", stats, [("include_archived", "true")], NAME_ATTEMPTS):
-            projects[p["id"]] = p.get("name") or p["id"]
-        for u in client.iter_list("organization/users", stats, None, NAME_ATTEMPTS):
-            users[u["id"]] = u.get("email") or u.get("name") or u["id"]
-        for pid in projects:
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="names") as pool:
+            projects_f = pool.submit(listing, "organization/projects", [("include_archived", "true")])
+            users_f = pool.submit(listing, "organization/users", None)
+            projects: dict[str, str] = {p["id"]: p.get("name") or p["id"] for p in projects_f.result()}
             # owner_project_access=any lists every enabled key, not only those visible by membership (ref §4.17)
-            try:
-                for k in client.iter_list(
-                    f"organization/projects/{pid}/api_keys", stats, [("owner_project_access", "any")], NAME_ATTEMPTS
-                ):
+            keys_f = [
+                pool.submit(optional, f"organization/projects/{pid}/api_keys", [("owner_project_access", "any")])
+                for pid in projects
+            ]
+            accounts_f = [
+                pool.submit(optional, f"organization/projects/{pid}/service_accounts", None) for pid in projects
+            ]
+            users: dict[str, str] = {u["id"]: u.get("email") or u.get("name") or u["id"] for u in users_f.result()}
+            keys: dict[str, str] = {}
+            for f in keys_f:
+                for k in f.result():
                     keys[k["id"]] = k.get("name") or k.get("redacted_value") or k["id"]
-            except UnreachableError:
-                raise
-            except FatalApiError as exc:
-                log.debug("no API key names for project %s: %s", pid, exc)
-            try:
-                path = f"organization/projects/{pid}/service_accounts"
-                for sa in client.iter_list(path, stats, None, NAME_ATTEMPTS):
+            service_accounts: dict[str, str] = {}
+            for f in accounts_f:  # in project order: the first project's name for an account wins
+                for sa in f.result():
                     service_accounts.setdefault(sa["id"], sa.get("name") or sa["id"])
-            except UnreachableError:
-                raise
-            except FatalApiError as exc:
-                log.debug("no service account names for project %s: %s", pid, exc)
-        return Names(projects, keys, users, service_accounts)
+        names = Names(projects, keys, users, service_accounts)
     except (AuthError, UnreachableError, StoppedError):
         raise
     except CollectorError as exc:
         log.warning("names unavailable, documents carry IDs only: %s", exc)
         return None
+    if cache is not None:
+        cache.put(client, now, names)
+    return names

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 import httpx
 
 from .catalogue import STREAMS, StreamSpec
-from .client import OpenAIClient, RequestStats, fetch_names
+from .client import NameCache, OpenAIClient, RequestStats, fetch_names
 from .clock import Clock, SystemClock, iso
 from .config import OrgConfig, Settings
 from .documents import Document, Names, Shaper, Target, run_document
@@ -139,6 +139,7 @@ class Collector:
         transport: optional ``httpx`` transport for the OpenAI client (tests).
         progress: optional callback after each window.
         stop: when set, streams stop between windows (graceful shutdown of ``serve``).
+        names_cache: display names kept across cycles (``serve``); ``None`` reads them every cycle.
     """
 
     def __init__(
@@ -150,8 +151,10 @@ class Collector:
         transport: httpx.BaseTransport | None = None,
         progress: ProgressFn | None = None,
         stop: threading.Event | None = None,
+        names_cache: NameCache | None = None,
     ) -> None:
         self.settings = settings
+        self.names_cache = names_cache
         self.sink = sink
         self.clock = clock or SystemClock()
         self.transport = transport
@@ -268,7 +271,7 @@ class Collector:
         with self._client(org) as client:
             try:
                 # a refused key or an unreachable host raises here, once, for every stream of the organization
-                names = fetch_names(client) if self.settings.enrich_names else None
+                names = fetch_names(client, self.names_cache) if self.settings.enrich_names else None
             except StoppedError:
                 scope: Scope = "run" if backfill is None else "backfill"
                 now = self.clock.now()

@@ -25,9 +25,10 @@ document of each bucket it re-read (see ``docs/architecture.md``, "Superseded do
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -85,10 +86,35 @@ class Document:
     timestamp: int
     hash: str
     source: dict[str, Any]
+    _json: bytes | None = field(default=None, repr=False, compare=False)
 
     def action(self) -> dict[str, Any]:
         """The NDJSON/bulk form: ``{"_id", "_index", "_source"}``."""
         return {"_id": self.id, "_index": self.index, "_source": self.source}
+
+    @property
+    def source_json(self) -> bytes:
+        """``source`` serialized by :func:`dumps`, once: every sink writes these bytes (DuckDB's ``source``
+        column, the NDJSON line, the bulk source line). Computed on first use, so ``source`` must not be
+        changed after a sink has read it."""
+        raw = self._json
+        if raw is None:
+            raw = self._json = dumps(self.source)
+        return raw
+
+    def action_json(self) -> bytes:
+        """:meth:`action` serialized (the same bytes as ``dumps(self.action())``), reusing :attr:`source_json`."""
+        return (
+            b'{"_id":'
+            + _str_json(self.id)
+            + b',"_index":'
+            + _str_json(self.index)
+            + b',"_source":'
+            + (self.source_json + b"}")
+        )
+
+
+_str_json = orjson.dumps
 
 
 def _json_default(value: Any) -> Any:
@@ -107,10 +133,16 @@ def dumps(obj: Any) -> bytes:
 def _digest_id(key: str) -> str:
     """The ``_id`` of an identity key: url-safe base64 of its SHA-1, unpadded (27 characters)."""
     digest = hashlib.sha1(key.encode(), usedforsecurity=False).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    return base64.urlsafe_b64encode(digest)[:27].decode()  # 20 bytes: 28 characters, the last one "="
+
+
+def _where(in_base: bool) -> str:
+    return "base" if in_base else "own"
 
 
 def _dim_text(value: Any) -> str:
+    if type(value) is str:
+        return value
     if value is None:
         return "\x00"
     if isinstance(value, bool):
@@ -158,19 +190,14 @@ def _numbers(obj: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
-    node = doc
-    *head, leaf = dotted.split(".")
-    for part in head:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-
-
 class Shaper:
     """Shapes the results of one (stream, target, width, group_by) into documents, fast.
 
-    Everything that does not depend on the row (field paths, the ``_id`` prefix, data stream names) is
-    computed once; timestamps are formatted once per bucket. ``shape()`` is the one-row convenience form.
+    Everything that does not depend on the row is compiled once: the measures split by where they land
+    (``openai.base``, ``openai.<stream>``, ``gen_ai.usage``), the ``_id`` key's fixed parts and each dimension's
+    ``name=`` prefix, the data stream names; timestamps are formatted once per bucket. A row then costs a few
+    dict comprehensions, one ``orjson.dumps`` + BLAKE2b for ``event.hash`` and one SHA-1 for the ``_id``.
+    ``shape()`` is the one-row convenience form.
 
     A numeric result field the catalogue does not know is kept under ``openai.<stream>.<name>`` (and hashed, so
     its revisions are written); its name is added to :attr:`new_fields`. Unknown non-numeric fields are ignored.
@@ -189,6 +216,9 @@ class Shaper:
         self.names = names
         self.dataset = f"openai.{spec.name}"
         self.index = target.data_stream(spec.name)
+        self._stream = spec.name
+        self._object_type = spec.object_type
+        self._costs = spec.is_costs
         self._org = {"id": target.org_id} if target.org_name is None else {"id": target.org_id, "name": target.org_name}
         self._ds = {"type": target.data_stream_type, "dataset": self.dataset, "namespace": target.namespace}
         self._id_prefix = "\x1f".join([target.org_id, spec.name, width])
@@ -197,19 +227,11 @@ class Shaper:
         self._dims = [(d, _in_base(spec, d)) for d in spec.group_by]
         grouped = set(group_by)
         # an optional dimension is part of the identity only when requested (older _ids stay as they were)
-        order = sorted(
-            (i for i, (d, _) in enumerate(self._dims) if d in grouped or not spec.optional(d)),
-            key=lambda i: self._dims[i][0],
-        )
-        self._id_dims = [(i, self._dims[i][0] + "=") for i in order]
+        id_dims = sorted(d for d, _ in self._dims if d in grouped or not spec.optional(d))
+        self._id_names = tuple(id_dims)
+        self._id_prefixes = tuple(d + "=" for d in id_dims)
         self._id_head = self._id_prefix + "\x1f"
-        self._id_group = "\x1f" + self._group_key + ("\x1f" if order else "")
-        # measures: (api name, location, path, gen_ai leaf)
-        self._measures: list[tuple[str, bool, tuple[str, ...], str | None]] = []
-        for m in spec.measures:
-            gen = m.gen_ai.removeprefix("gen_ai.usage.") if m.gen_ai else None  # cache_read.input_tokens
-            self._measures.append((m.name, _in_base(spec, m.name), tuple(m.name.split(".")), gen))
-        self._attrs = [(a, tuple(a.split("."))) for a in spec.attributes]
+        self._id_group = "\x1f" + self._group_key + ("\x1f" if id_dims else "")
         self._known = frozenset(
             {"object", *spec.group_by, *(m.name.split(".")[0] for m in spec.measures)}
             | {a.split(".")[0] for a in spec.attributes}
@@ -217,84 +239,124 @@ class Shaper:
         #: unknown numeric fields seen (kept) and unknown fields that could not be kept (name not a field name)
         self.new_fields: set[str] = set()
         self.skipped_fields: set[str] = set()
+        self._row = self._compile()
 
     def bucket(self, start: int, end: int, results: list[Mapping[str, Any]]) -> list[Document]:
         """Documents of one bucket's results."""
         ts, te = iso(start), iso(end)
-        return [self.row(start, ts, te, r) for r in results]
+        row = self._row
+        # Thousands of small dicts, none in a reference cycle: the cyclic GC would scan them over and over
+        # (a third of the shaping time in bench/p2_throughput.py) and free nothing. Paused for the bucket only.
+        pause = gc.isenabled()
+        if pause:
+            gc.disable()
+        try:
+            return [row(start, ts, te, r) for r in results]
+        finally:
+            if pause:
+                gc.enable()
 
     def row(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
+        """The document of one result row (``ts``/``te``: the bucket's start and end, formatted)."""
+        return self._row(start, ts, te, result)
+
+    def _compile(self) -> Callable[[int, str, str, Mapping[str, Any]], Document]:
+        """The row function of this shaper, generated once from the catalogue: straight-line code, one local per
+        field, no loop over the catalogue and no path splitting per value.
+
+        The generated code only ever names catalogue fields (``repr`` literals) and this shaper's constants; the
+        document it builds is the one the catalogue rule (``StreamSpec.field_name``) describes: dimensions and
+        measures under ``openai.base`` or ``openai.<stream>`` in API order, ``event.hash`` over the measures and
+        attributes in catalogue order (then kept unknown fields, sorted), ``gen_ai.*``, names, the ``_id``.
+        """
         spec = self.spec
-        base: dict[str, Any] = {
-            "usage_object_type": result.get("object") or spec.object_type,
-            "start_time": ts,
-            "end_time": te,
-            "bucket_width": self.width,
-        }
-        own: dict[str, Any] = {}
-        dim_values = []
-        for name, in_base in self._dims:
-            value = result.get(name)
-            dim_values.append(value)
-            if value is not None:
-                (base if in_base else own)[name] = value
-        hashed: dict[str, Any] = {}
-        usage: dict[str, Any] = {}
-        amount = result.get("amount") if spec.is_costs else None
-        for name, in_base, path, gen in self._measures:
-            # "amount.value" is the only nested measure
-            value = result.get(name) if len(path) == 1 else (amount.get("value") if amount else None)
-            if value is None:
-                continue
-            hashed[name] = value
-            if in_base:
-                base[name] = value
-            elif len(path) == 1:
-                own[name] = value
+        lines = [
+            "def row(start, ts, te, result):",
+            "    get = result.get",
+            "    base = {'usage_object_type': get('object') or OBJECT, 'start_time': ts, 'end_time': te,"
+            " 'bucket_width': WIDTH}",
+            "    own = {}",
+            "    hashed = {}",
+            "    usage = {}",
+        ]
+        var: dict[str, str] = {}
+        for n, (name, in_base) in enumerate(self._dims):
+            var[name] = v = f"d{n}"
+            put = f"        {_where(in_base)}[{name!r}] = {v}"
+            lines += [f"    {v} = get({name!r})", f"    if {v} is not None:", put]
+        if self._costs:
+            lines += ["    amount = get('amount') or EMPTY"]
+        fields: list[tuple[str, bool, str | None]] = [(m.name, True, m.gen_ai) for m in spec.measures]
+        fields += [(a, False, None) for a in spec.attributes]
+        for name, is_measure, gen in fields:
+            get = f"amount.get({name.split('.', 1)[1]!r})" if "." in name else f"get({name!r})"
+            lines += [f"    v = {get}", "    if v is not None:", f"        hashed[{name!r}] = v"]
+            if is_measure and _in_base(spec, name):
+                lines.append(f"        base[{name!r}] = v")
+            elif "." in name:
+                head, leaf = name.split(".", 1)
+                lines.append(f"        own.setdefault({head!r}, {{}})[{leaf!r}] = v")
             else:
-                _set(own, name, value)
+                lines.append(f"        own[{name!r}] = v")
             if gen is not None:
-                if "." in gen:
-                    _set(usage, gen, value)
-                else:
-                    usage[gen] = value
-        for name, path in self._attrs:
-            value = (amount.get("currency") if amount else None) if len(path) == 2 else result.get(name)
-            if value is not None:
-                hashed[name] = value
-                _set(own, name, value)
-        extra = result.keys() - self._known
-        if extra:
-            self._keep_extra(result, sorted(extra), own, hashed)
-        doc: dict[str, Any] = {
-            "@timestamp": ts,
-            "ecs": _ECS,
-            "event": {"kind": "metric", "dataset": self.dataset, "module": "openai", "hash": ""},
-            "data_stream": self._ds,
-            "organization": self._org,
-            "openai": {"base": base, spec.name: own} if own else {"base": base},
-        }
-        model = base.get("model")
-        if usage or model is not None:
-            gen_ai: dict[str, Any] = {}
-            if usage:
-                gen_ai["usage"] = usage
-            if model is not None:
-                gen_ai["request"] = {"model": model}
-            gen_ai["provider"] = _PROVIDER
-            doc["gen_ai"] = gen_ai
+                parent, _, leaf = gen.removeprefix("gen_ai.usage.").rpartition(".")
+                target = f"usage.setdefault({parent!r}, {{}})" if parent else "usage"
+                lines.append(f"        {target}[{leaf!r}] = v")
+        model = var.get("model")
+        lines += [
+            # most rows hold no unknown field but the text organization_id: one set test, no allocation
+            "    if not KNOWN_TEXT.issuperset(result) or type(get('organization_id', '')) is not str:",
+            "        extra = result.keys() - KNOWN",
+            "        if extra:",
+            "            keep_extra(result, sorted(extra), own, hashed)",
+            "    digest = measure_hash(hashed)",
+            "    doc = {'@timestamp': ts, 'ecs': ECS, 'event': {'kind': 'metric', 'dataset': DATASET,"
+            " 'module': 'openai', 'hash': digest}, 'data_stream': DS, 'organization': ORG,"
+            " 'openai': {'base': base, STREAM: own} if own else {'base': base}}",
+            f"    if usage{f' or {model} is not None' if model else ''}:",
+            "        gen_ai = {}",
+            "        if usage:",
+            "            gen_ai['usage'] = usage",
+        ]
+        if model:
+            lines += [f"        if {model} is not None:", f"            gen_ai['request'] = {{'model': {model}}}"]
+        lines += ["        gen_ai['provider'] = PROVIDER", "        doc['gen_ai'] = gen_ai"]
         if self.names is not None:
-            _add_names(base, self.names)
-        digest = measure_hash(hashed)
-        doc["event"]["hash"] = digest
+            lines.append("    add_names(base, NAMES)")
         # identity: org, stream, width, bucket start, group_by set, every dimension value (sorted by name)
-        key = (
-            self._id_head
-            + str(start)
-            + self._id_group
-            + "\x1f".join([name + _dim_text(dim_values[i]) for i, name in self._id_dims])
-        )
-        return Document(_digest_id(key), self.index, spec.name, start, digest, doc)
+        ids = zip(self._id_names, self._id_prefixes, strict=True)
+        parts = [f"{prefix!r} + _t({var[name]})" for name, prefix in ids]
+        sep = " + '\\x1f' + ".join(parts) if parts else "''"
+        lines += [
+            f"    key = ID_HEAD + str(start) + ID_GROUP + {sep}",
+            "    return Document(digest_id(key), INDEX, STREAM, start, digest, doc)",
+        ]
+        env: dict[str, Any] = {
+            "OBJECT": self._object_type,
+            "WIDTH": self.width,
+            "EMPTY": {},
+            "KNOWN": self._known,
+            "KNOWN_TEXT": self._known | _TEXT_FIELDS,
+            "keep_extra": self._keep_extra,
+            "measure_hash": measure_hash,
+            "ECS": _ECS,
+            "DATASET": self.dataset,
+            "DS": self._ds,
+            "ORG": self._org,
+            "STREAM": self._stream,
+            "PROVIDER": _PROVIDER,
+            "add_names": _add_names,
+            "NAMES": self.names,
+            "ID_HEAD": self._id_head,
+            "ID_GROUP": self._id_group,
+            "_t": _dim_text,
+            "Document": Document,
+            "digest_id": _digest_id,
+            "INDEX": self.index,
+        }
+        exec(compile("\n".join(lines), f"<Shaper {spec.name} {self.width}>", "exec"), env)
+        fn: Callable[[int, str, str, Mapping[str, Any]], Document] = env["row"]
+        return fn
 
     def _keep_extra(
         self, result: Mapping[str, Any], names: list[str], own: dict[str, Any], hashed: dict[str, Any]
@@ -316,6 +378,9 @@ class Shaper:
 
 
 _ECS = {"version": ECS_VERSION}  # shared, never mutated
+#: Unknown fields every result carries as text (never a measure); a row whose only unknown field is one of these,
+#: as text, skips the unknown-field pass.
+_TEXT_FIELDS = frozenset({"organization_id"})
 _PROVIDER = {"name": "openai"}
 
 

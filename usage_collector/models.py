@@ -1,26 +1,29 @@
-"""Pydantic v2 models of the Usage/Costs API pages.
+"""Parsing the Usage/Costs API pages: decode with msgspec, then check only the fields the shaper uses.
 
 Tolerant by design (ref ``openai-usage-api.md`` §4.6, §4.7, §4.12):
 
-* unknown fields are never an error, and they are kept as they came (``extra="allow"``): the shaper keeps the
-  numeric ones (a measure OpenAI added after this catalogue) and ignores the rest;
+* unknown fields are never an error, and they are kept as they came: the shaper keeps the numeric ones (a
+  measure OpenAI added after this catalogue) and ignores the rest;
 * integer measures may arrive as numeric strings (``"12"``) and are coerced;
 * ``amount.value`` may be a JSON number or a numeric string; it is kept as :class:`~decimal.Decimal`.
-  Costs pages are decoded with ``json.loads(parse_float=Decimal)`` so a JSON number keeps every digit;
-* optional measures that are absent stay absent (the result is a ``TypedDict`` with ``total=False``), so
-  a 2025-era response without ``input_cache_write_tokens`` is not reported as 0.
+  Costs pages are decoded with ``float_hook=Decimal``, so a JSON number keeps every digit (no float on the way);
+* optional measures that are absent stay absent, so a 2025-era response without ``input_cache_write_tokens``
+  is not reported as 0.
 
-Results are validated by a ``TypeAdapter`` built once per stream from the catalogue.
+Why not a schema library: a page is decoded by msgspec (C, as fast as ``orjson.loads``, integers of any size
+kept exact) into plain dicts, and each result is checked against a table built once per stream from the
+catalogue (field name -> expected Python type). A value of the expected type costs one dict lookup and one
+``type() is`` test; only the rare other ones (a numeric string, a boolean as text) go through the coercions.
+The types and coercions are those of the pydantic ``TypedDict`` adapters this replaces (lax mode): a known
+field with a value that cannot be coerced is a :class:`~usage_collector.errors.FatalApiError` naming the field.
 """
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal
-from typing import Any
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypedDict
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
-from typing_extensions import TypedDict
+import msgspec
 
 from .catalogue import StreamSpec
 from .errors import FatalApiError, RetriableApiError
@@ -37,48 +40,44 @@ class Page(_PageBase, total=False):
     next_page: str | None
 
 
-class _Amount(TypedDict, total=False):
-    value: Decimal | None
-    currency: str | None
+#: Usage pages: floats stay floats (unknown float fields kept as they came). Costs: every float a Decimal.
+_USAGE = msgspec.json.Decoder()
+_COSTS = msgspec.json.Decoder(float_hook=Decimal)
 
 
-def _result_fields(spec: StreamSpec) -> dict[str, Any]:
-    fields: dict[str, Any] = {"object": str | None}
+class _Amount:
+    """Marker type of the costs ``amount`` object (never the type of a decoded value)."""
+
+
+class _Malformed(Exception):
+    def __init__(self, where: str, msg: str) -> None:
+        super().__init__(f"{where}: {msg}")
+
+
+def _result_types(spec: StreamSpec) -> dict[str, type]:
+    """Field name -> the Python type a decoded value has when it needs no coercion (``None`` always allowed)."""
+    types: dict[str, type] = {"object": str}
     for dim in spec.dimensions:
-        fields[dim.name] = (bool if dim.type == "boolean" else str) | None
+        types[dim.name] = bool if dim.type == "boolean" else str
     for measure in spec.measures:
-        if "." in measure.name:
-            continue  # amount.value: handled by the nested _Amount type
-        fields[measure.name] = (Decimal if measure.value_type == "decimal" else int) | None
+        if "." not in measure.name:  # amount.value: inside the _Amount object
+            types[measure.name] = Decimal if measure.value_type == "decimal" else int
     for attr in spec.attributes:
         if "." not in attr:
-            fields[attr] = str | None
+            types[attr] = str
     if spec.is_costs:
-        fields["amount"] = _Amount | None
-    return fields
+        types["amount"] = _Amount
+    return types
 
 
-_ADAPTERS: dict[str, TypeAdapter[Any]] = {}
+_TYPES: dict[str, dict[str, type]] = {}
 
 
-def _page_adapter(spec: StreamSpec) -> TypeAdapter[Any]:
-    adapter = _ADAPTERS.get(spec.name)
-    if adapter is None:
-        adapter = _ADAPTERS[spec.name] = _build_adapter(spec.name, spec)
-    return adapter
-
-
-def _build_adapter(stream: str, spec: StreamSpec) -> TypeAdapter[Any]:
-    # Built at run time from the catalogue, so mypy cannot follow these TypedDicts.
-    make: Any = TypedDict
-    list_of: Any = list
-    result_td = make(f"{stream}_result", _result_fields(spec), total=False)
-    result_td.__pydantic_config__ = ConfigDict(extra="allow")  # unknown fields kept, see the module docstring
-    bucket_td = make(f"{stream}_bucket", {"start_time": int, "end_time": int, "results": list_of[result_td]})
-    page_td = make(
-        f"{stream}_page", {"data": list_of[bucket_td], "has_more": bool, "next_page": str | None}, total=False
-    )
-    return TypeAdapter(page_td)
+def _types(spec: StreamSpec) -> dict[str, type]:
+    types = _TYPES.get(spec.name)
+    if types is None:
+        types = _TYPES[spec.name] = _result_types(spec)
+    return types
 
 
 def parse_page(spec: StreamSpec, body: bytes) -> Page:
@@ -104,32 +103,104 @@ def parse_page(spec: StreamSpec, body: bytes) -> Page:
                    "results": [{"object": "organization.usage.completions.result",
                                 "input_tokens": 1000, "output_tokens": 500, "num_model_requests": 5}]}]}
     """
-    adapter = _page_adapter(spec)
     try:
-        if spec.is_costs:
-            page: Any = adapter.validate_python(json.loads(body, parse_float=Decimal))
-        else:
-            page = adapter.validate_json(body)
-    except (ValueError, ValidationError) as exc:
-        if _is_json_syntax_error(exc):
-            # A cut-off or non-JSON body on a 2xx is a transport fault: worth another try.
-            raise RetriableApiError(f"{spec.name}: response body is not valid JSON (truncated?)") from None
-        raise FatalApiError(f"{spec.name}: malformed page: {_describe(exc)}") from None
-    if "data" not in page or "has_more" not in page:
-        raise FatalApiError(f"{spec.name}: malformed page: 'data' and 'has_more' are required")
+        page: Any = (_COSTS if spec.is_costs else _USAGE).decode(body)
+    except msgspec.DecodeError:
+        # A cut-off or non-JSON body on a 2xx is a transport fault: worth another try.
+        raise RetriableApiError(f"{spec.name}: response body is not valid JSON (truncated?)") from None
+    except msgspec.MsgspecError as exc:  # a number out of range
+        raise FatalApiError(f"{spec.name}: malformed page: {exc}") from None
+    try:
+        _check_page(page, _types(spec))
+    except _Malformed as exc:
+        raise FatalApiError(f"{spec.name}: malformed page: {exc}") from None
     return page  # type: ignore[no-any-return]
 
 
-def _is_json_syntax_error(exc: Exception) -> bool:
-    if isinstance(exc, ValidationError):
-        return any(e["type"] == "json_invalid" for e in exc.errors(include_url=False, include_input=False))
-    return isinstance(exc, ValueError)  # json.JSONDecodeError, UnicodeDecodeError
+def _check_page(page: Any, types: dict[str, type]) -> None:
+    if not isinstance(page, dict):
+        raise _Malformed("page", "not an object")
+    if "data" not in page or "has_more" not in page:
+        raise _Malformed("page", "'data' and 'has_more' are required")
+    if type(page["has_more"]) is not bool:
+        page["has_more"] = _coerce(bool, page["has_more"], "has_more")
+    nxt = page.get("next_page")
+    if nxt is not None and type(nxt) is not str:
+        raise _Malformed("next_page", "not a string")
+    data = page["data"]
+    if type(data) is not list:
+        raise _Malformed("data", "not a list")
+    for b, bucket in enumerate(data):
+        if type(bucket) is not dict:
+            raise _Malformed(f"data.{b}", "not an object")
+        for key in ("start_time", "end_time"):
+            value = bucket.get(key)
+            if type(value) is not int:
+                bucket[key] = _coerce(int, value, f"data.{b}.{key}", missing=key not in bucket)
+        results = bucket.get("results")
+        if type(results) is not list:
+            raise _Malformed(f"data.{b}.results", "missing" if results is None else "not a list")
+        get = types.get
+        for r, row in enumerate(results):
+            if type(row) is not dict:
+                raise _Malformed(f"data.{b}.results.{r}", "not an object")
+            for key, value in row.items():
+                want = get(key)
+                if want is None or value is None or type(value) is want:
+                    continue
+                row[key] = _coerce(want, value, f"data.{b}.results.{r}.{key}")  # same key: no resize
 
 
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        errs = exc.errors(include_url=False, include_input=False)
-        first = errs[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        return f"{loc}: {first['msg']} ({len(errs)} error(s))"
-    return f"not valid JSON ({type(exc).__name__})"
+def _coerce(want: type, value: Any, where: str, *, missing: bool = False) -> Any:
+    """``value`` as ``want`` (pydantic's lax rules), or :class:`_Malformed`."""
+    if missing:
+        raise _Malformed(where, "field required")
+    if want is int:
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        elif (type(value) is float and value.is_integer()) or (
+            type(value) is Decimal and value == value.to_integral_value()
+        ):
+            return int(value)
+        raise _Malformed(where, "not an integer")
+    if want is bool:
+        if type(value) is int and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in _BOOL_TEXT:
+            return _BOOL_TEXT[value.lower()]
+        raise _Malformed(where, "not a boolean")
+    if want is Decimal:
+        return _decimal(value, where)
+    if want is _Amount:
+        if not isinstance(value, dict):
+            raise _Malformed(where, "not an object")
+        amount = value.get("value")
+        if amount is not None and type(amount) is not Decimal:
+            value["value"] = _decimal(amount, where + ".value")
+        currency = value.get("currency")
+        if currency is not None and type(currency) is not str:
+            raise _Malformed(where + ".currency", "not a string")
+        return value
+    raise _Malformed(where, f"not a {'string' if want is str else want.__name__}")
+
+
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "on": True, "off": False}
+
+
+def _decimal(value: Any, where: str) -> Decimal:
+    if type(value) is Decimal:
+        return value
+    if type(value) is int or type(value) is float:
+        return Decimal(value) if type(value) is int else Decimal(repr(value))
+    if isinstance(value, str):
+        try:
+            out = Decimal(value.strip())
+        except InvalidOperation:
+            pass
+        else:
+            if out.is_finite():
+                return out
+    raise _Malformed(where, "not a decimal number")

@@ -39,7 +39,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
 
 from .. import secrets
 from ..catalogue import STREAMS
@@ -85,6 +87,33 @@ def _data_stream_of(index: str, source: Mapping[str, Any]) -> str:
         return f"{ds['type']}-{ds['dataset']}-{ds['namespace']}"
     m = re.fullmatch(r"\.ds-(.+)-\d{4}\.\d{2}\.\d{2}-\d{6}", index)
     return m.group(1) if m else index
+
+
+class _Line(bytes):
+    """One bulk action line, serialized once with orjson.
+
+    It is ``bytes``, so the client's serializers send it unchanged (``JsonSerializer.dumps`` and
+    ``NdjsonSerializer.dumps`` pass bytes through, in elastic-transport 8 and 9), and the headers of the request
+    stay those of the transport (``compatible-with``, :mod:`.connection`). ``copy()`` gives back the
+    ``{op: meta}`` dict: ``streaming_bulk`` reads the action that way only when a whole chunk failed
+    (``_process_bulk_chunk_error``).
+    """
+
+    def copy(self) -> dict[str, Any]:
+        out: dict[str, Any] = orjson.loads(self)
+        return out
+
+
+def bulk_lines(action: Mapping[str, Any]) -> tuple[_Line, bytes | None]:
+    """``streaming_bulk``'s ``expand_action_callback``: the action line and the source line of one action of
+    :meth:`ElasticsearchSink._plan`, as bytes (the source was serialized once, :attr:`Document.source_json`).
+
+    Replaces ``elasticsearch.helpers.expand_action`` (which copies every action) and the client's stdlib JSON
+    serializer; the lines are the same JSON: ``{"create":{"_index":..,"_id":..}}`` then the ``_source``.
+    """
+    meta = {k: v for k, v in action.items() if k != "_op_type" and k != "_source"}
+    source = action.get("_source")
+    return _Line(orjson.dumps({action["_op_type"]: meta})), source
 
 
 # --- the sink ---------------------------------------------------------------------------------------
@@ -385,7 +414,7 @@ class ElasticsearchSink:
         for doc in docs:
             hits = existing.get(doc.id, [])
             if not hits:
-                actions.append({"_op_type": "create", "_index": doc.index, "_id": doc.id, "_source": doc.source})
+                actions.append({"_op_type": "create", "_index": doc.index, "_id": doc.id, "_source": doc.source_json})
                 continue
             same = [h for h in hits if h.hash == doc.hash]
             keep = max(same or hits, key=lambda h: (_generation(h.index), h.index))
@@ -410,7 +439,7 @@ class ElasticsearchSink:
                         "_id": doc.id,
                         "if_seq_no": keep.seq_no,
                         "if_primary_term": keep.primary_term,
-                        "_source": doc.source,
+                        "_source": doc.source_json,
                     }
                 )
         return actions
@@ -435,6 +464,7 @@ class ElasticsearchSink:
             initial_backoff=self.initial_backoff,
             max_backoff=self.max_backoff,
             refresh=True,
+            expand_action_callback=cast(Any, bulk_lines),  # typed for dict headers; bytes pass too (_Line)
         )
         try:
             for ok, item in results:

@@ -25,6 +25,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,20 @@ from ..reconcile import ALLOCATION_STREAM, RECONCILIATION_STREAM
 from .base import BucketSet, Checkpoint, WriteStats, checkpoint_key
 from .filelease import FileLease, FileLeaseMixin
 
-_CHUNK = 500
+#: Rows per INSERT (one list per column, unnested by DuckDB) and per ``_id`` lookup.
+_CHUNK = 10_000
+#: DuckDB's buffer pool limit, unless the caller sets one: what the sink needs whatever the history held.
+MEMORY_LIMIT = "64MB"
+#: Bumped whenever the tables or views below change; a file at this version is opened without any DDL.
+SCHEMA_VERSION = 3
 
+# No PRIMARY KEY on documents._id: DuckDB keeps a key's ART index pinned in memory, so it grew with every year
+# of history (and a small memory_limit then failed with OutOfMemory). The sink looks ``_id`` s up within the
+# window's stream and time range instead (the ``ts`` zone maps skip the rest) and writes each ``_id`` once
+# per transaction, under the lease: the uniqueness the key checked holds by construction.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
-    _id VARCHAR PRIMARY KEY,
+    _id VARCHAR NOT NULL,
     stream VARCHAR NOT NULL,
     data_stream VARCHAR NOT NULL,
     ts TIMESTAMPTZ NOT NULL,
@@ -52,6 +62,7 @@ CREATE TABLE IF NOT EXISTS documents (
 );
 CREATE TABLE IF NOT EXISTS checkpoints (key VARCHAR PRIMARY KEY, data JSON NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (ts TIMESTAMPTZ NOT NULL, data JSON NOT NULL);
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 """
 
 
@@ -166,13 +177,42 @@ def _derived_view_sql(stream: str) -> str:
     return f"CREATE OR REPLACE VIEW {stream} AS SELECT _id, {', '.join(cols)} FROM documents WHERE stream = '{stream}'"
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """The streams and time range a window's documents (and the buckets it replaces) lie in: every ``_id``
+    lookup and delete is bounded by them, so DuckDB reads only the row groups of that range. A usage ``_id``
+    holds its bucket start, so the same ``_id`` always has the same ``ts``."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, docs: Sequence[Document], replaces: BucketSet | None) -> _Scope:
+        streams = {d.stream for d in docs}
+        times = [t for d in docs if type(t := d.timestamp) is int]  # anything else fails the INSERT, as it should
+        if replaces is not None and replaces.starts:
+            streams.add(replaces.stream)
+            times += [min(replaces.starts), max(replaces.starts)]
+        if not times:
+            return cls("false", ())
+        if streams & {LIMITS_STREAM, BUDGETS_STREAM}:  # _id holds the day (and content), not the time: stream only
+            return cls("stream IN (SELECT unnest(?))", (sorted(streams),))
+        return cls(
+            "stream IN (SELECT unnest(?)) AND ts BETWEEN to_timestamp(?) AND to_timestamp(?)",
+            (sorted(streams), min(times), max(times)),
+        )
+
+
 class DuckDBSink(FileLeaseMixin):
     """Documents, checkpoints and runs in one DuckDB file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, read_only: bool = False, memory_limit: str | None = MEMORY_LIMIT
+    ) -> None:
         self.path = Path(path)
         self.description = f"duckdb:{self.path}"
         self.read_only = read_only
+        self.memory_limit = memory_limit
         self._lease = FileLease(self.path.with_name(self.path.name + ".lease"))
         self._con: Any = None
         self._lock = threading.RLock()
@@ -188,11 +228,13 @@ class DuckDBSink(FileLeaseMixin):
             if self.read_only and not self.path.exists():
                 raise SinkError(f"{self.path}: no such DuckDB file (run `usage-collector run` or `demo` first)")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            config: dict[str, Any] = {"memory_limit": self.memory_limit} if self.memory_limit else {}
             try:
-                con = duckdb.connect(str(self.path), read_only=self.read_only)
+                con = duckdb.connect(str(self.path), read_only=self.read_only, config=config)
             except duckdb.IOException as exc:
                 raise SinkError(f"{self.path}: cannot open the DuckDB file: {exc}") from None
-            if not self.read_only:
+            if not self.read_only and self._version(con) != SCHEMA_VERSION:
+                con.execute("BEGIN TRANSACTION")
                 con.execute(_SCHEMA)
                 for spec in STREAMS.values():
                     con.execute(_view_sql(spec))
@@ -200,8 +242,22 @@ class DuckDBSink(FileLeaseMixin):
                 con.execute(_budgets_view_sql())
                 for derived in (RECONCILIATION_STREAM, ALLOCATION_STREAM):
                     con.execute(_derived_view_sql(derived))
+                con.execute("DELETE FROM schema_version")
+                con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
+                con.execute("COMMIT")
             self._con = con
         return self._con
+
+    @staticmethod
+    def _version(con: Any) -> int | None:
+        """The file's schema version; ``None`` for a new file or one written before versions were recorded."""
+        import duckdb
+
+        try:
+            row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+        except duckdb.CatalogException:
+            return None
+        return int(row[0]) if row and row[0] is not None else None
 
     def close(self) -> None:
         with self._lock:
@@ -222,10 +278,12 @@ class DuckDBSink(FileLeaseMixin):
                 con.execute("BEGIN TRANSACTION")
                 existing: dict[str, str] = {}
                 ids = [d.id for d in docs]
-                for i in range(0, len(ids), 10_000):
+                scope = _Scope.of(docs, replaces)
+                for i in range(0, len(ids), _CHUNK):
                     existing.update(
                         con.execute(
-                            "SELECT _id, hash FROM documents WHERE _id IN (SELECT unnest(?))", [ids[i : i + 10_000]]
+                            "SELECT _id, hash FROM documents WHERE " + scope.sql + " AND _id IN (SELECT unnest(?))",
+                            [*scope.params, ids[i : i + _CHUNK]],
                         ).fetchall()
                     )
                 fresh: list[Document] = []
@@ -241,7 +299,8 @@ class DuckDBSink(FileLeaseMixin):
                 gone = [d for d in self._superseded(con, replaces, ids)] if replaces is not None else []
                 if changed or gone:
                     con.execute(
-                        "DELETE FROM documents WHERE _id IN (SELECT unnest(?))", [[d.id for d in changed] + gone]
+                        "DELETE FROM documents WHERE " + scope.sql + " AND _id IN (SELECT unnest(?))",
+                        [*scope.params, [d.id for d in changed] + gone],
                     )
                 stats.deleted = len(gone)
                 self._insert(con, [*fresh, *changed])
@@ -263,23 +322,33 @@ class DuckDBSink(FileLeaseMixin):
     def _superseded(con: Any, replaces: BucketSet, ids: list[str]) -> list[str]:
         if not replaces.starts:
             return []
+        starts = sorted(replaces.starts)
         rows = con.execute(
-            "SELECT _id FROM documents WHERE stream = ? AND epoch(ts)::BIGINT IN (SELECT unnest(?)) "
+            "SELECT _id FROM documents WHERE stream = ? AND ts BETWEEN to_timestamp(?) AND to_timestamp(?) "
+            "AND epoch(ts)::BIGINT IN (SELECT unnest(?)) "
             "AND source->>'$.organization.id' = ? AND source->>'$.openai.base.bucket_width' = ?",
-            [replaces.stream, sorted(replaces.starts), replaces.org_id, replaces.bucket_width],
+            [replaces.stream, starts[0], starts[-1], starts, replaces.org_id, replaces.bucket_width],
         ).fetchall()
         keep = set(ids)
         return [r[0] for r in rows if r[0] not in keep]
 
     @staticmethod
     def _insert(con: Any, docs: Sequence[Document]) -> None:
+        # One list per column, unnested by DuckDB: no statement with thousands of parameters to bind and plan.
         for i in range(0, len(docs), _CHUNK):
             part = docs[i : i + _CHUNK]
-            sql = "INSERT INTO documents VALUES " + ",".join(["(?,?,?,to_timestamp(?),?,?)"] * len(part))
-            params: list[Any] = []
-            for d in part:
-                params += [d.id, d.stream, d.index, d.timestamp, d.hash, dumps(d.source).decode()]
-            con.execute(sql, params)
+            con.execute(
+                "INSERT INTO documents SELECT unnest(?), unnest(?), unnest(?), to_timestamp(unnest(?)), unnest(?), "
+                "unnest(?)",
+                [
+                    [d.id for d in part],
+                    [d.stream for d in part],
+                    [d.index for d in part],
+                    [d.timestamp for d in part],
+                    [d.hash for d in part],
+                    [d.source_json.decode() for d in part],
+                ],
+            )
 
     def iter_documents(self, stream: str | None = None) -> Iterator[dict[str, Any]]:
         with self._lock:

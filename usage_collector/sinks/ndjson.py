@@ -136,7 +136,7 @@ class NdjsonSink(FileLeaseMixin):
                     stats.created += 1
                 else:
                     stats.updated += 1
-                out.append(dumps(doc.action()) + b"\n")
+                out.append(doc.action_json() + b"\n")
             if out:
                 size = self.path.stat().st_size if self.path.exists() else 0
                 try:
