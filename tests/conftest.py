@@ -14,7 +14,6 @@ import pytest
 
 from tests.conftest_es import EsTarget, es_target
 from tests.helpers import CANARY_KEY, T0, KibanaStandIn, kibana_stand_in, make_settings
-from usage_collector.client import NAMES
 from usage_collector.clock import FakeClock
 from usage_collector.sinks.base import Sink
 
@@ -30,7 +29,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith(_ENV_PREFIXES) and name != "ELASTICSEARCH_URL":
             monkeypatch.delenv(name, raising=False)
-    NAMES.clear()  # names cached by an earlier test (same base URL and key) are not this test's
     yield
 
 

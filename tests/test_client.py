@@ -230,7 +230,8 @@ def test_names_are_read_concurrently_and_cached_until_their_ttl():
     assert names is not None and peak[0] >= 2
     assert dict(names.projects) == {"proj_1": "One", "proj_2": "Two"}
     assert dict(names.api_keys) == {"key_proj_1": "key of proj_1", "key_proj_2": "key of proj_2"}
-    assert dict(names.users) == {"user_1": "a@example.com", "svc_1": "robot"}
+    assert dict(names.users) == {"user_1": "a@example.com"}
+    assert dict(names.service_accounts) == {"svc_1": "robot"}  # never among the users' e-mails
     assert fetch_names(client, cache) is names  # within the TTL: no request
     clock.advance(601)
     assert fetch_names(client, cache) is not names  # refreshed
