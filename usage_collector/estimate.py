@@ -71,7 +71,7 @@ from typing import Any
 
 from .catalogue import STREAMS, WIDTH_SECONDS
 from .documents import Document, measure_hash
-from .pricing import ANY_MODEL, Price, PriceTable, PriceTableError, user_file_from_env
+from .pricing import ANY_MODEL, Price, PriceTable, PriceTableError, unit_of, user_file_from_env
 
 log = logging.getLogger(__name__)
 
@@ -286,36 +286,13 @@ def _price(
         return f"image:{size}", (None if image is None else (image, Decimal(1)))
     batch = tier == "batch"
     service_tier = None if batch else tier
-    found = table.price_for(model, unit, batch=batch, service_tier=service_tier) if unit in _KNOWN else None
+    found = table.price_for(model, unit, batch=batch, service_tier=service_tier) if unit_of(unit) is not None else None
     if found is None and unit in FALLBACK and table.lookup(model, unit) is None:
         fallback = FALLBACK[unit]
         again = table.price_for(model, fallback, batch=batch, service_tier=service_tier)
         if again is not None:
             return fallback, again
     return unit, found
-
-
-_KNOWN = frozenset(
-    {
-        "input",
-        "cached_input",
-        "cache_write_30m",
-        "cache_write_12h",
-        "output",
-        "audio_input",
-        "cached_audio_input",
-        "audio_output",
-        "image_input",
-        "cached_image_input",
-        "image_output",
-        "transcription_seconds",
-        "speech_characters",
-        "web_search_calls",
-        "file_search_calls",
-        "code_interpreter_sessions",
-        "vector_storage_gb_day",
-    }
-)
 
 
 def _storage_cost(usage_bytes: Decimal, usd_per_gb_day: Decimal, seconds: int) -> Decimal:
