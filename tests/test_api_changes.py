@@ -259,6 +259,31 @@ def test_spend_controls_are_snapshots_deduplicated_by_content(org, tmp_path):
     sink.close()
 
 
+def test_spend_controls_are_read_at_most_once_per_spend_controls_every(org, tmp_path):
+    clock = FakeClock(org.end + 3 * DAY)
+    sink = DuckDBSink(tmp_path / "l.duckdb")
+    api = sim(org, clock)
+
+    def spend_requests() -> int:
+        by_path = api.counters.snapshot()["by_path"]
+        return sum(n for path, n in by_path.items() if path.endswith(("spend_limit", "spend_alerts", "rate_limits")))
+
+    with serve(api) as url:
+        settings = make_settings(openai_base_url=url, streams=["embeddings"], spend_controls=True)
+        Collector(settings, sink, clock=clock).run_cycle()
+        first = spend_requests()
+        assert first > 0
+        clock.advance(3599)  # within the hour: not read again
+        Collector(settings, sink, clock=clock).run_cycle()
+        assert spend_requests() == first
+        clock.advance(1)  # an hour after the last read
+        Collector(settings, sink, clock=clock).run_cycle()
+        assert spend_requests() == 2 * first
+    cp = sink.load_checkpoint("default", "limits", "snapshot")
+    assert cp is not None and cp.last_success_at == clock.now()
+    sink.close()
+
+
 def test_status_names_unavailable_streams_and_dropped_dimensions(org, tmp_path):
     from typer.testing import CliRunner
 

@@ -46,7 +46,7 @@ from .documents import Document, Names, Shaper, Target, run_document
 from .errors import AuthError, CollectorError, FatalApiError, LeaseHeldError, StoppedError, UnreachableError
 from .estimate import annotate
 from .failpoints import failpoint
-from .limits import fetch_limits
+from .limits import LIMITS_STREAM, fetch_limits
 from .planning import BackfillRange, Scope, StreamPlan, Window, final_edge, plan_stream, stream_width
 from .reconcile import after_cycle
 from .sinks.base import BucketSet, Checkpoint, Sink, WriteStats
@@ -308,14 +308,23 @@ class Collector:
             return results
 
     def _collect_limits(self, client: OpenAIClient, target: Target, names: Names | None) -> None:
-        """Snapshot spend limits, spend alerts and rate limits (only ever costs those documents)."""
-        got = fetch_limits(client, target, self.clock.now(), names)
-        if not got.documents:
+        """Snapshot spend limits, spend alerts and rate limits (only ever costs those documents), at most once
+        per ``spend_controls_every``: when they were last read is a checkpoint (stream ``limits``, width
+        ``snapshot``), stored with the documents."""
+        now = self.clock.now()
+        cp = self.sink.load_checkpoint(target.org_id, LIMITS_STREAM, "snapshot") or Checkpoint(
+            target.org_id, LIMITS_STREAM, "snapshot"
+        )
+        if cp.last_success_at is not None and 0 <= now - cp.last_success_at < self.settings.spend_controls_every:
             return
+        got = fetch_limits(client, target, now, names)
+        done = replace(cp, updated_at=now, last_success_at=now, last_error=None)
         try:
-            stats = self.sink.write_window(got.documents, None)
+            stats = self.sink.write_window(got.documents, done)
         except CollectorError as exc:
             log.warning("%s: spend controls not written: %s", target.org_id, exc)
+            return
+        if not got.documents:
             return
         log.info(
             "%s limits: %d docs (created %d, unchanged %d)",

@@ -55,6 +55,7 @@ DURATION_FIELDS = (
     "jitter",
     "stop_timeout",
     "run_deadline",
+    "spend_controls_every",
 )
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -262,6 +263,8 @@ class Settings(BaseSettings):
     costs_group_by: Annotated[list[str] | None, NoDecode] = None
     #: Snapshot the organization's and projects' spend limits, spend alerts and rate limits every cycle.
     spend_controls: bool = True
+    #: How often spend controls are read (they change rarely; each read is 1 + 3 requests per project).
+    spend_controls_every: float = 3600.0
     #: Monthly budgets (``[[budgets]]``): ``usage-collector budgets``, budget documents, Kibana budget rules.
     budgets: list[BudgetConfig] = Field(default_factory=list)
 
@@ -656,6 +659,8 @@ SETTING_HELP: dict[str, str] = {
     "budgets": "monthly budgets (`[[budgets]]` with `name`, `amount` in USD per calendar month UTC, optional "
     "`project_id` (absent: the whole organization), `alert_at` percents (default `[50, 80, 100]`), `organization_id` "
     "with several organizations): `usage-collector budgets`, budget documents, Kibana budget rules",
+    "spend_controls_every": "how often a `run` reads the spend controls (each read costs 1 + 3 requests per "
+    "project; a change is seen within this long)",
     "retention_days": "`setup`: delete data this many days after rollover (also `--retention-days`)",
     "lifecycle": "`setup`: `ilm`, `data_stream` (data stream lifecycle, e.g. Serverless) or `auto` (ILM where the "
     "cluster has it)",
