@@ -80,6 +80,23 @@ def docs(tokens: tuple[int, ...] = (10, 20, 30), start: int = T0, namespace: str
     return out
 
 
+def image_doc(namespace: str = "default", images: int = 3) -> Document:
+    """One 1h images document of organization ``org``, project ``p``, gpt-image-1 1024x1024 generations."""
+    spec = STREAMS["images"]
+    row = {
+        "object": spec.object_type,
+        "images": images,
+        "num_model_requests": 1,
+        "project_id": "p",
+        "user_id": None,
+        "api_key_id": None,
+        "model": "gpt-image-1",
+        "size": "1024x1024",
+        "source": "image.generation",
+    }
+    return shape(spec, Target("org", namespace=namespace), "1h", T0, T0 + 3600, spec.group_by, row)
+
+
 def cp(pos: int = T0 + 3600) -> Checkpoint:
     """The run checkpoint of ``org``/embeddings/1h at ``pos``."""
     return Checkpoint("org", "embeddings", "1h", position=pos)

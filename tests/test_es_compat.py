@@ -11,9 +11,8 @@ from elasticsearch import BadRequestError, Elasticsearch
 
 from tests.conftest_es import es_target
 from tests.es_server import EsServer
-from tests.helpers import CANARY_KEY, T0
+from tests.helpers import CANARY_KEY, T0, image_doc
 from usage_collector.catalogue import STREAMS
-from usage_collector.documents import Target, shape
 from usage_collector.elastic.setup import setup
 from usage_collector.errors import SinkError
 from usage_collector.sinks.base import Checkpoint
@@ -24,18 +23,7 @@ SPEC = STREAMS["images"]
 
 
 def window(namespace: str, images: int = 3) -> list:
-    row = {
-        "object": SPEC.object_type,
-        "images": images,
-        "num_model_requests": 1,
-        "project_id": "p",
-        "user_id": None,
-        "api_key_id": None,
-        "model": "gpt-image-1",
-        "size": "1024x1024",
-        "source": "image.generation",
-    }
-    return [shape(SPEC, Target("org", namespace=namespace), "1h", T0, T0 + 3600, SPEC.group_by, row)]
+    return [image_doc(namespace, images)]
 
 
 #: elasticsearch-py's major: an 8.x client speaks compatible-with=8 even to a 9.x server, which accepts it.

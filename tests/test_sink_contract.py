@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import T0, cp, current
+from tests.helpers import T0, cp, current, image_doc
 from tests.helpers import docs as embeddings_docs
-from usage_collector.catalogue import STREAMS
-from usage_collector.documents import Document, Target, shape
+from usage_collector.documents import Document
 from usage_collector.errors import LeaseHeldError
 from usage_collector.sinks.base import Checkpoint, Sink
 
@@ -252,19 +251,7 @@ def test_iter_documents_gives_one_document_per_id_the_latest_wins(store):
 
 def test_iter_documents_filters_by_stream(store):
     sink = store.sink
-    spec = STREAMS["images"]
-    row = {
-        "object": spec.object_type,
-        "images": 2,
-        "num_model_requests": 1,
-        "project_id": "p",
-        "user_id": None,
-        "api_key_id": None,
-        "model": "gpt-image-1",
-        "size": "1024x1024",
-        "source": "image.generation",
-    }
-    image = shape(spec, Target("org", namespace=store.namespace), "1h", T0, T0 + 3600, spec.group_by, row)
+    image = image_doc(store.namespace, images=2)
     sink.write_window(store.docs(), cp())
     sink.write_window([image], None)
     assert [d["_id"] for d in sink.iter_documents("images")] == [image.id]

@@ -53,6 +53,30 @@ class Rule:
         return {k: v for k, v in self.body.items() if k not in ("rule_type_id", "consumer", "enabled")}
 
 
+def _count_by_term(
+    index: list[str], query: dict[str, Any], window: tuple[int, str], term_field: str, term_size: int
+) -> dict[str, Any]:
+    """``.es-query`` params: alert when any group of ``term_field`` has a document matching ``query`` in the
+    last ``window`` (DSL query, count > 0, grouped by top terms; see :mod:`.validate` for the schema)."""
+    size, unit = window
+    return {
+        "searchType": "esQuery",
+        "index": index,
+        "timeField": "@timestamp",
+        "esQuery": _dumps(query),
+        "size": 10,
+        "threshold": [0],
+        "thresholdComparator": ">",
+        "timeWindowSize": size,
+        "timeWindowUnit": unit,
+        "aggType": "count",
+        "groupBy": "top",
+        "termField": term_field,
+        "termSize": term_size,
+        "excludeHitsFromPreviousRun": False,
+    }
+
+
 def _duration(seconds: float) -> tuple[int, str]:
     """Kibana's ``timeWindowSize``/``Unit`` (whole minutes, at least 1)."""
     minutes = max(1, int(-(-seconds // 60)))
@@ -124,33 +148,22 @@ def rules(
                 **base,
                 "name": "[OpenAI] usage-collector: stream has no new complete bucket",
                 "schedule": {"interval": _interval(settings.interval)},
-                "params": {
-                    "searchType": "esQuery",
-                    "index": runs_index,
-                    "timeField": "@timestamp",
-                    "esQuery": _dumps(
-                        {
-                            "query": {
-                                "bool": {
-                                    "filter": [
-                                        {"term": {"event.dataset": RUNS_DATASET}},
-                                        {"bool": {"should": limits, "minimum_should_match": 1}},
-                                    ]
-                                }
+                "params": _count_by_term(
+                    runs_index,
+                    {
+                        "query": {
+                            "bool": {
+                                "filter": [
+                                    {"term": {"event.dataset": RUNS_DATASET}},
+                                    {"bool": {"should": limits, "minimum_should_match": 1}},
+                                ]
                             }
                         }
-                    ),
-                    "size": 10,
-                    "threshold": [0],
-                    "thresholdComparator": ">",
-                    "timeWindowSize": size,
-                    "timeWindowUnit": unit,
-                    "aggType": "count",
-                    "groupBy": "top",
-                    "termField": "usage_collector.stream",
-                    "termSize": len(STREAMS),
-                    "excludeHitsFromPreviousRun": False,
-                },
+                    },
+                    (size, unit),
+                    "usage_collector.stream",
+                    len(STREAMS),
+                ),
             },
         )
     ]
@@ -277,22 +290,7 @@ def budget_rules(settings: Settings) -> list[Rule]:
                 **base,
                 "name": name,
                 "schedule": {"interval": _interval(max(settings.interval, 900.0))},
-                "params": {
-                    "searchType": "esQuery",
-                    "index": index,
-                    "timeField": "@timestamp",
-                    "esQuery": _dumps(query),
-                    "size": 10,
-                    "threshold": [0],
-                    "thresholdComparator": ">",
-                    "timeWindowSize": size,
-                    "timeWindowUnit": unit,
-                    "aggType": "count",
-                    "groupBy": "top",
-                    "termField": f"{b}.name",
-                    "termSize": min(1000, len(settings.budgets)),
-                    "excludeHitsFromPreviousRun": False,
-                },
+                "params": _count_by_term(index, query, (size, unit), f"{b}.name", min(1000, len(settings.budgets))),
             },
         )
 
