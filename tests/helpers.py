@@ -12,21 +12,63 @@ import json
 import re
 import threading
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from usage_collector.catalogue import STREAMS
 from usage_collector.config import Settings, load_settings
 from usage_collector.documents import RUNS_DATASET, Document, Target, shape
+from usage_collector.simulator import prices as P
 from usage_collector.sinks.base import Checkpoint, Sink
 
 #: 2026-10-15T00:00:00Z
 T0 = 1760486400
 CANARY_KEY = "sk-admin-CANARY-7f3a9c1e5b"
+
+
+# --- prices -------------------------------------------------------------------------------------------------
+def simulator_price_file(path: Path, effective: str = "2026-01-01") -> Path:
+    """The simulator's price table as a dated price file (``<directory>/<effective>.toml``)."""
+    m = Decimal(1_000_000)
+    lines = [
+        f"effective = {effective}",
+        '[multipliers.batch]\nfactor = "0.5"',
+        '[multipliers.flex]\nfactor = "0.5"',
+        f'[multipliers.priority]\nfactor = "{P.TIER_MULTIPLIER["priority"]}"',
+    ]
+    models: dict[str, dict[str, Decimal]] = defaultdict(dict)
+    for model, tp in P.TOKEN_PRICES.items():
+        models[model].update(input=tp.input, cached_input=tp.cached_input, output=tp.output)
+        if tp.audio_input is not None and tp.audio_output is not None:
+            models[model].update(audio_input=tp.audio_input, audio_output=tp.audio_output)
+    for free in P.FREE_MODELS:
+        models[free]["input"] = Decimal(0)
+    for (model, size), usd in P.IMAGE_PRICES.items():
+        models[model][f"image:{size}:standard"] = usd
+    for model, usd in P.SPEECH_PRICE_PER_CHAR.items():
+        models[model]["speech_characters"] = usd * m
+    for model, usd in P.TRANSCRIPTION_PRICE_PER_SECOND.items():
+        models[model]["transcription_seconds"] = usd
+    models["*"].update(
+        web_search_calls=P.WEB_SEARCH_PRICE_PER_CALL["medium"] * 1000,
+        file_search_calls=P.FILE_SEARCH_PRICE_PER_CALL * 1000,
+        code_interpreter_sessions=P.CODE_INTERPRETER_PRICE_PER_SESSION,
+        vector_storage_gb_day=P.VECTOR_STORE_PRICE_PER_GIB_HOUR * 24,
+    )
+    for model, units in models.items():
+        lines.append(f'[models."{model}"]')
+        lines += [f'"{unit}" = "{usd}"' for unit, usd in units.items()]
+    path.mkdir(parents=True, exist_ok=True)
+    out = path / f"{effective}.toml"
+    out.write_text("\n".join(lines) + "\n")
+    return out
 
 
 # --- settings ------------------------------------------------------------------------------------------------

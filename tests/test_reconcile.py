@@ -19,14 +19,13 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
-from pathlib import Path
 
 import pytest
 
 import usage_collector.estimate as estimate_mod
 import usage_collector.reconcile as reconcile_mod
 import usage_collector.simulator.truth as truth_mod
-from tests.helpers import CANARY_KEY, make_settings
+from tests.helpers import CANARY_KEY, make_settings, simulator_price_file
 from usage_collector.catalogue import STREAM_NAMES
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
@@ -48,43 +47,6 @@ ORG_ID = "default"  # the organization of make_settings()
 DAY = 86400
 #: The web search price the table states (the simulator's medium context price, per 1K calls).
 WEB_SEARCH_PER_CALL = P.WEB_SEARCH_PRICE_PER_CALL["medium"]
-
-
-def simulator_price_file(path: Path, effective: str = "2026-01-01") -> Path:
-    """The simulator's price table as a dated price file (``<directory>/<effective>.toml``)."""
-    m = Decimal(1_000_000)
-    lines = [
-        f"effective = {effective}",
-        '[multipliers.batch]\nfactor = "0.5"',
-        '[multipliers.flex]\nfactor = "0.5"',
-        f'[multipliers.priority]\nfactor = "{P.TIER_MULTIPLIER["priority"]}"',
-    ]
-    models: dict[str, dict[str, Decimal]] = defaultdict(dict)
-    for model, tp in P.TOKEN_PRICES.items():
-        models[model].update(input=tp.input, cached_input=tp.cached_input, output=tp.output)
-        if tp.audio_input is not None and tp.audio_output is not None:
-            models[model].update(audio_input=tp.audio_input, audio_output=tp.audio_output)
-    for free in P.FREE_MODELS:
-        models[free]["input"] = Decimal(0)
-    for (model, size), usd in P.IMAGE_PRICES.items():
-        models[model][f"image:{size}:standard"] = usd
-    for model, usd in P.SPEECH_PRICE_PER_CHAR.items():
-        models[model]["speech_characters"] = usd * m
-    for model, usd in P.TRANSCRIPTION_PRICE_PER_SECOND.items():
-        models[model]["transcription_seconds"] = usd
-    models["*"].update(
-        web_search_calls=WEB_SEARCH_PER_CALL * 1000,
-        file_search_calls=P.FILE_SEARCH_PRICE_PER_CALL * 1000,
-        code_interpreter_sessions=P.CODE_INTERPRETER_PRICE_PER_SESSION,
-        vector_storage_gb_day=P.VECTOR_STORE_PRICE_PER_GIB_HOUR * 24,
-    )
-    for model, units in models.items():
-        lines.append(f'[models."{model}"]')
-        lines += [f'"{unit}" = "{usd}"' for unit, usd in units.items()]
-    path.mkdir(parents=True, exist_ok=True)
-    out = path / f"{effective}.toml"
-    out.write_text("\n".join(lines) + "\n")
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +155,7 @@ def test_scale_tier_usage_is_unpriced_and_counted(org, collected):
         for d in sink.iter_documents("completions")
         if d["_source"]["openai"]["completions"].get("service_tier") == "scale"
     ]
-    assert scale_docs and completions.unpriced == len(scale_docs)
+    assert scale_docs and completions.unpriced == len(scale_docs), (completions.unpriced, len(scale_docs))
     assert all("estimated_cost" not in d["_source"]["openai"]["completions"] for d in scale_docs)
     runs = [r for r in sink.list_runs() if r["usage_collector"]["stream"] == "completions"]
     assert runs[0]["usage_collector"]["unpriced"] == len(scale_docs)

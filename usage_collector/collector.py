@@ -38,13 +38,13 @@ from dataclasses import dataclass, field, replace
 
 import httpx
 
+from . import estimate
 from .catalogue import STREAMS, StreamSpec
 from .client import NameCache, OpenAIClient, RequestStats, fetch_names
 from .clock import Clock, SystemClock, iso
 from .config import OrgConfig, Settings
-from .documents import Document, Names, Shaper, Target, run_document
+from .documents import Document, Names, Pricer, Shaper, Target, run_document
 from .errors import AuthError, CollectorError, FatalApiError, LeaseHeldError, StoppedError, UnreachableError
-from .estimate import annotate
 from .failpoints import failpoint
 from .limits import LIMITS_STREAM, fetch_limits
 from .planning import BackfillRange, Scope, StreamPlan, Window, final_edge, plan_stream, stream_width
@@ -435,14 +435,18 @@ class Collector:
             log.info("%s %s: asking for %s again (refused a day ago)", org.id, spec.name, ", ".join(dropped))
             dropped = []
         group_by = tuple(g for g in wanted if g not in dropped)
-        shaper = Shaper(spec, target, plan.width, group_by, names)
+        # openai.<stream>.estimated_cost from the price table, set while shaping (estimate.PriceBook.pricer)
+        price = estimate.shared_book().pricer(spec.name, plan.width)
+        shaper = Shaper(spec, target, plan.width, group_by, names, price)
         cp = replace(cp, unavailable=None, unavailable_since=None, unavailable_checked_at=None)
         first = True
         for win in plan.windows():
             self._check_org(org.id)  # raises StoppedError on SIGTERM, the deadline, or the organization failing
             while True:
                 try:
+                    unpriced = shaper.unpriced
                     docs, starts = self._fetch_window(client, plan, shaper, win, res.requests, group_by)
+                    res.unpriced += shaper.unpriced - unpriced
                     break
                 except FatalApiError as exc:
                     refused = self._refused_dimension(spec, group_by, exc)
@@ -457,14 +461,13 @@ class Collector:
                             )
                         dropped.append(refused)
                         group_by = tuple(g for g in group_by if g != refused)
-                        shaper = self._reshape(shaper, spec, target, plan.width, group_by, names)
+                        shaper = self._reshape(shaper, spec, target, plan.width, group_by, names, price)
                         cp = replace(cp, dropped_group_by=sorted(set(dropped)), dropped_at=self.clock.now())
                         continue
                     if first and exc.status_code == 404:
                         return self._mark_unavailable(org, spec, cp, res, exc)
                     raise
             first = False
-            res.unpriced += annotate(docs)  # openai.<stream>.estimated_cost from the price table
             if not dropped and cp.dropped_group_by:
                 cp = replace(cp, dropped_group_by=None, dropped_at=None)  # accepted again
             self._note_new_fields(org, spec.name, shaper, res)
@@ -502,9 +505,15 @@ class Collector:
 
     @staticmethod
     def _reshape(
-        old: Shaper, spec: StreamSpec, target: Target, width: str, group_by: tuple[str, ...], names: Names | None
+        old: Shaper,
+        spec: StreamSpec,
+        target: Target,
+        width: str,
+        group_by: tuple[str, ...],
+        names: Names | None,
+        price: Pricer | None,
     ) -> Shaper:
-        shaper = Shaper(spec, target, width, group_by, names)
+        shaper = Shaper(spec, target, width, group_by, names, price)
         shaper.new_fields |= old.new_fields
         shaper.skipped_fields |= old.skipped_fields
         return shaper

@@ -210,6 +210,7 @@ class Shaper:
         width: str,
         group_by: tuple[str, ...],
         names: Names | None = None,
+        price: Pricer | None = None,
     ) -> None:
         self.spec = spec
         self.width = width
@@ -239,25 +240,50 @@ class Shaper:
         #: unknown numeric fields seen (kept) and unknown fields that could not be kept (name not a field name)
         self.new_fields: set[str] = set()
         self.skipped_fields: set[str] = set()
+        self._price = price
+        self._unpriced = [0]  # see unpriced
         self._row = self._compile()
+        # the fast row function of the last row shape seen, and every shape compiled so far (see _fast_row)
+        self._fast: FastRow = _no_fast
+        self._fast_by_shape: dict[tuple[Any, ...], FastRow | None] = {}
 
     def bucket(self, start: int, end: int, results: list[Mapping[str, Any]]) -> list[Document]:
         """Documents of one bucket's results."""
-        ts, te = iso(start), iso(end)
-        row = self._row
+        ts, te = _iso(start), _iso(end)
         # Thousands of small dicts, none in a reference cycle: the cyclic GC would scan them over and over
         # (a third of the shaping time in bench/p2_throughput.py) and free nothing. Paused for the bucket only.
         pause = gc.isenabled()
         if pause:
             gc.disable()
         try:
-            return [row(start, ts, te, r) for r in results]
+            out = []
+            for r in results:
+                doc = self._fast(start, ts, te, r)
+                out.append(doc if doc is not None else self._other_shape(start, ts, te, r))
+            return out
         finally:
             if pause:
                 gc.enable()
 
     def row(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
         """The document of one result row (``ts``/``te``: the bucket's start and end, formatted)."""
+        doc = self._fast(start, ts, te, result)
+        return doc if doc is not None else self._other_shape(start, ts, te, result)
+
+    def _other_shape(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
+        """A row the current fast function does not take: the fast function of its shape (compiled on first
+        sight), or the general one when its shape has none."""
+        shape = _shape_of(result)
+        if shape in self._fast_by_shape:
+            fast = self._fast_by_shape[shape]
+        else:
+            fast = self._compile_fast(result) if len(self._fast_by_shape) < _MAX_SHAPES else None
+            self._fast_by_shape[shape] = fast
+        if fast is not None:
+            self._fast = fast
+            doc = fast(start, ts, te, result)
+            if doc is not None:
+                return doc
         return self._row(start, ts, te, result)
 
     def _compile(self) -> Callable[[int, str, str, Mapping[str, Any]], Document]:
@@ -310,6 +336,7 @@ class Shaper:
             "        if extra:",
             "            keep_extra(result, sorted(extra), own, hashed)",
             "    digest = measure_hash(hashed)",
+            *self._price_lines("    ", var.get("model")),
             "    doc = {'@timestamp': ts, 'ecs': ECS, 'event': {'kind': 'metric', 'dataset': DATASET,"
             " 'module': 'openai', 'hash': digest}, 'data_stream': DS, 'organization': ORG,"
             " 'openai': {'base': base, STREAM: own} if own else {'base': base}}",
@@ -353,9 +380,180 @@ class Shaper:
             "Document": Document,
             "digest_id": _digest_id,
             "INDEX": self.index,
+            **self._price_env(),
         }
         exec(compile("\n".join(lines), f"<Shaper {spec.name} {self.width}>", "exec"), env)
         fn: Callable[[int, str, str, Mapping[str, Any]], Document] = env["row"]
+        return fn
+
+    def _price_lines(self, indent: str, model: str | None) -> list[str]:
+        """Generated lines that set ``openai.<stream>.estimated_cost`` (the ``price`` hook), exactly as
+        :func:`usage_collector.estimate.annotate` would after shaping: the cost last in ``own``, and ``event.hash``
+        over the measures' hash and the cost."""
+        if self._price is None:
+            return []
+        i = indent
+        return [
+            f"{i}cost = PRICE(own, {model or 'None'}, ts)",
+            f"{i}if cost is None:",
+            f"{i}    UNPRICED[0] += 1",
+            f"{i}else:",
+            f"{i}    own['estimated_cost'] = cost",
+            f"{i}    digest = measure_hash({{'measures': digest, 'estimated_cost': cost}})",
+        ]
+
+    def _price_env(self) -> dict[str, Any]:
+        return {} if self._price is None else {"PRICE": self._price, "UNPRICED": self._unpriced}
+
+    @property
+    def unpriced(self) -> int:
+        """Usage documents shaped without an estimated cost (the ``price`` hook said ``None``)."""
+        return self._unpriced[0]
+
+    def _compile_fast(self, sample: Mapping[str, Any]) -> FastRow | None:
+        """The row function of rows shaped like ``sample``: the same keys, the same keys ``null``, dimensions of
+        the same types, no unknown field but text ones. It reads each field once by subscript and builds every
+        dict as one literal (no ``get``/``None`` test per field: the shape says which fields are there); a row
+        of another shape returns ``None`` from it at the first test. ``None`` when rows of this shape need the
+        general function (an unknown numeric field, a dimension of an unexpected type, a ``null`` inside
+        ``amount``). Its documents equal the general function's, key order included
+        (``tests/test_documents.py``)."""
+        spec = self.spec
+        keys = list(sample)
+        present = [k for k in keys if sample[k] is not None]
+        nones = [k for k in keys if sample[k] is None]
+        unknown = set(keys) - self._known
+        if unknown - _TEXT_FIELDS or any(type(sample[k]) is not str for k in unknown if k in present):
+            return None
+        var = {k: f"v{n}" for n, k in enumerate(present)}
+        checks = [f"type({var[k]}) is not str" for k in unknown if k in present]
+        dim_text: dict[str, str] = {}
+        for name, _ in self._dims:
+            if name not in var:
+                continue
+            kind = type(sample[name])
+            if kind is str:
+                dim_text[name] = var[name]
+            elif kind is bool:
+                dim_text[name] = f"('true' if {var[name]} else 'false')"
+            else:
+                return None
+            checks.append(f"type({var[name]}) is not {kind.__name__}")
+        leaf_var: dict[str, str] = {}
+        amount_keys: list[str] = []
+        if self._costs and "amount" in var:
+            amount = sample["amount"]
+            if type(amount) is not dict or any(v is None for v in amount.values()):
+                return None
+            amount_keys = list(amount)
+            leaf_var = {k: f"a{n}" for n, k in enumerate(amount_keys)}
+        lines = [
+            "def fast(start, ts, te, result):",
+            "    if result.keys() != KEYS:",
+            "        return None",
+            *(f"    {var[k]} = result[{k!r}]" for k in present),
+            f"    if None in ({', '.join(var.values())},):" if present else "    if False:",
+            "        return None",
+        ]
+        if nones:
+            lines += [f"    if {' or '.join(f'result[{k!r}] is not None' for k in nones)}:", "        return None"]
+        if amount_keys:
+            lines += [
+                f"    if type({var['amount']}) is not dict or {var['amount']}.keys() != AMOUNT_KEYS:",
+                "        return None",
+                *(f"    {leaf_var[k]} = {var['amount']}[{k!r}]" for k in amount_keys),
+                f"    if None in ({', '.join(leaf_var.values())},):",
+                "        return None",
+            ]
+        if checks:
+            lines += [f"    if {' or '.join(checks)}:", "        return None"]
+        obj = f"({var['object']} or OBJECT)" if "object" in var else "OBJECT"
+        base: list[tuple[str, Any]] = [
+            ("usage_object_type", obj),
+            ("start_time", "ts"),
+            ("end_time", "te"),
+            ("bucket_width", "WIDTH"),
+        ]
+        own: list[tuple[str, Any]] = []
+        for name, in_base in self._dims:
+            if name in var:
+                (base if in_base else own).append((name, var[name]))
+        hashed: list[tuple[str, Any]] = []
+        usage: list[tuple[str, Any]] = []
+        fields: list[tuple[str, bool, str | None]] = [(m.name, True, m.gen_ai) for m in spec.measures]
+        fields += [(a, False, None) for a in spec.attributes]
+        for name, is_measure, gen in fields:
+            if "." in name:
+                head, leaf = name.split(".", 1)
+                if head != "amount" or leaf not in leaf_var:
+                    continue
+                v = leaf_var[leaf]
+            elif name in var:
+                v = var[name]
+            else:
+                continue
+            hashed.append((name, v))
+            if is_measure and _in_base(spec, name):
+                base.append((name, v))
+            elif "." in name:
+                _nested(own, head).append((leaf, v))
+            else:
+                own.append((name, v))
+            if gen is not None:
+                parent, _, leaf = gen.removeprefix("gen_ai.usage.").rpartition(".")
+                (_nested(usage, parent) if parent else usage).append((leaf, v))
+        model = var.get("model") if any(d == "model" for d, _ in self._dims) else None
+        lines += [
+            f"    base = {_literal(base)}",
+            f"    own = {_literal(own)}",
+            f"    digest = measure_hash({_literal(hashed)})",
+            *self._price_lines("    ", model),
+            "    doc = {'@timestamp': ts, 'ecs': ECS, 'event': {'kind': 'metric', 'dataset': DATASET,"
+            " 'module': 'openai', 'hash': digest}, 'data_stream': DS, 'organization': ORG,"
+            " 'openai': {'base': base, STREAM: own} if own else {'base': base}}",
+        ]
+        gen_ai: list[tuple[str, Any]] = []
+        if usage:
+            gen_ai.append(("usage", usage))
+        if model is not None:
+            gen_ai.append(("request", [("model", model)]))
+        if gen_ai:
+            gen_ai.append(("provider", "PROVIDER"))
+            lines.append(f"    doc['gen_ai'] = {_literal(gen_ai)}")
+        if self.names is not None:
+            lines.append("    add_names(base, NAMES)")
+        # the _id key: the general function's, with absent dimensions' text ("\x00") folded into the constants
+        parts: list[str] = []
+        for name, prefix in zip(self._id_names, self._id_prefixes, strict=True):
+            parts.append(repr(prefix + "\x00") if name not in dim_text else f"{prefix!r} + {dim_text[name]}")
+        sep = " + '\x1f' + ".join(parts) if parts else "''"
+        lines += [
+            f"    key = ID_HEAD + str(start) + ID_GROUP + {sep}",
+            "    return Document(digest_id(key), INDEX, STREAM, start, digest, doc)",
+        ]
+        env: dict[str, Any] = {
+            "KEYS": frozenset(keys),
+            "AMOUNT_KEYS": frozenset(amount_keys),
+            "OBJECT": self._object_type,
+            "WIDTH": self.width,
+            "measure_hash": measure_hash,
+            "ECS": _ECS,
+            "DATASET": self.dataset,
+            "DS": self._ds,
+            "ORG": self._org,
+            "STREAM": self._stream,
+            "PROVIDER": _PROVIDER,
+            "add_names": _add_names,
+            "NAMES": self.names,
+            "ID_HEAD": self._id_head,
+            "ID_GROUP": self._id_group,
+            "Document": Document,
+            "digest_id": _digest_id,
+            "INDEX": self.index,
+            **self._price_env(),
+        }
+        exec(compile("\n".join(lines), f"<Shaper {spec.name} {self.width} fast>", "exec"), env)
+        fn: FastRow = env["fast"]
         return fn
 
     def _keep_extra(
@@ -375,6 +573,54 @@ class Shaper:
             own[name] = value
             hashed[name] = value
             self.new_fields.add(name)
+
+
+def _nested(items: list[tuple[str, Any]], key: str) -> list[tuple[str, Any]]:
+    """The items of the nested object ``key`` in ``items`` (added, empty, where it first appears)."""
+    for k, v in items:
+        if k == key and isinstance(v, list):
+            return v
+    inner: list[tuple[str, Any]] = []
+    items.append((key, inner))
+    return inner
+
+
+def _literal(items: list[tuple[str, Any]]) -> str:
+    """Python source of a dict literal: keys as ``repr``, values as expressions or nested item lists."""
+    return "{" + ", ".join(f"{k!r}: {_literal(v) if isinstance(v, list) else v}" for k, v in items) + "}"
+
+
+def _shape_of(result: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a fast row function depends on: the keys in order, which are ``null``, and the value types."""
+    return tuple((k, type(v)) for k, v in result.items())
+
+
+def _no_fast(start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document | None:
+    return None
+
+
+#: Row shapes compiled per shaper at most (a page whose rows all differ falls back to the general function).
+_MAX_SHAPES = 64
+
+_ISO: dict[int, str] = {}
+
+
+def _iso(ts: int) -> str:
+    """:func:`~usage_collector.clock.iso` of a bucket edge, remembered (a 1-minute page has 1,440 buckets)."""
+    text = _ISO.get(ts)
+    if text is None:
+        if len(_ISO) >= 65536:
+            _ISO.clear()
+        text = _ISO[ts] = iso(ts)
+    return text
+
+
+#: A fast row function (:meth:`Shaper._compile_fast`): the document, or ``None`` for a row of another shape.
+FastRow = Callable[[int, str, str, Mapping[str, Any]], "Document | None"]
+
+#: The ``price`` hook of a :class:`Shaper`: ``(openai.<stream> object, model, bucket start formatted)`` -> the
+#: estimated cost (exact), or ``None`` when unpriced (:meth:`usage_collector.estimate.PriceBook.pricer`).
+Pricer = Callable[[Mapping[str, Any], Any, str], Decimal | None]
 
 
 _ECS = {"version": ECS_VERSION}  # shared, never mutated

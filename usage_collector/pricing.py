@@ -47,6 +47,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal, Inexact, InvalidOperation, localcontext
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -422,13 +423,31 @@ class PriceTable:
 
     # --- lookup -------------------------------------------------------------------------------------------------------
 
-    def _models(self) -> set[str]:
-        return {m for (m, _t, _u) in self.prices}
+    @cached_property
+    def _models(self) -> frozenset[str]:
+        return frozenset(m for (m, _t, _u) in self.prices)
+
+    @cached_property
+    def memo(self) -> dict[tuple[Any, ...], Any]:
+        """Answers already given by pure functions of this table (:meth:`resolve_model`, :meth:`price_for`,
+        ``estimate``'s price per unit), keyed by the function's name and arguments: the table never changes,
+        and a backfill asks the same few questions for every document (``bench/p8_cpu.py``: rebuilding the
+        model set per question was half of the collector's CPU). Filled by concurrent threads: a lost race
+        only repeats a pure computation."""
+        return {}
 
     def resolve_model(self, model: str) -> str | None:
         """The table's key for ``model`` by the rules in the module docstring, or ``None`` if it has no entry."""
+        memo = self.memo
+        key = ("model", model)
+        if key in memo:
+            return memo[key]  # type: ignore[no-any-return]
+        found = memo[key] = self._resolve_model(model)
+        return found
+
+    def _resolve_model(self, model: str) -> str | None:
         name = normalise_model(model)
-        known = self._models()
+        known = self._models
         if name in known:
             return name
         if name in self.snapshots:
@@ -461,6 +480,16 @@ class PriceTable:
         on a token price; a non-token unit, a tier without either, or batch combined with another tier is ``None``.
         ``scale`` is ``None``: Scale Tier is billed as organization-level units, not per token.
         """
+        memo = self.memo
+        key = ("price", model, unit, batch, service_tier)
+        if key in memo:
+            return memo[key]  # type: ignore[no-any-return]
+        found = memo[key] = self._price_for(model, unit, batch, service_tier)
+        return found
+
+    def _price_for(
+        self, model: str | None, unit: str, batch: bool, service_tier: str | None
+    ) -> tuple[Price, Decimal] | None:
         tier = (service_tier or "default").strip().lower()
         if tier in ("default", "auto", "standard"):
             tier = "default"
