@@ -43,7 +43,7 @@ from .catalogue import STREAMS, StreamSpec
 from .client import NameCache, OpenAIClient, RequestStats, fetch_names
 from .clock import Clock, SystemClock, iso
 from .config import OrgConfig, Settings
-from .documents import Document, Names, Pricer, Shaper, Target, run_document
+from .documents import Document, Names, Pricer, Shaper, Target, paused_gc, run_document
 from .errors import AuthError, CollectorError, FatalApiError, LeaseHeldError, StoppedError, UnreachableError
 from .failpoints import failpoint
 from .limits import LIMITS_STREAM, fetch_limits
@@ -441,59 +441,60 @@ class Collector:
         cp = replace(cp, unavailable=None, unavailable_since=None, unavailable_checked_at=None)
         first = True
         for win in plan.windows():
-            self._check_org(org.id)  # raises StoppedError on SIGTERM, the deadline, or the organization failing
-            while True:
-                try:
-                    unpriced = shaper.unpriced
-                    docs, starts = self._fetch_window(client, plan, shaper, win, res.requests, group_by)
-                    res.unpriced += shaper.unpriced - unpriced
-                    break
-                except FatalApiError as exc:
-                    refused = self._refused_dimension(spec, group_by, exc)
-                    if refused is not None:
-                        if refused not in ((known.dropped_group_by if known else None) or []):
-                            log.warning(
-                                "%s %s: the API refused group_by %s (%s); collecting without it",
-                                org.id,
-                                spec.name,
-                                refused,
-                                exc,
-                            )
-                        dropped.append(refused)
-                        group_by = tuple(g for g in group_by if g != refused)
-                        shaper = self._reshape(shaper, spec, target, plan.width, group_by, names, price)
-                        cp = replace(cp, dropped_group_by=sorted(set(dropped)), dropped_at=self.clock.now())
-                        continue
-                    if first and exc.status_code == 404:
-                        return self._mark_unavailable(org, spec, cp, res, exc)
-                    raise
-            first = False
-            if not dropped and cp.dropped_group_by:
-                cp = replace(cp, dropped_group_by=None, dropped_at=None)  # accepted again
-            self._note_new_fields(org, spec.name, shaper, res)
-            cp = plan.advance(cp, win, self.clock.now())
-            failpoint("window.shaped")
-            replaces = BucketSet(org.id, spec.name, plan.width, shaper.index, frozenset(starts))
-            stats = self.sink.write_window(docs, cp, replaces)
-            failpoint("window.written")
-            res.stats.add(stats)
-            res.windows_done += 1
-            res.position = cp.position
-            self._renew_lease(org.id)
-            log.info(
-                "%s %s %s: %d docs (created %d, updated %d, unchanged %d, superseded %d)",
-                org.id,
-                spec.name,
-                win,
-                len(docs),
-                stats.created,
-                stats.updated,
-                stats.unchanged,
-                stats.deleted,
-            )
-            del docs  # keep one window in memory at a time
-            if self.progress:
-                self.progress(org.id, spec.name, win, stats)
+            with paused_gc():  # the window's documents hold no cycles: see documents.paused_gc
+                self._check_org(org.id)  # raises StoppedError on SIGTERM, the deadline, or the organization failing
+                while True:
+                    try:
+                        unpriced = shaper.unpriced
+                        docs, starts = self._fetch_window(client, plan, shaper, win, res.requests, group_by)
+                        res.unpriced += shaper.unpriced - unpriced
+                        break
+                    except FatalApiError as exc:
+                        refused = self._refused_dimension(spec, group_by, exc)
+                        if refused is not None:
+                            if refused not in ((known.dropped_group_by if known else None) or []):
+                                log.warning(
+                                    "%s %s: the API refused group_by %s (%s); collecting without it",
+                                    org.id,
+                                    spec.name,
+                                    refused,
+                                    exc,
+                                )
+                            dropped.append(refused)
+                            group_by = tuple(g for g in group_by if g != refused)
+                            shaper = self._reshape(shaper, spec, target, plan.width, group_by, names, price)
+                            cp = replace(cp, dropped_group_by=sorted(set(dropped)), dropped_at=self.clock.now())
+                            continue
+                        if first and exc.status_code == 404:
+                            return self._mark_unavailable(org, spec, cp, res, exc)
+                        raise
+                first = False
+                if not dropped and cp.dropped_group_by:
+                    cp = replace(cp, dropped_group_by=None, dropped_at=None)  # accepted again
+                self._note_new_fields(org, spec.name, shaper, res)
+                cp = plan.advance(cp, win, self.clock.now())
+                failpoint("window.shaped")
+                replaces = BucketSet(org.id, spec.name, plan.width, shaper.index, frozenset(starts))
+                stats = self.sink.write_window(docs, cp, replaces)
+                failpoint("window.written")
+                res.stats.add(stats)
+                res.windows_done += 1
+                res.position = cp.position
+                self._renew_lease(org.id)
+                log.info(
+                    "%s %s %s: %d docs (created %d, updated %d, unchanged %d, superseded %d)",
+                    org.id,
+                    spec.name,
+                    win,
+                    len(docs),
+                    stats.created,
+                    stats.updated,
+                    stats.unchanged,
+                    stats.deleted,
+                )
+                del docs  # keep one window in memory at a time
+                if self.progress:
+                    self.progress(org.id, spec.name, win, stats)
         res.group_by = group_by
         res.dropped = sorted(set(dropped))
         before = sorted((known.dropped_group_by if known else None) or [])

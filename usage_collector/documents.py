@@ -28,7 +28,9 @@ import base64
 import gc
 import hashlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -246,24 +248,17 @@ class Shaper:
         # the fast row function of the last row shape seen, and every shape compiled so far (see _fast_row)
         self._fast: FastRow = _no_fast
         self._fast_by_shape: dict[tuple[Any, ...], FastRow | None] = {}
+        self._recent: list[FastRow] = []  # the fast functions used last, tried before a row's shape is computed
 
     def bucket(self, start: int, end: int, results: list[Mapping[str, Any]]) -> list[Document]:
         """Documents of one bucket's results."""
         ts, te = _iso(start), _iso(end)
-        # Thousands of small dicts, none in a reference cycle: the cyclic GC would scan them over and over
-        # (a third of the shaping time in bench/p2_throughput.py) and free nothing. Paused for the bucket only.
-        pause = gc.isenabled()
-        if pause:
-            gc.disable()
-        try:
+        with paused_gc():
             out = []
             for r in results:
                 doc = self._fast(start, ts, te, r)
                 out.append(doc if doc is not None else self._other_shape(start, ts, te, r))
             return out
-        finally:
-            if pause:
-                gc.enable()
 
     def row(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
         """The document of one result row (``ts``/``te``: the bucket's start and end, formatted)."""
@@ -273,6 +268,12 @@ class Shaper:
     def _other_shape(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
         """A row the current fast function does not take: the fast function of its shape (compiled on first
         sight), or the general one when its shape has none."""
+        for recent in self._recent:  # rows of a few shapes interleave (models that report different measures)
+            if recent is not self._fast:
+                doc = recent(start, ts, te, result)
+                if doc is not None:
+                    self._fast = recent
+                    return doc
         shape = _shape_of(result)
         if shape in self._fast_by_shape:
             fast = self._fast_by_shape[shape]
@@ -281,6 +282,8 @@ class Shaper:
             self._fast_by_shape[shape] = fast
         if fast is not None:
             self._fast = fast
+            if fast not in self._recent:
+                self._recent = [fast, *self._recent[:3]]
             doc = fast(start, ts, te, result)
             if doc is not None:
                 return doc
@@ -573,6 +576,35 @@ class Shaper:
             own[name] = value
             hashed[name] = value
             self.new_fields.add(name)
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused while documents are built and written.
+
+    A window's documents are tens of thousands of small dicts, none in a reference cycle: the collector would
+    scan them over and over as they pile up and free nothing (``bench/p8_cpu.py``: 20 % of the CPU of a 1m
+    backfill). Reference counting still frees everything; a cycle made meanwhile waits for the next collection.
+    Nests and spans threads: the collector is paused from the first entry to the last exit, and left as it was
+    found (disabled stays disabled)."""
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def _nested(items: list[tuple[str, Any]], key: str) -> list[tuple[str, Any]]:

@@ -105,7 +105,6 @@ STORAGE_QUANTUM = Decimal("1e-12")
 _GIB = Decimal(1 << 30)
 _DAY = Decimal(86400)
 _TOKEN_STREAMS = frozenset({"completions", "decisions"})
-_TOKEN_MEASURES = tuple(m.name for m in STREAMS["completions"].measures)
 _SIMPLE: dict[str, tuple[str, str]] = {  # stream -> (measure, unit)
     "embeddings": ("input_tokens", "input"),
     "moderations": ("input_tokens", "input"),
@@ -154,53 +153,86 @@ def _int(value: Any) -> int | None:
 
 
 def _token_units(own: Mapping[str, Any], table: PriceTable | None, model: str | None) -> dict[str, int]:
-    """Completions/decisions measures -> quantity per price unit, before fallbacks (see the module docstring)."""
-    # the measures present, as ints (the shaper's values already are: one type test each)
-    g = {n: (x if type(x) is int else _int(x)) for n in _TOKEN_MEASURES if (x := own.get(n)) is not None}
+    """Completions/decisions measures -> quantity per price unit, before fallbacks (see the module docstring).
 
-    def v(name: str) -> int:
-        return g.get(name) or 0
-
+    Each measure is read once into a local: ``None`` when absent, ``null`` or not a whole number, else an int
+    (the shaper's values already are: one type test each)."""
+    get = own.get
+    (
+        input_tokens,
+        cached,
+        write,
+        write_30m,
+        write_12h,
+        output_tokens,
+        text_in,
+        text_out,
+        cached_text,
+        audio_in,
+        cached_audio,
+        audio_out,
+        image_in,
+        cached_image,
+        image_out,
+    ) = [x if type(x) is int or x is None else _int(x) for x in map(get, _TOKEN_READ)]
     out: dict[str, int] = {}
     # cache writes
-    if g.get("input_cache_write_30m_tokens") is not None or g.get("input_cache_write_12h_tokens") is not None:
-        out["cache_write_30m"] = v("input_cache_write_30m_tokens")
-        out["cache_write_12h"] = v("input_cache_write_12h_tokens")
-        writes = out["cache_write_30m"] + out["cache_write_12h"]
+    if write_30m is not None or write_12h is not None:
+        out["cache_write_30m"] = write_30m or 0
+        out["cache_write_12h"] = write_12h or 0
+        writes = (write_30m or 0) + (write_12h or 0)
     else:
-        writes = v("input_cache_write_tokens")
+        writes = write or 0
         if writes:
             priced = table is not None and any(
                 table.lookup(model, u) is not None for u in ("cache_write_30m", "cache_write_12h")
             )
             out["cache_write_unknown_retention" if priced else "input"] = writes
     # cached input
-    if g.get("input_cached_text_tokens") is not None:
-        out["cached_input"] = v("input_cached_text_tokens")
-        out["cached_audio_input"] = v("input_cached_audio_tokens")
-        out["cached_image_input"] = v("input_cached_image_tokens")
+    if cached_text is not None:
+        out["cached_input"] = cached_text
+        out["cached_audio_input"] = cached_audio or 0
+        out["cached_image_input"] = cached_image or 0
     else:
-        out["cached_input"] = v("input_cached_tokens")
+        out["cached_input"] = cached or 0
     # uncached input
-    if g.get("input_text_tokens") is not None:
-        out["input"] = out.get("input", 0) + v("input_text_tokens")
-        out["audio_input"] = v("input_audio_tokens")
-        out["image_input"] = v("input_image_tokens")
+    if text_in is not None:
+        out["input"] = out.get("input", 0) + text_in
+        out["audio_input"] = audio_in or 0
+        out["image_input"] = image_in or 0
     else:
-        audio = v("input_audio_tokens")
-        image = v("input_image_tokens")
-        rest = v("input_tokens") - v("input_cached_tokens") - writes - audio - image
+        rest = (input_tokens or 0) - (cached or 0) - writes - (audio_in or 0) - (image_in or 0)
         out["input"] = out.get("input", 0) + rest
-        out["audio_input"] = audio
-        out["image_input"] = image
+        out["audio_input"] = audio_in or 0
+        out["image_input"] = image_in or 0
     # output
-    if g.get("output_text_tokens") is not None:
-        out["output"] = v("output_text_tokens")
+    if text_out is not None:
+        out["output"] = text_out
     else:
-        out["output"] = v("output_tokens") - v("output_audio_tokens") - v("output_image_tokens")
-    out["audio_output"] = v("output_audio_tokens")
-    out["image_output"] = v("output_image_tokens")
+        out["output"] = (output_tokens or 0) - (audio_out or 0) - (image_out or 0)
+    out["audio_output"] = audio_out or 0
+    out["image_output"] = image_out or 0
     return {u: q for u, q in out.items() if q}
+
+
+#: The measures :func:`_token_units` reads, in the order it unpacks them.
+_TOKEN_READ = (
+    "input_tokens",
+    "input_cached_tokens",
+    "input_cache_write_tokens",
+    "input_cache_write_30m_tokens",
+    "input_cache_write_12h_tokens",
+    "output_tokens",
+    "input_text_tokens",
+    "output_text_tokens",
+    "input_cached_text_tokens",
+    "input_audio_tokens",
+    "input_cached_audio_tokens",
+    "output_audio_tokens",
+    "input_image_tokens",
+    "input_cached_image_tokens",
+    "output_image_tokens",
+)
 
 
 def _image_price(table: PriceTable, model: str | None, size: str, quality: str | None) -> Price | None:
