@@ -199,3 +199,32 @@ def test_the_run_deadline_lands_what_was_written_and_names_what_is_left(sink):
     assert sink.load_checkpoint("default", "images", "1h").position is not None
     again = collect(sink, clock, api, streams=["images", "embeddings", "costs"], run_deadline=0).run_cycle()
     assert again.deadline is None and again.unfinished == [] and stored(sink, "costs")
+
+
+def test_names_are_read_while_the_streams_fetch_and_land_on_the_documents(sink):
+    """The Admin lists are read beside the streams' first requests, not before them: the projects list here
+    answers only once a usage request has arrived (it would wait 5 s, then fail the test, if names came first);
+    the documents still carry the project's name."""
+    import threading
+
+    clock = FakeClock(T0 + 10 * H + 20 * 60)
+    api = ScriptedAPI(clock, lambda s, t: 2)
+    usage_seen = threading.Event()
+    overlapped: list[bool] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if "/organization/usage/" not in path and not path.endswith("/organization/costs"):
+            if path.endswith("/organization/projects"):
+                overlapped.append(usage_seen.wait(5))
+                return httpx.Response(200, json={"object": "list", "data": [{"id": "proj_1", "name": "Support"}]})
+            return httpx.Response(200, json={"object": "list", "data": [], "has_more": False})
+        usage_seen.set()
+        return api(request)
+
+    s = make_settings(streams=["embeddings", "images"], initial_lookback="1d", enrich_names=True, concurrency=1)
+    result = Collector(s, sink, clock=clock, transport=httpx.MockTransport(handler)).run_cycle()
+    assert not result.failed, [r.error for r in result.failed]
+    assert overlapped == [True]
+    docs = list(sink.iter_documents("embeddings"))
+    assert docs and all(d["_source"]["openai"]["base"]["project_name"] == "Support" for d in docs)

@@ -406,7 +406,7 @@ class OpenAIClient:
 #: Names are a nicety: a list endpoint that keeps failing must not hold up the usage itself.
 NAME_ATTEMPTS = 2
 #: Threads reading the Admin lists at once, and how long fetched names are reused (seconds).
-NAME_WORKERS = 8
+NAME_WORKERS = 16
 NAMES_TTL = 600.0
 
 

@@ -211,12 +211,15 @@ class Shaper:
         target: Target,
         width: str,
         group_by: tuple[str, ...],
-        names: Names | None = None,
+        names: NamesSource = None,
         price: Pricer | None = None,
     ) -> None:
         self.spec = spec
         self.width = width
-        self.names = names
+        # names may still be on their way (the collector reads them while the first pages are fetched): a
+        # function that returns them, called when the first row is shaped
+        self._names_source = names if callable(names) else None
+        self.names: Names | None = None if callable(names) else names
         self.dataset = f"openai.{spec.name}"
         self.index = target.data_stream(spec.name)
         self._stream = spec.name
@@ -244,7 +247,7 @@ class Shaper:
         self.skipped_fields: set[str] = set()
         self._price = price
         self._unpriced = [0]  # see unpriced
-        self._row = self._compile()
+        self._row = self._compile() if self._names_source is None else _no_row
         # the fast row function of the last row shape seen, and every shape compiled so far (see _fast_row)
         self._fast: FastRow = _no_fast
         self._fast_by_shape: dict[tuple[Any, ...], FastRow | None] = {}
@@ -253,6 +256,8 @@ class Shaper:
     def bucket(self, start: int, end: int, results: list[Mapping[str, Any]]) -> list[Document]:
         """Documents of one bucket's results."""
         ts, te = _iso(start), _iso(end)
+        if self._names_source is not None:
+            self._resolve_names()
         with paused_gc():
             out = []
             for r in results:
@@ -262,8 +267,17 @@ class Shaper:
 
     def row(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
         """The document of one result row (``ts``/``te``: the bucket's start and end, formatted)."""
+        if self._names_source is not None:
+            self._resolve_names()
         doc = self._fast(start, ts, te, result)
         return doc if doc is not None else self._other_shape(start, ts, te, result)
+
+    def _resolve_names(self) -> None:
+        """Wait for the names (their errors are raised here, in the stream that needed them), then compile."""
+        assert self._names_source is not None
+        self.names = self._names_source()
+        self._names_source = None
+        self._row = self._compile()
 
     def _other_shape(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
         """A row the current fast function does not take: the fast function of its shape (compiled on first
@@ -631,6 +645,10 @@ def _no_fast(start: int, ts: str, te: str, result: Mapping[str, Any]) -> Documen
     return None
 
 
+def _no_row(start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
+    raise AssertionError("a Shaper's general row function is compiled when its names are known")
+
+
 #: Row shapes compiled per shaper at most (a page whose rows all differ falls back to the general function).
 _MAX_SHAPES = 64
 
@@ -646,6 +664,9 @@ def _iso(ts: int) -> str:
         text = _ISO[ts] = iso(ts)
     return text
 
+
+#: Display names, or a function that returns them (called when the first row is shaped), or none.
+NamesSource = Names | Callable[[], Names | None] | None
 
 #: A fast row function (:meth:`Shaper._compile_fast`): the document, or ``None`` for a row of another shape.
 FastRow = Callable[[int, str, str, Mapping[str, Any]], "Document | None"]
