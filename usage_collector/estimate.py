@@ -387,7 +387,7 @@ class PriceBook:
 
     def estimate(self, stream: str, source: Mapping[str, Any]) -> Estimate:
         """The estimate of one document, with the table of its bucket's day."""
-        return estimate_source(stream, source, self.table(_day(source)))
+        return estimate_source(stream, source, self.table(day_of(source)))
 
     def pricer(self, stream: str, width: str) -> Pricer | None:
         """The :class:`~usage_collector.documents.Shaper`'s ``price`` hook for ``stream`` at ``width``: the cost
@@ -397,7 +397,7 @@ class PriceBook:
             return None
 
         def price(own: Mapping[str, Any], model: Any, stamp: str) -> Decimal | None:
-            table = self.table(_day({"@timestamp": stamp}))
+            table = self.table(day_of({"@timestamp": stamp}))
             if table is None:
                 return None
             return cost_of(stream, own, model, width, table)
@@ -461,7 +461,8 @@ def _rate(table: PriceTable, model: Any, unit: str, tier: str | None) -> Any:
         return _SLOW
 
 
-def _day(source: Mapping[str, Any]) -> date:
+def day_of(source: Mapping[str, Any]) -> date:
+    """The UTC day of a document's ``@timestamp`` (remembered per timestamp)."""
     stamp = str(source["@timestamp"])
     day = _DAYS.get(stamp)
     if day is None:

@@ -52,7 +52,7 @@ from .catalogue import BUCKET_WIDTHS, STREAMS
 from .clock import iso
 from .documents import ECS_VERSION, Document, Target, _digest_id, measure_hash
 from .errors import CollectorError
-from .estimate import USAGE_STREAMS, PriceBook, shared_book
+from .estimate import USAGE_STREAMS, PriceBook, day_of, shared_book
 from .pricing import normalise_model, parse_line_item
 from .sinks.base import BucketSet, Sink, WriteStats
 
@@ -188,10 +188,6 @@ class _Line:
     currency: str
 
 
-def _ts(source: Mapping[str, Any]) -> datetime:
-    return datetime.fromisoformat(str(source["@timestamp"]).replace("Z", "+00:00")).astimezone(UTC)
-
-
 def _decimal(value: Any) -> Decimal:
     if value is None:
         return Decimal(0)
@@ -217,7 +213,7 @@ def _read(
             src = doc["_source"]
             if src.get("organization", {}).get("id") != org_id:
                 continue
-            day = _ts(src).date()
+            day = day_of(src)
             if day in wanted:
                 by_width[(day, src["openai"]["base"].get("bucket_width", "1d"))].append(src)
                 _names(src, names)
@@ -233,7 +229,7 @@ def _read(
         src = doc["_source"]
         if src.get("organization", {}).get("id") != org_id:
             continue
-        day = _ts(src).date()
+        day = day_of(src)
         if day not in wanted:
             continue
         _names(src, names)
