@@ -4,8 +4,9 @@ Page bytes are captured once from the simulator (``SimulatedAPI.handle``, the ex
 sends): completions, images and embeddings at 1h (168 buckets a page, every ``group_by``), costs at 1d
 (180 days a page, every ``group_by``). Then, in this process, on the same bytes, interleaved round by round:
 
-* **ours (sink as is)**: ``parse_page`` -> ``Shaper.bucket`` (documents keyed by ``_id`` as the collector
-  does) -> ``ElasticsearchSink._plan`` (``create`` actions, nothing stored yet) -> for each action
+* **ours (sink as is)**: ``parse_page`` -> ``Shaper.bucket`` with the estimated cost (documents keyed by ``_id``
+  as the collector does, the cyclic GC paused as the collector pauses it per window) ->
+  ``ElasticsearchSink._plan`` (``create`` actions, nothing stored yet) -> for each action
   ``elasticsearch.helpers.expand_action`` and the client's ``application/json`` serializer (what
   ``streaming_bulk`` does) -> one bulk body (action line + source line per document);
 * **ours (OrjsonSerializer)**: the same path with ``elasticsearch.serializer.OrjsonSerializer`` as the
@@ -31,7 +32,8 @@ import orjson
 from _common import ADMIN_KEY, DAY, SEED, emit, median, table, verdict
 
 from usage_collector.catalogue import STREAMS
-from usage_collector.documents import Document, Shaper, Target
+from usage_collector.documents import Document, Shaper, Target, paused_gc
+from usage_collector.estimate import shared_book
 from usage_collector.models import parse_page
 from usage_collector.simulator import Organization, SimulatedAPI
 
@@ -75,14 +77,17 @@ def _es_serializer() -> Any:
 
 
 def shape_page(name: str, width: str, body: bytes) -> list[Document]:
+    """As the collector does: parsed, shaped with the estimated cost (the shipped price table), keyed by ``_id``,
+    the cyclic GC paused for the window (``documents.paused_gc``)."""
     spec = STREAMS[name]
-    page = parse_page(spec, body)
-    shaper = Shaper(spec, TARGET, width, spec.request_group_by, None)
-    docs: dict[str, Document] = {}
-    for bucket in page["data"]:
-        for doc in shaper.bucket(bucket["start_time"], bucket["end_time"], bucket["results"]):
-            docs[doc.id] = doc
-    return list(docs.values())
+    with paused_gc():
+        page = parse_page(spec, body)
+        shaper = Shaper(spec, TARGET, width, spec.request_group_by, None, shared_book().pricer(name, width))
+        docs: dict[str, Document] = {}
+        for bucket in page["data"]:
+            for doc in shaper.bucket(bucket["start_time"], bucket["end_time"], bucket["results"]):
+                docs[doc.id] = doc
+        return list(docs.values())
 
 
 def ours_sink(pages: list[tuple[str, str, bytes, int]], serializer: Any) -> int:
