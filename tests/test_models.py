@@ -75,3 +75,20 @@ def test_absent_optional_token_fields_stay_absent_not_zero():
 def test_bad_bodies_are_classified(body, error):
     with pytest.raises(error):
         parse_page(STREAMS["completions"], body)
+
+
+def test_a_row_shaped_like_a_valid_one_but_with_other_value_types_is_still_coerced_or_refused():
+    """Rows whose keys and value types match a row already checked skip the per-field look; the same keys with
+    a numeric string, a text amount or a bad value are still coerced or refused (the types are part of it)."""
+    ok = {"object": STREAMS["completions"].object_type, "input_tokens": 5, "output_tokens": 1, "num_model_requests": 1}
+    rows = _parse("completions", [ok, {**ok, "input_tokens": "7"}, ok])
+    assert [r["input_tokens"] for r in rows] == [5, 7, 5] and type(rows[1]["input_tokens"]) is int
+    with pytest.raises(FatalApiError, match=r"results\.1\.input_tokens"):
+        _parse("completions", [ok, {**ok, "input_tokens": "seven"}])
+    cost = {"object": "organization.costs.result", "amount": {"value": 1.5, "currency": "usd"}, "line_item": "x"}
+    text = {**cost, "amount": {"value": "2.25", "currency": "usd"}}
+    got = _parse("costs", [cost, text, cost, text])
+    assert [r["amount"]["value"] for r in got] == [Decimal("1.5"), Decimal("2.25")] * 2
+    assert all(type(r["amount"]["value"]) is Decimal for r in got)
+    with pytest.raises(FatalApiError, match=r"results\.1\.amount\.value"):
+        _parse("costs", [cost, {**cost, "amount": {"value": "lots", "currency": "usd"}}])

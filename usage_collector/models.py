@@ -71,6 +71,10 @@ def _result_types(spec: StreamSpec) -> dict[str, type]:
 
 
 _TYPES: dict[str, dict[str, type]] = {}
+#: Per type table (one per stream, kept for the process): row shapes (keys, value types) whose every known
+#: field has its expected type or is null. At most _MAX_VALID per stream.
+_VALID: dict[int, set[tuple[Any, ...]]] = {}
+_MAX_VALID = 256
 
 
 def _types(spec: StreamSpec) -> dict[str, type]:
@@ -118,6 +122,7 @@ def parse_page(spec: StreamSpec, body: bytes) -> Page:
 
 
 def _check_page(page: Any, types: dict[str, type]) -> None:
+    valid = _VALID.setdefault(id(types), set())
     if not isinstance(page, dict):
         raise _Malformed("page", "not an object")
     if "data" not in page or "has_more" not in page:
@@ -144,11 +149,30 @@ def _check_page(page: Any, types: dict[str, type]) -> None:
         for r, row in enumerate(results):
             if type(row) is not dict:
                 raise _Malformed(f"data.{b}.results.{r}", "not an object")
+            # a row with the keys and value types of one already found right needs no look at its fields
+            shape: tuple[Any, ...] = (tuple(row), tuple(map(type, row.values())))
+            amount = row.get("amount")
+            if type(amount) is dict:  # costs: the amount's own fields are part of the shape
+                shape += (tuple(amount), tuple(map(type, amount.values())))
+            if shape in valid:
+                continue
+            coerced = False
             for key, value in row.items():
                 want = get(key)
                 if want is None or value is None or type(value) is want:
                     continue
+                if want is _Amount and type(value) is dict and _amount_ok(value):
+                    continue
                 row[key] = _coerce(want, value, f"data.{b}.results.{r}.{key}")  # same key: no resize
+                coerced = True
+            if not coerced and len(valid) < _MAX_VALID:
+                valid.add(shape)
+
+
+def _amount_ok(amount: dict[str, Any]) -> bool:
+    """A costs ``amount`` that needs no coercion: ``value`` a Decimal, ``currency`` text (either may be null)."""
+    value, currency = amount.get("value"), amount.get("currency")
+    return (value is None or type(value) is Decimal) and (currency is None or type(currency) is str)
 
 
 def _coerce(want: type, value: Any, where: str, *, missing: bool = False) -> Any:
