@@ -1259,10 +1259,28 @@ def _require_output_file(option: str, path: Path) -> None:
         _fail(f"{option} {path}: not writable; choose a path in a directory you can write to")
 
 
+#: Modules that dependencies import when installed but that no command uses; :func:`main` keeps them out
+#: (P3, ``bench/p3_startup.py``: together about as long as ``import httpx`` itself).
+#:
+#: * ``trio``: httpcore imports it, for async clients under trio; every HTTP client here is synchronous.
+#: * ``httpx._main``: httpx's own command-line client, imported by ``import httpx`` with click, rich and
+#:   pygments when they are installed (httpx falls back to a stub ``httpx.main`` without them).
+UNUSED_MODULES = ("trio", "httpx._main")
+
+
+def skip_unused_modules() -> None:
+    """Make :data:`UNUSED_MODULES` unimportable in this process (``sys.modules[name] = None``: an ``import``
+    raises ``ImportError``, which httpcore treats as "not installed"). Only the console script calls this;
+    one already imported is left alone."""
+    for name in UNUSED_MODULES:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: exits with :func:`run_cli`'s status."""
     from .simulator.cli import register
 
+    skip_unused_modules()
     if not any((c.name or "") == "simulate" for c in app.registered_commands):
         register(app)
         guard_simulate(app)
