@@ -17,6 +17,11 @@ each figure is the median of ``--runs`` rounds (default 10). The ratios are medi
 
 Goals: ``--help`` at most 2x the baseline; a no-op ``run`` at most 4x.
 
+Before timing, the package the console script imports is byte-compiled (``compileall``), as ``pip install``
+does: with ``PYTHONDONTWRITEBYTECODE`` set (as in CI and these machines) a source checkout would otherwise
+recompile every module it changed in every timed process, and the figure would depend on which ``.pyc`` files
+happened to be left over. The package's path is printed, so a figure names the code it measured.
+
     python bench/p3_startup.py [--runs 12]
 """
 
@@ -45,6 +50,19 @@ def exe() -> str:
     return found
 
 
+def compile_package(env: dict[str, str]) -> str:
+    """Byte-compile the ``usage_collector`` the console script will import (with ``env``); returns its path."""
+    where = subprocess.run(
+        [PY, "-c", "import usage_collector, os; print(os.path.dirname(usage_collector.__file__))"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    subprocess.run([PY, "-m", "compileall", "-q", where], check=True, stdout=subprocess.DEVNULL)
+    return where
+
+
 def once(cmd: list[str], env: dict[str, str]) -> float:
     t = time.perf_counter()
     p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -63,6 +81,7 @@ def main() -> None:
         db = f"duckdb:{tmp}/p3.duckdb"
         env = cli_env(base_url)
         fast_nonames = cli_env(base_url, USAGE_COLLECTOR_RATE_LIMIT="1000", USAGE_COLLECTOR_ENRICH_NAMES="false")
+        package = compile_package(env)
         # bring the sink up to date (first run: 7 days of initial lookback), then once more for completions
         subprocess.run([uc, "run", "--sink", db], env=env, check=True, stdout=subprocess.DEVNULL)
         cmds = {
@@ -91,7 +110,7 @@ def main() -> None:
         rows.append([k, round(median(times[k]) * 1000), round(min(times[k]) * 1000), round(max(times[k]) * 1000), r])
     print(
         f"P3: {args.runs} interleaved rounds, wall time per command (ms), ratio = median of per-round ratios "
-        f"to the baseline; simulator requests during the timed part: {counters.get('total', '?')}"
+        f"to the baseline; simulator requests during the timed part: {counters.get('total', '?')}; package: {package}"
     )
     print(table(["command", "median ms", "min ms", "max ms", "x baseline"], rows))
     results = [
