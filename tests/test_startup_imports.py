@@ -88,3 +88,26 @@ def test_run_imports_only_what_it_uses(tmp_path: Path, sink: str, unused: tuple[
         modules = imported(["run", "--sink", sink, "-s", "completions", "-s", "costs"], env, tmp_path)
     assert "usage_collector.collector" in modules, "the run did not get as far as collecting"
     assert offending(modules, (*NOT_FOR_RUN, *unused)) == []
+
+
+GC_PROBE = """
+import gc, json
+from usage_collector import cli
+before = gc.get_threshold()
+cli.settle()  # not started by main(): leaves the collector alone
+untouched = (gc.get_threshold(), gc.get_freeze_count())
+cli.start_quietly()
+quiet = gc.get_threshold()
+cli.settle()
+print(json.dumps({"before": before, "untouched": untouched, "quiet": quiet, "after": gc.get_threshold(),
+                  "frozen": gc.get_freeze_count()}))
+"""
+
+
+def test_start_up_collects_rarely_then_settles_at_the_usual_pace() -> None:
+    proc = subprocess.run([sys.executable, "-c", GC_PROBE], env=base_env(), capture_output=True, text=True, timeout=60)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["untouched"] == [got["before"], 0]
+    assert got["quiet"][0] > got["before"][0]
+    assert got["after"] == got["before"]
+    assert got["frozen"] > 1000  # the imported modules' objects
