@@ -111,3 +111,12 @@ def test_start_up_collects_rarely_then_settles_at_the_usual_pace() -> None:
     assert got["quiet"][0] > got["before"][0]
     assert got["after"] == got["before"]
     assert got["frozen"] > 1000  # the imported modules' objects
+
+
+def test_command_annotations_are_objects_not_strings() -> None:
+    """typer evaluates string annotations of every command at every start (see the cli module docstring)."""
+    import inspect
+
+    from usage_collector import cli
+
+    assert not isinstance(inspect.signature(cli.run).parameters["sink"].annotation, str)
