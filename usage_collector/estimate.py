@@ -396,8 +396,14 @@ class PriceBook:
         if stream not in USAGE_STREAMS:
             return None
 
+        last: list[Any] = [None, None]  # the bucket start formatted and its day's table, of the row before
+
         def price(own: Mapping[str, Any], model: Any, stamp: str) -> Decimal | None:
-            table = self.table(day_of({"@timestamp": stamp}))
+            if stamp is last[0]:
+                table = last[1]
+            else:
+                table = self.table(day_of({"@timestamp": stamp}))
+                last[0], last[1] = stamp, table
             if table is None:
                 return None
             return cost_of(stream, own, model, width, table)
@@ -430,11 +436,13 @@ def cost_of(stream: str, own: Mapping[str, Any], model: Any, width: str, table: 
         return estimate_source(stream, _source(own, model, width, stream), table).cost
     total = Decimal(0)
     memo = table.memo
+    rates = memo.get(("estimate.rates", model, tier))
+    if rates is None:
+        rates = memo[("estimate.rates", model, tier)] = {}
     for unit, q in units.items():
-        key = ("estimate.rate", model, unit, tier)
-        rate = memo.get(key)
+        rate = rates.get(unit)
         if rate is None:
-            rate = memo[key] = _rate(table, model, unit, tier)
+            rate = rates[unit] = _rate(table, model, unit, tier)
         if rate is False:
             return None  # a unit without a price: the document is unpriced
         if rate is _SLOW:
