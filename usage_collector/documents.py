@@ -376,12 +376,22 @@ class Shaper:
             "    return Document(digest_id(key), INDEX, STREAM, start, digest, doc)",
         ]
         env: dict[str, Any] = {
-            "OBJECT": self._object_type,
-            "WIDTH": self.width,
+            **self._env(),
             "EMPTY": {},
             "KNOWN": self._known,
             "KNOWN_TEXT": self._known | _TEXT_FIELDS,
             "keep_extra": self._keep_extra,
+            "_t": _dim_text,
+        }
+        exec(compile("\n".join(lines), f"<Shaper {spec.name} {self.width}>", "exec"), env)
+        fn: Callable[[int, str, str, Mapping[str, Any]], Document] = env["row"]
+        return fn
+
+    def _env(self) -> dict[str, Any]:
+        """The names both generated row functions use: this shaper's constants and the helpers they call."""
+        env: dict[str, Any] = {
+            "OBJECT": self._object_type,
+            "WIDTH": self.width,
             "measure_hash": measure_hash,
             "ECS": _ECS,
             "DATASET": self.dataset,
@@ -393,15 +403,13 @@ class Shaper:
             "NAMES": self.names,
             "ID_HEAD": self._id_head,
             "ID_GROUP": self._id_group,
-            "_t": _dim_text,
             "Document": Document,
             "digest_id": _digest_id,
             "INDEX": self.index,
-            **self._price_env(),
         }
-        exec(compile("\n".join(lines), f"<Shaper {spec.name} {self.width}>", "exec"), env)
-        fn: Callable[[int, str, str, Mapping[str, Any]], Document] = env["row"]
-        return fn
+        if self._price is not None:
+            env.update(PRICE=self._price, UNPRICED=self._unpriced)
+        return env
 
     def _price_lines(self, indent: str, model: str | None) -> list[str]:
         """Generated lines that set ``openai.<stream>.estimated_cost`` (the ``price`` hook), exactly as
@@ -418,9 +426,6 @@ class Shaper:
             f"{i}    own['estimated_cost'] = cost",
             f"{i}    digest = measure_hash({{'measures': digest, 'estimated_cost': cost}})",
         ]
-
-    def _price_env(self) -> dict[str, Any]:
-        return {} if self._price is None else {"PRICE": self._price, "UNPRICED": self._unpriced}
 
     @property
     def unpriced(self) -> int:
@@ -548,27 +553,7 @@ class Shaper:
             f"    key = ID_HEAD + str(start) + ID_GROUP + {sep}",
             "    return Document(digest_id(key), INDEX, STREAM, start, digest, doc)",
         ]
-        env: dict[str, Any] = {
-            "KEYS": frozenset(keys),
-            "AMOUNT_KEYS": frozenset(amount_keys),
-            "OBJECT": self._object_type,
-            "WIDTH": self.width,
-            "measure_hash": measure_hash,
-            "ECS": _ECS,
-            "DATASET": self.dataset,
-            "DS": self._ds,
-            "ORG": self._org,
-            "STREAM": self._stream,
-            "PROVIDER": _PROVIDER,
-            "add_names": _add_names,
-            "NAMES": self.names,
-            "ID_HEAD": self._id_head,
-            "ID_GROUP": self._id_group,
-            "Document": Document,
-            "digest_id": _digest_id,
-            "INDEX": self.index,
-            **self._price_env(),
-        }
+        env = {**self._env(), "KEYS": frozenset(keys), "AMOUNT_KEYS": frozenset(amount_keys)}
         exec(compile("\n".join(lines), f"<Shaper {spec.name} {self.width} fast>", "exec"), env)
         fn: FastRow = env["fast"]
         return fn
