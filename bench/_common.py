@@ -86,7 +86,9 @@ class NullSink:
     def list_runs(self, limit: int = 100) -> list[dict[str, Any]]:
         return []
 
-    def iter_documents(self, stream: str | None = None) -> Iterator[dict[str, Any]]:
+    def iter_documents(
+        self, stream: str | None = None, *, start: int | None = None, end: int | None = None
+    ) -> Iterator[dict[str, Any]]:
         return iter(())
 
 

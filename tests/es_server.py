@@ -1483,6 +1483,8 @@ def _matches(query: dict[str, Any], doc_id: str, source: dict[str, Any]) -> bool
         values = value if kind == "terms" else [value["value"] if isinstance(value, dict) else value]
         actual = doc_id if fname == "_id" else _get(source, fname)
         return actual in values
+    if kind == "range":
+        return _in_range(arg, source)
     if kind == "bool":
 
         def listed(key: str) -> list[dict[str, Any]]:
@@ -1493,6 +1495,32 @@ def _matches(query: dict[str, Any], doc_id: str, source: dict[str, Any]) -> bool
             _matches(c, doc_id, source) for c in listed("must_not")
         )
     raise EsError(400, "parsing_exception", f"unknown query [{kind}] (not modelled by the test server)")
+
+
+def _in_range(arg: dict[str, Any], source: dict[str, Any]) -> bool:
+    """``range`` query (reference "Range query"; RangeQueryBuilder): ``gt``/``gte``/``lt``/``lte`` on a numeric or a
+    date field; a date bound is an ISO 8601 string or epoch milliseconds (the date field's default format,
+    ``strict_date_optional_time||epoch_millis``). Other parameters (``format``, ``time_zone``, ``relation``) and
+    ranges over strings are not modelled: refused."""
+    ((fname, bounds),) = arg.items()
+    unknown = sorted(set(bounds) - {"gt", "gte", "lt", "lte"})
+    if unknown:
+        raise EsError(400, "parsing_exception", f"[range] query parameter [{unknown[0]}] is not modelled")
+    actual = _get(source, fname)
+    if actual is None:
+        return False
+    numeric = isinstance(actual, int | float) and not isinstance(actual, bool)
+    value = actual if numeric else _parse_date(actual)
+    if value is None:
+        raise EsError(400, "parsing_exception", f"[range] on [{fname}]: only numeric and date fields are modelled")
+    for op, bound in bounds.items():
+        limit = bound if numeric else _parse_date(bound)
+        if limit is None or (numeric and not isinstance(limit, int | float)):
+            raise EsError(400, "parse_exception", f"failed to parse [{bound}] for the [{op}] of [{fname}]")
+        ok = {"gt": value > limit, "gte": value >= limit, "lt": value < limit, "lte": value <= limit}[op]
+        if not ok:
+            return False
+    return True
 
 
 def _filter_source(source: dict[str, Any], spec: Any) -> dict[str, Any]:

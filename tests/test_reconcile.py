@@ -233,6 +233,38 @@ def test_reconciliation_is_written_and_a_rerun_writes_nothing(org, collected):
     assert Decimal(allocated) == org.total_cost()
 
 
+def test_after_a_backfill_each_day_is_read_and_written_on_its_own(org, collected):
+    """A backfill's reconciliation holds one day at a time: every read is one day's range, every write one day's
+    buckets; together they cover the range, and they change nothing the all-days reconciliation wrote."""
+    sink = collected[0]
+    reads: list[tuple[str | None, int | None, int | None]] = []
+    writes: list[frozenset[int]] = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(sink, name)
+
+        def iter_documents(self, stream=None, *, start=None, end=None):
+            reads.append((stream, start, end))
+            return sink.iter_documents(stream, start=start, end=end)
+
+        def write_window(self, docs, checkpoint, replaces=None):
+            writes.append(replaces.starts)
+            return sink.write_window(docs, checkpoint, replaces)
+
+    settings = make_settings(streams=[s for s in STREAM_NAMES if s != "decisions"], enrich_names=True)
+    settings.bucket_width = {"vector_stores": "1h"}
+    outcome = reconcile_mod.after_cycle(
+        Spy(), settings, settings.orgs()[0], collected[1].streams, BackfillRange(org.start, org.end), org.end + 3 * DAY
+    )
+    days = {org.start + i * DAY for i in range(DAYS)}
+    assert {start for _, start, _ in reads} == days and all(end - start == DAY for _, start, end in reads)
+    assert sorted(writes) == sorted(frozenset({d}) for d in days for _ in range(2))  # reconciliation, allocation
+    assert outcome is not None and outcome.reconciliation.written == outcome.allocation.written == 0
+    stored = sum(1 for _ in sink.iter_documents(RECONCILIATION_STREAM))
+    assert outcome.reconciliation.unchanged == stored > 0 and outcome.reconciliation.deleted == 0
+
+
 def test_the_report_takes_cost_by_model_and_by_user_from_allocation(org, collected):
     from usage_collector.report import build_report, report_tables
 

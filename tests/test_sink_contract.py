@@ -258,3 +258,22 @@ def test_iter_documents_filters_by_stream(store):
     assert sorted(d["_id"] for d in sink.iter_documents("embeddings")) == sorted(d.id for d in store.docs())
     assert sorted(d["_id"] for d in sink.iter_documents()) == sorted([image.id] + [d.id for d in store.docs()])
     assert list(sink.iter_documents("costs")) == []
+
+
+def test_iter_documents_reads_a_time_range_start_inclusive_end_exclusive(store):
+    sink = store.sink
+    image = image_doc(store.namespace)  # at T0
+    hours = [store.docs(start=T0 + h * 3600) for h in range(3)]
+    for h, window in enumerate(hours):
+        sink.write_window(window, cp(T0 + (h + 1) * 3600))
+    sink.write_window([image], None)
+
+    def ids(stream=None, **bounds):
+        return sorted(d["_id"] for d in sink.iter_documents(stream, **bounds))
+
+    assert ids("embeddings", start=T0 + 3600, end=T0 + 7200) == sorted(d.id for d in hours[1])
+    assert ids("embeddings", start=T0 + 3600) == sorted(d.id for d in hours[1] + hours[2])
+    assert ids("embeddings", end=T0 + 3600) == sorted(d.id for d in hours[0])
+    assert ids(start=T0, end=T0 + 3600) == sorted([image.id] + [d.id for d in hours[0]])
+    assert ids("images", start=T0 + 1, end=T0 + 3600) == []
+    assert ids(start=T0 + 3 * 3600) == []

@@ -33,7 +33,8 @@ nothing.
 
 When: :func:`after_cycle`, called once per organization at the end of
 :meth:`usage_collector.collector.Collector._each_org`, reconciles the closed days of the costs restatement window
-(a scheduled cycle) or the backfill's days, when the cycle wrote or deleted anything.
+(a scheduled cycle) or the backfill's days, when the cycle wrote or deleted anything, one day at a time (each day
+read with ``Sink.iter_documents(stream, start=, end=)``), so a year's backfill holds one day's documents.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ LINE_ITEM_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 _DAY = 86400
+#: Days :func:`after_cycle` reads and writes at a time (each day is reconciled on its own anyway).
+DAYS_PER_READ = 1
 #: Decimal precision of sums: estimates have up to ~40 significant digits (storage: bytes / 2**30)
 _PREC = 120
 _Q6 = Decimal("0.000001")
@@ -206,10 +209,11 @@ def _read(
 ) -> tuple[list[_Usage], list[_Line]]:
     """The usage (one width per stream and day: the configured one when present, else the widest) and the bill."""
     wanted = set(days)
+    start, end = _start(min(wanted)), _start(max(wanted)) + _DAY
     usage: list[_Usage] = []
     for stream in USAGE_STREAMS:
         by_width: dict[tuple[date, str], list[Mapping[str, Any]]] = defaultdict(list)
-        for doc in sink.iter_documents(stream):
+        for doc in sink.iter_documents(stream, start=start, end=end):
             src = doc["_source"]
             if src.get("organization", {}).get("id") != org_id:
                 continue
@@ -225,7 +229,7 @@ def _read(
             for src in by_width[(day, width)]:
                 usage.append(_usage(stream, day, src, book))
     lines: list[_Line] = []
-    for doc in sink.iter_documents("costs"):
+    for doc in sink.iter_documents("costs", start=start, end=end):
         src = doc["_source"]
         if src.get("organization", {}).get("id") != org_id:
             continue
@@ -513,8 +517,8 @@ def reconcile_days(
     """
     book = book or shared_book()
     names: dict[str, dict[str, str]] = {"project_id": {}, "api_key_id": {}, "user_id": {}}
-    usage, lines = _read(sink, target.org_id, days, widths or {}, book, names)
-    starts = frozenset(int(datetime.combine(d, datetime.min.time(), tzinfo=UTC).timestamp()) for d in days)
+    usage, lines = _read(sink, target.org_id, days, widths or {}, book, names) if days else ([], [])
+    starts = frozenset(_start(d) for d in days)
     rec = reconcile(target, usage, lines, names)
     alloc = allocate(target, usage, lines, names)
     out = Outcome(list(days), WriteStats(), WriteStats(), rec, alloc)
@@ -525,6 +529,10 @@ def reconcile_days(
         replaces = BucketSet(target.org_id, stream, "1d", target.data_stream(stream), starts)
         stats.add(sink.write_window(docs, None, replaces))
     return out
+
+
+def _start(day: date) -> int:
+    return int(datetime.combine(day, datetime.min.time(), tzinfo=UTC).timestamp())
 
 
 def _days(first: int, end: int) -> list[date]:
@@ -546,7 +554,10 @@ def after_cycle(
 
     Days: those of the costs restatement window that are closed (a scheduled cycle), or the closed days of the
     backfill's range. Nothing is done when the cycle wrote and deleted nothing (nothing can have changed), or
-    when costs are not collected.
+    when costs are not collected. The days are read, reconciled and written :data:`DAYS_PER_READ` at a time, so
+    what is held does not grow with the backfill's range; the outcome sums their write statistics (its ``rows``
+    and ``parts`` are left empty: each day's documents are released once written). A day's display names come
+    from that day's documents.
 
     Args:
         sink: the sink the cycle wrote to.
@@ -569,22 +580,27 @@ def after_cycle(
         return None
     target = Target(org.id, org.name, settings.namespace, settings.data_stream_type)
     widths = {s: settings.width_for(s) for s in STREAMS if s in settings.streams}
+    outcome = Outcome(days, WriteStats(), WriteStats())
     try:
-        outcome = reconcile_days(sink, target, days, widths=widths)
+        for i in range(0, len(days), DAYS_PER_READ):
+            part = reconcile_days(sink, target, days[i : i + DAYS_PER_READ], widths=widths)
+            outcome.reconciliation.add(part.reconciliation)
+            outcome.allocation.add(part.allocation)
     except CollectorError as exc:
         log.warning("%s: reconciliation not written: %s", org.id, exc)
         return None
     except Exception:  # a bug here must not fail the cycle that collected the data
         log.exception("%s: reconciliation failed unexpectedly", org.id)
         return None
+    rec, alloc = outcome.reconciliation, outcome.allocation
     log.info(
         "%s reconciliation %s..%s: %d rows, %d allocated parts (written %d, %d)",
         org.id,
         days[0],
         days[-1],
-        len(outcome.rows),
-        len(outcome.parts),
-        outcome.reconciliation.written,
-        outcome.allocation.written,
+        rec.written + rec.unchanged,
+        alloc.written + alloc.unchanged,
+        rec.written,
+        alloc.written,
     )
     return outcome

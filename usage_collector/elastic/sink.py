@@ -46,7 +46,7 @@ import orjson
 from .. import secrets
 from ..catalogue import STREAMS
 from ..clock import iso
-from ..documents import Document
+from ..documents import Document, dumps
 from ..errors import LeaseHeldError, SinkError
 from ..limits import LIMITS_STREAM
 from ..reconcile import DERIVED_STREAMS
@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 LOOKUP_CHUNK = 1000
 LOOKUP_SIZE = 10000
 _BACKING_GEN = re.compile(r"-(\d+)$")
+#: Every stream whose documents the sink holds, in the order :meth:`ElasticsearchSink.iter_documents` reads them.
+_ALL_STREAMS: tuple[str, ...] = (*STREAMS, LIMITS_STREAM, *DERIVED_STREAMS)
 
 
 @dataclass(frozen=True)
@@ -106,13 +108,16 @@ class _Line(bytes):
 
 def bulk_lines(action: Mapping[str, Any]) -> tuple[_Line, bytes | None]:
     """``streaming_bulk``'s ``expand_action_callback``: the action line and the source line of one action of
-    :meth:`ElasticsearchSink._plan`, as bytes (the source was serialized once, :attr:`Document.source_json`).
+    :meth:`ElasticsearchSink._plan`, as bytes. The source is the :class:`Document` itself, serialized here, as
+    ``streaming_bulk`` builds each chunk (not through :attr:`Document.source_json`, which would keep the bytes of
+    every document of the window until the window ends).
 
     Replaces ``elasticsearch.helpers.expand_action`` (which copies every action) and the client's stdlib JSON
     serializer; the lines are the same JSON: ``{"create":{"_index":..,"_id":..}}`` then the ``_source``.
     """
     meta = {k: v for k, v in action.items() if k != "_op_type" and k != "_source"}
-    source = action.get("_source")
+    doc = action.get("_source")
+    source = dumps(doc.source) if isinstance(doc, Document) else doc
     return _Line(orjson.dumps({action["_op_type"]: meta})), source
 
 
@@ -414,7 +419,7 @@ class ElasticsearchSink:
         for doc in docs:
             hits = existing.get(doc.id, [])
             if not hits:
-                actions.append({"_op_type": "create", "_index": doc.index, "_id": doc.id, "_source": doc.source_json})
+                actions.append({"_op_type": "create", "_index": doc.index, "_id": doc.id, "_source": doc})
                 continue
             same = [h for h in hits if h.hash == doc.hash]
             keep = max(same or hits, key=lambda h: (_generation(h.index), h.index))
@@ -439,7 +444,7 @@ class ElasticsearchSink:
                         "_id": doc.id,
                         "if_seq_no": keep.seq_no,
                         "if_primary_term": keep.primary_term,
-                        "_source": doc.source_json,
+                        "_source": doc,
                     }
                 )
         return actions
@@ -528,26 +533,33 @@ class ElasticsearchSink:
             f"moved: {shown}{more}"
         )
 
-    def iter_documents(self, stream: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every current document as ``{"_id", "_index" (data stream), "_source"}``; one per ``_id``.
+    def iter_documents(
+        self, stream: str | None = None, *, start: int | None = None, end: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every current document as ``{"_id", "_index" (data stream), "_source"}``; one per ``_id``; with
+        ``start``/``end``, those whose ``@timestamp`` lies in ``[start, end)`` (a ``range`` query).
 
-        Backing indices are read newest first, so if an ``_id`` is stored twice the newest copy wins.
+        Backing indices are read newest first, so if an ``_id`` is stored twice the newest copy wins. Each is
+        read with a scroll of 1000 hits; what a caller holds is what it keeps.
         """
         from elasticsearch import ApiError, TransportError
         from elasticsearch.helpers import ScanError, scan
 
         es = self._client()
-        streams = [stream] if stream is not None else [*STREAMS, LIMITS_STREAM, *DERIVED_STREAMS]
-        for name in streams:
-            ds = data_stream_name(self.settings, name)
+        names = [data_stream_name(self.settings, s) for s in ([stream] if stream is not None else _ALL_STREAMS)]
+        query: dict[str, Any] = {"match_all": {}}
+        if start is not None or end is not None:
+            bounds = {k: iso(v) for k, v in (("gte", start), ("lt", end)) if v is not None}
+            query = {"range": {"@timestamp": bounds}}
+        for name in names:
             body = self._call(
-                functools.partial(es.indices.get_data_stream, name=ds), f"read data stream {ds}", allow_404=True
+                functools.partial(es.indices.get_data_stream, name=name), f"read data stream {name}", allow_404=True
             )
             seen: set[str] = set()
             for entry in (body or {}).get("data_streams", []):
                 for backing in reversed([i["index_name"] for i in entry.get("indices", [])]):
                     try:
-                        for hit in scan(es, index=backing, query={"query": {"match_all": {}}}, size=1000):
+                        for hit in scan(es, index=backing, query={"query": query}, size=1000):
                             if hit["_id"] not in seen:
                                 seen.add(hit["_id"])
                                 yield {

@@ -187,8 +187,19 @@ class Sink(Protocol):
     def list_runs(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest run documents first."""
 
-    def iter_documents(self, stream: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every current document as ``{"_id", "_index", "_source"}`` (one per ``_id``, latest wins)."""
+    def iter_documents(
+        self, stream: str | None = None, *, start: int | None = None, end: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every current document as ``{"_id", "_index", "_source"}`` (one per ``_id``, latest wins).
+
+        Args:
+            stream: only this stream's documents (``event.dataset`` ``openai.<stream>``).
+            start: only documents whose ``@timestamp`` is at or after this (Unix seconds).
+            end: only documents whose ``@timestamp`` is before this (Unix seconds).
+
+        Documents are read as they are yielded, a page at a time: what a reader holds does not grow with the
+        store, only with what it keeps (:mod:`usage_collector.reconcile` reads one day at a time).
+        """
 
     def retention(self) -> str | None:
         """How the store expires old data, for ``status`` (``None``: it keeps everything, a file sink)."""

@@ -40,8 +40,9 @@ from ..reconcile import ALLOCATION_STREAM, RECONCILIATION_STREAM
 from .base import BucketSet, Checkpoint, WriteStats, checkpoint_key
 from .filelease import FileLease, FileLeaseMixin
 
-#: Rows per INSERT (one list per column, unnested by DuckDB) and per ``_id`` lookup.
-_CHUNK = 10_000
+#: Documents per lookup and INSERT (one list per column, unnested by DuckDB), rows per fetch of ``iter_documents``:
+#: a window of tens of thousands of documents is written a chunk at a time, in one transaction.
+_CHUNK = 1000
 #: DuckDB's buffer pool limit, unless the caller sets one: what the sink needs whatever the history held.
 MEMORY_LIMIT = "64MB"
 #: Bumped whenever the tables or views below change; a file at this version is opened without any DDL.
@@ -276,36 +277,13 @@ class DuckDBSink(FileLeaseMixin):
             stats = WriteStats()
             try:
                 con.execute("BEGIN TRANSACTION")
-                existing: dict[str, str] = {}
-                ids = [d.id for d in docs]
                 scope = _Scope.of(docs, replaces)
-                for i in range(0, len(ids), _CHUNK):
-                    existing.update(
-                        con.execute(
-                            "SELECT _id, hash FROM documents WHERE " + scope.sql + " AND _id IN (SELECT unnest(?))",
-                            [*scope.params, ids[i : i + _CHUNK]],
-                        ).fetchall()
-                    )
-                fresh: list[Document] = []
-                changed: list[Document] = []
-                for doc in docs:
-                    prev = existing.get(doc.id)
-                    if prev is None:
-                        fresh.append(doc)
-                    elif prev != doc.hash:
-                        changed.append(doc)
-                    else:
-                        stats.unchanged += 1
-                gone = [d for d in self._superseded(con, replaces, ids)] if replaces is not None else []
-                if changed or gone:
-                    con.execute(
-                        "DELETE FROM documents WHERE " + scope.sql + " AND _id IN (SELECT unnest(?))",
-                        [*scope.params, [d.id for d in changed] + gone],
-                    )
+                gone = self._superseded(con, replaces, {d.id for d in docs}) if replaces is not None else []
+                if gone:
+                    self._delete(con, scope, gone)
                 stats.deleted = len(gone)
-                self._insert(con, [*fresh, *changed])
-                stats.created = len(fresh)
-                stats.updated = len(changed)
+                for i in range(0, len(docs), _CHUNK):
+                    self._write_chunk(con, scope, docs[i : i + _CHUNK], stats)
                 if checkpoint is not None:
                     self._put_checkpoint(con, checkpoint)
                 con.execute("COMMIT")
@@ -318,8 +296,37 @@ class DuckDBSink(FileLeaseMixin):
                 ) from None
             return stats
 
+    @classmethod
+    def _write_chunk(cls, con: Any, scope: _Scope, docs: Sequence[Document], stats: WriteStats) -> None:
+        """Create the new documents of ``docs`` and replace the changed ones (one lookup, one INSERT)."""
+        existing: dict[str, str] = dict(
+            con.execute(
+                "SELECT _id, hash FROM documents WHERE " + scope.sql + " AND _id IN (SELECT unnest(?))",
+                [*scope.params, [d.id for d in docs]],
+            ).fetchall()
+        )
+        fresh: list[Document] = []
+        changed: list[Document] = []
+        for doc in docs:
+            prev = existing.get(doc.id)
+            if prev is None:
+                fresh.append(doc)
+            elif prev != doc.hash:
+                changed.append(doc)
+            else:
+                stats.unchanged += 1
+        if changed:
+            cls._delete(con, scope, [d.id for d in changed])
+        cls._insert(con, [*fresh, *changed])
+        stats.created += len(fresh)
+        stats.updated += len(changed)
+
     @staticmethod
-    def _superseded(con: Any, replaces: BucketSet, ids: list[str]) -> list[str]:
+    def _delete(con: Any, scope: _Scope, ids: list[str]) -> None:
+        con.execute("DELETE FROM documents WHERE " + scope.sql + " AND _id IN (SELECT unnest(?))", [*scope.params, ids])
+
+    @staticmethod
+    def _superseded(con: Any, replaces: BucketSet, keep: set[str]) -> list[str]:
         if not replaces.starts:
             return []
         starts = sorted(replaces.starts)
@@ -329,38 +336,57 @@ class DuckDBSink(FileLeaseMixin):
             "AND source->>'$.organization.id' = ? AND source->>'$.openai.base.bucket_width' = ?",
             [replaces.stream, starts[0], starts[-1], starts, replaces.org_id, replaces.bucket_width],
         ).fetchall()
-        keep = set(ids)
         return [r[0] for r in rows if r[0] not in keep]
 
     @staticmethod
     def _insert(con: Any, docs: Sequence[Document]) -> None:
-        # One list per column, unnested by DuckDB: no statement with thousands of parameters to bind and plan.
-        for i in range(0, len(docs), _CHUNK):
-            part = docs[i : i + _CHUNK]
-            con.execute(
-                "INSERT INTO documents SELECT unnest(?), unnest(?), unnest(?), to_timestamp(unnest(?)), unnest(?), "
-                "unnest(?)",
-                [
-                    [d.id for d in part],
-                    [d.stream for d in part],
-                    [d.index for d in part],
-                    [d.timestamp for d in part],
-                    [d.hash for d in part],
-                    [d.source_json.decode() for d in part],
-                ],
-            )
+        # One list per column, unnested by DuckDB: no statement with thousands of parameters to bind and plan. The
+        # source is serialized here, not through Document.source_json, so no document keeps its bytes after this.
+        if not docs:
+            return
+        con.execute(
+            "INSERT INTO documents SELECT unnest(?), unnest(?), unnest(?), to_timestamp(unnest(?)), unnest(?), "
+            "unnest(?)",
+            [
+                [d.id for d in docs],
+                [d.stream for d in docs],
+                [d.index for d in docs],
+                [d.timestamp for d in docs],
+                [d.hash for d in docs],
+                [dumps(d.source).decode() for d in docs],
+            ],
+        )
 
-    def iter_documents(self, stream: str | None = None) -> Iterator[dict[str, Any]]:
+    def iter_documents(
+        self, stream: str | None = None, *, start: int | None = None, end: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every current document, ordered by ``ts`` and ``_id``, read ``_CHUNK`` rows at a time on a cursor of its
+        own (a snapshot: writes made meanwhile are not seen)."""
+        where, args = ["true"], []
+        for cond, value in (
+            ("stream = ?", stream),
+            ("ts >= to_timestamp(?)", start),
+            ("ts < to_timestamp(?)", end),
+        ):
+            if value is not None:
+                where.append(cond)
+                args.append(value)
         with self._lock:
-            con = self._db()
-            sql = "SELECT _id, data_stream, source FROM documents"
-            args: list[Any] = []
-            if stream is not None:
-                sql += " WHERE stream = ?"
-                args.append(stream)
-            rows = con.execute(sql + " ORDER BY ts, _id", args).fetchall()
-        for _id, index, source in rows:
-            yield {"_id": _id, "_index": index, "_source": orjson.loads(source)}
+            cur = self._db().cursor()
+            try:
+                cur.execute(
+                    f"SELECT _id, data_stream, source FROM documents WHERE {' AND '.join(where)} ORDER BY ts, _id",
+                    args,
+                )
+            except BaseException:
+                cur.close()
+                raise
+        try:
+            while rows := cur.fetchmany(_CHUNK):
+                for _id, index, source in rows:
+                    yield {"_id": _id, "_index": index, "_source": orjson.loads(source)}
+        finally:
+            cur.close()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read query (reports, tests)."""

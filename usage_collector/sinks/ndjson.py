@@ -9,72 +9,109 @@
 * A crash can leave a partial last line; it is cut off when the sink opens. A crash between the lines
   and the checkpoint leaves lines whose window is re-read next time: identical content, so the
   documents (last line per ``_id``) still equal the source exactly.
+
+**The index** (``<file>.index``, SQLite) keeps, per current ``_id``, the offset and length of its last line,
+its ``event.hash`` and its bucket (organization, stream, width, ``@timestamp``), so the sink holds nothing per
+document in memory whatever the file's history: a window looks its ``_id`` s and buckets up there, and
+:meth:`NdjsonSink.iter_documents` reads only the lines it needs. The file stays the truth; the index is derived
+from it and checked against it:
+
+* it records how many bytes of the file it covers (``size``) and the offset and hash of the last line it read;
+* a window's lines are appended and fsynced, then the index is updated in one SQLite transaction (so it may lag
+  the file after a crash or a failed commit, never run ahead of it);
+* on open and before each window the index reads whatever lines the file has past ``size``, and is rebuilt from
+  the whole file when ``size`` is past the end or the recorded last line is not there any more (the file was
+  cut, replaced or edited). A missing or unreadable index is rebuilt the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
 from ..documents import Document, dumps
 from ..errors import SinkError
-from .base import BucketSet, Checkpoint, WriteStats
+from .base import BucketSet, Checkpoint, WriteStats, checkpoint_key
 from .filelease import FileLease, FileLeaseMixin
 
 MAX_RUNS = 1000
+#: Documents serialized, appended and indexed at a time (a window can hold tens of thousands).
+_CHUNK = 1000
+#: ``_id`` s per lookup statement (SQLite allows 32766 parameters since 3.32).
+_LOOKUP = 900
+#: Bumped whenever the index's tables change: an index of another version is rebuilt from the file.
+INDEX_VERSION = 1
+
+_INDEX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS docs (
+    off INTEGER PRIMARY KEY,  -- byte offset of the _id's last line
+    len INTEGER NOT NULL,     -- its length, newline included
+    id TEXT NOT NULL UNIQUE,
+    hash TEXT NOT NULL,
+    stream TEXT NOT NULL,     -- event.dataset without "openai."
+    org TEXT,
+    width TEXT,               -- openai.base.bucket_width; NULL for documents that are not buckets (limits)
+    ts INTEGER NOT NULL       -- @timestamp, Unix seconds
+);
+CREATE INDEX IF NOT EXISTS docs_ts ON docs (ts);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+"""
 
 
-def _bucket_key(source: dict[str, Any]) -> tuple[str, str, str, int] | None:
-    """``(org, stream, width, bucket start)`` of a usage document; ``None`` for other documents (limits)."""
-    base = source.get("openai", {}).get("base")
-    if not base or "bucket_width" not in base:
-        return None
-    start = int(datetime.fromisoformat(source["@timestamp"].replace("Z", "+00:00")).timestamp())
-    return source["organization"]["id"], source["event"]["dataset"][7:], base["bucket_width"], start
+def _row(off: int, line: bytes, obj: dict[str, Any]) -> tuple[Any, ...]:
+    """The index row of a document line (the same for a line just written and one read back)."""
+    src = obj["_source"]
+    base = src.get("openai", {}).get("base") or {}
+    ts = int(datetime.fromisoformat(src["@timestamp"].replace("Z", "+00:00")).timestamp())
+    stream = str(src["event"]["dataset"]).removeprefix("openai.")
+    org = (src.get("organization") or {}).get("id")
+    return (off, len(line), obj["_id"], src["event"]["hash"], stream, org, base.get("bucket_width"), ts)
+
+
+def _digest(line: bytes) -> str:
+    return hashlib.blake2b(line, digest_size=16).hexdigest()
 
 
 class NdjsonSink(FileLeaseMixin):
-    """Append-only NDJSON file plus a JSON state file."""
+    """Append-only NDJSON file, its index, and a JSON state file."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.state_path = self.path.with_name(self.path.name + ".state.json")
+        self.index_path = self.path.with_name(self.path.name + ".index")
         self.description = f"ndjson:{self.path}"
         self._lease = FileLease(self.path.with_name(self.path.name + ".lease"))
-        self._hashes: dict[str, str] | None = None
-        #: (org, stream, width, bucket start) -> the _ids stored for that bucket
-        self._buckets: dict[tuple[str, str, str, int], set[str]] = {}
+        self._db: sqlite3.Connection | None = None
         self._state: dict[str, Any] = {"checkpoints": {}, "runs": []}
         self._lock = threading.RLock()
 
     # --- lifecycle --------------------------------------------------------------------------------
     def open(self) -> None:
         with self._lock:
-            if self._hashes is not None:
+            if self._db is not None:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._hashes = {}
-            self._buckets = {}
             if self.path.exists():
                 self._repair_tail()
-                with self.path.open("rb") as fh:
-                    for line in fh:
-                        obj = orjson.loads(line)
-                        if obj.get("_op_type") == "delete":
-                            self._hashes.pop(obj["_id"], None)
-                            continue
-                        src = obj["_source"]
-                        self._hashes[obj["_id"]] = src["event"]["hash"]
-                        key = _bucket_key(src)
-                        if key is not None:
-                            self._buckets.setdefault(key, set()).add(obj["_id"])
+            self._db = self._open_index()
+            try:
+                with self._transaction():
+                    self._catch_up()
+            except BaseException:
+                self._db.close()
+                self._db = None
+                raise
             if self.state_path.exists():
                 try:
                     self._state = json.loads(self.state_path.read_text())
@@ -82,6 +119,52 @@ class NdjsonSink(FileLeaseMixin):
                     raise SinkError(f"{self.state_path}: state file is not valid JSON ({exc})") from None
                 self._state.setdefault("checkpoints", {})
                 self._state.setdefault("runs", [])
+
+    def _open_index(self) -> sqlite3.Connection:
+        """The index database; one that is not a usable index (damaged, or of another version) is replaced by an
+        empty one, which :meth:`_catch_up` fills from the file."""
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, disk full, no permission: not the index's fault
+                raise self._index_failed("cannot open", exc) from None
+            self._drop_index()
+        try:
+            return self._connect()
+        except sqlite3.Error as exc:
+            raise self._index_failed("cannot open", exc) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.index_path, isolation_level=None, check_same_thread=False)
+        try:
+            # WAL + NORMAL: a crash or a power loss can lose the last transactions, never consistency; what is lost
+            # is read again from the file.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA wal_autocheckpoint=256")
+            db.executescript(_INDEX_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('version', ?)", (INDEX_VERSION,))
+            elif row[0] != INDEX_VERSION:
+                raise sqlite3.DatabaseError(f"index version {row[0]}, not {INDEX_VERSION}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _drop_index(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.index_path}{suffix}").unlink(missing_ok=True)
+
+    def _index_failed(self, what: str, exc: sqlite3.Error) -> SinkError:
+        """The error to raise; a damaged index is dropped first (the next :meth:`open` builds it again)."""
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            self._drop_index()
+        return SinkError(f"{self.path}: {what} its index {self.index_path.name}: {exc}")
 
     def _repair_tail(self) -> None:
         size = self.path.stat().st_size
@@ -107,7 +190,120 @@ class NdjsonSink(FileLeaseMixin):
 
     def close(self) -> None:
         with self._lock:
-            self._hashes = None
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # --- the index ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on an exception): while one process writes the index
+        no other can, so two processes catching up with the file never interleave."""
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _meta(self) -> dict[str, Any]:
+        assert self._db is not None
+        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def _set_meta(self, size: int, tail_off: int, tail: str) -> None:
+        assert self._db is not None
+        self._db.executemany(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)", [("size", size), ("tail_off", tail_off), ("tail", tail)]
+        )
+
+    def _catch_up(self) -> None:
+        """Inside a transaction: make the index cover every complete line of the file (see the module docstring)."""
+        assert self._db is not None
+        meta = self._meta()
+        size = self.path.stat().st_size if self.path.exists() else 0
+        start = int(meta.get("size", 0))
+        if start and not self._tail_matches(start, int(meta.get("tail_off", 0)), str(meta.get("tail", ""))):
+            start = 0  # the file is not the one indexed: index it again
+        if start == 0:
+            self._db.execute("DELETE FROM docs")
+            self._set_meta(0, 0, "")
+        if start >= size:
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(start)
+            self._index_lines(fh, start)
+
+    def _tail_matches(self, size: int, tail_off: int, tail: str) -> bool:
+        try:
+            with self.path.open("rb") as fh:
+                if os.fstat(fh.fileno()).st_size < size:
+                    return False
+                fh.seek(tail_off)
+                return _digest(fh.read(size - tail_off)) == tail
+        except FileNotFoundError:
+            return False
+
+    def _index_lines(self, fh: BinaryIO, off: int) -> None:
+        """Index the complete lines of ``fh`` from ``off`` (its position) on; a partial last line is left."""
+        assert self._db is not None
+        rows: list[tuple[Any, ...]] = []
+        deletes: list[tuple[str]] = []
+        last: tuple[int, bytes] | None = None
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break
+            obj = orjson.loads(line)
+            if obj.get("_op_type") == "delete":
+                self._flush_rows(rows)
+                deletes.append((obj["_id"],))
+            else:
+                self._flush_deletes(deletes)
+                rows.append(_row(off, line, obj))
+            last = (off, line)
+            off += len(line)
+            if len(rows) >= _CHUNK:
+                self._flush_rows(rows)
+        self._flush_rows(rows)
+        self._flush_deletes(deletes)
+        if last is not None:
+            self._set_meta(off, last[0], _digest(last[1]))
+
+    def _flush_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` (replacing the older line of the same ``_id``), then empty the list."""
+        assert self._db is not None
+        if rows:
+            self._db.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            rows.clear()
+
+    def _flush_deletes(self, ids: list[tuple[str]]) -> None:
+        assert self._db is not None
+        if ids:
+            self._db.executemany("DELETE FROM docs WHERE id = ?", ids)
+            ids.clear()
+
+    def _hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        assert self._db is not None
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), _LOOKUP):
+            part = ids[i : i + _LOOKUP]
+            sql = f"SELECT id, hash FROM docs WHERE id IN ({','.join('?' * len(part))})"
+            out.update(self._db.execute(sql, part).fetchall())
+        return out
+
+    def _superseded(self, replaces: BucketSet, keep: set[str]) -> list[str]:
+        assert self._db is not None
+        gone: list[str] = []
+        for start in sorted(replaces.starts):
+            rows = self._db.execute(
+                "SELECT id FROM docs WHERE stream = ? AND ts = ? AND org = ? AND width = ?",
+                (replaces.stream, start, replaces.org_id, replaces.bucket_width),
+            )
+            gone += [i for (i,) in rows if i not in keep]
+        return sorted(gone)
 
     # --- documents --------------------------------------------------------------------------------
     def write_window(
@@ -115,68 +311,138 @@ class NdjsonSink(FileLeaseMixin):
     ) -> WriteStats:
         with self._lock:
             self.open()
-            assert self._hashes is not None
             stats = WriteStats()
-            out: list[bytes] = []
-            gone: list[str] = []
-            if replaces is not None:
-                keep = {d.id for d in docs}
-                for start in replaces.starts:
-                    key = (replaces.org_id, replaces.stream, replaces.bucket_width, start)
-                    gone += [i for i in self._buckets.get(key, ()) if i not in keep and i in self._hashes]
-                for doc_id in sorted(gone):
-                    out.append(dumps({"_op_type": "delete", "_id": doc_id, "_index": replaces.index}) + b"\n")
-                stats.deleted = len(gone)
-            for doc in docs:
-                prev = self._hashes.get(doc.id)
-                if prev == doc.hash:
-                    stats.unchanged += 1
-                    continue
-                if prev is None:
-                    stats.created += 1
-                else:
-                    stats.updated += 1
-                out.append(doc.action_json() + b"\n")
-            if out:
-                size = self.path.stat().st_size if self.path.exists() else 0
-                try:
-                    with self.path.open("ab") as fh:
-                        fh.write(b"".join(out))
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                except OSError as exc:
-                    # Cut the partial append back off, or the next append would be glued to a cut line.
-                    try:
-                        os.truncate(self.path, size)
-                    except OSError:
-                        self._hashes = None  # the next open() repairs the tail
-                    raise SinkError(f"{self.path}: cannot append {len(out)} document(s): {exc.strerror}") from None
-                for doc_id in gone:
-                    del self._hashes[doc_id]
-                for doc in docs:
-                    self._hashes[doc.id] = doc.hash
-                    width = doc.source["openai"].get("base", {}).get("bucket_width")
-                    if width is not None:
-                        key = (doc.source["organization"]["id"], doc.stream, width, doc.timestamp)
-                        self._buckets.setdefault(key, set()).add(doc.id)
+            assert self._db is not None
+            try:
+                with self._transaction():
+                    self._catch_up()
+                    gone = self._superseded(replaces, {d.id for d in docs}) if replaces is not None else []
+                    stats.deleted = len(gone)
+                    index = "" if replaces is None else replaces.index
+                    deletes = (dumps({"_op_type": "delete", "_id": i, "_index": index}) + b"\n" for i in gone)
+                    if docs or gone:
+                        self._append(self._lines(docs, stats), deletes, gone)
+            except sqlite3.Error as exc:
+                raise self._index_failed("cannot update", exc) from None
             if checkpoint is not None:
                 self.save_checkpoint(checkpoint)
             return stats
 
-    def iter_documents(self, stream: str | None = None) -> Iterator[dict[str, Any]]:
+    def _lines(self, docs: Sequence[Document], stats: WriteStats) -> Iterator[list[tuple[bytes, dict[str, Any]]]]:
+        """The lines to append, ``_CHUNK`` documents at a time: new and changed documents (counted in
+        ``stats``), each as ``(line, action)``. Serialized here, not through :attr:`Document.source_json`, so no
+        document keeps its bytes after its chunk is written."""
+        for i in range(0, len(docs), _CHUNK):
+            part = docs[i : i + _CHUNK]
+            prev = self._hashes([d.id for d in part])
+            out = []
+            for doc in part:
+                old = prev.get(doc.id)
+                if old == doc.hash:
+                    stats.unchanged += 1
+                    continue
+                if old is None:
+                    stats.created += 1
+                else:
+                    stats.updated += 1
+                action = doc.action()
+                out.append((dumps(action) + b"\n", action))
+            yield out
+
+    def _append(
+        self, chunks: Iterable[list[tuple[bytes, dict[str, Any]]]], deletes: Iterable[bytes], gone: list[str]
+    ) -> None:
+        """Inside the index transaction: append the delete lines then the documents' lines, fsync, and index them.
+        On an error the file is cut back to where it was (the transaction is rolled back by the caller)."""
+        assert self._db is not None
+        size = self.path.stat().st_size if self.path.exists() else 0
+        off = size
+        last: bytes | None = None
+        count = 0
+        try:
+            with self.path.open("ab") as fh:
+                for line in deletes:
+                    fh.write(line)
+                    off, last, count = off + len(line), line, count + 1
+                self._flush_deletes([(i,) for i in gone])
+                for chunk in chunks:
+                    rows = []
+                    for line, action in chunk:
+                        fh.write(line)
+                        rows.append(_row(off, line, action))
+                        off, last, count = off + len(line), line, count + 1
+                    self._flush_rows(rows)
+                if last is None:
+                    return
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException as exc:
+            # Cut the partial append back off, or the next append would be glued to a cut line (the caller rolls the
+            # index back); if even that fails, the next open() cuts the partial line and the index checks the file.
+            with contextlib.suppress(OSError):
+                if self.path.stat().st_size != size:
+                    os.truncate(self.path, size)
+            if isinstance(exc, OSError):
+                raise SinkError(f"{self.path}: cannot append {count} document(s): {exc.strerror}") from None
+            raise
+        self._set_meta(off, off - len(last), _digest(last))
+
+    def iter_documents(
+        self, stream: str | None = None, *, start: int | None = None, end: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every current document (its last line), optionally of one stream and with ``start <= @timestamp <
+        end``. An open sink reads the lines its index names; one never opened reads the file through and
+        changes nothing (a view of a file another process may be writing)."""
+        if self._db is None:
+            return self._scan(stream, start, end)
+        return self._indexed(stream, start, end)
+
+    def _scan(self, stream: str | None, start: int | None, end: int | None) -> Iterator[dict[str, Any]]:
         latest: dict[str, dict[str, Any]] = {}
         if not self.path.exists():
             return iter(())
         with self.path.open("rb") as fh:
+            off = 0
             for line in fh:
                 if not line.endswith(b"\n"):
                     break
                 obj = orjson.loads(line)
                 if obj.get("_op_type") == "delete":
                     latest.pop(obj["_id"], None)
-                elif stream is None or obj["_source"]["event"]["dataset"] == f"openai.{stream}":
-                    latest[obj["_id"]] = obj
+                else:
+                    row = _row(off, line, obj)
+                    if (stream is None or row[4] == stream) and _within(row[7], start, end):
+                        latest[obj["_id"]] = obj
+                    else:
+                        latest.pop(obj["_id"], None)
+                off += len(line)
         return iter(latest.values())
+
+    def _indexed(self, stream: str | None, start: int | None, end: int | None) -> Iterator[dict[str, Any]]:
+        where, params = ["1"], []
+        for cond, value in (("stream = ?", stream), ("ts >= ?", start), ("ts < ?", end)):
+            if value is not None:
+                where.append(cond)
+                params.append(value)
+        offsets, lengths = array("q"), array("q")  # 16 bytes a document, however many match
+        with self._lock:
+            self.open()
+            assert self._db is not None
+            try:
+                with self._transaction():
+                    self._catch_up()
+                rows = self._db.execute(f"SELECT off, len FROM docs WHERE {' AND '.join(where)} ORDER BY off", params)
+                for off, length in rows:
+                    offsets.append(off)
+                    lengths.append(length)
+            except sqlite3.Error as exc:
+                raise self._index_failed("cannot read", exc) from None
+        if not offsets:
+            return
+        with self.path.open("rb") as fh:
+            for off, length in zip(offsets, lengths, strict=True):
+                fh.seek(off)
+                yield orjson.loads(fh.read(length))
 
     # --- state --------------------------------------------------------------------------------------
     def _flush_state(self) -> None:
@@ -193,8 +459,6 @@ class NdjsonSink(FileLeaseMixin):
     def load_checkpoint(self, org_id: str, stream: str, bucket_width: str, scope: str = "run") -> Checkpoint | None:
         with self._lock:
             self.open()
-            from .base import checkpoint_key
-
             raw = self._state["checkpoints"].get(checkpoint_key(org_id, stream, bucket_width, scope))
             return Checkpoint.from_dict(raw) if raw else None
 
@@ -224,3 +488,7 @@ class NdjsonSink(FileLeaseMixin):
 
     def retention(self) -> str | None:
         return None  # a file keeps everything until it is deleted
+
+
+def _within(ts: int, start: int | None, end: int | None) -> bool:
+    return (start is None or ts >= start) and (end is None or ts < end)
