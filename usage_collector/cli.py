@@ -233,25 +233,26 @@ def hoist_global_options(argv: Sequence[str]) -> list[str]:
     return args[:i] + moved + [args[i]] + kept
 
 
-def _require_keys(settings: "Settings", sink: "Sink") -> None:
-    """Fail with exit status 2, before anything is written, if an organization has no usable Admin key."""
+def _require_keys(settings: "Settings") -> None:
+    """Fail with exit status 2, before the sink is opened (nothing created or written), if an organization has no
+    usable Admin key."""
     from .errors import ConfigError
 
     try:
         for org in settings.orgs():
             org.resolve_key()
     except ConfigError as exc:
-        sink.close()
         _fail(str(exc))
 
 
-def _open_sink(settings: "Settings", spec: str | None = None, *, existing: bool = False) -> "Sink":
+def _open_sink(settings: "Settings", spec: str | None = None, *, existing: bool = False, keys: bool = False) -> "Sink":
     """The configured sink, opened, with one ``error:`` line for whatever stops it.
 
     A bad spec, a file sink whose directory cannot be created or written (or that names a directory) exit 2,
     naming the path; with ``existing`` (``status``, ``report``) a file sink that does not exist exits 2 and is
     not created. A sink that cannot be opened (Elasticsearch unreachable, TLS or credentials refused) exits 1.
-    The cause's traceback is logged at DEBUG only.
+    With ``keys``, an organization without a usable Admin key exits 2 once the spec is known good and before the
+    sink is opened (nothing is created). The cause's traceback is logged at DEBUG only.
     """
     from .errors import CollectorError, ConfigError
     from .sinks import make_sink
@@ -265,6 +266,8 @@ def _open_sink(settings: "Settings", spec: str | None = None, *, existing: bool 
             _require_writable(spec, path)
     try:
         sink = make_sink(spec, settings)
+        if keys:
+            _require_keys(settings)
         sink.open()
     except ConfigError as exc:
         _fail(str(exc))
@@ -449,8 +452,7 @@ def run(sink: SinkOpt = None, stream: StreamOpt = None) -> None:
     Example: usage-collector run --sink ndjson:usage.ndjson
     """
     settings = _settings(sink=sink, streams=stream or None)
-    snk = _open_sink(settings)
-    _require_keys(settings, snk)
+    snk = _open_sink(settings, keys=True)
     try:
         result = _collector(settings, snk).run_cycle()
         _write_budgets(settings, snk, result)
@@ -501,9 +503,7 @@ def serve(
     from .schedule import serve as serve_forever
 
     settings = _settings(sink=sink, interval=interval, jitter=jitter)
-    probe = _open_sink(settings)  # fail fast on a bad sink or key, before the first cycle
-    _require_keys(settings, probe)
-    probe.close()
+    _open_sink(settings, keys=True).close()  # fail fast on a bad sink or key, before the first cycle
 
     from .client import NameCache
     from .collector import Collector
@@ -665,8 +665,7 @@ def backfill(
     if bucket_width is not None and bucket_width not in ("1m", "1h", "1d"):
         _fail(f"--bucket-width: {bucket_width!r} is not allowed; use 1m, 1h or 1d")
     settings = _settings(sink=sink, streams=stream or None)
-    snk = _open_sink(settings)
-    _require_keys(settings, snk)
+    snk = _open_sink(settings, keys=True)
     try:
         from .planning import BackfillRange
         from .progress import progress_reporter
