@@ -80,7 +80,7 @@ def shape_page(name: str, width: str, body: bytes) -> list[Document]:
     """As the collector does: parsed, shaped with the estimated cost (the shipped price table), keyed by ``_id``,
     the cyclic GC paused for the window (``documents.paused_gc``)."""
     spec = STREAMS[name]
-    with paused_gc():
+    with paused_gc:
         page = parse_page(spec, body)
         shaper = Shaper(spec, TARGET, width, spec.request_group_by, None, shared_book().pricer(name, width))
         docs: dict[str, Document] = {}

@@ -432,60 +432,60 @@ class Collector:
         cp = replace(cp, unavailable=None, unavailable_since=None, unavailable_checked_at=None)
         first = True
         for win in plan.windows():
-            with paused_gc():  # the window's documents hold no cycles: see documents.paused_gc
-                self._check_org(org.id)  # raises StoppedError on SIGTERM, the deadline, or the organization failing
-                while True:
-                    try:
-                        unpriced = shaper.unpriced
-                        docs, starts = self._fetch_window(client, plan, shaper, win, res.requests, group_by)
-                        res.unpriced += shaper.unpriced - unpriced
-                        break
-                    except FatalApiError as exc:
-                        refused = self._refused_dimension(spec, group_by, exc)
-                        if refused is not None:
-                            if refused not in ((known.dropped_group_by if known else None) or []):
-                                log.warning(
-                                    "%s %s: the API refused group_by %s (%s); collecting without it",
-                                    org.id,
-                                    spec.name,
-                                    refused,
-                                    exc,
-                                )
-                            dropped.append(refused)
-                            group_by = tuple(g for g in group_by if g != refused)
-                            shaper = self._reshape(shaper, spec, target, plan.width, group_by, names, price)
-                            cp = replace(cp, dropped_group_by=sorted(set(dropped)), dropped_at=self.clock.now())
-                            continue
-                        if first and exc.status_code == 404:
-                            return self._mark_unavailable(org, spec, cp, res, exc)
-                        raise
-                first = False
-                if not dropped and cp.dropped_group_by:
-                    cp = replace(cp, dropped_group_by=None, dropped_at=None)  # accepted again
-                self._note_new_fields(org, spec.name, shaper, res)
-                cp = plan.advance(cp, win, self.clock.now())
-                failpoint("window.shaped")
-                replaces = BucketSet(org.id, spec.name, plan.width, shaper.index, frozenset(starts))
+            self._check_org(org.id)  # raises StoppedError on SIGTERM, the deadline, or the organization failing
+            while True:
+                try:
+                    unpriced = shaper.unpriced
+                    docs, starts = self._fetch_window(client, plan, shaper, win, res.requests, group_by)
+                    res.unpriced += shaper.unpriced - unpriced
+                    break
+                except FatalApiError as exc:
+                    refused = self._refused_dimension(spec, group_by, exc)
+                    if refused is not None:
+                        if refused not in ((known.dropped_group_by if known else None) or []):
+                            log.warning(
+                                "%s %s: the API refused group_by %s (%s); collecting without it",
+                                org.id,
+                                spec.name,
+                                refused,
+                                exc,
+                            )
+                        dropped.append(refused)
+                        group_by = tuple(g for g in group_by if g != refused)
+                        shaper = self._reshape(shaper, spec, target, plan.width, group_by, names, price)
+                        cp = replace(cp, dropped_group_by=sorted(set(dropped)), dropped_at=self.clock.now())
+                        continue
+                    if first and exc.status_code == 404:
+                        return self._mark_unavailable(org, spec, cp, res, exc)
+                    raise
+            first = False
+            if not dropped and cp.dropped_group_by:
+                cp = replace(cp, dropped_group_by=None, dropped_at=None)  # accepted again
+            self._note_new_fields(org, spec.name, shaper, res)
+            cp = plan.advance(cp, win, self.clock.now())
+            failpoint("window.shaped")
+            replaces = BucketSet(org.id, spec.name, plan.width, shaper.index, frozenset(starts))
+            with paused_gc:  # see documents.paused_gc; not across the fetch: a response's body would outlive it
                 stats = self.sink.write_window(docs, cp, replaces)
-                failpoint("window.written")
-                res.stats.add(stats)
-                res.windows_done += 1
-                res.position = cp.position
-                self._renew_lease(org.id)
-                log.info(
-                    "%s %s %s: %d docs (created %d, updated %d, unchanged %d, superseded %d)",
-                    org.id,
-                    spec.name,
-                    win,
-                    len(docs),
-                    stats.created,
-                    stats.updated,
-                    stats.unchanged,
-                    stats.deleted,
-                )
-                del docs  # keep one window in memory at a time
-                if self.progress:
-                    self.progress(org.id, spec.name, win, stats)
+            failpoint("window.written")
+            res.stats.add(stats)
+            res.windows_done += 1
+            res.position = cp.position
+            self._renew_lease(org.id)
+            log.info(
+                "%s %s %s: %d docs (created %d, updated %d, unchanged %d, superseded %d)",
+                org.id,
+                spec.name,
+                win,
+                len(docs),
+                stats.created,
+                stats.updated,
+                stats.unchanged,
+                stats.deleted,
+            )
+            del docs  # keep one window in memory at a time
+            if self.progress:
+                self.progress(org.id, spec.name, win, stats)
         res.group_by = group_by
         res.dropped = sorted(set(dropped))
         before = sorted((known.dropped_group_by if known else None) or [])
@@ -586,18 +586,19 @@ class Collector:
         docs: dict[str, Document] = {}
         starts: list[int] = []
         for page in client.iter_pages(spec, win, plan.width, group_by, stats):
-            for bucket in page["data"]:
-                start, end = bucket["start_time"], bucket["end_time"]
-                if end > plan.edge or start < win.start or end > win.end:
-                    continue  # not final or outside what we asked for: never written
-                starts.append(start)
-                for doc in shaper.bucket(start, end, bucket["results"]):
-                    if doc.id in docs:
-                        raise FatalApiError(
-                            f"{spec.name}: two results for the same group in bucket {iso(start)} "
-                            f"(_id {doc.id}); refusing to keep only one"
-                        )
-                    docs[doc.id] = doc
+            with paused_gc:  # one page's documents: see documents.paused_gc
+                for bucket in page["data"]:
+                    start, end = bucket["start_time"], bucket["end_time"]
+                    if end > plan.edge or start < win.start or end > win.end:
+                        continue  # not final or outside what we asked for: never written
+                    starts.append(start)
+                    for doc in shaper.bucket(start, end, bucket["results"]):
+                        if doc.id in docs:
+                            raise FatalApiError(
+                                f"{spec.name}: two results for the same group in bucket {iso(start)} "
+                                f"(_id {doc.id}); refusing to keep only one"
+                            )
+                        docs[doc.id] = doc
         return list(docs.values()), starts
 
     def _renew_lease(self, org_id: str) -> None:

@@ -29,8 +29,7 @@ import gc
 import hashlib
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -258,7 +257,7 @@ class Shaper:
         ts, te = _iso(start), _iso(end)
         if self._names_source is not None:
             self._resolve_names()
-        with paused_gc():
+        with paused_gc:
             out = []
             for r in results:
                 doc = self._fast(start, ts, te, r)
@@ -577,33 +576,37 @@ class Shaper:
             self.new_fields.add(name)
 
 
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-_gc_was_enabled = False
+class _PausedGC:
+    """See :data:`paused_gc`."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._was_enabled = False
 
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """The cyclic garbage collector paused while documents are built and written.
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._depth += 1
 
-    A window's documents are tens of thousands of small dicts, none in a reference cycle: the collector would
-    scan them over and over as they pile up and free nothing (``bench/p8_cpu.py``: 20 % of the CPU of a 1m
-    backfill). Reference counting still frees everything; a cycle made meanwhile waits for the next collection.
-    Nests and spans threads: the collector is paused from the first entry to the last exit, and left as it was
-    found (disabled stays disabled)."""
-    global _gc_pauses, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._was_enabled:
                 gc.enable()
+
+
+#: ``with paused_gc:`` the cyclic garbage collector paused while documents are built and written.
+#:
+#: A page's or a window's documents are thousands of small dicts, none in a reference cycle: the collector would
+#: scan them over and over as they pile up and free nothing (``bench/p8_cpu.py``: 20 % of the CPU of a 1m
+#: backfill). Reference counting still frees everything; a cycle made meanwhile waits for the next collection,
+#: so it is not held across an HTTP request (a response in a cycle would keep its body: +50 MB peak in a
+#: 120-day backfill, ``bench/p4_memory.py``). Nests and spans threads: the collector is paused from the first
+#: entry to the last exit, and left as it was found (disabled stays disabled).
+paused_gc = _PausedGC()
 
 
 def _nested(items: list[tuple[str, Any]], key: str) -> list[tuple[str, Any]]:
