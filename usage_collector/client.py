@@ -259,6 +259,11 @@ class OpenAIClient:
             raise RetriableApiError(f"timeout calling {self.base_url}/{path}: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
             raise RetriableApiError(f"cannot reach {self.base_url}/{path}: {type(exc).__name__}") from None
+        # httpx binds a read response's stream back to the response (BoundSyncStream, to set ``elapsed`` on close):
+        # a reference cycle, so the response and its body would wait for the cyclic garbage collector, which
+        # documents.paused_gc holds off while windows are built (with several streams, for a whole backfill).
+        # The body is read and the stream closed: unbound, the response is freed as soon as it is unused.
+        response.stream = httpx.ByteStream(b"")
         error = classify(response, self._clock.now())
         if error is not None:
             raise error

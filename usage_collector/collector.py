@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 #: An unavailable endpoint (404) or a refused dimension (400) is tried again after this many seconds.
 RECHECK_AFTER = 86400.0
 
+#: A window of more documents is written in parts of about this many (whole buckets), the checkpoint with the
+#: last part, so what a stream holds does not grow with its window (a 180-day costs window is ~13,000 documents).
+WRITE_PART = 2000
+
 #: called after each window: (org, stream, window, stats of that window)
 ProgressFn = Callable[[str, str, Window, WriteStats], None]
 
@@ -432,11 +436,24 @@ class Collector:
         cp = replace(cp, unavailable=None, unavailable_since=None, unavailable_checked_at=None)
         first = True
         for win in plan.windows():
+            window_stats = WriteStats()
+
+            def write_part(
+                part: list[Document], part_starts: list[int], into: WriteStats = window_stats, index: str = shaper.index
+            ) -> None:
+                # a part of a large window, whole buckets, without the checkpoint: a crash before the window's end
+                # reads the window again, and what this wrote is then unchanged
+                replaces = BucketSet(org.id, spec.name, plan.width, index, frozenset(part_starts))
+                with paused_gc:  # see documents.paused_gc
+                    stats = self.sink.write_window(part, None, replaces)
+                into.add(stats)
+                res.stats.add(stats)
+
             self._check_org(org.id)  # raises StoppedError on SIGTERM, the deadline, or the organization failing
             while True:
                 try:
                     unpriced = shaper.unpriced
-                    docs, starts = self._fetch_window(client, plan, shaper, win, res.requests, group_by)
+                    docs, starts = self._fetch_window(client, plan, shaper, win, res.requests, group_by, write_part)
                     res.unpriced += shaper.unpriced - unpriced
                     break
                 except FatalApiError as exc:
@@ -465,10 +482,11 @@ class Collector:
             cp = plan.advance(cp, win, self.clock.now())
             failpoint("window.shaped")
             replaces = BucketSet(org.id, spec.name, plan.width, shaper.index, frozenset(starts))
-            with paused_gc:  # see documents.paused_gc; not across the fetch: a response's body would outlive it
+            with paused_gc:  # see documents.paused_gc; not across the fetch
                 stats = self.sink.write_window(docs, cp, replaces)
             failpoint("window.written")
             res.stats.add(stats)
+            window_stats.add(stats)
             res.windows_done += 1
             res.position = cp.position
             self._renew_lease(org.id)
@@ -477,15 +495,15 @@ class Collector:
                 org.id,
                 spec.name,
                 win,
-                len(docs),
-                stats.created,
-                stats.updated,
-                stats.unchanged,
-                stats.deleted,
+                window_stats.created + window_stats.updated + window_stats.unchanged,
+                window_stats.created,
+                window_stats.updated,
+                window_stats.unchanged,
+                window_stats.deleted,
             )
             del docs  # keep one window in memory at a time
             if self.progress:
-                self.progress(org.id, spec.name, win, stats)
+                self.progress(org.id, spec.name, win, window_stats)
         res.group_by = group_by
         res.dropped = sorted(set(dropped))
         before = sorted((known.dropped_group_by if known else None) or [])
@@ -579,12 +597,16 @@ class Collector:
         win: Window,
         stats: RequestStats,
         group_by: tuple[str, ...],
+        write_part: Callable[[list[Document], list[int]], None] | None = None,
     ) -> tuple[list[Document], list[int]]:
         """The documents of ``win``'s final buckets and the start of every such bucket the API returned; two
-        results for the same group in a bucket are an error."""
+        results for the same group in a bucket are an error. With ``write_part``, every :data:`WRITE_PART`
+        documents or so (whole buckets) are handed to it with their buckets' starts and let go; the rest is
+        returned."""
         spec = plan.spec
         docs: dict[str, Document] = {}
         starts: list[int] = []
+        written: set[str] = set()  # _ids of the parts written: a repeated group is still refused
         for page in client.iter_pages(spec, win, plan.width, group_by, stats):
             with paused_gc:  # one page's documents: see documents.paused_gc
                 for bucket in page["data"]:
@@ -593,12 +615,16 @@ class Collector:
                         continue  # not final or outside what we asked for: never written
                     starts.append(start)
                     for doc in shaper.bucket(start, end, bucket["results"]):
-                        if doc.id in docs:
+                        if doc.id in docs or doc.id in written:
                             raise FatalApiError(
                                 f"{spec.name}: two results for the same group in bucket {iso(start)} "
                                 f"(_id {doc.id}); refusing to keep only one"
                             )
                         docs[doc.id] = doc
+                    if write_part is not None and len(docs) >= WRITE_PART:
+                        write_part(list(docs.values()), starts)
+                        written.update(docs)
+                        docs, starts = {}, []
         return list(docs.values()), starts
 
     def _renew_lease(self, org_id: str) -> None:

@@ -48,8 +48,6 @@ from .filelease import FileLease, FileLeaseMixin
 MAX_RUNS = 1000
 #: Documents serialized, appended and indexed at a time (a window can hold tens of thousands).
 _CHUNK = 1000
-#: ``_id`` s per lookup statement (SQLite allows 32766 parameters since 3.32).
-_LOOKUP = 900
 #: Bumped whenever the index's tables change: an index of another version is rebuilt from the file.
 INDEX_VERSION = 1
 
@@ -286,13 +284,11 @@ class NdjsonSink(FileLeaseMixin):
             ids.clear()
 
     def _hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        """``_id`` -> hash of those of ``ids`` the index holds; one statement whatever the count (the ``_id`` s are
+        one JSON array parameter: a statement per count of ``?`` would fill SQLite's statement cache)."""
         assert self._db is not None
-        out: dict[str, str] = {}
-        for i in range(0, len(ids), _LOOKUP):
-            part = ids[i : i + _LOOKUP]
-            sql = f"SELECT id, hash FROM docs WHERE id IN ({','.join('?' * len(part))})"
-            out.update(self._db.execute(sql, part).fetchall())
-        return out
+        sql = "SELECT id, hash FROM docs WHERE id IN (SELECT value FROM json_each(?))"
+        return dict(self._db.execute(sql, (dumps(list(ids)).decode(),)).fetchall())
 
     def _superseded(self, replaces: BucketSet, keep: set[str]) -> list[str]:
         assert self._db is not None
