@@ -112,6 +112,8 @@ LINE_ITEM_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 _DAY = 86400
+#: ``event.dataset`` -> stream, for the documents reconciliation reads (usage and costs).
+_STREAM_OF = {f"openai.{s}": s for s in (*USAGE_STREAMS, "costs")}
 #: Days :func:`after_cycle` reads and writes at a time (each day is reconciled on its own anyway).
 DAYS_PER_READ = 1
 #: Decimal precision of sums: estimates have up to ~40 significant digits (storage: bytes / 2**30)
@@ -210,17 +212,27 @@ def _read(
     """The usage (one width per stream and day: the configured one when present, else the widest) and the bill."""
     wanted = set(days)
     start, end = _start(min(wanted)), _start(max(wanted)) + _DAY
+    # one read of the days for every stream (a query or scan each, not one per stream), split by dataset
+    by_stream: dict[str, dict[tuple[date, str], list[Mapping[str, Any]]]] = {
+        s: defaultdict(list) for s in USAGE_STREAMS
+    }
+    bill: list[tuple[date, Mapping[str, Any]]] = []
+    for doc in sink.iter_documents(None, start=start, end=end):
+        src = doc["_source"]
+        stream = _STREAM_OF.get(src.get("event", {}).get("dataset", ""))
+        if stream is None or src.get("organization", {}).get("id") != org_id:
+            continue
+        day = day_of(src)
+        if day not in wanted:
+            continue
+        if stream == "costs":
+            bill.append((day, src))
+        else:
+            by_stream[stream][(day, src["openai"]["base"].get("bucket_width", "1d"))].append(src)
+            _names(src, names)
     usage: list[_Usage] = []
     for stream in USAGE_STREAMS:
-        by_width: dict[tuple[date, str], list[Mapping[str, Any]]] = defaultdict(list)
-        for doc in sink.iter_documents(stream, start=start, end=end):
-            src = doc["_source"]
-            if src.get("organization", {}).get("id") != org_id:
-                continue
-            day = day_of(src)
-            if day in wanted:
-                by_width[(day, src["openai"]["base"].get("bucket_width", "1d"))].append(src)
-                _names(src, names)
+        by_width = by_stream[stream]
         order = [widths.get(stream), *reversed(BUCKET_WIDTHS)]
         for day in wanted:
             width = next((w for w in order if w is not None and (day, w) in by_width), None)
@@ -229,14 +241,8 @@ def _read(
             for src in by_width[(day, width)]:
                 usage.append(_usage(stream, day, src, book))
     lines: list[_Line] = []
-    for doc in sink.iter_documents("costs", start=start, end=end):
-        src = doc["_source"]
-        if src.get("organization", {}).get("id") != org_id:
-            continue
-        day = day_of(src)
-        if day not in wanted:
-            continue
-        _names(src, names)
+    for day, src in bill:
+        _names(src, names)  # after the usage's: the bill's names win, as they always have
         base, own = src["openai"]["base"], src["openai"].get("costs", {})
         amount = own.get("amount", {})
         lines.append(
