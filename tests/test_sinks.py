@@ -110,3 +110,23 @@ def test_duckdb_creates_its_schema_once_and_upgrades_an_unversioned_file(tmp_pat
     with pytest.raises(duckdb.CatalogException):
         s.query("SELECT 1 FROM embeddings")
     assert len(current(s)) == 3
+
+
+def test_duckdb_reads_a_store_larger_than_its_memory_limit_in_order(tmp_path):
+    """``iter_documents`` sorts one day at a time: a store whose sources are several times ``memory_limit`` is read
+    whole, ordered by time and ``_id`` (sorting the whole table at once runs out of memory)."""
+    import duckdb
+
+    s = DuckDBSink(tmp_path / "u.duckdb", memory_limit="16MB")
+    pad = "x" * 4000
+    written = []
+    for day in range(20):  # ~48 MB of sources, a day's 120 documents a window
+        window = [d for h in range(24) for d in docs((1, 2, 3, 4, 5), start=T0 + day * 86400 + h * 3600)]
+        for d in window:
+            d.source["openai"]["embeddings"]["pad"] = pad
+        s.write_window(window, None)
+        written += window
+    got = [(d["_source"]["@timestamp"], d["_id"]) for d in s.iter_documents("embeddings")]
+    assert got == sorted((d.source["@timestamp"], d.id) for d in written)
+    with pytest.raises(duckdb.OutOfMemoryException):
+        s.query("SELECT _id, source FROM documents ORDER BY ts, _id")

@@ -58,7 +58,7 @@ RECHECK_AFTER = 86400.0
 
 #: A window of more documents is written in parts of about this many (whole buckets), the checkpoint with the
 #: last part, so what a stream holds does not grow with its window (a 180-day costs window is ~13,000 documents).
-WRITE_PART = 2000
+WRITE_PART = 1000
 
 #: called after each window: (org, stream, window, stats of that window)
 ProgressFn = Callable[[str, str, Window, WriteStats], None]

@@ -43,8 +43,11 @@ from .filelease import FileLease, FileLeaseMixin
 #: Documents per lookup and INSERT (one list per column, unnested by DuckDB), rows per fetch of ``iter_documents``:
 #: a window of tens of thousands of documents is written a chunk at a time, in one transaction.
 _CHUNK = 1000
-#: DuckDB's buffer pool limit, unless the caller sets one: what the sink needs whatever the history held.
-MEMORY_LIMIT = "64MB"
+#: DuckDB's buffer pool limit, unless the caller sets one: what the sink needs whatever the history held. Its
+#: largest working sets: one transaction's part of a window (:data:`_CHUNK` documents at a time) and one UTC day
+#: read and sorted by ``iter_documents``; everything else in the pool is a cache of the file's blocks.
+MEMORY_LIMIT = "24MB"
+_DAY = 86400
 #: Bumped whenever the tables or views below change; a file at this version is opened without any DDL.
 SCHEMA_VERSION = 3
 
@@ -360,31 +363,37 @@ class DuckDBSink(FileLeaseMixin):
     def iter_documents(
         self, stream: str | None = None, *, start: int | None = None, end: int | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Every current document, ordered by ``ts`` and ``_id``, read ``_CHUNK`` rows at a time on a cursor of its
-        own (a snapshot: writes made meanwhile are not seen)."""
+        """Every current document, ordered by ``ts`` and ``_id``, read one UTC day at a time (each day sorted on
+        its own: a sort of the whole table, sources included, needs more than :data:`MEMORY_LIMIT`), ``_CHUNK``
+        rows per fetch, on a cursor of its own."""
         where, args = ["true"], []
-        for cond, value in (
-            ("stream = ?", stream),
-            ("ts >= to_timestamp(?)", start),
-            ("ts < to_timestamp(?)", end),
-        ):
-            if value is not None:
-                where.append(cond)
-                args.append(value)
+        if stream is not None:
+            where.append("stream = ?")
+            args.append(stream)
         with self._lock:
             cur = self._db().cursor()
-            try:
-                cur.execute(
-                    f"SELECT _id, data_stream, source FROM documents WHERE {' AND '.join(where)} ORDER BY ts, _id",
-                    args,
-                )
-            except BaseException:
-                cur.close()
-                raise
         try:
-            while rows := cur.fetchmany(_CHUNK):
-                for _id, index, source in rows:
-                    yield {"_id": _id, "_index": index, "_source": orjson.loads(source)}
+            span = "SELECT floor(epoch(min(ts)))::BIGINT, floor(epoch(max(ts)))::BIGINT FROM documents WHERE "
+            bounds = cur.execute(
+                span
+                + " AND ".join(where)
+                + "".join(f" AND ts {op} to_timestamp(?)" for op, v in ((">=", start), ("<", end)) if v is not None),
+                [*args, *(v for v in (start, end) if v is not None)],
+            ).fetchone()
+            if bounds is None or bounds[0] is None:
+                return
+            first, last = bounds
+            sql = (
+                f"SELECT _id, data_stream, source FROM documents WHERE {' AND '.join(where)} "
+                "AND ts >= to_timestamp(?) AND ts < to_timestamp(?) ORDER BY ts, _id"
+            )
+            for day in range(first - first % _DAY, last + 1, _DAY):
+                lo = day if start is None else max(day, start)
+                hi = day + _DAY if end is None else min(day + _DAY, end)
+                cur.execute(sql, [*args, lo, hi])
+                while rows := cur.fetchmany(_CHUNK):
+                    for _id, index, source in rows:
+                        yield {"_id": _id, "_index": index, "_source": orjson.loads(source)}
         finally:
             cur.close()
 

@@ -91,25 +91,22 @@ class NdjsonSink(FileLeaseMixin):
         self.description = f"ndjson:{self.path}"
         self._lease = FileLease(self.path.with_name(self.path.name + ".lease"))
         self._db: sqlite3.Connection | None = None
+        self._opened = False
         self._state: dict[str, Any] = {"checkpoints": {}, "runs": []}
         self._lock = threading.RLock()
 
     # --- lifecycle --------------------------------------------------------------------------------
     def open(self) -> None:
+        """Cut a torn last line, catch the index up with the file, read the state. Writes nothing while there is
+        no file: the index is created with the first document."""
         with self._lock:
-            if self._db is not None:
+            if self._opened:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():
                 self._repair_tail()
-            self._db = self._open_index()
-            try:
-                with self._transaction():
-                    self._catch_up()
-            except BaseException:
-                self._db.close()
-                self._db = None
-                raise
+            if self.path.exists() or self.index_path.exists():
+                self._index()
             if self.state_path.exists():
                 try:
                     self._state = json.loads(self.state_path.read_text())
@@ -117,6 +114,20 @@ class NdjsonSink(FileLeaseMixin):
                     raise SinkError(f"{self.state_path}: state file is not valid JSON ({exc})") from None
                 self._state.setdefault("checkpoints", {})
                 self._state.setdefault("runs", [])
+            self._opened = True
+
+    def _index(self) -> sqlite3.Connection:
+        """The index, opened (or created) and caught up with the file on first use."""
+        if self._db is None:
+            db = self._db = self._open_index()
+            try:
+                with self._transaction():
+                    self._catch_up()
+            except BaseException:
+                db.close()
+                self._db = None
+                raise
+        return self._db
 
     def _open_index(self) -> sqlite3.Connection:
         """The index database; one that is not a usable index (damaged, or of another version) is replaced by an
@@ -191,6 +202,7 @@ class NdjsonSink(FileLeaseMixin):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            self._opened = False
 
     # --- the index ----------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -308,8 +320,8 @@ class NdjsonSink(FileLeaseMixin):
         with self._lock:
             self.open()
             stats = WriteStats()
-            assert self._db is not None
             try:
+                self._index()
                 with self._transaction():
                     self._catch_up()
                     gone = self._superseded(replaces, {d.id for d in docs}) if replaces is not None else []
@@ -389,7 +401,7 @@ class NdjsonSink(FileLeaseMixin):
         """Every current document (its last line), optionally of one stream and with ``start <= @timestamp <
         end``. An open sink reads the lines its index names; one never opened reads the file through and
         changes nothing (a view of a file another process may be writing)."""
-        if self._db is None:
+        if not self._opened:
             return self._scan(stream, start, end)
         return self._indexed(stream, start, end)
 
@@ -423,11 +435,13 @@ class NdjsonSink(FileLeaseMixin):
         offsets, lengths = array("q"), array("q")  # 16 bytes a document, however many match
         with self._lock:
             self.open()
-            assert self._db is not None
+            if not self.path.exists():
+                return
             try:
+                db = self._index()
                 with self._transaction():
                     self._catch_up()
-                rows = self._db.execute(f"SELECT off, len FROM docs WHERE {' AND '.join(where)} ORDER BY off", params)
+                rows = db.execute(f"SELECT off, len FROM docs WHERE {' AND '.join(where)} ORDER BY off", params)
                 for off, length in rows:
                     offsets.append(off)
                     lengths.append(length)
