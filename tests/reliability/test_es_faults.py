@@ -152,7 +152,9 @@ def test_a_stream_written_before_the_sink_went_down_is_not_reported_failed(org, 
     and checkpointed before the server died, was reported FAILED and embeddings lost its own reason."""
     sink = es.sink(_settings(es, url))
     with MATRIX.run("elasticsearch: server down mid-run, back", "each stream reports its own outcome"):
-        es.server.die_after_bulks(6)
+        # completions' two windows take 8 bulk requests (each window is written in parts of WRITE_PART documents,
+        # one bulk request or more a part; counted on this server): the server dies right after them
+        es.server.die_after_bulks(8)
         try:
             result = _backfill(org, es, url, sink)
         finally:
