@@ -43,10 +43,11 @@ from .filelease import FileLease, FileLeaseMixin
 #: Documents per lookup and INSERT (one list per column, unnested by DuckDB), rows per fetch of ``iter_documents``:
 #: a window of tens of thousands of documents is written a chunk at a time, in one transaction.
 _CHUNK = 1000
-#: DuckDB's buffer pool limit, unless the caller sets one: what the sink needs whatever the history held. Its
-#: largest working sets: one transaction's part of a window (:data:`_CHUNK` documents at a time) and one UTC day
-#: read and sorted by ``iter_documents``; everything else in the pool is a cache of the file's blocks. 24 MB was
-#: too little for four streams writing at once (tests/test_e2e.py, every stream: OutOfMemoryException).
+#: DuckDB's buffer pool limit, unless the caller sets one: what the sink needs whatever the history held. Its working
+#: sets do not grow with history (a transaction writes :data:`_CHUNK` documents at a time, ``iter_documents`` sorts one
+#: UTC day at a time), but committed data stays in the pool until DuckDB's checkpoint (16 MB of WAL): 24 MB was too
+#: little for four streams writing at once (``tests/test_e2e.py``), and at 24 and 32 MB a window that re-reads a
+#: thousand documents with another ``group_by`` ran out of memory (``tests/test_api_changes.py``).
 MEMORY_LIMIT = "64MB"
 _DAY = 86400
 #: Bumped whenever the tables or views below change; a file at this version is opened without any DDL.
@@ -331,16 +332,25 @@ class DuckDBSink(FileLeaseMixin):
 
     @staticmethod
     def _superseded(con: Any, replaces: BucketSet, keep: set[str]) -> list[str]:
+        """The stored ``_id`` s of ``replaces``' buckets not in ``keep``. The buckets' ``_id`` s are read first (no
+        ``source``); only those not kept, usually none, have their organization and width read from ``source``."""
         if not replaces.starts:
             return []
         starts = sorted(replaces.starts)
+        bucket = (
+            "stream = ? AND ts BETWEEN to_timestamp(?) AND to_timestamp(?) AND epoch(ts)::BIGINT IN (SELECT unnest(?))"
+        )
+        args = [replaces.stream, starts[0], starts[-1], starts]
+        stored = con.execute("SELECT _id FROM documents WHERE " + bucket, args).fetchall()
+        others = [r[0] for r in stored if r[0] not in keep]
+        if not others:
+            return []
         rows = con.execute(
-            "SELECT _id FROM documents WHERE stream = ? AND ts BETWEEN to_timestamp(?) AND to_timestamp(?) "
-            "AND epoch(ts)::BIGINT IN (SELECT unnest(?)) "
+            "SELECT _id FROM documents WHERE " + bucket + " AND _id IN (SELECT unnest(?)) "
             "AND source->>'$.organization.id' = ? AND source->>'$.openai.base.bucket_width' = ?",
-            [replaces.stream, starts[0], starts[-1], starts, replaces.org_id, replaces.bucket_width],
+            [*args, others, replaces.org_id, replaces.bucket_width],
         ).fetchall()
-        return [r[0] for r in rows if r[0] not in keep]
+        return [r[0] for r in rows]
 
     @staticmethod
     def _insert(con: Any, docs: Sequence[Document]) -> None:
