@@ -223,3 +223,22 @@ def test_make_sink_builds_it_from_settings_without_credentials_in_the_descriptio
     sink = make_sink("elasticsearch", settings)
     assert sink.description == f"elasticsearch:{es.url}"
     assert "canary" not in repr(sink)
+
+
+@pytest.mark.parametrize("page", [2, 1000], ids=["scroll", "one-search"])
+def test_iter_documents_reads_every_page_and_the_newest_copy_wins(es, monkeypatch, page):
+    """A range that fits in a page is one search; a larger one is scrolled: the same documents either way, the newest
+    backing index's copy of an ``_id`` stored twice (another tool, an old rollover) winning."""
+    from usage_collector.elastic import sink as sink_mod
+
+    monkeypatch.setattr(sink_mod, "READ_PAGE", page)
+    sink = es.sink()
+    sink.write_window(docs(es, (10, 20, 30, 40, 50)), cp())
+    es.rollover("embeddings")
+    stale = docs(es, (11,))[0]  # p0 again, with other tokens, in the new backing index
+    es.client().create(index=stale.index, id=stale.id, document=stale.source, refresh=True)
+    assert len(es.copies("embeddings", stale.id)) == 2
+    got = current(sink)
+    assert got == dict(zip([d.id for d in docs(es, (0,) * 5)], [11, 20, 30, 40, 50], strict=True))
+    ranged = {d["_id"] for d in sink.iter_documents("embeddings", start=T0, end=T0 + 3600)}
+    assert ranged == set(got) and not list(sink.iter_documents("embeddings", start=T0 + 3600))

@@ -233,9 +233,11 @@ def test_reconciliation_is_written_and_a_rerun_writes_nothing(org, collected):
     assert Decimal(allocated) == org.total_cost()
 
 
-def test_after_a_backfill_each_day_is_read_and_written_on_its_own(org, collected):
-    """A backfill's reconciliation holds one day at a time: every read is one day's range, every write one day's
-    buckets; together they cover the range, and they change nothing the all-days reconciliation wrote."""
+def test_after_a_backfill_each_day_is_read_on_its_own_and_written_a_week_at_a_time(org, collected, monkeypatch):
+    """A backfill's reconciliation holds one day's usage at a time: every read is one day's range, every write a
+    week's buckets at most; together they cover the range, and they change nothing the all-days reconciliation
+    wrote."""
+    monkeypatch.setattr(reconcile_mod, "DAYS_PER_WRITE", 2)  # the fixture's 3 days: a write of 2, then of 1
     sink = collected[0]
     reads: list[tuple[str | None, int | None, int | None]] = []
     writes: list[frozenset[int]] = []
@@ -257,9 +259,9 @@ def test_after_a_backfill_each_day_is_read_and_written_on_its_own(org, collected
     outcome = reconcile_mod.after_cycle(
         Spy(), settings, settings.orgs()[0], collected[1].streams, BackfillRange(org.start, org.end), org.end + 3 * DAY
     )
-    days = {org.start + i * DAY for i in range(DAYS)}
-    assert {start for _, start, _ in reads} == days and all(end - start == DAY for _, start, end in reads)
-    assert sorted(writes) == sorted(frozenset({d}) for d in days for _ in range(2))  # reconciliation, allocation
+    days = [org.start + i * DAY for i in range(DAYS)]
+    assert {start for _, start, _ in reads} == set(days) and all(end - start == DAY for _, start, end in reads)
+    assert writes == [frozenset(days[:2])] * 2 + [frozenset(days[2:])] * 2  # reconciliation, allocation
     assert outcome is not None and outcome.reconciliation.written == outcome.allocation.written == 0
     stored = sum(1 for _ in sink.iter_documents(RECONCILIATION_STREAM))
     assert outcome.reconciliation.unchanged == stored > 0 and outcome.reconciliation.deleted == 0

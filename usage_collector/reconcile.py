@@ -33,8 +33,9 @@ nothing.
 
 When: :func:`after_cycle`, called once per organization at the end of
 :meth:`usage_collector.collector.Collector._each_org`, reconciles the closed days of the costs restatement window
-(a scheduled cycle) or the backfill's days, when the cycle wrote or deleted anything, one day at a time (each day
-read with ``Sink.iter_documents(stream, start=, end=)``), so a year's backfill holds one day's documents.
+(a scheduled cycle) or the backfill's days, when the cycle wrote or deleted anything, reading one day at a time
+(``Sink.iter_documents(stream, start=, end=)``) and writing a week at a time, so a year's backfill holds one day's
+usage and a week's reconciliation documents.
 """
 
 from __future__ import annotations
@@ -114,8 +115,9 @@ LINE_ITEM_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 _DAY = 86400
 #: ``event.dataset`` -> stream, for the documents reconciliation reads (usage and costs).
 _STREAM_OF = {f"openai.{s}": s for s in (*USAGE_STREAMS, "costs")}
-#: Days :func:`after_cycle` reads and writes at a time (each day is reconciled on its own anyway).
-DAYS_PER_READ = 1
+#: Days :func:`after_cycle` reconciles and writes at a time (each read one day at a time by :func:`reconcile_days`):
+#: a week's rows and allocated parts, one write of each kind.
+DAYS_PER_WRITE = 7
 #: Decimal precision of sums: estimates have up to ~40 significant digits (storage: bytes / 2**30)
 _PREC = 120
 _Q6 = Decimal("0.000001")
@@ -519,14 +521,20 @@ def reconcile_days(
 ) -> Outcome:
     """Rebuild the reconciliation and allocation documents of ``days`` for one organization and write them.
 
-    Every stored document of those days is replaced: rows that vanished are deleted.
+    Every stored document of those days is replaced: rows that vanished are deleted. The days are read one at a
+    time (each is reconciled on its own; its display names come from its own documents): what is held is one day's
+    usage and bill, and the documents of ``days``.
     """
     book = book or shared_book()
-    names: dict[str, dict[str, str]] = {"project_id": {}, "api_key_id": {}, "user_id": {}}
-    usage, lines = _read(sink, target.org_id, days, widths or {}, book, names) if days else ([], [])
+    rec: list[Document] = []
+    alloc: list[Document] = []
+    for day in days:
+        names: dict[str, dict[str, str]] = {"project_id": {}, "api_key_id": {}, "user_id": {}}
+        usage, lines = _read(sink, target.org_id, [day], widths or {}, book, names)
+        rec += reconcile(target, usage, lines, names)
+        alloc += allocate(target, usage, lines, names)
+        del usage, lines
     starts = frozenset(_start(d) for d in days)
-    rec = reconcile(target, usage, lines, names)
-    alloc = allocate(target, usage, lines, names)
     out = Outcome(list(days), WriteStats(), WriteStats(), rec, alloc)
     for stream, docs, stats in (
         (RECONCILIATION_STREAM, rec, out.reconciliation),
@@ -560,10 +568,10 @@ def after_cycle(
 
     Days: those of the costs restatement window that are closed (a scheduled cycle), or the closed days of the
     backfill's range. Nothing is done when the cycle wrote and deleted nothing (nothing can have changed), or
-    when costs are not collected. The days are read, reconciled and written :data:`DAYS_PER_READ` at a time, so
+    when costs are not collected. The days are read one at a time and written :data:`DAYS_PER_WRITE` at a time, so
     what is held does not grow with the backfill's range; the outcome sums their write statistics (its ``rows``
-    and ``parts`` are left empty: each day's documents are released once written). A day's display names come
-    from that day's documents.
+    and ``parts`` are left empty: the documents are released once written). A day's display names come from that
+    day's documents.
 
     Args:
         sink: the sink the cycle wrote to.
@@ -588,8 +596,8 @@ def after_cycle(
     widths = {s: settings.width_for(s) for s in STREAMS if s in settings.streams}
     outcome = Outcome(days, WriteStats(), WriteStats())
     try:
-        for i in range(0, len(days), DAYS_PER_READ):
-            part = reconcile_days(sink, target, days[i : i + DAYS_PER_READ], widths=widths)
+        for i in range(0, len(days), DAYS_PER_WRITE):
+            part = reconcile_days(sink, target, days[i : i + DAYS_PER_WRITE], widths=widths)
             outcome.reconciliation.add(part.reconciliation)
             outcome.allocation.add(part.allocation)
     except CollectorError as exc:

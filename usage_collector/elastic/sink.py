@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 #: ``_id`` s per lookup search, and the hits it may return (duplicates across backing indices included).
 LOOKUP_CHUNK = 1000
 LOOKUP_SIZE = 10000
+#: Hits per page of :meth:`ElasticsearchSink.iter_documents`.
+READ_PAGE = 1000
 _BACKING_GEN = re.compile(r"-(\d+)$")
 #: Every stream whose documents the sink holds, in the order :meth:`ElasticsearchSink.iter_documents` reads them.
 _ALL_STREAMS: tuple[str, ...] = (*STREAMS, LIMITS_STREAM, *DERIVED_STREAMS)
@@ -539,11 +541,11 @@ class ElasticsearchSink:
         """Every current document as ``{"_id", "_index" (data stream), "_source"}``; one per ``_id``; with
         ``start``/``end``, those whose ``@timestamp`` lies in ``[start, end)`` (a ``range`` query).
 
-        Backing indices are read newest first, so if an ``_id`` is stored twice the newest copy wins. Each is
-        read with a scroll of 1000 hits; what a caller holds is what it keeps.
+        Backing indices are read newest first, so if an ``_id`` is stored twice the newest copy wins. Each is read
+        a page of :data:`READ_PAGE` hits at a time (one search when they fit); what a caller holds is what it keeps.
         """
         from elasticsearch import ApiError, TransportError
-        from elasticsearch.helpers import ScanError, scan
+        from elasticsearch.helpers import ScanError
 
         es = self._client()
         names = [data_stream_name(self.settings, s) for s in ([stream] if stream is not None else _ALL_STREAMS)]
@@ -559,7 +561,7 @@ class ElasticsearchSink:
             for entry in (body or {}).get("data_streams", []):
                 for backing in reversed([i["index_name"] for i in entry.get("indices", [])]):
                     try:
-                        for hit in scan(es, index=backing, query={"query": query}, size=1000):
+                        for hit in self._hits(es, backing, query):
                             if hit["_id"] not in seen:
                                 seen.add(hit["_id"])
                                 yield {
@@ -569,6 +571,19 @@ class ElasticsearchSink:
                                 }
                     except (ApiError, TransportError, ScanError) as exc:
                         raise sink_error(exc, f"{self.description}: read {backing}") from None
+
+    def _hits(self, es: Elasticsearch, index: str, query: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+        """Every hit of ``query`` in ``index``: one search when they fit in a page of :data:`READ_PAGE` (a day of a
+        stream, usually), else a scroll of pages that size."""
+        from elasticsearch.helpers import scan
+
+        body = es.search(index=index, query=query, size=READ_PAGE, track_total_hits=True)
+        hits = body["hits"]["hits"]
+        if body["hits"]["total"]["value"] <= len(hits):
+            yield from hits
+            return
+        del body, hits
+        yield from scan(es, index=index, query={"query": query}, size=READ_PAGE)
 
     def retention(self) -> str | None:
         """How the usage data streams expire data, from ``GET _data_stream``: the ILM policy that manages them,
