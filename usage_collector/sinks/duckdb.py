@@ -384,14 +384,16 @@ class DuckDBSink(FileLeaseMixin):
         with self._lock:
             cur = self._db().cursor()
         try:
-            span = "SELECT floor(epoch(min(ts)))::BIGINT, floor(epoch(max(ts)))::BIGINT FROM documents WHERE "
-            bounds = cur.execute(
-                span
-                + " AND ".join(where)
-                + "".join(f" AND ts {op} to_timestamp(?)" for op, v in ((">=", start), ("<", end)) if v is not None),
-                [*args, *(v for v in (start, end) if v is not None)],
-            ).fetchone()
-            if bounds is None or bounds[0] is None:
+            if start is not None and end is not None:
+                bounds: Any = (start, end - 1)
+            else:  # the stored span, within the bound given if any
+                given = [(op, v) for op, v in ((">=", start), ("<", end)) if v is not None]
+                bounds = cur.execute(
+                    "SELECT floor(epoch(min(ts)))::BIGINT, floor(epoch(max(ts)))::BIGINT FROM documents WHERE "
+                    + " AND ".join([*where, *(f"ts {op} to_timestamp(?)" for op, _ in given)]),
+                    [*args, *(v for _, v in given)],
+                ).fetchone()
+            if bounds is None or bounds[0] is None or bounds[0] > bounds[1]:
                 return
             first, last = bounds
             sql = (
