@@ -260,9 +260,9 @@ class OpenAIClient:
         except httpx.TransportError as exc:
             raise RetriableApiError(f"cannot reach {self.base_url}/{path}: {type(exc).__name__}") from None
         # httpx binds a read response's stream back to the response (BoundSyncStream, to set ``elapsed`` on close):
-        # a reference cycle, so the response and its body would wait for the cyclic garbage collector, which
-        # documents.paused_gc holds off while windows are built (with several streams, for a whole backfill).
-        # The body is read and the stream closed: unbound, the response is freed as soon as it is unused.
+        # a reference cycle, so the response and its body would wait for the cyclic garbage collector (which
+        # documents.paused_gc holds off while other streams shape and write). The body is read and the stream
+        # closed: unbound, the response is freed as soon as it is unused.
         response.stream = httpx.ByteStream(b"")
         error = classify(response, self._clock.now())
         if error is not None:
