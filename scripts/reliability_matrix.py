@@ -34,17 +34,17 @@ BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
 MUTANTS: dict[str, tuple[str, str, str, str]] = {
     "duckdb: checkpoint committed before the documents": (
         "usage_collector/sinks/duckdb.py",
-        "                self._insert(con, [*fresh, *changed])",
+        "                for i in range(0, len(docs), _CHUNK):\n",
         "                if checkpoint is not None:\n                    self._put_checkpoint(con, checkpoint)\n"
         "                con.execute('COMMIT')\n                con.execute('BEGIN TRANSACTION')\n"
-        "                self._insert(con, [*fresh, *changed])",
+        "                for i in range(0, len(docs), _CHUNK):\n",
         "tests/test_sinks.py -k duckdb_failed_window",
     ),
     "ndjson: checkpoint stored before the lines": (
         "usage_collector/sinks/ndjson.py",
-        "            if out:\n",
+        "            try:\n                self._index()\n",
         "            if checkpoint is not None:\n                self.save_checkpoint(checkpoint)\n"
-        "            if out:\n",
+        "            try:\n                self._index()\n",
         "tests/test_sinks.py -k ndjson_failed_append",
     ),
     "ndjson: a cut last line is not repaired": (
@@ -81,14 +81,14 @@ MUTANTS: dict[str, tuple[str, str, str, str]] = {
     ),
     "duckdb: a revised document is kept at its old value": (
         "usage_collector/sinks/duckdb.py",
-        "                    elif prev != doc.hash:\n                        changed.append(doc)",
-        "                    elif prev != doc.hash:\n                        stats.unchanged += 1",
+        "            elif prev != doc.hash:\n                changed.append(doc)",
+        "            elif prev != doc.hash:\n                stats.unchanged += 1",
         "tests/reliability/test_revisions.py -k cron",
     ),
     "ndjson: a failed append is left in the file": (
         "usage_collector/sinks/ndjson.py",
-        "                        os.truncate(self.path, size)\n",
-        "                        pass\n",
+        "                    os.truncate(self.path, size)\n",
+        "                    pass\n",
         "tests/reliability/test_sink_faults.py -k space_comes_back",
     ),
 }
