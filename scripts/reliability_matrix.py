@@ -89,7 +89,7 @@ MUTANTS: dict[str, tuple[str, str, str, str]] = {
         "usage_collector/sinks/ndjson.py",
         "                    os.truncate(self.path, size)\n",
         "                    pass\n",
-        "tests/reliability/test_sink_faults.py -k space_comes_back",
+        "tests/test_sinks.py -k ndjson_failed_append",
     ),
 }
 

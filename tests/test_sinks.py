@@ -130,3 +130,55 @@ def test_duckdb_reads_a_store_larger_than_its_memory_limit_in_order(tmp_path):
     assert got == sorted((d.source["@timestamp"], d.id) for d in written)
     with pytest.raises(duckdb.OutOfMemoryException):
         s.query("SELECT _id, source FROM documents ORDER BY ts, _id")
+
+
+def test_ndjson_an_append_whose_cut_back_failed_is_not_glued_to(tmp_path, monkeypatch):
+    """A write that lands part of a line and fails, then cannot be cut back (EIO): the next window first cuts the
+    partial line, so no line of the file is two lines glued together and the documents are exact."""
+    import errno
+    import pathlib
+
+    import orjson
+
+    from usage_collector.sinks import ndjson
+
+    path = tmp_path / "o.ndjson"
+    s = NdjsonSink(path)
+    s.write_window(docs(), cp(T0))
+    real_open = pathlib.Path.open
+
+    class HalfWrite:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            self.fh.write(data[: len(data) // 2])
+            self.fh.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def open_(p, mode="r", *args, **kwargs):
+        fh = real_open(p, mode, *args, **kwargs)
+        return HalfWrite(fh) if p == path and mode == "ab" else fh
+
+    def no_truncate(*args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(pathlib.Path, "open", open_)
+    monkeypatch.setattr(ndjson.os, "truncate", no_truncate)
+    with pytest.raises(SinkError, match="No space left on device"):
+        s.write_window(docs((1, 2, 3), start=T0 + 3600), cp(T0 + 3600))
+    monkeypatch.undo()
+    assert not path.read_bytes().endswith(b"\n")  # the cut line is there
+    s.write_window(docs((4, 5, 6), start=T0 + 7200), cp(T0 + 7200))
+    assert all(orjson.loads(line) for line in path.read_bytes().splitlines())
+    assert sorted(current(s).values()) == [4, 5, 6, 10, 20, 30]
+    assert sorted(current(NdjsonSink(path)).values()) == [4, 5, 6, 10, 20, 30]  # the file read as it is

@@ -20,6 +20,7 @@ import re
 import resource
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.helpers import make_settings
@@ -231,6 +232,8 @@ def test_ndjson_disk_full_on_append_loses_nothing_after_space_is_freed(org, url,
             rerun = _ndjson_backfill(org, url, fresh, clock)
             assert not rerun.failed, [r.error for r in rerun.failed]
             assert_exact(fresh, org)
+        # every line of the file parses: reads go through the index, which would not notice a glued line
+        assert all(orjson.loads(line) for line in path.read_bytes().splitlines())
     assert_no_canary("sink ndjson ENOSPC", list(failed.values()), [tmp_path])
 
 
@@ -299,3 +302,5 @@ def test_ndjson_a_failed_append_does_not_corrupt_the_file_when_space_comes_back(
             rerun = _ndjson_backfill(org, url, fresh, clock)
             assert not rerun.failed, [r.error for r in rerun.failed]
             assert_exact(fresh, org)
+        # every line of the file parses: reads go through the index, which would not notice a glued line
+        assert all(orjson.loads(line) for line in path.read_bytes().splitlines())

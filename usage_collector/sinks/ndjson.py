@@ -363,6 +363,8 @@ class NdjsonSink(FileLeaseMixin):
         """Inside the index transaction: append the delete lines then the documents' lines, fsync, and index them.
         On an error the file is cut back to where it was (the transaction is rolled back by the caller)."""
         assert self._db is not None
+        if self.path.exists():
+            self._repair_tail()  # a cut line left by an append whose cut-back failed: never glued to
         size = self.path.stat().st_size if self.path.exists() else 0
         off = size
         last: bytes | None = None
@@ -385,8 +387,8 @@ class NdjsonSink(FileLeaseMixin):
                 fh.flush()
                 os.fsync(fh.fileno())
         except BaseException as exc:
-            # Cut the partial append back off, or the next append would be glued to a cut line (the caller rolls the
-            # index back); if even that fails, the next open() cuts the partial line and the index checks the file.
+            # Cut the partial append back off (the caller rolls the index back): a failed write leaves no line. If even
+            # that fails, the next append first cuts the partial last line, and the index reads the whole lines left.
             with contextlib.suppress(OSError):
                 if self.path.stat().st_size != size:
                     os.truncate(self.path, size)
