@@ -190,7 +190,8 @@ def test_rate_limit_lets_a_burst_through_then_keeps_the_rate(httpx_mock: HTTPXMo
 
 
 def test_names_are_read_concurrently_and_cached_until_their_ttl():
-    """The Admin lists go out together (not one after another), and a second cycle within the TTL reuses them."""
+    """The Admin lists go out together (not one after another), a second cycle within the TTL reuses them, and a
+    refresh that fails keeps the names read before."""
     import threading
 
     from usage_collector.client import NameCache, fetch_names
@@ -198,9 +199,12 @@ def test_names_are_read_concurrently_and_cached_until_their_ttl():
 
     in_flight, peak, lock = [0], [0], threading.Lock()
     gate = threading.Barrier(2, timeout=5)
+    down = [False]
 
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        if down[0]:
+            return httpx.Response(500, json={"error": {"message": "down"}})
         with lock:
             in_flight[0] += 1
             peak[0] = max(peak[0], in_flight[0])
@@ -234,4 +238,10 @@ def test_names_are_read_concurrently_and_cached_until_their_ttl():
     assert dict(names.service_accounts) == {"svc_1": "robot"}  # never among the users' e-mails
     assert fetch_names(client, cache) is names  # within the TTL: no request
     clock.advance(601)
-    assert fetch_names(client, cache) is not names  # refreshed
+    refreshed = fetch_names(client, cache)
+    assert refreshed is not None and refreshed is not names  # refreshed
+    clock.advance(601)
+    down[0] = True  # the lists answer 500: the refresh fails, the names read before are kept
+    assert fetch_names(client, cache) is refreshed
+    down[0] = False
+    assert fetch_names(client, cache) is not refreshed  # not cached as a success: tried again the next time

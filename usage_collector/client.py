@@ -17,7 +17,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -351,26 +351,26 @@ class OpenAIClient:
         width: str,
         group_by: Sequence[str],
         stats: RequestStats,
+        first: Future[Page] | None = None,
     ) -> Iterator[Page]:
         """Every page of ``spec`` for ``window``, following ``next_page`` with the same parameters.
 
-        Arrays are encoded as the official SDKs do: ``group_by[]=a&group_by[]=b`` (ref §1.4).
+        Arrays are encoded as the official SDKs do: ``group_by[]=a&group_by[]=b`` (ref §1.4). ``first``: the first
+        page, already asked for (:meth:`first_page` on another thread: a window fetched ahead); its errors are
+        raised here.
 
         Raises:
             PaginationError: a cursor repeats, or ``has_more`` is true without ``next_page`` (ref §4.4).
         """
-        params: Params = [
-            ("start_time", str(window.start)),
-            ("end_time", str(window.end)),
-            ("bucket_width", width),
-            ("limit", str(spec.limit_max(width))),
-        ]
-        params += [("group_by[]", g) for g in group_by]
+        params = self._page_params(spec, window, width, group_by)
         seen: set[str] = set()
         cursor: str | None = None
         while True:
-            page_params = params if cursor is None else [*params, ("page", cursor)]
-            page: Page = self.call(spec.path, page_params, stats, parse=lambda body: parse_page(spec, body))
+            if cursor is None and first is not None:
+                page: Page = first.result()
+            else:
+                page_params = params if cursor is None else [*params, ("page", cursor)]
+                page = self.call(spec.path, page_params, stats, parse=lambda body: parse_page(spec, body))
             failpoint("page.parsed")
             nxt = page.get("next_page") if page["has_more"] else None
             if page["has_more"]:
@@ -385,6 +385,24 @@ class OpenAIClient:
                 return
             seen.add(nxt)
             cursor = nxt
+
+    @staticmethod
+    def _page_params(spec: StreamSpec, window: Window, width: str, group_by: Sequence[str]) -> Params:
+        params: Params = [
+            ("start_time", str(window.start)),
+            ("end_time", str(window.end)),
+            ("bucket_width", width),
+            ("limit", str(spec.limit_max(width))),
+        ]
+        return params + [("group_by[]", g) for g in group_by]
+
+    def first_page(
+        self, spec: StreamSpec, window: Window, width: str, group_by: Sequence[str], stats: RequestStats
+    ) -> Page:
+        """The first page of ``spec`` for ``window`` (what :meth:`iter_pages` asks for first), for ``first``."""
+        params = self._page_params(spec, window, width, group_by)
+        page: Page = self.call(spec.path, params, stats, parse=lambda body: parse_page(spec, body))
+        return page
 
     # --- admin lists (names) ----------------------------------------------------------------------
     def iter_list(
@@ -420,7 +438,8 @@ class NameCache:
 
     ``serve`` collects every few minutes; names change rarely, so a cycle within ``ttl`` of the last fetch uses
     the names it got then (a project created since shows its ID only until the next refresh; names are not part
-    of ``event.hash``). A failed fetch is not cached. Thread-safe; the key holds a digest, never the key itself.
+    of ``event.hash``). A failed fetch is not cached: the next cycle tries again, and meanwhile the names last
+    fetched are used. Thread-safe; the key holds a digest, never the key itself.
     """
 
     def __init__(self, ttl: float = NAMES_TTL) -> None:
@@ -433,10 +452,11 @@ class NameCache:
         auth = client._http.headers.get("Authorization", "")
         return client.base_url, hashlib.sha256(auth.encode()).hexdigest()
 
-    def get(self, client: OpenAIClient, now: float) -> Names | None:
+    def get(self, client: OpenAIClient, now: float, *, stale: bool = False) -> Names | None:
+        """The names fetched less than ``ttl`` seconds ago; with ``stale``, the last fetched however old."""
         with self._lock:
             hit = self._entries.get(self.key(client))
-        return hit[1] if hit is not None and 0 <= now - hit[0] < self.ttl else None
+        return hit[1] if hit is not None and (stale or 0 <= now - hit[0] < self.ttl) else None
 
     def put(self, client: OpenAIClient, now: float, names: Names) -> None:
         with self._lock:
@@ -459,7 +479,8 @@ def fetch_names(client: OpenAIClient, cache: NameCache | None = None, workers: i
 
     The lists are read concurrently (``workers`` threads sharing the client and its rate limit): projects and
     users together, then every project's keys and service accounts. With ``cache`` (``serve`` keeps one across
-    its cycles), names fetched less than ``cache.ttl`` seconds ago are returned without a request.
+    its cycles), names fetched less than ``cache.ttl`` seconds ago are returned without a request, and a refresh
+    that fails returns the names fetched before.
     """
     now = client._clock.now()
     if cache is not None:
@@ -505,6 +526,10 @@ def fetch_names(client: OpenAIClient, cache: NameCache | None = None, workers: i
     except (AuthError, UnreachableError, StoppedError):
         raise
     except CollectorError as exc:
+        last = cache.get(client, now, stale=True) if cache is not None else None
+        if last is not None:
+            log.warning("names not refreshed, those read before are used: %s", exc)
+            return last
         log.warning("names unavailable, documents carry IDs only: %s", exc)
         return None
     if cache is not None:

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import httpx
@@ -47,8 +47,9 @@ from .documents import Document, Names, NamesSource, Pricer, Shaper, Target, pau
 from .errors import AuthError, CollectorError, FatalApiError, LeaseHeldError, StoppedError, UnreachableError
 from .failpoints import failpoint
 from .limits import LIMITS_STREAM, fetch_limits
+from .models import Page
 from .planning import BackfillRange, Scope, StreamPlan, Window, final_edge, plan_stream, stream_width
-from .reconcile import after_cycle
+from .reconcile import Ahead, after_cycle
 from .sinks.base import BucketSet, Checkpoint, Sink, WriteStats
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,63 @@ class PlannedStream:
     bucket_width: str
     window: Window
     windows: int
+
+
+class _FetchAhead:
+    """The first page of a stream's next window, asked for on ``pool`` while the current window is fetched, shaped
+    and written (:meth:`Collector._collect_windows`); nothing when ``pool`` is ``None`` (concurrency 1).
+
+    At most one page ahead. Its requests are counted apart (another thread makes them) and added to the stream's
+    when it is taken or dropped. A page asked for with another ``group_by`` than the window is read with (a
+    dimension refused meanwhile) is dropped; so is one left by a stream that stops or fails.
+    """
+
+    def __init__(
+        self, pool: ThreadPoolExecutor | None, client: OpenAIClient, plan: StreamPlan, windows: list[Window]
+    ) -> None:
+        self._pool, self._client, self._plan, self._windows = pool, client, plan, windows
+        self._pending: tuple[Window, tuple[str, ...], Future[Page], RequestStats] | None = None
+        self._counted: list[RequestStats] = []
+
+    def next_after(self, i: int, group_by: tuple[str, ...]) -> Callable[[], None] | None:
+        """What asks for window ``i + 1``'s first page (called once window ``i``'s first page is in)."""
+        if self._pool is None or i + 1 >= len(self._windows):
+            return None
+        pool, win = self._pool, self._windows[i + 1]
+
+        def start() -> None:
+            self._drop()
+            stats = RequestStats()
+            page = pool.submit(self._client.first_page, self._plan.spec, win, self._plan.width, group_by, stats)
+            self._pending = (win, group_by, page, stats)
+
+        return start
+
+    def take(self, win: Window, group_by: tuple[str, ...]) -> Future[Page] | None:
+        """The first page of ``win`` if it was asked for with ``group_by``."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        self._counted.append(pending[3])
+        if (pending[0], pending[1]) == (win, group_by):
+            return pending[2]
+        pending[2].cancel()
+        return None
+
+    def _drop(self) -> None:
+        if self._pending is not None:
+            self._pending[2].cancel()
+            self._counted.append(self._pending[3])
+            self._pending = None
+
+    def close(self, into: RequestStats) -> None:
+        """Drop what is still ahead; add the requests made ahead to ``into`` (those of a page still in flight
+        when its stream stopped or failed are not known yet and are left out)."""
+        self._drop()
+        for stats in self._counted:
+            into.requests += stats.requests
+            into.retries += stats.retries
+        self._counted.clear()
 
 
 def holder_id() -> str:
@@ -225,9 +283,22 @@ class Collector:
                 result.skipped.append(str(exc))
                 continue
             names = list(streams or self.settings.streams)
+            # with more than one worker, the days every stream has acknowledged are reconciled while the others
+            # still collect (reconcile.Ahead): at the end only the last days are left
+            overlap = min(self.settings.concurrency, len(names)) > 1
             try:
-                result.streams += self._collect_org(org, names, backfill)
-                after_cycle(self.sink, self.settings, org, result.streams, backfill, self.clock.now())
+                with ThreadPoolExecutor(1, thread_name_prefix="reconcile") as pool:
+                    ahead = (
+                        Ahead(self.sink, self.settings, org, names, backfill, self.clock.now(), pool.submit)
+                        if overlap
+                        else None
+                    )
+                    try:
+                        result.streams += self._collect_org(org, names, backfill, ahead)
+                    finally:
+                        if ahead is not None:
+                            ahead.wait()
+                after_cycle(self.sink, self.settings, org, result.streams, backfill, self.clock.now(), ahead)
             except CollectorError as exc:  # e.g. the key file vanished: every stream of this org failed
                 log.error("%s: %s", org.id, exc)
                 now = self.clock.now()
@@ -270,23 +341,32 @@ class Collector:
             deadline=self._deadline,
         )
 
-    def _collect_org(self, org: OrgConfig, streams: list[str], backfill: BackfillRange | None) -> list[StreamResult]:
+    def _collect_org(
+        self, org: OrgConfig, streams: list[str], backfill: BackfillRange | None, ahead: Ahead | None = None
+    ) -> list[StreamResult]:
         target = Target(org.id, org.name, self.settings.namespace, self.settings.data_stream_type)
-        with self._client(org) as client, ThreadPoolExecutor(1, thread_name_prefix="names") as names_pool:
+        jobs = [STREAMS[s] for s in streams]
+        workers = max(1, min(self.settings.concurrency, len(jobs)))
+        with (
+            self._client(org) as client,
+            # with more than one worker, each stream has its next window's first page in flight while it shapes and
+            # writes the current one (_collect_windows); concurrency 1 stays one request at a time, in order
+            ThreadPoolExecutor(workers, thread_name_prefix="fetch-ahead") as fetch_pool,
+            ThreadPoolExecutor(1, thread_name_prefix="names") as names_pool,
+        ):
             # Names are read while the streams' first pages are fetched (a stream waits for them when it shapes
             # its first row): at 200 ms a request, reading them first cost every stream 0.4-0.6 s (bench/p6).
             # A refused key or an unreachable host then stops the organization from whichever request meets it
             # first (_check_org), the Admin lists' included.
             pending = names_pool.submit(fetch_names, client, self.names_cache) if self.settings.enrich_names else None
             names = pending.result if pending is not None else None
-            jobs = [STREAMS[s] for s in streams]
-            workers = max(1, min(self.settings.concurrency, len(jobs)))
             if workers == 1:
                 results = [self._collect_stream(client, org, target, names, spec, backfill) for spec in jobs]
             else:
                 with ThreadPoolExecutor(workers, thread_name_prefix="collect") as pool:
                     futures = [
-                        pool.submit(self._collect_stream, client, org, target, names, spec, backfill) for spec in jobs
+                        pool.submit(self._collect_stream, client, org, target, names, spec, backfill, ahead, fetch_pool)
+                        for spec in jobs
                     ]
                     results = [f.result() for f in futures]
             if (
@@ -358,8 +438,11 @@ class Collector:
         names: NamesSource,
         spec: StreamSpec,
         backfill: BackfillRange | None,
+        ahead: Ahead | None = None,
+        fetch_pool: ThreadPoolExecutor | None = None,
     ) -> StreamResult:
-        """plan -> (fetch -> shape -> write with its checkpoint) per window -> follow-up checkpoint."""
+        """plan -> (fetch -> shape -> write with its checkpoint) per window -> follow-up checkpoint; ``ahead`` hears
+        of each acknowledged window and of the end; with ``fetch_pool``, windows are fetched ahead."""
         started = self.clock.now()
         t0 = time.monotonic()
         scope: Scope = "run" if backfill is None else "backfill"
@@ -376,7 +459,7 @@ class Collector:
                 res.unavailable = cp.unavailable  # tried less than a day ago: skipped, not failed
                 res.dropped = list(cp.dropped_group_by or [])
             else:
-                cp = self._collect_windows(client, org, target, names, plan, cp, res)
+                cp = self._collect_windows(client, org, target, names, plan, cp, res, ahead, fetch_pool)
                 run_cp = plan.follow_up(cp, self._stored_run_checkpoint(plan, cp), self.clock.now())
                 if run_cp is not None:
                     self.sink.save_checkpoint(run_cp)
@@ -403,6 +486,8 @@ class Collector:
             res.error = f"unexpected {type(exc).__name__}: {exc}"
             log.exception("%s %s failed unexpectedly", org.id, spec.name)
             self._record_error(org, spec.name, width, scope, res.error)
+        if ahead is not None:
+            ahead.finished(spec.name)
         res.finished_at = self.clock.now()
         # the plan's edge; the same rule when planning itself failed (the sink could not load the checkpoint)
         edge = plan.edge if plan is not None else final_edge(started, width, self.settings.grace_for(spec.name))
@@ -418,8 +503,15 @@ class Collector:
         plan: StreamPlan,
         cp: Checkpoint,
         res: StreamResult,
+        ahead: Ahead | None = None,
+        fetch_pool: ThreadPoolExecutor | None = None,
     ) -> Checkpoint:
-        """fetch -> shape -> write with its checkpoint, per window; returns the last checkpoint stored."""
+        """fetch -> shape -> write with its checkpoint, per window; returns the last checkpoint stored.
+
+        With ``fetch_pool``, the next window's first page is asked for (on that pool) as soon as the current
+        window's first page is in, so its latency passes while this one is fetched, shaped and written; one page
+        ahead at most. Windows are still written, and their checkpoints stored, one after another in order. A page
+        fetched ahead with a ``group_by`` since changed is dropped and asked for again."""
         spec = plan.spec
         now = self.clock.now()
         wanted = self.settings.group_by_for(spec.name)
@@ -435,75 +527,95 @@ class Collector:
         shaper = Shaper(spec, target, plan.width, group_by, names, price)
         cp = replace(cp, unavailable=None, unavailable_since=None, unavailable_checked_at=None)
         first = True
-        for win in plan.windows():
-            window_stats = WriteStats()
+        windows = list(plan.windows())
+        fetched = _FetchAhead(fetch_pool, client, plan, windows)
+        try:
+            for i, win in enumerate(windows):
+                window_stats = WriteStats()
 
-            def write_part(
-                part: list[Document], part_starts: list[int], into: WriteStats = window_stats, index: str = shaper.index
-            ) -> None:
-                # a part of a large window, whole buckets, without the checkpoint: a crash before the window's end
-                # reads the window again, and what this wrote is then unchanged
-                replaces = BucketSet(org.id, spec.name, plan.width, index, frozenset(part_starts))
-                with paused_gc:  # see documents.paused_gc
-                    stats = self.sink.write_window(part, None, replaces)
-                into.add(stats)
+                def write_part(
+                    part: list[Document],
+                    part_starts: list[int],
+                    into: WriteStats = window_stats,
+                    index: str = shaper.index,
+                ) -> None:
+                    # a part of a large window, whole buckets, without the checkpoint: a crash before the window's end
+                    # reads the window again, and what this wrote is then unchanged
+                    replaces = BucketSet(org.id, spec.name, plan.width, index, frozenset(part_starts))
+                    with paused_gc:  # see documents.paused_gc
+                        stats = self.sink.write_window(part, None, replaces)
+                    into.add(stats)
+                    res.stats.add(stats)
+
+                self._check_org(org.id)  # raises StoppedError on SIGTERM, the deadline, or the organization failing
+                while True:
+                    try:
+                        unpriced = shaper.unpriced
+                        docs, starts = self._fetch_window(
+                            client,
+                            plan,
+                            shaper,
+                            win,
+                            res.requests,
+                            group_by,
+                            write_part,
+                            first=fetched.take(win, group_by),
+                            started=fetched.next_after(i, group_by),
+                        )
+                        res.unpriced += shaper.unpriced - unpriced
+                        break
+                    except FatalApiError as exc:
+                        refused = self._refused_dimension(spec, group_by, exc)
+                        if refused is not None:
+                            if refused not in ((known.dropped_group_by if known else None) or []):
+                                log.warning(
+                                    "%s %s: the API refused group_by %s (%s); collecting without it",
+                                    org.id,
+                                    spec.name,
+                                    refused,
+                                    exc,
+                                )
+                            dropped.append(refused)
+                            group_by = tuple(g for g in group_by if g != refused)
+                            shaper = self._reshape(shaper, spec, target, plan.width, group_by, names, price)
+                            cp = replace(cp, dropped_group_by=sorted(set(dropped)), dropped_at=self.clock.now())
+                            continue
+                        if first and exc.status_code == 404:
+                            return self._mark_unavailable(org, spec, cp, res, exc)
+                        raise
+                first = False
+                if not dropped and cp.dropped_group_by:
+                    cp = replace(cp, dropped_group_by=None, dropped_at=None)  # accepted again
+                self._note_new_fields(org, spec.name, shaper, res)
+                cp = plan.advance(cp, win, self.clock.now())
+                failpoint("window.shaped")
+                replaces = BucketSet(org.id, spec.name, plan.width, shaper.index, frozenset(starts))
+                with paused_gc:  # see documents.paused_gc; not across the fetch
+                    stats = self.sink.write_window(docs, cp, replaces)
+                failpoint("window.written")
                 res.stats.add(stats)
-
-            self._check_org(org.id)  # raises StoppedError on SIGTERM, the deadline, or the organization failing
-            while True:
-                try:
-                    unpriced = shaper.unpriced
-                    docs, starts = self._fetch_window(client, plan, shaper, win, res.requests, group_by, write_part)
-                    res.unpriced += shaper.unpriced - unpriced
-                    break
-                except FatalApiError as exc:
-                    refused = self._refused_dimension(spec, group_by, exc)
-                    if refused is not None:
-                        if refused not in ((known.dropped_group_by if known else None) or []):
-                            log.warning(
-                                "%s %s: the API refused group_by %s (%s); collecting without it",
-                                org.id,
-                                spec.name,
-                                refused,
-                                exc,
-                            )
-                        dropped.append(refused)
-                        group_by = tuple(g for g in group_by if g != refused)
-                        shaper = self._reshape(shaper, spec, target, plan.width, group_by, names, price)
-                        cp = replace(cp, dropped_group_by=sorted(set(dropped)), dropped_at=self.clock.now())
-                        continue
-                    if first and exc.status_code == 404:
-                        return self._mark_unavailable(org, spec, cp, res, exc)
-                    raise
-            first = False
-            if not dropped and cp.dropped_group_by:
-                cp = replace(cp, dropped_group_by=None, dropped_at=None)  # accepted again
-            self._note_new_fields(org, spec.name, shaper, res)
-            cp = plan.advance(cp, win, self.clock.now())
-            failpoint("window.shaped")
-            replaces = BucketSet(org.id, spec.name, plan.width, shaper.index, frozenset(starts))
-            with paused_gc:  # see documents.paused_gc; not across the fetch
-                stats = self.sink.write_window(docs, cp, replaces)
-            failpoint("window.written")
-            res.stats.add(stats)
-            window_stats.add(stats)
-            res.windows_done += 1
-            res.position = cp.position
-            self._renew_lease(org.id)
-            log.info(
-                "%s %s %s: %d docs (created %d, updated %d, unchanged %d, superseded %d)",
-                org.id,
-                spec.name,
-                win,
-                window_stats.created + window_stats.updated + window_stats.unchanged,
-                window_stats.created,
-                window_stats.updated,
-                window_stats.unchanged,
-                window_stats.deleted,
-            )
-            del docs  # keep one window in memory at a time
-            if self.progress:
-                self.progress(org.id, spec.name, win, window_stats)
+                window_stats.add(stats)
+                res.windows_done += 1
+                res.position = cp.position
+                if ahead is not None:
+                    ahead.acknowledged(spec.name, win.end, bool(window_stats.written or window_stats.deleted))
+                self._renew_lease(org.id)
+                log.info(
+                    "%s %s %s: %d docs (created %d, updated %d, unchanged %d, superseded %d)",
+                    org.id,
+                    spec.name,
+                    win,
+                    window_stats.created + window_stats.updated + window_stats.unchanged,
+                    window_stats.created,
+                    window_stats.updated,
+                    window_stats.unchanged,
+                    window_stats.deleted,
+                )
+                del docs  # keep one window in memory at a time
+                if self.progress:
+                    self.progress(org.id, spec.name, win, window_stats)
+        finally:
+            fetched.close(res.requests)
         res.group_by = group_by
         res.dropped = sorted(set(dropped))
         before = sorted((known.dropped_group_by if known else None) or [])
@@ -598,16 +710,22 @@ class Collector:
         stats: RequestStats,
         group_by: tuple[str, ...],
         write_part: Callable[[list[Document], list[int]], None] | None = None,
+        *,
+        first: Future[Page] | None = None,
+        started: Callable[[], None] | None = None,
     ) -> tuple[list[Document], list[int]]:
         """The documents of ``win``'s final buckets and the start of every such bucket the API returned; two
         results for the same group in a bucket are an error. With ``write_part``, every :data:`WRITE_PART`
         documents or so (whole buckets) are handed to it with their buckets' starts and let go; the rest is
-        returned."""
+        returned. ``first``: the first page, fetched ahead; ``started`` is called once the first page is in."""
         spec = plan.spec
         docs: dict[str, Document] = {}
         starts: list[int] = []
         written: set[str] = set()  # _ids of the parts written: a repeated group is still refused
-        for page in client.iter_pages(spec, win, plan.width, group_by, stats):
+        for page in client.iter_pages(spec, win, plan.width, group_by, stats, first):
+            if started is not None:
+                started()
+                started = None
             with paused_gc:  # one page's documents: see documents.paused_gc
                 for bucket in page["data"]:
                     start, end = bucket["start_time"], bucket["end_time"]

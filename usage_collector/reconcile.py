@@ -40,10 +40,13 @@ usage and a week's reconciliation documents.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
@@ -71,11 +74,13 @@ __all__ = [
     "MODEL_FREE_UNITS",
     "QUANTUM",
     "RECONCILIATION_STREAM",
+    "Ahead",
     "Billed",
     "Outcome",
     "after_cycle",
     "allocate",
     "classify_line_item",
+    "closed_days",
     "reconcile",
     "reconcile_days",
 ]
@@ -555,6 +560,112 @@ def _days(first: int, end: int) -> list[date]:
     return [datetime.fromtimestamp(t, UTC).date() for t in range(start, end - _DAY + 1, _DAY)]
 
 
+def closed_days(settings: Settings, backfill: BackfillRange | None, now: float) -> list[date]:
+    """The days :func:`after_cycle` reconciles at ``now``: the closed days of the costs restatement window (a
+    scheduled cycle) or of the backfill's range; none when costs are not collected."""
+    if "costs" not in settings.streams:
+        return []
+    edge = int(now - settings.grace_for("costs")) // _DAY * _DAY  # the end of the last closed day
+    if backfill is None:
+        return _days(edge - int(settings.restatement_for("costs")), edge)
+    return _days(backfill.start - backfill.start % _DAY, min(edge, backfill.end or edge))
+
+
+class Ahead:
+    """Reconciles days while the streams still collect, as soon as every stream has acknowledged them.
+
+    The days are those of :func:`closed_days` at the cycle's start, in groups of :data:`DAYS_PER_WRITE`. A stream
+    calls :meth:`acknowledged` after each window the sink acknowledged (``end``: the window's end; windows come in
+    ascending order, so nothing this cycle writes afterwards lies before it) and :meth:`finished` when it is done,
+    however it ended. A group is reconciled once every stream of the cycle has acknowledged its end or finished,
+    and only when the cycle has written or deleted something (the rule of :func:`after_cycle`), on ``submit``
+    (a worker thread of the collector): what it reads is what the end of the cycle would read. :func:`after_cycle`
+    then does the days left (the last group, a failure, days that closed during the cycle) and adds the groups'
+    statistics. A failed group is not marked done: the end of the cycle tries it again.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        settings: Settings,
+        org: OrgConfig,
+        streams: Sequence[str],
+        backfill: BackfillRange | None,
+        now: float,
+        submit: Callable[[Callable[[], None]], Future[None]],
+    ) -> None:
+        self._sink, self._settings, self._submit = sink, settings, submit
+        self._target = Target(org.id, org.name, settings.namespace, settings.data_stream_type)
+        self._widths = {s: settings.width_for(s) for s in STREAMS if s in settings.streams}
+        days = closed_days(settings, backfill, now)
+        self._groups = [days[i : i + DAYS_PER_WRITE] for i in range(0, len(days), DAYS_PER_WRITE)]
+        self._reached: dict[str, float] = {s: float("-inf") for s in streams}
+        self._changed = False
+        self._lock = threading.Lock()
+        self._futures: list[Future[None]] = []
+        #: days reconciled, and what their writes did
+        self.done: set[date] = set()
+        self.reconciliation = WriteStats()
+        self.allocation = WriteStats()
+
+    def acknowledged(self, stream: str, end: int, changed: bool) -> None:
+        with self._lock:
+            if stream in self._reached:
+                self._reached[stream] = max(self._reached[stream], end)
+            self._changed = self._changed or changed
+            ready = self._ready()
+        self._start(ready)
+
+    def finished(self, stream: str) -> None:
+        with self._lock:
+            self._reached[stream] = float("inf")
+            ready = self._ready()
+        self._start(ready)
+
+    def _ready(self) -> list[list[date]]:
+        """The groups every stream has acknowledged, taken (under the lock)."""
+        if not self._changed:
+            return []
+        reached = min(self._reached.values(), default=float("inf"))
+        ready = []
+        while self._groups and _start(self._groups[0][-1]) + _DAY <= reached:
+            ready.append(self._groups.pop(0))
+        return ready
+
+    def _start(self, groups: list[list[date]]) -> None:
+        for group in groups:  # not under the lock: the group may run at once
+            future = self._submit(functools.partial(self._reconcile, group))
+            with self._lock:
+                self._futures.append(future)
+
+    def _reconcile(self, group: list[date]) -> None:
+        try:
+            part = reconcile_days(self._sink, self._target, group, widths=self._widths)
+        except CollectorError as exc:
+            log.warning(
+                "%s: reconciliation of %s..%s left to the end of the cycle: %s",
+                self._target.org_id,
+                group[0],
+                group[-1],
+                exc,
+            )
+            return
+        except Exception:  # a bug here must not fail the streams; the end of the cycle tries again
+            log.exception("%s: reconciliation of %s..%s failed unexpectedly", self._target.org_id, group[0], group[-1])
+            return
+        with self._lock:
+            self.done.update(group)
+            self.reconciliation.add(part.reconciliation)
+            self.allocation.add(part.allocation)
+
+    def wait(self) -> None:
+        """Until every group started has been reconciled (or failed)."""
+        with self._lock:
+            futures = list(self._futures)
+        for f in futures:
+            f.result()
+
+
 def after_cycle(
     sink: Sink,
     settings: Settings,
@@ -562,6 +673,7 @@ def after_cycle(
     results: Sequence[Any],
     backfill: BackfillRange | None,
     now: float,
+    ahead: Ahead | None = None,
 ) -> Outcome | None:
     """Reconcile one organization after its cycle or backfill; never raises (a failure is logged, the cycle's
     result stands).
@@ -580,24 +692,28 @@ def after_cycle(
         results: its :class:`~usage_collector.collector.StreamResult` s of this cycle.
         backfill: the backfill's range, or ``None`` for a scheduled cycle.
         now: the time.
+        ahead: the days already reconciled during the cycle (:class:`Ahead`, finished): not read again, their
+            statistics added to the outcome.
     """
     if "costs" not in settings.streams:
         return None
     if not any(r.stats.written or r.stats.deleted for r in results if r.org_id == org.id):
         return None
-    edge = int(now - settings.grace_for("costs")) // _DAY * _DAY  # the end of the last closed day
-    if backfill is None:
-        days = _days(edge - int(settings.restatement_for("costs")), edge)
-    else:
-        days = _days(backfill.start - backfill.start % _DAY, min(edge, backfill.end or edge))
+    days = closed_days(settings, backfill, now)
+    if ahead is not None:
+        days = sorted(set(days) | ahead.done)
     if not days:
         return None
     target = Target(org.id, org.name, settings.namespace, settings.data_stream_type)
     widths = {s: settings.width_for(s) for s in STREAMS if s in settings.streams}
     outcome = Outcome(days, WriteStats(), WriteStats())
+    if ahead is not None:
+        outcome.reconciliation.add(ahead.reconciliation)
+        outcome.allocation.add(ahead.allocation)
+    left = [d for d in days if ahead is None or d not in ahead.done]
     try:
-        for i in range(0, len(days), DAYS_PER_WRITE):
-            part = reconcile_days(sink, target, days[i : i + DAYS_PER_WRITE], widths=widths)
+        for i in range(0, len(left), DAYS_PER_WRITE):
+            part = reconcile_days(sink, target, left[i : i + DAYS_PER_WRITE], widths=widths)
             outcome.reconciliation.add(part.reconciliation)
             outcome.allocation.add(part.allocation)
     except CollectorError as exc:
