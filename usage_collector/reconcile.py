@@ -456,17 +456,26 @@ def allocate(
     names: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Document]:
     """The allocation documents: every billed line split over matching usage (see the module docstring)."""
+    # the usage a line may match, by (day, unit, tier), and by project too: a line naming its project (almost
+    # every line) looks only at that project's usage, in the same order (Decimal sums add up in the same order)
     index: dict[tuple[date, str, str | None], list[tuple[_Usage, Decimal]]] = defaultdict(list)
+    by_project: dict[tuple[date, str, str | None, str | None], list[tuple[_Usage, Decimal]]] = defaultdict(list)
     for u in usage:
         for (unit, tier), qty in u.quantities.items():
             if qty > 0:
                 index[(u.day, unit, tier)].append((u, qty))
+                by_project[(u.day, unit, tier, u.project)].append((u, qty))
     out: list[Document] = []
     for line in lines:
         b = line.billed
         weights: dict[tuple[str | None, str | None], Decimal] = defaultdict(Decimal)
         if b.unit is not None and line.amount:
-            for u, qty in index.get((line.day, b.unit, b.tier), []):
+            candidates = (
+                index.get((line.day, b.unit, b.tier), [])
+                if line.project is None
+                else by_project.get((line.day, b.unit, b.tier, line.project), [])
+            )
+            for u, qty in candidates:
                 if _matches(line, u):
                     weights[(u.user, u.model)] += qty
         identity_line = (line.project, line.key, line.user, line.api_source, b.raw)
