@@ -3,14 +3,17 @@
 The simulator runs in its own process (``bench/_sim.py --latency 1.0 --latency-seconds 0.2``: every request
 gets a ``latency`` fault, which sleeps with the simulator's default ``time.sleep``; the script checks that a
 request really takes >= 0.2 s). The collector runs in this process: the real ``Collector.backfill`` on the
-system clock (the rate limiter really sleeps), into a fresh DuckDB file per run, all 11 streams, 1h
-(costs 1d), the last ``--days`` days (default 14: 3 windows, so 3 requests, per usage stream).
+system clock (the rate limiter really sleeps), into a fresh DuckDB file per run, all 12 streams, 1h
+(costs 1d), from midnight UTC ``--days`` days ago (default 14) to the final edge: two 7-day windows per usage
+stream, and a third of today's final hours once there are some (after about 01:00 UTC), so 23 or 34 requests.
 
 Sides, interleaved round by round (the order alternates), medians of ``--rounds`` (default 3), name enrichment
 on (the default) unless said:
 
-* **serial**: ``concurrency=1``;
-* **concurrent**: ``concurrency=11`` (one worker per stream), ``rate_limit=100`` requests/s;
+* **serial**: ``concurrency=1``: one request at a time, windows in order, reconciliation at the end;
+* **concurrent**: ``concurrency=12`` (one worker per stream), ``rate_limit=100`` requests/s; with more than one
+  worker each stream also has its next window's first page in flight while it writes the current one, and the
+  weeks every stream has written are reconciled while the others still collect (``docs/architecture.md``);
 * informative: ``concurrency=4`` (the default) at 100/s; ``concurrency=4`` at the default ``rate_limit=5``;
   serial and concurrent with names off (each ratio is against the serial side of the same names setting).
 
