@@ -22,6 +22,7 @@ lazily on first use.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -52,6 +53,23 @@ MEMORY_LIMIT = "64MB"
 _DAY = 86400
 #: Bumped whenever the tables or views below change; a file at this version is opened without any DDL.
 SCHEMA_VERSION = 3
+
+
+def engine() -> Any:
+    """DuckDB's compiled engine: what the sink calls (``connect``, a connection's ``execute``, ``fetch*`` and
+    ``cursor``, the exception classes).
+
+    That is the extension module ``_duckdb`` when it is importable (DuckDB's package installs it at the top
+    level): ``import duckdb`` adds, on top of it, the relational and expression API, the Arrow sources and the
+    package version read through ``importlib.metadata``, none of which the sink uses, and took as long again as
+    the engine (35-60 ms of a no-op ``run``, P3). Otherwise, the ``duckdb`` package. A module that imports
+    ``duckdb`` later gets the same engine (the package re-exports it): connections and exceptions are shared.
+    """
+    try:
+        return importlib.import_module("_duckdb")
+    except ImportError:  # pragma: no cover - a DuckDB without the top-level extension module
+        return importlib.import_module("duckdb")
+
 
 # No PRIMARY KEY on documents._id: DuckDB keeps a key's ART index pinned in memory, so it grew with every year
 # of history (and a small memory_limit then failed with OutOfMemory). The sink looks ``_id`` s up within the
@@ -229,7 +247,7 @@ class DuckDBSink(FileLeaseMixin):
 
     def _db(self) -> Any:
         if self._con is None:
-            import duckdb
+            duckdb = engine()
 
             if self.read_only and not self.path.exists():
                 raise SinkError(f"{self.path}: no such DuckDB file (run `usage-collector run` or `demo` first)")
@@ -257,7 +275,7 @@ class DuckDBSink(FileLeaseMixin):
     @staticmethod
     def _version(con: Any) -> int | None:
         """The file's schema version; ``None`` for a new file or one written before versions were recorded."""
-        import duckdb
+        duckdb = engine()
 
         try:
             row = con.execute("SELECT max(version) FROM schema_version").fetchone()
@@ -275,7 +293,7 @@ class DuckDBSink(FileLeaseMixin):
     def write_window(
         self, docs: Sequence[Document], checkpoint: Checkpoint | None, replaces: BucketSet | None = None
     ) -> WriteStats:
-        import duckdb
+        duckdb = engine()
 
         with self._lock:
             con = self._db()
