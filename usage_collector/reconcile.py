@@ -555,6 +555,18 @@ def _days(first: int, end: int) -> list[date]:
     return [datetime.fromtimestamp(t, UTC).date() for t in range(start, end - _DAY + 1, _DAY)]
 
 
+def _days_written(results: Sequence[Any]) -> set[int] | None:
+    """The UTC days (start, epoch seconds) in which the streams of ``results`` changed documents, ``None`` when a
+    stream does not know (its sink did not name the documents it wrote)."""
+    out: set[int] = set()
+    for r in results:
+        days = getattr(r, "days_written", None)
+        if days is None:
+            return None
+        out |= days
+    return out
+
+
 def after_cycle(
     sink: Sink,
     settings: Settings,
@@ -566,12 +578,14 @@ def after_cycle(
     """Reconcile one organization after its cycle or backfill; never raises (a failure is logged, the cycle's
     result stands).
 
-    Days: those of the costs restatement window that are closed (a scheduled cycle), or the closed days of the
+    Days: those of the costs restatement window that are closed and in which the cycle created, replaced or
+    deleted a document (a scheduled cycle: a day none of whose documents changed keeps the reconciliation it has;
+    every closed day of the window when a sink did not name the documents it wrote), or the closed days of the
     backfill's range. Nothing is done when the cycle wrote and deleted nothing (nothing can have changed), or
-    when costs are not collected. The days are read one at a time and written :data:`DAYS_PER_WRITE` at a time, so
-    what is held does not grow with the backfill's range; the outcome sums their write statistics (its ``rows``
-    and ``parts`` are left empty: the documents are released once written). A day's display names come from that
-    day's documents.
+    when costs are not collected. The days are read one at a time and written :data:`DAYS_PER_WRITE` at a time,
+    so what is held does not grow with the backfill's range; the outcome sums their write statistics (its
+    ``rows`` and ``parts`` are left empty: the documents are released once written). A day's display names come
+    from that day's documents.
 
     Args:
         sink: the sink the cycle wrote to.
@@ -583,11 +597,15 @@ def after_cycle(
     """
     if "costs" not in settings.streams:
         return None
-    if not any(r.stats.written or r.stats.deleted for r in results if r.org_id == org.id):
+    mine = [r for r in results if r.org_id == org.id]
+    if not any(r.stats.written or r.stats.deleted for r in mine):
         return None
     edge = int(now - settings.grace_for("costs")) // _DAY * _DAY  # the end of the last closed day
     if backfill is None:
         days = _days(edge - int(settings.restatement_for("costs")), edge)
+        written = _days_written(mine)
+        if written is not None:  # a day none of whose documents changed keeps its reconciliation (P3)
+            days = [d for d in days if _start(d) in written]
     else:
         days = _days(backfill.start - backfill.start % _DAY, min(edge, backfill.end or edge))
     if not days:

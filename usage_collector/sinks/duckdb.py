@@ -343,6 +343,8 @@ class DuckDBSink(FileLeaseMixin):
         cls._insert(con, [*fresh, *changed])
         stats.created += len(fresh)
         stats.updated += len(changed)
+        stats.ids_created += [d.id for d in fresh]  # the days they are in are reconciled again (reconcile.py)
+        stats.ids_updated += [d.id for d in changed]
 
     @staticmethod
     def _delete(con: Any, scope: _Scope, ids: list[str]) -> None:
