@@ -32,7 +32,6 @@ from typing import Any
 
 import orjson
 
-from ..budgets import BUDGETS_STREAM
 from ..catalogue import STREAMS, StreamSpec
 from ..documents import Document, dumps
 from ..errors import SinkError
@@ -51,6 +50,9 @@ _CHUNK = 1000
 #: thousand documents with another ``group_by`` ran out of memory (``tests/test_api_changes.py``).
 MEMORY_LIMIT = "64MB"
 _DAY = 86400
+#: ``budgets.BUDGETS_STREAM``, spelled here so that opening the sink does not import the budgets and forecast
+#: modules, which a run without ``[[budgets]]`` never uses (P3; tests/test_startup_imports.py holds them equal).
+BUDGETS_STREAM = "budgets"
 #: Bumped whenever the tables or views below change; a file at this version is opened without any DDL.
 SCHEMA_VERSION = 3
 
