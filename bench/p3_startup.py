@@ -58,6 +58,9 @@ def compile_package(env: dict[str, str]) -> str:
         check=True,
         capture_output=True,
         text=True,
+        # not the caller's directory: ``python -c`` puts it first on sys.path, ahead of PYTHONPATH, while the
+        # console script does not (run from a checkout with PYTHONPATH=elsewhere, the checkout was named)
+        cwd=Path(__file__).resolve().anchor,
     ).stdout.strip()
     subprocess.run([PY, "-m", "compileall", "-q", where], check=True, stdout=subprocess.DEVNULL)
     return where

@@ -77,7 +77,7 @@ def test_help_imports_neither_a_client_nor_a_sink(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("sink", "unused"),
-    [("duckdb:u.duckdb", ()), ("ndjson:u.ndjson", ("duckdb",))],
+    [("duckdb:u.duckdb", ("usage_collector.budgets",)), ("ndjson:u.ndjson", ("duckdb", "_duckdb"))],
     ids=["duckdb", "ndjson"],
 )
 def test_run_imports_only_what_it_uses(tmp_path: Path, sink: str, unused: tuple[str, ...]) -> None:
@@ -88,6 +88,14 @@ def test_run_imports_only_what_it_uses(tmp_path: Path, sink: str, unused: tuple[
         modules = imported(["run", "--sink", sink, "-s", "completions", "-s", "costs"], env, tmp_path)
     assert "usage_collector.collector" in modules, "the run did not get as far as collecting"
     assert offending(modules, (*NOT_FOR_RUN, *unused)) == []
+
+
+def test_the_duckdb_sink_spells_the_budgets_stream_as_budgets_does() -> None:
+    """The sink names the budgets stream itself so that a run without budgets does not import them."""
+    from usage_collector import budgets
+    from usage_collector.sinks import duckdb
+
+    assert duckdb.BUDGETS_STREAM == budgets.BUDGETS_STREAM
 
 
 GC_PROBE = """

@@ -91,10 +91,43 @@ class StreamResult:
     stopped: bool = False
     #: usage documents written without an estimated cost (:mod:`.estimate`: no price in force)
     unpriced: int = 0
+    #: UTC days (start, epoch seconds) of the buckets whose documents this stream created, replaced or deleted;
+    #: ``None`` when the sink did not name the documents it wrote (then every day may have changed).
+    #: :func:`~usage_collector.reconcile.after_cycle` rebuilds only these days.
+    days_written: set[int] | None = field(default_factory=set)
+
+    def note_written(self, docs: Sequence[Document], stats: WriteStats, replaces: BucketSet) -> None:
+        """Add the days one write changed to :attr:`days_written` (see :func:`days_written`)."""
+        days = days_written(docs, stats, replaces)
+        if days is None or self.days_written is None:
+            self.days_written = None
+        else:
+            self.days_written |= days
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+_DAY = 86400
+
+
+def days_written(docs: Sequence[Document], stats: WriteStats, replaces: BucketSet | None) -> set[int] | None:
+    """The UTC days (start, epoch seconds) whose stored documents one ``write_window(docs, _, replaces)`` changed:
+    the days of the documents it created or replaced (``stats.ids_created``, ``stats.ids_updated``), and every day
+    of ``replaces`` when it deleted superseded documents. ``None`` when the sink did not name the documents it
+    wrote (fewer ids than it counted)."""
+    if not stats.written and not stats.deleted:
+        return set()
+    if len(stats.ids_created) != stats.created or len(stats.ids_updated) != stats.updated:
+        return None
+    ids = {*stats.ids_created, *stats.ids_updated}
+    days = {d.timestamp - d.timestamp % _DAY for d in docs if d.id in ids}
+    if stats.deleted:
+        if replaces is None:
+            return None
+        days |= {t - t % _DAY for t in replaces.starts}
+    return days
 
 
 @dataclass
@@ -283,9 +316,11 @@ class Collector:
                 result.skipped.append(str(exc))
                 continue
             names = list(streams or self.settings.streams)
-            # with more than one worker, the days every stream has acknowledged are reconciled while the others
-            # still collect (reconcile.Ahead): at the end only the last days are left
-            overlap = min(self.settings.concurrency, len(names)) > 1
+            # a backfill with more than one worker: the days every stream has acknowledged are reconciled while
+            # the others still collect (reconcile.Ahead), and at the end only the last days are left. A scheduled
+            # cycle's few days (the restatement window) are one group that is ready only when the last stream
+            # finishes: after_cycle does them, and only those the cycle changed
+            overlap = backfill is not None and min(self.settings.concurrency, len(names)) > 1
             try:
                 with ThreadPoolExecutor(1, thread_name_prefix="reconcile") as pool:
                     ahead = (
@@ -546,6 +581,7 @@ class Collector:
                         stats = self.sink.write_window(part, None, replaces)
                     into.add(stats)
                     res.stats.add(stats)
+                    res.note_written(part, stats, replaces)
 
                 self._check_org(org.id)  # raises StoppedError on SIGTERM, the deadline, or the organization failing
                 while True:
@@ -594,6 +630,7 @@ class Collector:
                     stats = self.sink.write_window(docs, cp, replaces)
                 failpoint("window.written")
                 res.stats.add(stats)
+                res.note_written(docs, stats, replaces)
                 window_stats.add(stats)
                 res.windows_done += 1
                 res.position = cp.position

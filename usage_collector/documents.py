@@ -246,7 +246,11 @@ class Shaper:
         self.skipped_fields: set[str] = set()
         self._price = price
         self._unpriced = [0]  # see unpriced
-        self._row = self._compile() if self._names_source is None else _no_row
+        # the general row function, compiled when a row first needs it: rows of the shapes seen so far all take
+        # a fast function (a no-op run compiled twelve general functions it never called, P3)
+        self._row: Callable[[int, str, str, Mapping[str, Any]], Document] = (
+            self._compile_row if self._names_source is None else _no_row
+        )
         # the fast row function of the last row shape seen, and every shape compiled so far (see _fast_row)
         self._fast: FastRow = _no_fast
         self._fast_by_shape: dict[tuple[Any, ...], FastRow | None] = {}
@@ -276,7 +280,7 @@ class Shaper:
         assert self._names_source is not None
         self.names = self._names_source()
         self._names_source = None
-        self._row = self._compile()
+        self._row = self._compile_row
 
     def _other_shape(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
         """A row the current fast function does not take: the fast function of its shape (compiled on first
@@ -300,6 +304,11 @@ class Shaper:
             doc = fast(start, ts, te, result)
             if doc is not None:
                 return doc
+        return self._row(start, ts, te, result)
+
+    def _compile_row(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
+        """The general row function's first call: compile it (:meth:`_compile`), keep it, and call it."""
+        self._row = self._compile()
         return self._row(start, ts, te, result)
 
     def _compile(self) -> Callable[[int, str, str, Mapping[str, Any]], Document]:

@@ -47,7 +47,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
@@ -59,7 +59,7 @@ from .documents import ECS_VERSION, Document, Target, _digest_id, measure_hash
 from .errors import CollectorError
 from .estimate import USAGE_STREAMS, PriceBook, day_of, shared_book
 from .pricing import normalise_model, parse_line_item
-from .sinks.base import BucketSet, Sink, WriteStats
+from .sinks.base import BucketSet, Checkpoint, Sink, WriteStats
 
 if TYPE_CHECKING:
     from .config import OrgConfig, Settings
@@ -675,6 +675,44 @@ class Ahead:
             f.result()
 
 
+def _days_written(results: Sequence[Any]) -> set[int] | None:
+    """The UTC days (start, epoch seconds) in which the streams of ``results`` changed documents, ``None`` when a
+    stream does not know (its sink did not name the documents it wrote)."""
+    out: set[int] = set()
+    for r in results:
+        days = getattr(r, "days_written", None)
+        if days is None:
+            return None
+        out |= days
+    return out
+
+
+#: The checkpoint (stream, width) that says an organization's last reconciliation failed: while it carries an
+#: error, a scheduled cycle rebuilds every closed day of the costs restatement window, not only the days whose
+#: documents it changed (so a day that failed is not left stale until one of its documents changes). ``status``
+#: shows it as a row with its error.
+PENDING_STREAM, PENDING_WIDTH = "reconciliation", "1d"
+
+
+def _pending(sink: Sink, org_id: str) -> Checkpoint | None:
+    """The organization's failed-reconciliation checkpoint, when its last reconciliation failed."""
+    try:
+        cp = sink.load_checkpoint(org_id, PENDING_STREAM, PENDING_WIDTH)
+    except CollectorError:
+        return Checkpoint(org_id, PENDING_STREAM, PENDING_WIDTH, last_error="unknown (not readable)")
+    return cp if cp is not None and cp.last_error else None
+
+
+def _note_pending(sink: Sink, org_id: str, error: str | None, now: float) -> None:
+    """Store that the reconciliation failed (``error``) or succeeded again (``None``); never raises."""
+    cp = Checkpoint(org_id, PENDING_STREAM, PENDING_WIDTH, updated_at=now)
+    cp = replace(cp, last_error=error, last_error_at=now) if error else replace(cp, last_success_at=now)
+    try:
+        sink.save_checkpoint(cp)
+    except CollectorError as exc:
+        log.warning("%s: could not record the reconciliation's outcome: %s", org_id, exc)
+
+
 def after_cycle(
     sink: Sink,
     settings: Settings,
@@ -687,12 +725,14 @@ def after_cycle(
     """Reconcile one organization after its cycle or backfill; never raises (a failure is logged, the cycle's
     result stands).
 
-    Days: those of the costs restatement window that are closed (a scheduled cycle), or the closed days of the
+    Days: those of the costs restatement window that are closed and in which the cycle created, replaced or
+    deleted a document (a scheduled cycle: a day none of whose documents changed keeps the reconciliation it has;
+    every closed day of the window when a sink did not name the documents it wrote), or the closed days of the
     backfill's range. Nothing is done when the cycle wrote and deleted nothing (nothing can have changed), or
-    when costs are not collected. The days are read one at a time and written :data:`DAYS_PER_WRITE` at a time, so
-    what is held does not grow with the backfill's range; the outcome sums their write statistics (its ``rows``
-    and ``parts`` are left empty: the documents are released once written). A day's display names come from that
-    day's documents.
+    when costs are not collected. The days are read one at a time and written :data:`DAYS_PER_WRITE` at a time,
+    so what is held does not grow with the backfill's range; the outcome sums their write statistics (its
+    ``rows`` and ``parts`` are left empty: the documents are released once written). A day's display names come
+    from that day's documents.
 
     Args:
         sink: the sink the cycle wrote to.
@@ -706,9 +746,17 @@ def after_cycle(
     """
     if "costs" not in settings.streams:
         return None
-    if not any(r.stats.written or r.stats.deleted for r in results if r.org_id == org.id):
+    mine = [r for r in results if r.org_id == org.id]
+    if not any(r.stats.written or r.stats.deleted for r in mine):
         return None
     days = closed_days(settings, backfill, now)
+    pending = None
+    if backfill is None:
+        # a day none of whose documents changed keeps the reconciliation it has, unless the last one failed
+        pending = _pending(sink, org.id)
+        written = _days_written(mine)
+        if written is not None and pending is None:
+            days = [d for d in days if _start(d) in written]
     if ahead is not None:
         days = sorted(set(days) | ahead.done)
     if not days:
@@ -727,10 +775,14 @@ def after_cycle(
             outcome.allocation.add(part.allocation)
     except CollectorError as exc:
         log.warning("%s: reconciliation not written: %s", org.id, exc)
+        _note_pending(sink, org.id, f"{type(exc).__name__}: {exc}", now)
         return None
-    except Exception:  # a bug here must not fail the cycle that collected the data
+    except Exception as exc:  # a bug here must not fail the cycle that collected the data
         log.exception("%s: reconciliation failed unexpectedly", org.id)
+        _note_pending(sink, org.id, f"unexpected {type(exc).__name__}: {exc}", now)
         return None
+    if pending is not None:
+        _note_pending(sink, org.id, None, now)
     rec, alloc = outcome.reconciliation, outcome.allocation
     log.info(
         "%s reconciliation %s..%s: %d rows, %d allocated parts (written %d, %d)",

@@ -351,8 +351,10 @@ class NdjsonSink(FileLeaseMixin):
                     continue
                 if old is None:
                     stats.created += 1
+                    stats.ids_created.append(doc.id)  # its day is reconciled again (reconcile.after_cycle)
                 else:
                     stats.updated += 1
+                    stats.ids_updated.append(doc.id)
                 action = doc.action()
                 out.append((dumps(action) + b"\n", action))
             yield out
