@@ -174,20 +174,23 @@ def measure_hash(values: Mapping[str, Any]) -> str:
 
 def _canon_default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        text = str(value)  # exact: sign, digits and exponent (-0 and 0, 1.0 and 1 differ)
-        canon = _CANON.get(text)
-        if canon is None:
-            canon = format(value.normalize(), "f")
-            if len(text) <= 28:  # at most 28 digits: normalize() rounds nothing (context precision >= 28)
-                if len(_CANON) >= 65536:
-                    _CANON.clear()
-                _CANON[text] = canon
-        return canon
+        text = str(value)  # exact: sign, digits, exponent
+        # Already canonical (what normalize() then "f" give) when it is plain digits (no exponent, no NaN or
+        # Infinity), at most 28 characters (normalize() rounds nothing), and no trailing zero after a point (an
+        # integer's zeros normalize() moves into the exponent, "f" writes back): most amounts and quantities.
+        last = text[-1]
+        if (
+            len(text) <= 28
+            and (last in _NONZERO or (last == "0" and "." not in text))
+            and "E" not in text
+            and "e" not in text
+        ):
+            return text
+        return format(value.normalize(), "f")
     raise TypeError(f"cannot hash {type(value).__name__}")
 
 
-#: ``str()`` of a Decimal -> its canonical text in :func:`measure_hash` (costs pages repeat their amounts).
-_CANON: dict[str, str] = {}
+_NONZERO = frozenset("123456789")
 
 
 #: Names an unknown result field may have to be kept (it becomes part of a field path).
