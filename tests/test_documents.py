@@ -159,3 +159,62 @@ def test_names_are_added_when_known():
     base = _doc(names=names).source["openai"]["base"]
     assert base["project_name"] == "Search" and base["api_key_name"] == "prod-key"
     assert "user_email" not in base
+
+
+def test_the_canonical_text_of_a_decimal_in_the_hash_is_normalize_then_f_for_every_form():
+    """``measure_hash`` writes a Decimal as ``format(value.normalize(), "f")``; the shortcut that returns ``str()``
+    when it is already that must agree on every form: signs, zeros, trailing zeros, exponents, 28 digits and
+    more, NaN and Infinity, and a context that writes a small ``e``."""
+    import decimal
+    import random
+
+    from usage_collector.documents import _canon_default
+
+    forms = [
+        "0",
+        "-0",
+        "0.0",
+        "-0.00",
+        "0E+3",
+        "0E-9",
+        "1",
+        "-1",
+        "10",
+        "100",
+        "-2500",
+        "1.0",
+        "1.50",
+        "0.02799",
+        "25.000000",
+        "123456.789",
+        "1E+2",
+        "1.5E-7",
+        "0.000001",
+        "0.0000001",
+        "-0.0000010",
+        "9" * 28,
+        "9" * 29,
+        "1" + "0" * 27,
+        "1" + "0" * 28,
+        "0." + "1" * 26,
+        "0." + "1" * 27,
+        "-" + "9" * 27,
+        "12345678901234567890.12345678",
+        "NaN",
+        "-Infinity",
+        "Infinity",
+        "1e3",
+        "2.50e-2",
+    ]
+    rng = random.Random(7)
+    for _ in range(3000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 32)))
+        forms.append(f"{rng.choice(['', '-'])}{digits}E{rng.randint(-40, 10)}")
+        cut = rng.randint(0, len(digits))
+        forms.append(f"{rng.choice(['', '-'])}{digits[:cut] or '0'}.{digits[cut:] or '0'}")
+    for capitals in (1, 0):
+        with decimal.localcontext() as ctx:
+            ctx.capitals = capitals
+            for text in forms:
+                value = decimal.Decimal(text)
+                assert _canon_default(value) == format(value.normalize(), "f"), text

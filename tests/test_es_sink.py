@@ -242,3 +242,26 @@ def test_iter_documents_reads_every_page_and_the_newest_copy_wins(es, monkeypatc
     assert got == dict(zip([d.id for d in docs(es, (0,) * 5)], [11, 20, 30, 40, 50], strict=True))
     ranged = {d["_id"] for d in sink.iter_documents("embeddings", start=T0, end=T0 + 3600)}
     assert ranged == set(got) and not list(sink.iter_documents("embeddings", start=T0 + 3600))
+
+
+def test_bulk_lines_are_the_json_of_the_actions_whatever_their_form():
+    """``bulk_lines`` spells out the action line of ``_plan``'s ``create`` actions; every other action (an
+    ``index`` with its sequence number, a ``delete``, keys in another order) is serialized from its dict: each line
+    is the compact JSON of ``{op: meta}`` and the source line the document's serialized ``_source``."""
+    import orjson
+
+    from usage_collector.documents import dumps
+    from usage_collector.elastic.sink import ElasticsearchSink, bulk_lines
+
+    doc = helpers.docs((10,))[0]
+    doc.source["openai"]["base"]["amount"] = Decimal("0.10")  # a Decimal in the source: dumps' default
+    (create,) = ElasticsearchSink._plan([doc], {}, {})
+    index = {"_op_type": "index", "_index": ".ds-x-000001", "_id": doc.id, "if_seq_no": 3, "if_primary_term": 1}
+    delete = {"_op_type": "delete", "_index": ".ds-x-000002", "_id": doc.id, "if_seq_no": 4, "if_primary_term": 1}
+    reordered = {"_op_type": "create", "_id": doc.id, "_index": doc.index, "_source": doc}
+    for action in (create, {**index, "_source": doc}, delete, reordered):
+        line, source = bulk_lines(action)
+        meta = {k: v for k, v in action.items() if k not in ("_op_type", "_source")}
+        assert line == orjson.dumps({action["_op_type"]: meta}) and line.copy() == {action["_op_type"]: meta}
+        assert source == (dumps(doc.source) if "_source" in action else None)
+    assert bulk_lines(create)[0] == b'{"create":{"_index":"%s","_id":"%s"}}' % (doc.index.encode(), doc.id.encode())

@@ -77,12 +77,14 @@ def test_fast_rows_equal_general_rows_on_every_simulated_row(pages, with_names):
 
 
 def _variants(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """``row`` changed one way at a time: each field null, each field gone, a dimension of another type, an
-    unknown number, an unknown object of numbers, a non-text ``organization_id``, ``amount`` with a null."""
+    """``row`` changed one way at a time: each field null, each field gone, each field renamed, a dimension of
+    another type, an unknown number, an unknown object of numbers, a non-text ``organization_id``, ``amount`` with
+    a null or another key."""
     out: list[dict[str, Any]] = []
     for key in row:
         out.append({**row, key: None})
         out.append({k: v for k, v in row.items() if k != key})
+        out.append({(f"x_{k}" if k == key else k): v for k, v in row.items()})  # as many keys, one other
     for key, value in row.items():
         if type(value) is bool:
             out.append({**row, key: "true"})
@@ -95,6 +97,7 @@ def _variants(row: dict[str, Any]) -> list[dict[str, Any]]:
     if isinstance(row.get("amount"), dict):
         out.append({**row, "amount": {**row["amount"], "currency": None}})
         out.append({**row, "amount": {"value": row["amount"]["value"]}})
+        out.append({**row, "amount": {"value": row["amount"]["value"], "unit": "usd"}})
         out.append({**row, "amount": "not an object"})
     return out
 
@@ -197,3 +200,23 @@ def test_shapes_compiled_are_bounded(pages):
         variant = {**row, f"new_field_{n}": n} if n % 2 else {**row, "input_tokens": str(n)}
         _same(shaper.row(start, "a", "b", variant), general._row(start, "a", "b", variant))
     assert len(shaper._fast_by_shape) <= 64
+
+
+def test_shapers_share_compiled_code_but_not_their_constants(pages):
+    """Row functions are compiled once per source (the constants are the shaper's globals): two shapers of one
+    stream for two organizations share the code and still give each its own documents."""
+    spec = STREAMS["costs"]
+    (page,) = pages[("costs", "1d")]
+    start, end, row = _rows(page)[0]
+    a = Shaper(spec, TARGET, "1d", spec.request_group_by)
+    b = Shaper(spec, Target("org-other", None, "ns2"), "1d", spec.request_group_by)
+    da, db = a.row(start, _iso(start), _iso(end), row), b.row(start, _iso(start), _iso(end), row)
+    assert a._fast.__code__ is b._fast.__code__ and a._row.__code__ is b._row.__code__
+    assert da.id != db.id and db.index == "metrics-openai.costs-ns2"
+    assert db.source["organization"] == {"id": "org-other"} and da.source["organization"]["id"] == "org-fast"
+    _same(
+        db,
+        Shaper(spec, Target("org-other", None, "ns2"), "1d", spec.request_group_by)._row(
+            start, _iso(start), _iso(end), row
+        ),
+    )

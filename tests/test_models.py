@@ -92,3 +92,20 @@ def test_a_row_shaped_like_a_valid_one_but_with_other_value_types_is_still_coerc
     assert all(type(r["amount"]["value"]) is Decimal for r in got)
     with pytest.raises(FatalApiError, match=r"results\.1\.amount\.value"):
         _parse("costs", [cost, {**cost, "amount": {"value": "lots", "currency": "usd"}}])
+
+
+def test_rows_of_a_shape_that_needs_coercion_are_each_coerced_and_each_can_still_fail():
+    """The coercions a shape needs are found once and remembered; they still run on every row's own value, and a
+    later row of the same shape whose value cannot be coerced is refused, naming its field."""
+    row = {"object": "organization.costs.result", "amount": {"value": "1.10", "currency": "usd"}, "quantity": 3}
+    rows = [{**row, "amount": {"value": f"{i}.10", "currency": "usd"}, "quantity": i} for i in range(4)]
+    got = _parse("costs", rows)
+    assert [r["amount"]["value"] for r in got] == [Decimal(f"{i}.10") for i in range(4)]
+    assert [r["quantity"] for r in got] == list(range(4)) and all(type(r["quantity"]) is Decimal for r in got)
+    bad = [*rows[:2], {**row, "amount": {"value": "1.1.0", "currency": "usd"}}]
+    with pytest.raises(FatalApiError, match=r"results\.2\.amount\.value: not a decimal number"):
+        _parse("costs", bad)
+    ok = {"object": STREAMS["completions"].object_type, "input_tokens": "5", "output_tokens": 1}
+    assert [r["input_tokens"] for r in _parse("completions", [ok, {**ok, "input_tokens": " 6 "}])] == [5, 6]
+    with pytest.raises(FatalApiError, match=r"results\.1\.input_tokens: not an integer"):
+        _parse("completions", [ok, {**ok, "input_tokens": "6x"}])

@@ -24,14 +24,15 @@ document of each bucket it re-read (see ``docs/architecture.md``, "Superseded do
 
 from __future__ import annotations
 
-import base64
 import gc
 import hashlib
 import re
 import threading
+from binascii import b2a_base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import CodeType
 from typing import Any
 
 import orjson
@@ -133,8 +134,16 @@ def dumps(obj: Any) -> bytes:
 
 def _digest_id(key: str) -> str:
     """The ``_id`` of an identity key: url-safe base64 of its SHA-1, unpadded (27 characters)."""
-    digest = hashlib.sha1(key.encode(), usedforsecurity=False).digest()
-    return base64.urlsafe_b64encode(digest)[:27].decode()  # 20 bytes: 28 characters, the last one "="
+    sha1 = _SHA1.copy()
+    sha1.update(key.encode())
+    # 20 bytes: 28 characters, the last one "="; "+/" -> "-_" (base64.urlsafe_b64encode, without its wrapper)
+    return b2a_base64(sha1.digest(), newline=False)[:27].translate(_URLSAFE).decode()
+
+
+#: Hash objects copied per use: a copy costs a tenth of building one (argument parsing, initialization).
+_SHA1 = hashlib.sha1(usedforsecurity=False)
+_BLAKE2B_8 = hashlib.blake2b(digest_size=8)
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _where(in_base: bool) -> str:
@@ -158,13 +167,30 @@ def measure_hash(values: Mapping[str, Any]) -> str:
     JSON needs no sorting. Decimals are normalized: ``"12.50"`` and ``12.5`` hash alike, a change of JSON
     type is not a revision.
     """
-    return hashlib.blake2b(orjson.dumps(values, default=_canon_default), digest_size=8).hexdigest()
+    blake2b = _BLAKE2B_8.copy()
+    blake2b.update(orjson.dumps(values, default=_canon_default))
+    return blake2b.hexdigest()
 
 
 def _canon_default(value: Any) -> Any:
     if isinstance(value, Decimal):
+        text = str(value)  # exact: sign, digits, exponent
+        # Already canonical (what normalize() then "f" give) when it is plain digits (no exponent, no NaN or
+        # Infinity), at most 28 characters (normalize() rounds nothing), and no trailing zero after a point (an
+        # integer's zeros normalize() moves into the exponent, "f" writes back): most amounts and quantities.
+        last = text[-1]
+        if (
+            len(text) <= 28
+            and (last in _NONZERO or (last == "0" and "." not in text))
+            and "E" not in text
+            and "e" not in text
+        ):
+            return text
         return format(value.normalize(), "f")
     raise TypeError(f"cannot hash {type(value).__name__}")
+
+
+_NONZERO = frozenset("123456789")
 
 
 #: Names an unknown result field may have to be kept (it becomes part of a field path).
@@ -376,11 +402,11 @@ class Shaper:
         if self.names is not None:
             lines.append("    add_names(base, NAMES)")
         # identity: org, stream, width, bucket start, group_by set, every dimension value (sorted by name)
-        ids = zip(self._id_names, self._id_prefixes, strict=True)
-        parts = [f"{prefix!r} + _t({var[name]})" for name, prefix in ids]
-        sep = " + '\\x1f' + ".join(parts) if parts else "''"
+        pieces: list[tuple[bool, str]] = [(True, "ID_HEAD"), (True, "start"), (True, "ID_GROUP")]
+        for n, (name, prefix) in enumerate(zip(self._id_names, self._id_prefixes, strict=True)):
+            pieces += [(False, "\x1f" + prefix if n else prefix), (True, f"_t({var[name]})")]
         lines += [
-            f"    key = ID_HEAD + str(start) + ID_GROUP + {sep}",
+            f"    key = {_joined(pieces)}",
             "    return Document(digest_id(key), INDEX, STREAM, start, digest, doc)",
         ]
         env: dict[str, Any] = {
@@ -391,7 +417,7 @@ class Shaper:
             "keep_extra": self._keep_extra,
             "_t": _dim_text,
         }
-        exec(compile("\n".join(lines), f"<Shaper {spec.name} {self.width}>", "exec"), env)
+        exec(_code("\n".join(lines), f"<Shaper {spec.name} {self.width}>"), env)
         fn: Callable[[int, str, str, Mapping[str, Any]], Document] = env["row"]
         return fn
 
@@ -479,24 +505,26 @@ class Shaper:
             leaf_var = {k: f"a{n}" for n, k in enumerate(amount_keys)}
         lines = [
             "def fast(start, ts, te, result):",
-            "    if result.keys() != KEYS:",
+            # the same keys: as many, and each one there (a missing one raises KeyError); no set built or compared
+            f"    if type(result) is not dict or len(result) != {len(keys)}:",
             "        return None",
-            *(f"    {var[k]} = result[{k!r}]" for k in present),
-            f"    if None in ({', '.join(var.values())},):" if present else "    if False:",
-            "        return None",
+            "    try:",
+            *(f"        {var[k]} = result[{k!r}]" for k in present),
+            *(f"        result[{k!r}]" for k in nones),
         ]
-        if nones:
-            lines += [f"    if {' or '.join(f'result[{k!r}] is not None' for k in nones)}:", "        return None"]
         if amount_keys:
             lines += [
-                f"    if type({var['amount']}) is not dict or {var['amount']}.keys() != AMOUNT_KEYS:",
-                "        return None",
-                *(f"    {leaf_var[k]} = {var['amount']}[{k!r}]" for k in amount_keys),
-                f"    if None in ({', '.join(leaf_var.values())},):",
-                "        return None",
+                f"        if type({var['amount']}) is not dict or len({var['amount']}) != {len(amount_keys)}:",
+                "            return None",
+                *(f"        {leaf_var[k]} = {var['amount']}[{k!r}]" for k in amount_keys),
             ]
-        if checks:
-            lines += [f"    if {' or '.join(checks)}:", "        return None"]
+        lines += ["    except KeyError:", "        return None"]
+        # each value not null (an `is None` test per value: no comparison call), the null ones null, types
+        typed = {var[k] for k in dim_text} | {var[k] for k in unknown if k in present}
+        tests = [f"{v} is None" for v in [*var.values(), *leaf_var.values()] if v not in typed]
+        tests += [f"result[{k!r}] is not None" for k in nones] + checks
+        if tests:
+            lines += [f"    if {' or '.join(tests)}:", "        return None"]
         obj = f"({var['object']} or OBJECT)" if "object" in var else "OBJECT"
         base: list[tuple[str, Any]] = [
             ("usage_object_type", obj),
@@ -553,16 +581,19 @@ class Shaper:
         if self.names is not None:
             lines.append("    add_names(base, NAMES)")
         # the _id key: the general function's, with absent dimensions' text ("\x00") folded into the constants
-        parts: list[str] = []
-        for name, prefix in zip(self._id_names, self._id_prefixes, strict=True):
-            parts.append(repr(prefix + "\x00") if name not in dim_text else f"{prefix!r} + {dim_text[name]}")
-        sep = " + '\x1f' + ".join(parts) if parts else "''"
+        pieces = [(True, "ID_HEAD"), (True, "start"), (True, "ID_GROUP")]
+        for n, (name, prefix) in enumerate(zip(self._id_names, self._id_prefixes, strict=True)):
+            sep = "\x1f" if n else ""
+            if name in dim_text:
+                pieces += [(False, sep + prefix), (True, dim_text[name])]
+            else:
+                pieces.append((False, sep + prefix + "\x00"))
         lines += [
-            f"    key = ID_HEAD + str(start) + ID_GROUP + {sep}",
+            f"    key = {_joined(pieces)}",
             "    return Document(digest_id(key), INDEX, STREAM, start, digest, doc)",
         ]
-        env = {**self._env(), "KEYS": frozenset(keys), "AMOUNT_KEYS": frozenset(amount_keys)}
-        exec(compile("\n".join(lines), f"<Shaper {spec.name} {self.width} fast>", "exec"), env)
+        env = self._env()
+        exec(_code("\n".join(lines), f"<Shaper {spec.name} {self.width} fast>"), env)
         fn: FastRow = env["fast"]
         return fn
 
@@ -628,14 +659,38 @@ def _nested(items: list[tuple[str, Any]], key: str) -> list[tuple[str, Any]]:
     return inner
 
 
+def _code(source: str, filename: str) -> CodeType:
+    """``source`` compiled, once per process: the generated source names this shaper's constants (in its globals,
+    given to ``exec``), never their values, so every shaper of a stream and row shape shares it; the collector
+    makes a shaper per window, and compiling is what a short window's rows would otherwise pay most for."""
+    key = (source, filename)
+    code = _CODE.get(key)
+    if code is None:
+        if len(_CODE) >= 256:
+            _CODE.clear()
+        code = _CODE[key] = compile(source, filename, "exec")
+    return code
+
+
+_CODE: dict[tuple[str, str], CodeType] = {}
+
+
+def _joined(pieces: list[tuple[bool, str]]) -> str:
+    """Python source of the text made of ``pieces``, each ``(is an expression, its source or the text)``: adjacent
+    literals and f-strings, which compile to one join (no intermediate string per ``+``). An expression's value
+    must be text or an ``int`` (formatted as ``str()`` does); its source must not contain a double quote."""
+    return " ".join(f'f"{{{text}}}"' if is_expr else repr(text) for is_expr, text in pieces)
+
+
 def _literal(items: list[tuple[str, Any]]) -> str:
     """Python source of a dict literal: keys as ``repr``, values as expressions or nested item lists."""
     return "{" + ", ".join(f"{k!r}: {_literal(v) if isinstance(v, list) else v}" for k, v in items) + "}"
 
 
 def _shape_of(result: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What a fast row function depends on: the keys in order, which are ``null``, and the value types."""
-    return tuple((k, type(v)) for k, v in result.items())
+    """What a fast row function depends on: the keys in order, which are ``null``, and the value types (flat: the
+    keys, then the types; the fewest calls)."""
+    return (*result, *map(type, result.values()))
 
 
 def _no_fast(start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document | None:

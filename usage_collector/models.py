@@ -12,14 +12,18 @@ Tolerant by design (ref ``openai-usage-api.md`` §4.6, §4.7, §4.12):
 
 Why not a schema library: a page is decoded by msgspec (C, as fast as ``orjson.loads``, integers of any size
 kept exact) into plain dicts, and each result is checked against a table built once per stream from the
-catalogue (field name -> expected Python type). A value of the expected type costs one dict lookup and one
-``type() is`` test; only the rare other ones (a numeric string, a boolean as text) go through the coercions.
+catalogue (field name -> expected Python type). What a row needs depends only on its shape (its keys and value
+types, and those of a costs ``amount``): the first row of a shape is looked at field by field, and the fields it
+needs coerced (usually none; a numeric string, an integer ``quantity``, a text ``amount.value``) are remembered
+for the shape, so a row costs one dict lookup of its shape, then only its own coercions, each run on its value.
 The types and coercions are those of the pydantic ``TypedDict`` adapters this replaces (lax mode): a known
 field with a value that cannot be coerced is a :class:`~usage_collector.errors.FatalApiError` naming the field.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypedDict
 
@@ -52,6 +56,7 @@ class _Amount:
 class _Malformed(Exception):
     def __init__(self, where: str, msg: str) -> None:
         super().__init__(f"{where}: {msg}")
+        self.where, self.msg = where, msg
 
 
 def _result_types(spec: StreamSpec) -> dict[str, type]:
@@ -71,10 +76,11 @@ def _result_types(spec: StreamSpec) -> dict[str, type]:
 
 
 _TYPES: dict[str, dict[str, type]] = {}
-#: Per type table (one per stream, kept for the process): row shapes (keys, value types) whose every known
-#: field has its expected type or is null. At most _MAX_VALID per stream.
-_VALID: dict[int, set[tuple[Any, ...]]] = {}
-_MAX_VALID = 256
+#: Per type table (one per stream, kept for the process): row shape (keys and value types, and the ``amount``
+#: object's) -> what rows of that shape need: ``(field, coercion)`` pairs, none when every known field has its
+#: expected type or is null. At most _MAX_SHAPES per stream; a row of a shape past those is checked field by field.
+_SHAPES: dict[int, dict[tuple[Any, ...], tuple[tuple[str, Callable[[Any], Any]], ...]]] = {}
+_MAX_SHAPES = 256
 
 
 def _types(spec: StreamSpec) -> dict[str, type]:
@@ -122,7 +128,7 @@ def parse_page(spec: StreamSpec, body: bytes) -> Page:
 
 
 def _check_page(page: Any, types: dict[str, type]) -> None:
-    valid = _VALID.setdefault(id(types), set())
+    shapes = _SHAPES.setdefault(id(types), {})
     if not isinstance(page, dict):
         raise _Malformed("page", "not an object")
     if "data" not in page or "has_more" not in page:
@@ -135,6 +141,7 @@ def _check_page(page: Any, types: dict[str, type]) -> None:
     data = page["data"]
     if type(data) is not list:
         raise _Malformed("data", "not a list")
+    costs = "amount" in types
     for b, bucket in enumerate(data):
         if type(bucket) is not dict:
             raise _Malformed(f"data.{b}", "not an object")
@@ -145,28 +152,43 @@ def _check_page(page: Any, types: dict[str, type]) -> None:
         results = bucket.get("results")
         if type(results) is not list:
             raise _Malformed(f"data.{b}.results", "missing" if results is None else "not a list")
-        get = types.get
         for r, row in enumerate(results):
             if type(row) is not dict:
                 raise _Malformed(f"data.{b}.results.{r}", "not an object")
-            # a row with the keys and value types of one already found right needs no look at its fields
-            shape: tuple[Any, ...] = (tuple(row), tuple(map(type, row.values())))
-            amount = row.get("amount")
-            if type(amount) is dict:  # costs: the amount's own fields are part of the shape
-                shape += (tuple(amount), tuple(map(type, amount.values())))
-            if shape in valid:
-                continue
-            coerced = False
-            for key, value in row.items():
-                want = get(key)
-                if want is None or value is None or type(value) is want:
-                    continue
-                if want is _Amount and type(value) is dict and _amount_ok(value):
-                    continue
-                row[key] = _coerce(want, value, f"data.{b}.results.{r}.{key}")  # same key: no resize
-                coerced = True
-            if not coerced and len(valid) < _MAX_VALID:
-                valid.add(shape)
+            # the shape, flat: keys (text), then value types; a costs amount object's keys and types after them
+            amount = row.get("amount") if costs else None
+            if type(amount) is dict:
+                shape = (*row, *map(type, row.values()), *amount, *map(type, amount.values()))
+            else:
+                shape = (*row, *map(type, row.values()))
+            plan = shapes.get(shape)
+            if plan is None:
+                plan = _plan(row, types)
+                if len(shapes) < _MAX_SHAPES:
+                    shapes[shape] = plan
+            if plan:
+                for key, coerce in plan:
+                    try:
+                        row[key] = coerce(row[key])  # same key: no resize
+                    except _Malformed as exc:
+                        raise _Malformed(f"data.{b}.results.{r}.{key}{exc.where}", exc.msg) from None
+
+
+def _plan(row: dict[str, Any], types: dict[str, type]) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    """The coercions a row needs, from its keys and value types only (so rows of one shape share them): each
+    known field whose value is neither null nor of the expected type, with the function that coerces it."""
+    plan: list[tuple[str, Callable[[Any], Any]]] = []
+    for key, value in row.items():
+        want = types.get(key)
+        if want is None or value is None or type(value) is want:
+            continue
+        if want is _Amount and type(value) is dict and _amount_ok(value):
+            continue
+        if want is Decimal and type(value) is int:
+            plan.append((key, Decimal))  # exact, never fails
+        else:
+            plan.append((key, functools.partial(_coerce, want, where="")))
+    return tuple(plan)
 
 
 def _amount_ok(amount: dict[str, Any]) -> bool:

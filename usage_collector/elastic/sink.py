@@ -104,7 +104,7 @@ class _Line(bytes):
     """
 
     def copy(self) -> dict[str, Any]:
-        out: dict[str, Any] = orjson.loads(self)
+        out: dict[str, Any] = orjson.loads(bytes(self))  # orjson < 3.9 refuses a subclass of bytes
         return out
 
 
@@ -117,10 +117,21 @@ def bulk_lines(action: Mapping[str, Any]) -> tuple[_Line, bytes | None]:
     Replaces ``elasticsearch.helpers.expand_action`` (which copies every action) and the client's stdlib JSON
     serializer; the lines are the same JSON: ``{"create":{"_index":..,"_id":..}}`` then the ``_source``.
     """
-    meta = {k: v for k, v in action.items() if k != "_op_type" and k != "_source"}
     doc = action.get("_source")
-    source = dumps(doc.source) if isinstance(doc, Document) else doc
+    if isinstance(doc, Document):
+        if action["_op_type"] == "create" and tuple(action) == _CREATE:  # most: the same bytes as below, spelled out
+            line = b'{"create":{"_index":' + _json_str(action["_index"]) + b',"_id":' + _json_str(action["_id"])
+            return _Line(line + b"}}"), dumps(doc.source)
+        source: bytes | None = dumps(doc.source)
+    else:
+        source = doc
+    meta = {k: v for k, v in action.items() if k != "_op_type" and k != "_source"}
     return _Line(orjson.dumps({action["_op_type"]: meta})), source
+
+
+#: The keys of a ``create`` action of :meth:`ElasticsearchSink._plan`, in its order.
+_CREATE = ("_op_type", "_index", "_id", "_source")
+_json_str = orjson.dumps
 
 
 # --- the sink ---------------------------------------------------------------------------------------
