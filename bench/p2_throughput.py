@@ -4,7 +4,8 @@ Page bytes are captured once from the simulator (``SimulatedAPI.handle``, the ex
 sends): completions, images and embeddings at 1h (168 buckets a page, every ``group_by``), costs at 1d
 (180 days a page, every ``group_by``). Then, in this process, on the same bytes, interleaved round by round:
 
-* **ours (sink as is)**: ``parse_page`` -> ``Shaper.bucket`` with the estimated cost (documents keyed by ``_id``
+* **ours (sink as is)**: ``parse_page`` -> ``Shaper.bucket`` with the estimated cost (pages dated inside the
+  shipped price tables, so the usage rows of listed models are priced) (documents keyed by ``_id``
   as the collector does, the cyclic GC paused as the collector pauses it per window) ->
   ``ElasticsearchSink._plan`` (``create`` actions, nothing stored yet) -> for each action
   ``elasticsearch.helpers.expand_action`` and the client's ``application/json`` serializer (what
@@ -44,7 +45,9 @@ TARGET = Target("org-bench", "Bench Org")
 
 def capture() -> list[tuple[str, str, bytes, int]]:
     """``(stream, width, body, rows)`` of real simulator pages."""
-    org = Organization(seed=SEED, start="2026-01-01", days=200)
+    # usage pages from late October to mid-November 2026: inside the shipped price tables (the earliest is in force
+    # from 2026-08-21), so every usage row is priced as the collector prices it (main() checks it)
+    org = Organization(seed=SEED, start="2026-05-01", days=200)
     now = org.start + 199 * DAY + 12 * 3600
     api = SimulatedAPI(org, clock=lambda: now)
     pages = []
@@ -138,6 +141,19 @@ def main() -> None:
         f"({', '.join(f'{n} {w}' for n, w, _ in CAPTURE)}); serializer {type(serializer).__module__}."
         f"{type(serializer).__name__}"
     )
+    unpriced = usage_rows = 0
+    for name, width, body, n in pages:
+        if name != "costs":
+            spec = STREAMS[name]
+            shaper = Shaper(spec, TARGET, width, spec.request_group_by, None, shared_book().pricer(name, width))
+            for bucket in parse_page(spec, body)["data"]:
+                shaper.bucket(bucket["start_time"], bucket["end_time"], bucket["results"])
+            unpriced, usage_rows = unpriced + shaper.unpriced, usage_rows + n
+    # rows of models the shipped table does not list stay unpriced, as in the collector; a capture dated before
+    # every price table would leave them all unpriced and skip the pricing the collector does
+    print(f"usage rows priced: {usage_rows - unpriced:,} of {usage_rows:,} (the others' models have no price)")
+    if unpriced * 2 > usage_rows:
+        raise SystemExit("P2 must measure priced usage rows, as the collector writes them: move the capture's dates")
     # warm-up (adapters, shapers, imports)
     from elasticsearch.serializer import OrjsonSerializer
 
