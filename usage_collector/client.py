@@ -40,7 +40,7 @@ from .errors import (
     UnreachableError,
 )
 from .failpoints import failpoint
-from .models import Page, parse_page
+from .models import Page, parse_page_lazily
 from .planning import Window
 from .secrets import bearer, redact, register_secret
 
@@ -370,7 +370,7 @@ class OpenAIClient:
         cursor: str | None = None
         while True:
             page_params = params if cursor is None else [*params, ("page", cursor)]
-            page: Page = self.call(spec.path, page_params, stats, parse=lambda body: parse_page(spec, body))
+            page: Page = self.call(spec.path, page_params, stats, parse=lambda body: parse_page_lazily(spec, body))
             failpoint("page.parsed")
             nxt = page.get("next_page") if page["has_more"] else None
             if page["has_more"]:

@@ -47,6 +47,7 @@ from .documents import Document, Names, NamesSource, Pricer, Shaper, Target, pau
 from .errors import AuthError, CollectorError, FatalApiError, LeaseHeldError, StoppedError, UnreachableError
 from .failpoints import failpoint
 from .limits import LIMITS_STREAM, fetch_limits
+from .memory import tune_malloc
 from .planning import BackfillRange, Scope, StreamPlan, Window, final_edge, plan_stream, stream_width
 from .reconcile import after_cycle
 from .sinks.base import BucketSet, Checkpoint, Sink, WriteStats
@@ -174,6 +175,7 @@ class Collector:
         #: so the first stream to meet it stops the others (org id -> the error)
         self._aborted: dict[str, str] = {}
         self._aborted_lock = threading.Lock()
+        tune_malloc()  # before the streams' threads: bench/p4_memory.py
 
     # --- public entry points --------------------------------------------------------------------
     def run_cycle(self, streams: Sequence[str] | None = None) -> CycleResult:
