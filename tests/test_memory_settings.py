@@ -33,3 +33,11 @@ def test_the_duckdb_connection_has_the_memory_settings(tmp_path):
 def test_tune_malloc_is_taken_once_and_can_be_called_again():
     assert tune_malloc() in (True, False)  # False: not glibc (musl)
     assert tune_malloc() is True or not sys.platform.startswith("linux")
+
+
+def test_trim_malloc_after_a_window_is_harmless():
+    from usage_collector.memory import trim_malloc
+
+    tune_malloc()
+    trim_malloc()
+    trim_malloc()

@@ -47,7 +47,7 @@ from .documents import Document, Names, NamesSource, Pricer, Shaper, Target, pau
 from .errors import AuthError, CollectorError, FatalApiError, LeaseHeldError, StoppedError, UnreachableError
 from .failpoints import failpoint
 from .limits import LIMITS_STREAM, fetch_limits
-from .memory import tune_malloc
+from .memory import trim_malloc, tune_malloc
 from .planning import BackfillRange, Scope, StreamPlan, Window, final_edge, plan_stream, stream_width
 from .reconcile import after_cycle
 from .sinks.base import BucketSet, Checkpoint, Sink, WriteStats
@@ -504,6 +504,7 @@ class Collector:
                 window_stats.deleted,
             )
             del docs  # keep one window in memory at a time
+            trim_malloc()  # what the window freed goes back to the system (bench/p4_memory.py)
             if self.progress:
                 self.progress(org.id, spec.name, win, window_stats)
         res.group_by = group_by
