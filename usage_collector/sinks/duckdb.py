@@ -45,17 +45,18 @@ from .filelease import FileLease, FileLeaseMixin
 _CHUNK = 1000
 #: DuckDB's buffer pool limit, unless the caller sets one: what the sink needs whatever the history held. Its working
 #: sets do not grow with history (a transaction writes :data:`_CHUNK` documents at a time, ``iter_documents`` sorts one
-#: UTC day at a time), but committed data stays in the pool until DuckDB's checkpoint (:data:`_SETTINGS`: every 4 MB
-#: of WAL). At DuckDB's 16 MB checkpoints 24 MB was too little for four streams writing at once (``tests/test_e2e.py``),
-#: and at 24 and 32 MB (32 also with 4 MB checkpoints) a window that re-reads a thousand documents with another
-#: ``group_by`` ran out of memory (``tests/test_api_changes.py``). The pool fills up to the limit over a long history:
-#: a 365-day backfill's peak RSS is about the 1-day one plus this (``bench/p4_memory.py``).
+#: UTC day at a time), but committed data stays in the pool until DuckDB's checkpoint (16 MB of WAL): 24 MB was too
+#: little for four streams writing at once (``tests/test_e2e.py``), and at 24 and 32 MB (32 also with 4 MB
+#: checkpoints) a window that re-reads a thousand documents with another ``group_by`` ran out of memory
+#: (``tests/test_api_changes.py``). The pool fills up to the limit over a long history: a 365-day backfill's peak RSS
+#: is about the 1-day one plus this (``bench/p4_memory.py``).
 MEMORY_LIMIT = "48MB"
-#: The writing connection's other settings (``bench/p4_memory.py``, 365-day 1h backfill, peak RSS 223 -> 182 MB with
-#: the limit at 48 MB, 1-day 123 MB): one thread (the sink's statements are small and run under its lock; each DuckDB
-#: thread keeps its own buffers), a checkpoint every 4 MB of WAL (what is committed then leaves the pool), and the
-#: allocator's caches flushed after a task that allocated 8 MB (DuckDB's default: 128 MB, kept by the process).
-_SETTINGS: dict[str, Any] = {"threads": 1, "checkpoint_threshold": "4MB", "allocator_flush_threshold": "8MB"}
+#: The writing connection's other settings (``bench/p4_memory.py``, 365-day 1h backfill): one thread (the sink's
+#: statements are small and run under its lock; each DuckDB thread keeps its own buffers) and the allocator's caches
+#: flushed after a task that allocated 8 MB (DuckDB's default: 128 MB, kept by the process). Checkpoints every 4 MB
+#: of WAL (instead of 16) lowered the peak a little more but ran out of memory at a 16 MB limit
+#: (``tests/test_sinks.py``, a store larger than its limit): a checkpoint needs memory of its own.
+_SETTINGS: dict[str, Any] = {"threads": 1, "allocator_flush_threshold": "8MB"}
 _DAY = 86400
 #: Bumped whenever the tables or views below change; a file at this version is opened without any DDL.
 SCHEMA_VERSION = 3
