@@ -184,3 +184,23 @@ def test_the_shipped_table_prices_a_real_model_and_leaves_a_dated_unknown_snapsh
     assert estimate_source("completions", src, table).cost is None
     src["openai"]["base"]["model"] = "gpt-4o-2024-08-06"
     assert estimate_source("completions", src, table).cost == Decimal("0.000035")
+
+
+def test_days_with_the_same_files_share_one_table(prices, tmp_path):
+    """A year's backfill holds one table per price file, not one per day (P4 memory): the days of one file
+    share its table (and its memo); a newer file, or a user file that takes effect, is another table."""
+    from datetime import date
+
+    book = PriceBook(directory=prices)
+    first = [book.table(date(2025, 3, d)) for d in range(1, 29)]
+    assert first[0] is not None and all(t is first[0] for t in first)
+    second = book.table(date(2025, 10, 16))
+    assert second is not None and second is not first[0] and second is book.table(date(2026, 1, 1))
+    assert second.prices != first[0].prices
+    assert book.table(date(2024, 12, 31)) is None
+    user = tmp_path / "mine.toml"
+    user.write_text('effective = 2025-06-01\n[models."m-1"]\ninput = "2.00"\n')
+    mine = PriceBook(user, directory=prices)
+    before, after, later = mine.table(date(2025, 5, 31)), mine.table(date(2025, 6, 1)), mine.table(date(2025, 7, 1))
+    assert before is not None and after is not None and before is not after and after is later
+    assert before.prices == first[0].prices and after.origins == ("2025-01-01.toml", str(user))

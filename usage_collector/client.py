@@ -40,7 +40,7 @@ from .errors import (
     UnreachableError,
 )
 from .failpoints import failpoint
-from .models import Page, parse_page
+from .models import Page, parse_page_lazily
 from .planning import Window
 from .secrets import bearer, redact, register_secret
 
@@ -370,7 +370,7 @@ class OpenAIClient:
                 page: Page = first.result()
             else:
                 page_params = params if cursor is None else [*params, ("page", cursor)]
-                page = self.call(spec.path, page_params, stats, parse=lambda body: parse_page(spec, body))
+                page = self.call(spec.path, page_params, stats, parse=lambda body: parse_page_lazily(spec, body))
             failpoint("page.parsed")
             nxt = page.get("next_page") if page["has_more"] else None
             if page["has_more"]:
@@ -401,7 +401,7 @@ class OpenAIClient:
     ) -> Page:
         """The first page of ``spec`` for ``window`` (what :meth:`iter_pages` asks for first), for ``first``."""
         params = self._page_params(spec, window, width, group_by)
-        page: Page = self.call(spec.path, params, stats, parse=lambda body: parse_page(spec, body))
+        page: Page = self.call(spec.path, params, stats, parse=lambda body: parse_page_lazily(spec, body))
         return page
 
     # --- admin lists (names) ----------------------------------------------------------------------

@@ -47,6 +47,7 @@ from .documents import Document, Names, NamesSource, Pricer, Shaper, Target, pau
 from .errors import AuthError, CollectorError, FatalApiError, LeaseHeldError, StoppedError, UnreachableError
 from .failpoints import failpoint
 from .limits import LIMITS_STREAM, fetch_limits
+from .memory import trim_malloc, tune_malloc
 from .models import Page
 from .planning import BackfillRange, Scope, StreamPlan, Window, final_edge, plan_stream, stream_width
 from .reconcile import Ahead, after_cycle
@@ -265,6 +266,7 @@ class Collector:
         #: so the first stream to meet it stops the others (org id -> the error)
         self._aborted: dict[str, str] = {}
         self._aborted_lock = threading.Lock()
+        tune_malloc()  # before the streams' threads: bench/p4_memory.py
 
     # --- public entry points --------------------------------------------------------------------
     def run_cycle(self, streams: Sequence[str] | None = None) -> CycleResult:
@@ -649,6 +651,7 @@ class Collector:
                     window_stats.deleted,
                 )
                 del docs  # keep one window in memory at a time
+                trim_malloc()  # what the window freed goes back to the system (bench/p4_memory.py)
                 if self.progress:
                     self.progress(org.id, spec.name, win, window_stats)
         finally:

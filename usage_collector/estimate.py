@@ -358,6 +358,11 @@ def _storage_cost(usage_bytes: Decimal, usd_per_gb_day: Decimal, seconds: int) -
 class PriceBook:
     """The price table in force on each UTC day, loaded once per day and shared by threads.
 
+    Days whose table comes from the same files (the same shipped file and user file, :attr:`PriceTable.effective`
+    and :attr:`PriceTable.origins`) share one table object, its :attr:`~PriceTable.memo` included: a year's backfill
+    holds a table per price file, not per day (``bench/p4_memory.py``). A shared table's ``as_of`` is the first day
+    it was loaded for; the book itself never reads it.
+
     Args:
         user_file: a user price file (overrides and extensions); default: ``USAGE_COLLECTOR_PRICES_FILE``.
         directory: the dated files (default: the ones shipped in the package).
@@ -367,6 +372,7 @@ class PriceBook:
         self.user_file = Path(user_file) if user_file is not None else None
         self.directory = directory
         self._tables: dict[date, PriceTable | None] = {}
+        self._distinct: dict[tuple[date, tuple[str, ...]], PriceTable] = {}  # (effective, origins) -> the table
         self._lock = threading.Lock()
         self.error: str | None = None  # a malformed file: logged once, every document then unpriced
 
@@ -375,13 +381,16 @@ class PriceBook:
         with self._lock:
             if day in self._tables:
                 return self._tables[day]
+            table: PriceTable | None
             try:
-                table: PriceTable | None = PriceTable.load(day, self.user_file, directory=self.directory)
+                loaded = PriceTable.load(day, self.user_file, directory=self.directory)
             except PriceTableError as exc:
                 if self.error is None or str(exc) != self.error:
                     log.warning("estimated cost: %s; documents of %s are left unpriced", exc, day)
                 self.error = str(exc)
                 table = None
+            else:
+                table = self._distinct.setdefault((loaded.effective, loaded.origins), loaded)
             self._tables[day] = table
             return table
 
@@ -470,18 +479,20 @@ def _rate(table: PriceTable, model: Any, unit: str, tier: str | None) -> Any:
 
 
 def day_of(source: Mapping[str, Any]) -> date:
-    """The UTC day of a document's ``@timestamp`` (remembered per timestamp)."""
+    """The UTC day of a document's ``@timestamp`` (remembered per day for a UTC ``...Z`` stamp, else per stamp)."""
     stamp = str(source["@timestamp"])
-    day = _DAYS.get(stamp)
+    key = stamp[:10] if len(stamp) == 20 and stamp[10] == "T" and stamp[19] == "Z" else stamp
+    day = _DAYS.get(key)
     if day is None:
         day = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC).date()
         if len(_DAYS) > 4096:
             _DAYS.clear()
-        _DAYS[stamp] = day
+        _DAYS[key] = day
     return day
 
 
-#: ``@timestamp`` -> its UTC day: a window's documents share a few hundred bucket starts.
+#: ``@timestamp`` (its ``YYYY-MM-DD`` when it is UTC) -> its UTC day: one entry per day, not per bucket start (a
+#: year of 1h buckets is 8,760 of those).
 _DAYS: dict[str, date] = {}
 
 

@@ -23,7 +23,7 @@ field with a value that cannot be coerced is a :class:`~usage_collector.errors.F
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypedDict
 
@@ -250,3 +250,82 @@ def _decimal(value: Any, where: str) -> Decimal:
             if out.is_finite():
                 return out
     raise _Malformed(where, "not a decimal number")
+
+
+# --- pages a bucket at a time -----------------------------------------------------------------------------------------
+
+#: A page's top level, each value left undecoded (``msgspec.Raw`` views into the body, no copy).
+_TOP = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_RAWS = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class LazyBuckets:
+    """A page's ``data`` held as the raw JSON of each bucket, decoded and checked when it is reached.
+
+    A 180-day costs page is ~4 MB of JSON and ~15 MB decoded at once, a 7-day 1h completions page a few MB
+    (``bench/p4_memory.py``, four streams at once); held this way a page costs its body and one bucket at a time."""
+
+    __slots__ = ("_decoder", "_name", "_raws", "_types")
+
+    def __init__(self, spec: StreamSpec, raws: list[msgspec.Raw], decoder: msgspec.json.Decoder[Any]) -> None:
+        self._name = spec.name
+        self._raws = raws
+        self._types = _types(spec)
+        self._decoder = decoder
+
+    def __len__(self) -> int:
+        return len(self._raws)
+
+    def __bool__(self) -> bool:
+        return bool(self._raws)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._bucket(self._raws[index], index)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for index, raw in enumerate(self._raws):
+            yield self._bucket(raw, index)
+
+    def _bucket(self, raw: msgspec.Raw, index: int) -> dict[str, Any]:
+        """One bucket, checked as :func:`parse_page` checks it (the same error, naming the bucket's index)."""
+        one: dict[str, Any] = {"data": [self._decoder.decode(raw)], "has_more": False}
+        try:
+            _check_page(one, self._types)
+        except _Malformed as exc:
+            where = str(exc).replace("data.0", f"data.{index}", 1)
+            raise FatalApiError(f"{self._name}: malformed page: {where}") from None
+        return one["data"][0]  # type: ignore[no-any-return]
+
+
+def parse_page_lazily(spec: StreamSpec, body: bytes, *, check: bool | None = None) -> Page:
+    """:func:`parse_page` with ``data`` a :class:`LazyBuckets`: the buckets are decoded one at a time where they
+    are used instead of all at once.
+
+    The whole body is checked to be JSON here (a truncated body raises :class:`RetriableApiError` as
+    :func:`parse_page` does), and a page that is not an object with a ``data`` list is handed to
+    :func:`parse_page` for its error. With ``check`` (the default for costs, whose page grows with the days
+    asked for: up to 180) every bucket is also decoded and checked once here, so a page with a malformed field
+    fails before any of it is used, with :func:`parse_page`'s error; without it (usage pages: a fixed number
+    of buckets, decoded once) a malformed bucket raises :class:`FatalApiError` where it is reached."""
+    try:
+        top = _TOP.decode(body)
+        raws = _RAWS.decode(top["data"]) if "data" in top else None
+    except msgspec.ValidationError:  # not an object, or data not a list: parse_page names what is wrong
+        return parse_page(spec, body)
+    except msgspec.DecodeError:
+        raise RetriableApiError(f"{spec.name}: response body is not valid JSON (truncated?)") from None
+    if raws is None:
+        return parse_page(spec, body)
+    types = _types(spec)
+    decoder = _COSTS if spec.is_costs else _USAGE
+    try:
+        page: Any = {key: decoder.decode(value) for key, value in top.items() if key != "data"}
+        page["data"] = []
+        _check_page(page, types)
+        if spec.is_costs if check is None else check:
+            for raw in raws:  # every bucket decoded and checked once, then let go
+                _check_page({"data": [decoder.decode(raw)], "has_more": False}, types)
+    except (msgspec.MsgspecError, _Malformed):
+        return parse_page(spec, body)  # raises with the bucket's own index in the message
+    page["data"] = LazyBuckets(spec, raws, decoder)
+    return page  # type: ignore[no-any-return]

@@ -46,9 +46,17 @@ _CHUNK = 1000
 #: DuckDB's buffer pool limit, unless the caller sets one: what the sink needs whatever the history held. Its working
 #: sets do not grow with history (a transaction writes :data:`_CHUNK` documents at a time, ``iter_documents`` sorts one
 #: UTC day at a time), but committed data stays in the pool until DuckDB's checkpoint (16 MB of WAL): 24 MB was too
-#: little for four streams writing at once (``tests/test_e2e.py``), and at 24 and 32 MB a window that re-reads a
-#: thousand documents with another ``group_by`` ran out of memory (``tests/test_api_changes.py``).
-MEMORY_LIMIT = "64MB"
+#: little for four streams writing at once (``tests/test_e2e.py``), and at 24 and 32 MB (32 also with 4 MB
+#: checkpoints) a window that re-reads a thousand documents with another ``group_by`` ran out of memory
+#: (``tests/test_api_changes.py``). The pool fills up to the limit over a long history: a 365-day backfill's peak RSS
+#: is about the 1-day one plus this (``bench/p4_memory.py``).
+MEMORY_LIMIT = "48MB"
+#: The writing connection's other settings (``bench/p4_memory.py``, 365-day 1h backfill): one thread (the sink's
+#: statements are small and run under its lock; each DuckDB thread keeps its own buffers) and the allocator's caches
+#: flushed after a task that allocated 8 MB (DuckDB's default: 128 MB, kept by the process). Checkpoints every 4 MB
+#: of WAL (instead of 16) lowered the peak a little more but ran out of memory at a 16 MB limit
+#: (``tests/test_sinks.py``, a store larger than its limit): a checkpoint needs memory of its own.
+_SETTINGS: dict[str, Any] = {"threads": 1, "allocator_flush_threshold": "8MB"}
 _DAY = 86400
 #: ``budgets.BUDGETS_STREAM``, spelled here so that opening the sink does not import the budgets and forecast
 #: modules, which a run without ``[[budgets]]`` never uses (P3; tests/test_startup_imports.py holds them equal).
@@ -258,7 +266,9 @@ class DuckDBSink(FileLeaseMixin):
             if self.read_only and not self.path.exists():
                 raise SinkError(f"{self.path}: no such DuckDB file (run `usage-collector run` or `demo` first)")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            config: dict[str, Any] = {"memory_limit": self.memory_limit} if self.memory_limit else {}
+            config: dict[str, Any] = dict(_SETTINGS) if not self.read_only else {}  # reports keep every thread
+            if self.memory_limit:
+                config["memory_limit"] = self.memory_limit
             try:
                 con = duckdb.connect(str(self.path), read_only=self.read_only, config=config)
             except duckdb.IOException as exc:

@@ -151,6 +151,9 @@ class NdjsonSink(FileLeaseMixin):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA wal_autocheckpoint=256")
+            # SQLite's page cache fills to its 2 MB default as the index grows with history; a window's lookups
+            # touch a few pages of its B-tree, and the OS caches the file (bench/p4_memory.py)
+            db.execute("PRAGMA cache_size=-512")
             db.executescript(_INDEX_SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
             if row is None:
