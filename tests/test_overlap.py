@@ -122,9 +122,18 @@ def test_windows_are_fetched_ahead_only_with_more_than_one_worker(org, tmp_path)
         clock = FakeClock(org.end + 3 * DAY)
         api = SimulatedAPI(org, admin_key=CANARY_KEY, clock=clock.now, sleep=lambda s: None)
 
+        # with fetch-ahead, a stream's second request is made on another thread while the first window is shaped:
+        # a write waits (up to 10 s) until it has been made, so the order checked below does not depend on which
+        # thread the scheduler runs first; without fetch-ahead the wait times out and the order check fails
+        asked_second = {s: threading.Event() for s in ("embeddings", "images")}
+        second_start = str(org.start + 7 * DAY)
+
         def handler(request: httpx.Request) -> httpx.Response:
+            stream = request.url.path.rsplit("/", 1)[-1]
             with lock:
-                log.append(("get", f"{request.url.path.rsplit('/', 1)[-1]}@{request.url.params.get('start_time')}"))
+                log.append(("get", f"{stream}@{request.url.params.get('start_time')}"))
+            if request.url.params.get("start_time") == second_start and stream in asked_second:
+                asked_second[stream].set()
             status, headers, body = api.handle("GET", request.url.raw_path.decode(), headers=dict(request.headers))
             return httpx.Response(status, headers=headers, content=body)
 
@@ -133,6 +142,8 @@ def test_windows_are_fetched_ahead_only_with_more_than_one_worker(org, tmp_path)
 
         def write_window(docs, checkpoint, replaces=None):
             if checkpoint is not None:
+                if concurrency > 1:
+                    asked_second[checkpoint.stream].wait(10)
                 with lock:
                     log.append(("write", f"{checkpoint.stream}@{checkpoint.position}"))
             return real_write(docs, checkpoint, replaces)
