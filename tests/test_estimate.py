@@ -204,3 +204,20 @@ def test_days_with_the_same_files_share_one_table(prices, tmp_path):
     before, after, later = mine.table(date(2025, 5, 31)), mine.table(date(2025, 6, 1)), mine.table(date(2025, 7, 1))
     assert before is not None and after is not None and before is not after and after is later
     assert before.prices == first[0].prices and after.origins == ("2025-01-01.toml", str(user))
+
+
+def test_days_before_the_earliest_table_are_said_once_not_once_a_day(prices, caplog):
+    """A year's backfill that starts before the first price file: one warning for all those days (it was one a
+    day), and each of them still unpriced; a day with a table is priced."""
+    from datetime import date, timedelta
+
+    book = PriceBook(directory=prices)
+    days = [date(2024, 12, 1) + timedelta(days=i) for i in range(40)]
+    with caplog.at_level("WARNING", logger="usage_collector.estimate"):
+        tables = [book.table(d) for d in days]
+    assert tables[:31] == [None] * 31 and all(t is not None for t in tables[31:])
+    warnings = [r.getMessage() for r in caplog.records if "no price table is in force" in r.getMessage()]
+    assert warnings == [
+        "estimated cost: no price table is in force on 2024-12-01; the earliest starts 2025-01-01; documents of "
+        "that day and of every day before the earliest table are left unpriced"
+    ]

@@ -71,7 +71,7 @@ from typing import Any
 
 from .catalogue import STREAMS, WIDTH_SECONDS
 from .documents import Document, Pricer, measure_hash
-from .pricing import ANY_MODEL, Price, PriceTable, PriceTableError, unit_of, user_file_from_env
+from .pricing import ANY_MODEL, NoPriceTableError, Price, PriceTable, PriceTableError, unit_of, user_file_from_env
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +375,7 @@ class PriceBook:
         self._distinct: dict[tuple[date, tuple[str, ...]], PriceTable] = {}  # (effective, origins) -> the table
         self._lock = threading.Lock()
         self.error: str | None = None  # a malformed file: logged once, every document then unpriced
+        self._before_earliest = False  # a day before the earliest table was asked for (logged once)
 
     def table(self, day: date) -> PriceTable | None:
         """The table in force on ``day``, or ``None`` (none in force, or the files are malformed)."""
@@ -384,6 +385,15 @@ class PriceBook:
             table: PriceTable | None
             try:
                 loaded = PriceTable.load(day, self.user_file, directory=self.directory)
+            except NoPriceTableError as exc:  # a day before the earliest table: said once, not once a day
+                if not self._before_earliest:
+                    log.warning(
+                        "estimated cost: %s; documents of that day and of every day before the earliest "
+                        "table are left unpriced",
+                        exc,
+                    )
+                self._before_earliest = True
+                table = None
             except PriceTableError as exc:
                 if self.error is None or str(exc) != self.error:
                     log.warning("estimated cost: %s; documents of %s are left unpriced", exc, day)

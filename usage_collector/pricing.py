@@ -86,6 +86,10 @@ class PriceTableError(ConfigError):
     """A price file is malformed, or no table is in force on the date asked for."""
 
 
+class NoPriceTableError(PriceTableError):
+    """No price file is in force on the date asked for (it is before the earliest one)."""
+
+
 @dataclass(frozen=True)
 class Unit:
     """A priced unit: the price in a file is USD per ``per`` of ``measure``."""
@@ -412,7 +416,7 @@ class PriceTable:
         if not files:
             first = _shipped(directory)
             hint = f"; the earliest starts {first[0][0]}" if first else ""
-            raise PriceTableError(f"no price table is in force on {day}{hint}")
+            raise NoPriceTableError(f"no price table is in force on {day}{hint}")
         effective, origin, text = files[-1]
         base = _parsed(origin, Path(origin), text)
         if base.effective is not None and base.effective != effective:
