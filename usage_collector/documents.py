@@ -711,7 +711,7 @@ def _iso(ts: int) -> str:
     """:func:`~usage_collector.clock.iso` of a bucket edge, remembered (a 1-minute page has 1,440 buckets)."""
     text = _ISO.get(ts)
     if text is None:
-        if len(_ISO) >= 65536:
+        if len(_ISO) >= 4096:  # a 1-minute page has 1,441 edges; a long backfill must not keep them all
             _ISO.clear()
         text = _ISO[ts] = iso(ts)
     return text
