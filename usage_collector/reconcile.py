@@ -698,7 +698,7 @@ def _pending(sink: Sink, org_id: str) -> Checkpoint | None:
     """The organization's failed-reconciliation checkpoint, when its last reconciliation failed."""
     try:
         cp = sink.load_checkpoint(org_id, PENDING_STREAM, PENDING_WIDTH)
-    except CollectorError:
+    except Exception:  # the sink may be what fails: then rebuild every day, as after a failure
         return Checkpoint(org_id, PENDING_STREAM, PENDING_WIDTH, last_error="unknown (not readable)")
     return cp if cp is not None and cp.last_error else None
 
@@ -706,10 +706,10 @@ def _pending(sink: Sink, org_id: str) -> Checkpoint | None:
 def _note_pending(sink: Sink, org_id: str, error: str | None, now: float) -> None:
     """Store that the reconciliation failed (``error``) or succeeded again (``None``); never raises."""
     cp = Checkpoint(org_id, PENDING_STREAM, PENDING_WIDTH, updated_at=now)
-    cp = replace(cp, last_error=error, last_error_at=now) if error else replace(cp, last_success_at=now)
+    cp = replace(cp, last_error=error[:2000], last_error_at=now) if error else replace(cp, last_success_at=now)
     try:
         sink.save_checkpoint(cp)
-    except CollectorError as exc:
+    except Exception as exc:  # the sink itself may be what failed (a full disk)
         log.warning("%s: could not record the reconciliation's outcome: %s", org_id, exc)
 
 
