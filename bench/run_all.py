@@ -40,7 +40,8 @@ def main() -> int:
         results = [r for line in out.read_text().splitlines() for r in json.loads(line)] if out.exists() else []
     print("\n===== summary =====")
     for r in results:
-        print(("  met    " if r["met"] else "  MISSED ") + r["line"])
+        label = "  info   " if r.get("goal") is None else "  met    " if r["met"] else "  MISSED "
+        print(label + r["line"])  # info: a figure without a goal (P8)
     print("  durations: " + ", ".join(f"{k} {v:.0f}s" for k, v in durations.items()))
     if failed:
         print("  benchmarks that failed: " + ", ".join(failed))
