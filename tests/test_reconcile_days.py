@@ -71,78 +71,64 @@ def result(days: set[int] | None) -> StreamResult:
     return r
 
 
+class Reconciler:
+    """``after_cycle`` of one scheduled cycle on a DuckDB sink seen through a spy: which days it read, and a switch
+    that makes the sink's reads fail."""
+
+    def __init__(self, path: Path) -> None:
+        self.sink = DuckDBSink(path)
+        self.settings = make_settings()
+        self.org = self.settings.orgs()[0]
+        self.now = D0 + 10 * DAY + 12 * 3600
+        self.failing = False
+        self._reads: list[int | None] = []
+
+    def __getattr__(self, name: str) -> object:  # the sink's other methods, as they are
+        return getattr(self.sink, name)
+
+    def iter_documents(self, stream=None, *, start=None, end=None):  # type: ignore[no-untyped-def]
+        self._reads.append(start)
+        if self.failing:
+            raise CollectorError("sink unavailable")
+        return self.sink.iter_documents(stream, start=start, end=end)
+
+    def days_read(self, days: set[int] | None) -> list[int | None]:
+        """The days one cycle that changed ``days`` reconciled (read)."""
+        self._reads.clear()
+        reconcile_mod.after_cycle(self, self.settings, self.org, [result(days)], None, self.now)  # type: ignore[arg-type]
+        return sorted(r for r in self._reads if r is not None)
+
+    def pending(self) -> str | None:
+        cp = self.sink.load_checkpoint(self.org.id, reconcile_mod.PENDING_STREAM, reconcile_mod.PENDING_WIDTH)
+        return None if cp is None else cp.last_error
+
+
 def test_a_scheduled_cycle_reconciles_only_the_days_it_changed(tmp_path: Path) -> None:
-    sink = DuckDBSink(tmp_path / "r.duckdb")
-    reads: list[int | None] = []
-
-    class Spy:
-        def __getattr__(self, name: str) -> object:
-            return getattr(sink, name)
-
-        def iter_documents(self, stream=None, *, start=None, end=None):  # type: ignore[no-untyped-def]
-            reads.append(start)
-            return sink.iter_documents(stream, start=start, end=end)
-
-    settings = make_settings()
-    org = settings.orgs()[0]
-    now = D0 + 10 * DAY + 12 * 3600
-
-    def days_read(days: set[int] | None) -> list[int | None]:
-        reads.clear()
-        reconcile_mod.after_cycle(Spy(), settings, org, [result(days)], None, now)  # type: ignore[arg-type]
-        return sorted(r for r in reads if r is not None)
-
+    r = Reconciler(tmp_path / "r.duckdb")
     try:
-        every = days_read(None)  # unknown: every closed day of the costs restatement window
+        every = r.days_read(None)  # unknown: every closed day of the costs restatement window
         assert len(every) >= 2
-        assert days_read({every[-1]}) == [every[-1]]
-        assert days_read({every[0], every[-1] + DAY}) == [every[0]]  # today (not closed yet) is never reconciled
-        assert days_read(set()) == []
+        assert r.days_read({every[-1]}) == [every[-1]]
+        assert r.days_read({every[0], every[-1] + DAY}) == [every[0]]  # today (not closed yet) is never reconciled
+        assert r.days_read(set()) == []
     finally:
-        sink.close()
+        r.sink.close()
 
 
 def test_after_a_failed_reconciliation_every_closed_day_is_rebuilt_until_one_succeeds(tmp_path: Path) -> None:
     """A day whose reconciliation failed is not left stale until one of its documents changes: the failure is a
     checkpoint (``status`` shows its error), and while it stands a scheduled cycle rebuilds every closed day of the
     window; the next success clears it."""
-    sink = DuckDBSink(tmp_path / "p.duckdb")
-    reads: list[int | None] = []
-    failing = [True]
-
-    class Spy:
-        def __getattr__(self, name: str) -> object:
-            return getattr(sink, name)
-
-        def iter_documents(self, stream=None, *, start=None, end=None):  # type: ignore[no-untyped-def]
-            reads.append(start)
-            if failing[0]:
-                raise CollectorError("sink unavailable")
-            return sink.iter_documents(stream, start=start, end=end)
-
-    settings = make_settings()
-    org = settings.orgs()[0]
-    now = D0 + 10 * DAY + 12 * 3600
-
-    def days_read(days: set[int] | None) -> list[int | None]:
-        reads.clear()
-        reconcile_mod.after_cycle(Spy(), settings, org, [result(days)], None, now)  # type: ignore[arg-type]
-        return sorted(r for r in reads if r is not None)
-
-    def pending() -> str | None:
-        cp = sink.load_checkpoint(org.id, reconcile_mod.PENDING_STREAM, reconcile_mod.PENDING_WIDTH)
-        return None if cp is None else cp.last_error
-
+    r = Reconciler(tmp_path / "p.duckdb")
     try:
-        failing[0] = False
-        every = days_read(None)
-        assert len(every) >= 2 and pending() is None  # no failure yet: no checkpoint either
-        failing[0] = True
-        assert days_read({every[0]}) == [every[0]]  # fails at its first read
-        assert pending() == "CollectorError: sink unavailable"
-        failing[0] = False
-        assert days_read({every[-1]}) == every  # the failed day is rebuilt with the others
-        assert pending() is None
-        assert days_read({every[-1]}) == [every[-1]]  # cleared: only the changed days again
+        every = r.days_read(None)
+        assert len(every) >= 2 and r.pending() is None  # no failure yet: no checkpoint either
+        r.failing = True
+        assert r.days_read({every[0]}) == [every[0]]  # fails at its first read
+        assert r.pending() == "CollectorError: sink unavailable"
+        r.failing = False
+        assert r.days_read({every[-1]}) == every  # the failed day is rebuilt with the others
+        assert r.pending() is None
+        assert r.days_read({every[-1]}) == [every[-1]]  # cleared: only the changed days again
     finally:
-        sink.close()
+        r.sink.close()
