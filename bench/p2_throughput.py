@@ -141,14 +141,10 @@ def main() -> None:
         f"({', '.join(f'{n} {w}' for n, w, _ in CAPTURE)}); serializer {type(serializer).__module__}."
         f"{type(serializer).__name__}"
     )
-    unpriced = usage_rows = 0
-    for name, width, body, n in pages:
-        if name != "costs":
-            spec = STREAMS[name]
-            shaper = Shaper(spec, TARGET, width, spec.request_group_by, None, shared_book().pricer(name, width))
-            for bucket in parse_page(spec, body)["data"]:
-                shaper.bucket(bucket["start_time"], bucket["end_time"], bucket["results"])
-            unpriced, usage_rows = unpriced + shaper.unpriced, usage_rows + n
+    usage_docs = [d for name, width, body, _ in pages if name != "costs" for d in shape_page(name, width, body)]
+    usage_rows = len(usage_docs)
+    unpriced = sum("estimated_cost" not in d.source["openai"].get(d.stream, {}) for d in usage_docs)
+    del usage_docs
     # rows of models the shipped table does not list stay unpriced, as in the collector; a capture dated before
     # every price table would leave them all unpriced and skip the pricing the collector does
     print(f"usage rows priced: {usage_rows - unpriced:,} of {usage_rows:,} (the others' models have no price)")
