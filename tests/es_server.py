@@ -1534,10 +1534,12 @@ def _matches(query: dict[str, Any], doc_id: str, source: dict[str, Any]) -> bool
 
 
 def _in_range(arg: dict[str, Any], source: dict[str, Any]) -> bool:
-    """``range`` query (reference "Range query"; RangeQueryBuilder): ``gt``/``gte``/``lt``/``lte`` on a numeric or a
-    date field; a date bound is an ISO 8601 string or epoch milliseconds (the date field's default format,
-    ``strict_date_optional_time||epoch_millis``). Other parameters (``format``, ``time_zone``, ``relation``) and
-    ranges over strings are not modelled: refused."""
+    """``range`` query (Elasticsearch reference, Query DSL "Range query"; elasticsearch
+    ``server/src/main/java/org/elasticsearch/index/query/RangeQueryBuilder.java``): ``gt``/``gte``/``lt``/``lte`` on a
+    numeric or a date field; a date bound is an ISO 8601 string or epoch milliseconds (the date field's default
+    format, ``strict_date_optional_time||epoch_millis``: ``DateFieldMapper.DEFAULT_DATE_TIME_FORMATTER`` in
+    ``server/src/main/java/org/elasticsearch/index/mapper/DateFieldMapper.java``). Other parameters (``format``,
+    ``time_zone``, ``relation``) and ranges over strings are not modelled: refused."""
     ((fname, bounds),) = arg.items()
     unknown = sorted(set(bounds) - {"gt", "gte", "lt", "lte"})
     if unknown:

@@ -33,7 +33,9 @@ nothing.
 
 When: :func:`after_cycle`, called once per organization at the end of
 :meth:`usage_collector.collector.Collector._each_org`, reconciles the closed days of the costs restatement window
-(a scheduled cycle) or the backfill's days, when the cycle wrote or deleted anything, reading one day at a time
+whose documents the cycle changed (a scheduled cycle; every closed day of the window while the last reconciliation's
+failure stands, :data:`PENDING_STREAM`) or the backfill's days (weeks of them already during a concurrent backfill,
+:class:`Ahead`), when the cycle wrote or deleted anything, reading one day at a time
 (``Sink.iter_documents(stream, start=, end=)``) and writing a week at a time, so a year's backfill holds one day's
 usage and a week's reconciliation documents.
 """
