@@ -6,8 +6,8 @@ sends): completions, images and embeddings at 1h (168 buckets a page, every ``gr
 
 * **ours (sink as is)**: ``parse_page`` -> ``Shaper.bucket`` with the estimated cost (pages dated inside the
   shipped price tables, so the usage rows of listed models are priced) (documents keyed by ``_id``
-  as the collector does, the cyclic GC paused as the collector pauses it per window) ->
-  ``ElasticsearchSink._plan`` (``create`` actions, nothing stored yet) -> for each action
+  as the collector does, the cyclic GC paused as the collector pauses it per page while shaping and around
+  ``sink.write_window``) -> ``ElasticsearchSink._plan`` (``create`` actions, nothing stored yet) -> for each action
   ``elasticsearch.helpers.expand_action`` and the client's ``application/json`` serializer (what
   ``streaming_bulk`` does) -> one bulk body (action line + source line per document);
 * **ours (OrjsonSerializer)**: the same path with ``elasticsearch.serializer.OrjsonSerializer`` as the
@@ -102,11 +102,12 @@ def ours_sink(pages: list[tuple[str, str, bytes, int]], serializer: Any) -> int:
     for name, width, body, _ in pages:
         docs = shape_page(name, width, body)
         lines: list[bytes] = []
-        for a in ElasticsearchSink._plan(docs, {}, {}):
-            action, data = bulk_lines(a)
-            lines.append(serializer.dumps(action))
-            if data is not None:
-                lines.append(serializer.dumps(data))
+        with paused_gc:  # as the collector holds it around ``sink.write_window``
+            for a in ElasticsearchSink._plan(docs, {}, {}):
+                action, data = bulk_lines(a)
+                lines.append(serializer.dumps(action))
+                if data is not None:
+                    lines.append(serializer.dumps(data))
         size += len(b"\n".join(lines) + b"\n")
     return size
 
