@@ -174,20 +174,32 @@ def measure_hash(values: Mapping[str, Any]) -> str:
 
 def _canon_default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        text = str(value)  # exact: sign, digits, exponent
-        # Already canonical (what normalize() then "f" give) when it is plain digits (no exponent, no NaN or
-        # Infinity), at most 28 characters (normalize() rounds nothing), and no trailing zero after a point (an
-        # integer's zeros normalize() moves into the exponent, "f" writes back): most amounts and quantities.
-        last = text[-1]
-        if (
-            len(text) <= 28
-            and (last in _NONZERO or (last == "0" and "." not in text))
-            and "E" not in text
-            and "e" not in text
-        ):
-            return text
-        return format(value.normalize(), "f")
+        return _canon_text(value)
     raise TypeError(f"cannot hash {type(value).__name__}")
+
+
+def _canon_text(value: Decimal) -> str:
+    """The text :func:`measure_hash` writes for a Decimal: ``format(value.normalize(), "f")``."""
+    text = str(value)  # exact: sign, digits, exponent
+    # Already canonical (what normalize() then "f" give) when it is plain digits (no exponent, no NaN or
+    # Infinity), at most 28 characters (normalize() rounds nothing), and no trailing zero after a point (an
+    # integer's zeros normalize() moves into the exponent, "f" writes back): most amounts and quantities.
+    last = text[-1]
+    if (
+        len(text) <= 28
+        and (last in _NONZERO or (last == "0" and "." not in text))
+        and "E" not in text
+        and "e" not in text
+    ):
+        return text
+    return format(value.normalize(), "f")
+
+
+def _canon(value: Any) -> Any:
+    """``value`` as :func:`measure_hash` hashes it, for a value the generated row functions know may be a Decimal:
+    a Decimal's canonical text (the JSON string its ``default`` would give), anything else unchanged (a Decimal
+    subclass too: the ``default`` still sees it). Called in the row, it spares orjson a ``default`` call."""
+    return _canon_text(value) if type(value) is Decimal else value
 
 
 _NONZERO = frozenset("123456789")
@@ -427,6 +439,7 @@ class Shaper:
             "OBJECT": self._object_type,
             "WIDTH": self.width,
             "measure_hash": measure_hash,
+            "CANON": _canon,
             "ECS": _ECS,
             "DATASET": self.dataset,
             "DS": self._ds,
@@ -458,7 +471,7 @@ class Shaper:
             f"{i}    UNPRICED[0] += 1",
             f"{i}else:",
             f"{i}    own['estimated_cost'] = cost",
-            f"{i}    digest = measure_hash({{'measures': digest, 'estimated_cost': cost}})",
+            f"{i}    digest = measure_hash({{'measures': digest, 'estimated_cost': CANON(cost)}})",
         ]
 
     @property
@@ -538,6 +551,7 @@ class Shaper:
                 (base if in_base else own).append((name, var[name]))
         hashed: list[tuple[str, Any]] = []
         usage: list[tuple[str, Any]] = []
+        decimals = {m.name for m in spec.measures if m.value_type == "decimal"}
         fields: list[tuple[str, bool, str | None]] = [(m.name, True, m.gen_ai) for m in spec.measures]
         fields += [(a, False, None) for a in spec.attributes]
         for name, is_measure, gen in fields:
@@ -550,7 +564,8 @@ class Shaper:
                 v = var[name]
             else:
                 continue
-            hashed.append((name, v))
+            # a Decimal measure hashed as its canonical text, rendered here (the same JSON string)
+            hashed.append((name, f"CANON({v})" if name in decimals else v))
             if is_measure and _in_base(spec, name):
                 base.append((name, v))
             elif "." in name:
@@ -564,7 +579,10 @@ class Shaper:
         lines += [
             f"    base = {_literal(base)}",
             f"    own = {_literal(own)}",
-            f"    digest = measure_hash({_literal(hashed)})",
+            # measure_hash and digest_id spelled out here (one call fewer each)
+            "    h = BLAKE2B_8()",
+            f"    h.update(DUMPS({_literal(hashed)}, default=CANON_DEFAULT))",
+            "    digest = h.hexdigest()",
             *self._price_lines("    ", model),
             "    doc = {'@timestamp': ts, 'ecs': ECS, 'event': {'kind': 'metric', 'dataset': DATASET,"
             " 'module': 'openai', 'hash': digest}, 'data_stream': DS, 'organization': ORG,"
@@ -589,10 +607,20 @@ class Shaper:
             else:
                 pieces.append((False, sep + prefix + "\x00"))
         lines += [
-            f"    key = {_joined(pieces)}",
-            "    return Document(digest_id(key), INDEX, STREAM, start, digest, doc)",
+            "    h = SHA1()",
+            f"    h.update(({_joined(pieces)}).encode())",
+            "    return Document(B64(h.digest(), newline=False)[:27].translate(URLSAFE).decode(), INDEX, STREAM, start,"
+            " digest, doc)",
         ]
         env = self._env()
+        env.update(
+            BLAKE2B_8=_BLAKE2B_8.copy,
+            DUMPS=orjson.dumps,
+            CANON_DEFAULT=_canon_default,
+            SHA1=_SHA1.copy,
+            B64=b2a_base64,
+            URLSAFE=_URLSAFE,
+        )
         exec(_code("\n".join(lines), f"<Shaper {spec.name} {self.width} fast>"), env)
         fn: FastRow = env["fast"]
         return fn

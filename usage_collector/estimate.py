@@ -60,9 +60,10 @@ Everything is exact ``Decimal`` except one quotient: vector storage in a bucket 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow, localcontext
@@ -137,8 +138,26 @@ def tier_of(own: Mapping[str, Any]) -> str | None:
     """The billing tier of a usage row: ``batch``, ``flex``, ``priority``, ``scale`` or ``None`` (standard)."""
     if own.get("batch") is True:
         return "batch"
-    tier = str(own.get("service_tier") or "default").strip().lower()
+    value = own.get("service_tier")
+    if type(value) is str:  # the API's few names, remembered
+        tier = _TIERS.get(value, _TIER_UNSEEN)
+        if tier is not _TIER_UNSEEN:
+            return tier  # type: ignore[no-any-return]
+        tier = _tier(value)
+        if len(_TIERS) < 256:
+            _TIERS[value] = tier
+        return tier
+    return _tier(value)
+
+
+def _tier(value: Any) -> str | None:
+    tier = str(value or "default").strip().lower()
     return None if tier in ("default", "auto", "standard") else tier
+
+
+#: ``service_tier`` text -> its tier (:func:`tier_of`), at most 256 names.
+_TIERS: dict[str, str | None] = {}
+_TIER_UNSEEN: Any = object()
 
 
 def _int(value: Any) -> int | None:
@@ -174,7 +193,26 @@ def _token_units(own: Mapping[str, Any], table: PriceTable | None, model: str | 
         image_in,
         cached_image,
         image_out,
-    ) = [x if type(x) is int or x is None else _int(x) for x in map(get, _TOKEN_READ)]
+    ) = values = [*map(get, _TOKEN_READ)]
+    if not _INT_OR_NONE.issuperset(map(type, values)):  # rare: a value to convert (a float, text)
+        values[:] = [x if type(x) is int or x is None else _int(x) for x in values]
+        (
+            input_tokens,
+            cached,
+            write,
+            write_30m,
+            write_12h,
+            output_tokens,
+            text_in,
+            text_out,
+            cached_text,
+            audio_in,
+            cached_audio,
+            audio_out,
+            image_in,
+            cached_image,
+            image_out,
+        ) = values
     out: dict[str, int] = {}
     # cache writes
     if write_30m is not None or write_12h is not None:
@@ -215,6 +253,7 @@ def _token_units(own: Mapping[str, Any], table: PriceTable | None, model: str | 
     return {u: q for u, q in out.items() if q}
 
 
+_INT_OR_NONE = frozenset({int, type(None)})
 #: The measures :func:`_token_units` reads, in the order it unpacks them.
 _TOKEN_READ = (
     "input_tokens",
@@ -416,6 +455,7 @@ class PriceBook:
             return None
 
         last: list[Any] = [None, None]  # the bucket start formatted and its day's table, of the row before
+        cost = _cost_function(stream, width)
 
         def price(own: Mapping[str, Any], model: Any, stamp: str) -> Decimal | None:
             if stamp is last[0]:
@@ -425,7 +465,7 @@ class PriceBook:
                 last[0], last[1] = stamp, table
             if table is None:
                 return None
-            return cost_of(stream, own, model, width, table)
+            return cost(own, model, table)
 
         return price
 
@@ -437,27 +477,78 @@ _SLOW: Any = object()
 
 def cost_of(stream: str, own: Mapping[str, Any], model: Any, width: str, table: PriceTable) -> Decimal | None:
     """:func:`estimate_source`'s ``cost`` for the document whose ``openai.<stream>`` object is ``own``, by a
-    faster path for the token and single-measure streams: each unit's price per unit (``usd x factor / per``,
-    exact) is found once per table, model and tier (:attr:`PriceTable.memo`), then the cost is the sum of
-    quantity x rate. Equal in value to :func:`estimate_source` (``tests/test_fast_path.py`` checks every row of
-    a simulated organization); images and vector storage take the general path."""
+    faster path for the token, single-measure and image streams: each unit's price per unit (``usd x factor /
+    per``, exact) is found once per table, model and tier (:attr:`PriceTable.memo`), then the cost is the sum of
+    quantity x rate (:func:`_rates_sum`). Equal in value to :func:`estimate_source` (``tests/test_fast_path.py``
+    checks every row of a simulated organization); vector storage takes the general path."""
+    return _cost_function(stream, width)(own, model, table)
+
+
+def _cost_function(stream: str, width: str) -> Callable[[Mapping[str, Any], Any, PriceTable], Decimal | None]:
+    """:func:`cost_of` for one stream and width: ``(own, model, table) -> cost``."""
     if stream in _TOKEN_STREAMS:
-        tier = tier_of(own)
-        units: Mapping[str, int] = _token_units(own, table, model)
-    elif stream in _SIMPLE:
-        tier = tier_of(own)
-        measure, unit = _SIMPLE[stream]
-        q = own.get(measure)
-        if type(q) is not int:
-            q = _int(q)
-        units = {unit: q} if q else {}
-    else:
-        return estimate_source(stream, _source(own, model, width, stream), table).cost
-    total = Decimal(0)
+        return functools.partial(_token_cost, stream, width)
+    if stream in _SIMPLE:
+        return functools.partial(_simple_cost, stream, width)
+    if stream == "images":
+        return _image_cost
+    return functools.partial(_general_cost, stream, width)
+
+
+def _token_cost(stream: str, width: str, own: Mapping[str, Any], model: Any, table: PriceTable) -> Decimal | None:
+    return _rates_sum(stream, width, own, model, table, tier_of(own), _token_units(own, table, model))
+
+
+def _simple_cost(stream: str, width: str, own: Mapping[str, Any], model: Any, table: PriceTable) -> Decimal | None:
+    measure, unit = _SIMPLE[stream]
+    q = own.get(measure)
+    if type(q) is not int:
+        q = _int(q)
+    return _rates_sum(stream, width, own, model, table, tier_of(own), {unit: q} if q else {})
+
+
+def _image_cost(own: Mapping[str, Any], model: Any, table: PriceTable) -> Decimal | None:
+    """:func:`estimate_source`'s images branch: the same operations in the same order (so the same ``Decimal``,
+    exponent included), without building a ``_source``; its one unit priced once per table, model, unit and tier
+    (:func:`_price`)."""
+    q = own.get("images")
+    if type(q) is not int:
+        q = _int(q)
+    if not q:
+        return Decimal(0)
+    _charged, found = _price(table, model, f"image:{own.get('size')}:{own.get('quality') or '*'}", tier_of(own))
+    if found is None:
+        return None
+    price, factor = found
+    exact = _EXACT
+    return exact.add(_ZERO, exact.divide(exact.multiply(exact.multiply(Decimal(q), price.usd), factor), price.unit.per))
+
+
+def _general_cost(stream: str, width: str, own: Mapping[str, Any], model: Any, table: PriceTable) -> Decimal | None:
+    return estimate_source(stream, _source(own, model, width, stream), table).cost
+
+
+def _rates_sum(
+    stream: str,
+    width: str,
+    own: Mapping[str, Any],
+    model: Any,
+    table: PriceTable,
+    tier: str | None,
+    units: Mapping[str, int],
+) -> Decimal | None:
+    """The cost of ``units``: the ``Decimal`` that ``total = Decimal(0)``, then ``total += rate x q`` per unit in
+    :data:`_EXACT` gives (:func:`_decimal_sum`), computed in integers. A product's exponent is the rate's, a sum's
+    the smallest of its terms' (and 0, the start's), and nothing is rounded, so the total is ``sum(q x scaled)``
+    (each rate's coefficient scaled to 10**:data:`_EMIN`) brought to the smallest exponent. Used when every term
+    is >= 0 and the total fits :data:`_EXACT`'s 80 digits (no step could then have been inexact); otherwise the
+    ``Decimal`` steps themselves. ``None`` when a unit has no price."""
     memo = table.memo
     rates = memo.get(("estimate.rates", model, tier))
     if rates is None:
         rates = memo[("estimate.rates", model, tier)] = {}
+    total = 0
+    exp = 0
     for unit, q in units.items():
         rate = rates.get(unit)
         if rate is None:
@@ -465,8 +556,39 @@ def cost_of(stream: str, own: Mapping[str, Any], model: Any, width: str, table: 
         if rate is False:
             return None  # a unit without a price: the document is unpriced
         if rate is _SLOW:
-            return estimate_source(stream, _source(own, model, width, stream), table).cost
-        total = _EXACT.add(total, _EXACT.multiply(rate, q))
+            return _general_cost(stream, width, own, model, table)
+        scaled = rate[0]
+        if scaled is None or q < 0:
+            return _decimal_sum(stream, width, own, model, table, tier, units)
+        total += q * scaled
+        if rate[1] < exp:
+            exp = rate[1]
+    if total >= _FITS[exp]:
+        return _decimal_sum(stream, width, own, model, table, tier, units)
+    return Decimal(total // _SCALE[exp]).scaleb(exp, _EXACT)
+
+
+def _decimal_sum(
+    stream: str,
+    width: str,
+    own: Mapping[str, Any],
+    model: Any,
+    table: PriceTable,
+    tier: str | None,
+    units: Mapping[str, int],
+) -> Decimal | None:
+    """:func:`_rates_sum` in ``Decimal`` steps (a step that does not fit 80 digits raises ``Inexact``)."""
+    rates = table.memo[("estimate.rates", model, tier)]
+    total = Decimal(0)
+    for unit, q in units.items():
+        rate = rates.get(unit)
+        if rate is None:
+            rate = rates[unit] = _rate(table, model, unit, tier)
+        if rate is False:
+            return None
+        if rate is _SLOW:
+            return _general_cost(stream, width, own, model, table)
+        total = _EXACT.add(total, _EXACT.multiply(rate[2], q))
     return total
 
 
@@ -476,16 +598,30 @@ def _source(own: Mapping[str, Any], model: Any, width: str, stream: str) -> dict
 
 
 def _rate(table: PriceTable, model: Any, unit: str, tier: str | None) -> Any:
-    """USD per unit of quantity (exact), ``False`` when unpriced, ``_SLOW`` when ``usd x factor / per`` does
-    not terminate (the general path then computes each row in full)."""
+    """``(scaled, exponent, rate)``: USD per unit of quantity (exact), its exponent and its coefficient scaled to
+    10**:data:`_EMIN` (``None`` when it is negative or its exponent below :data:`_EMIN`: :func:`_rates_sum` then
+    takes ``Decimal`` steps); ``False`` when unpriced, ``_SLOW`` when ``usd x factor / per`` does not terminate
+    (the general path then computes each row in full)."""
     _charged, found = _price(table, model, unit, tier)
     if found is None:
         return False
     price, factor = found
     try:
-        return _EXACT.divide(_EXACT.multiply(price.usd, factor), price.unit.per)
+        rate = _EXACT.divide(_EXACT.multiply(price.usd, factor), price.unit.per)
     except Inexact:
         return _SLOW
+    sign, digits, exponent = rate.as_tuple()
+    if sign or not isinstance(exponent, int) or exponent < _EMIN:
+        return (None, 0, rate)
+    return (int("".join(map(str, digits))) * 10 ** (exponent - _EMIN), min(exponent, 0), rate)
+
+
+#: The smallest rate exponent :func:`_rates_sum` sums in integers; ``_SCALE[e]`` brings a total at 10**_EMIN to
+#: exponent ``e``, ``_FITS[e]`` is the first total (at 10**_EMIN) whose coefficient at ``e`` has 81 digits.
+_EMIN = -40
+_SCALE = {e: 10 ** (e - _EMIN) for e in range(_EMIN, 1)}
+_FITS = {e: 10 ** (80 + e - _EMIN) for e in range(_EMIN, 1)}
+_ZERO = Decimal(0)
 
 
 def day_of(source: Mapping[str, Any]) -> date:
