@@ -46,7 +46,7 @@ import orjson
 from .. import secrets
 from ..catalogue import STREAMS
 from ..clock import iso
-from ..documents import Document, dumps
+from ..documents import Document, _json_default, dumps
 from ..errors import LeaseHeldError, SinkError
 from ..limits import LIMITS_STREAM
 from ..reconcile import DERIVED_STREAMS
@@ -120,8 +120,13 @@ def bulk_lines(action: Mapping[str, Any]) -> tuple[_Line, bytes | None]:
     doc = action.get("_source")
     if isinstance(doc, Document):
         if action["_op_type"] == "create" and tuple(action) == _CREATE:  # most: the same bytes as below, spelled out
-            line = b'{"create":{"_index":' + _json_str(action["_index"]) + b',"_id":' + _json_str(action["_id"])
-            return _Line(line + b"}}"), dumps(doc.source)
+            index = action["_index"]
+            head = _CREATE_HEADS.get(index)
+            if head is None:
+                if len(_CREATE_HEADS) >= 256:
+                    _CREATE_HEADS.clear()
+                head = _CREATE_HEADS[index] = b'{"create":{"_index":' + _json_str(index) + b',"_id":'
+            return _Line(head + _json_str(action["_id"]) + b"}}"), _dumps(doc.source, default=_json_default)
         source: bytes | None = dumps(doc.source)
     else:
         source = doc
@@ -131,7 +136,10 @@ def bulk_lines(action: Mapping[str, Any]) -> tuple[_Line, bytes | None]:
 
 #: The keys of a ``create`` action of :meth:`ElasticsearchSink._plan`, in its order.
 _CREATE = ("_op_type", "_index", "_id", "_source")
+#: A ``create`` action line up to its ``_id`` value, per data stream (a few).
+_CREATE_HEADS: dict[str, bytes] = {}
 _json_str = orjson.dumps
+_dumps = orjson.dumps  # documents.dumps, spelled out (the same arguments)
 
 
 # --- the sink ---------------------------------------------------------------------------------------
@@ -428,9 +436,11 @@ class ElasticsearchSink:
     def _plan(
         docs: Sequence[Document], existing: Mapping[str, list[_Hit]], outcome: dict[str, str]
     ) -> list[dict[str, Any]]:
+        if not existing:  # none of the window's _ids is stored: every document is created
+            return [{"_op_type": "create", "_index": doc.index, "_id": doc.id, "_source": doc} for doc in docs]
         actions: list[dict[str, Any]] = []
         for doc in docs:
-            hits = existing.get(doc.id, [])
+            hits = existing.get(doc.id)
             if not hits:
                 actions.append({"_op_type": "create", "_index": doc.index, "_id": doc.id, "_source": doc})
                 continue
