@@ -496,7 +496,77 @@ def _cost_function(stream: str, width: str) -> Callable[[Mapping[str, Any], Any,
 
 
 def _token_cost(stream: str, width: str, own: Mapping[str, Any], model: Any, table: PriceTable) -> Decimal | None:
-    return _rates_sum(stream, width, own, model, table, tier_of(own), _token_units(own, table, model))
+    """:func:`_rates_sum` of :func:`_token_units`. For the shape the API reports today (the modality splits and a
+    cache-write retention part present, as whole numbers) the units are read straight from their measures, in
+    :func:`_token_units`' order, and summed as :func:`_rates_sum` sums them; a value :func:`_token_units` would
+    convert (text, a float), a negative one, or a rate that is not plain, and :func:`_rates_sum` does it all."""
+    quantities = [*map(own.get, _TODAY_MEASURES)]
+    write_30m, write_12h, cached_text, _, _, text_in, _, _, text_out, _, _ = quantities
+    if (
+        type(text_in) is not int
+        or type(text_out) is not int
+        or type(cached_text) is not int
+        or (type(write_30m) is not int and type(write_12h) is not int)
+    ):
+        return _rates_sum(stream, width, own, model, table, tier_of(own), _token_units(own, table, model))
+    tier = tier_of(own)
+    memo = table.memo
+    rates = memo.get(("estimate.rates", model, tier))
+    if rates is None:
+        rates = memo[("estimate.rates", model, tier)] = {}
+    total = 0
+    exp = 0
+    for unit, q in zip(_TODAY_UNITS, quantities, strict=True):
+        if not q:
+            continue  # 0 or absent (or what _int makes None or 0): no unit
+        if type(q) is not int or q < 0:
+            return _rates_sum(stream, width, own, model, table, tier, _token_units(own, table, model))
+        rate = rates.get(unit)
+        if rate is None:
+            rate = rates[unit] = _rate(table, model, unit, tier)
+        if rate is False:
+            return None  # as _rates_sum: the units before this one are the same
+        if rate is _SLOW or rate[0] is None:
+            return _rates_sum(stream, width, own, model, table, tier, _token_units(own, table, model))
+        coefficient, e = rate[0], rate[1]
+        if e >= exp:
+            total += q * coefficient * _POW10[e - exp]
+        else:
+            total = total * _POW10[exp - e] + q * coefficient
+            exp = e
+    if total >= _DIGITS_80:
+        return _decimal_sum(stream, width, own, model, table, tier, _token_units(own, table, model))
+    return Decimal(total).scaleb(exp, _EXACT)
+
+
+#: The measures of :data:`_TODAY_UNITS`, in their order.
+_TODAY_MEASURES = (
+    "input_cache_write_30m_tokens",
+    "input_cache_write_12h_tokens",
+    "input_cached_text_tokens",
+    "input_cached_audio_tokens",
+    "input_cached_image_tokens",
+    "input_text_tokens",
+    "input_audio_tokens",
+    "input_image_tokens",
+    "output_text_tokens",
+    "output_audio_tokens",
+    "output_image_tokens",
+)
+#: The units of :func:`_token_units` for today's shape, in its order.
+_TODAY_UNITS = (
+    "cache_write_30m",
+    "cache_write_12h",
+    "cached_input",
+    "cached_audio_input",
+    "cached_image_input",
+    "input",
+    "audio_input",
+    "image_input",
+    "output",
+    "audio_output",
+    "image_output",
+)
 
 
 def _simple_cost(stream: str, width: str, own: Mapping[str, Any], model: Any, table: PriceTable) -> Decimal | None:
@@ -539,8 +609,8 @@ def _rates_sum(
 ) -> Decimal | None:
     """The cost of ``units``: the ``Decimal`` that ``total = Decimal(0)``, then ``total += rate x q`` per unit in
     :data:`_EXACT` gives (:func:`_decimal_sum`), computed in integers. A product's exponent is the rate's, a sum's
-    the smallest of its terms' (and 0, the start's), and nothing is rounded, so the total is ``sum(q x scaled)``
-    (each rate's coefficient scaled to 10**:data:`_EMIN`) brought to the smallest exponent. Used when every term
+    the smallest of its terms' (and 0, the start's), and nothing is rounded, so the total's coefficient is
+    ``sum(q x coefficient)``, each term brought to the smallest exponent. Used when every term
     is >= 0 and the total fits :data:`_EXACT`'s 80 digits (no step could then have been inexact); otherwise the
     ``Decimal`` steps themselves. ``None`` when a unit has no price."""
     memo = table.memo
@@ -557,15 +627,17 @@ def _rates_sum(
             return None  # a unit without a price: the document is unpriced
         if rate is _SLOW:
             return _general_cost(stream, width, own, model, table)
-        scaled = rate[0]
-        if scaled is None or q < 0:
+        coefficient, e = rate[0], rate[1]
+        if coefficient is None or q < 0:
             return _decimal_sum(stream, width, own, model, table, tier, units)
-        total += q * scaled
-        if rate[1] < exp:
-            exp = rate[1]
-    if total >= _FITS[exp]:
+        if e >= exp:
+            total += q * coefficient * _POW10[e - exp]
+        else:
+            total = total * _POW10[exp - e] + q * coefficient
+            exp = e
+    if total >= _DIGITS_80:
         return _decimal_sum(stream, width, own, model, table, tier, units)
-    return Decimal(total // _SCALE[exp]).scaleb(exp, _EXACT)
+    return Decimal(total).scaleb(exp, _EXACT)
 
 
 def _decimal_sum(
@@ -598,9 +670,9 @@ def _source(own: Mapping[str, Any], model: Any, width: str, stream: str) -> dict
 
 
 def _rate(table: PriceTable, model: Any, unit: str, tier: str | None) -> Any:
-    """``(scaled, exponent, rate)``: USD per unit of quantity (exact), its exponent and its coefficient scaled to
-    10**:data:`_EMIN` (``None`` when it is negative or its exponent below :data:`_EMIN`: :func:`_rates_sum` then
-    takes ``Decimal`` steps); ``False`` when unpriced, ``_SLOW`` when ``usd x factor / per`` does not terminate
+    """``(coefficient, exponent, rate)``: USD per unit of quantity (exact), as its integer coefficient and exponent
+    (``None`` coefficient when it is negative or its exponent outside +-:data:`_EXPONENTS`: :func:`_rates_sum`
+    then takes ``Decimal`` steps); ``False`` when unpriced, ``_SLOW`` when ``usd x factor / per`` does not terminate
     (the general path then computes each row in full)."""
     _charged, found = _price(table, model, unit, tier)
     if found is None:
@@ -611,16 +683,16 @@ def _rate(table: PriceTable, model: Any, unit: str, tier: str | None) -> Any:
     except Inexact:
         return _SLOW
     sign, digits, exponent = rate.as_tuple()
-    if sign or not isinstance(exponent, int) or exponent < _EMIN:
+    if sign or not isinstance(exponent, int) or not -_EXPONENTS <= exponent <= _EXPONENTS:
         return (None, 0, rate)
-    return (int("".join(map(str, digits))) * 10 ** (exponent - _EMIN), min(exponent, 0), rate)
+    return (int("".join(map(str, digits))), exponent, rate)
 
 
-#: The smallest rate exponent :func:`_rates_sum` sums in integers; ``_SCALE[e]`` brings a total at 10**_EMIN to
-#: exponent ``e``, ``_FITS[e]`` is the first total (at 10**_EMIN) whose coefficient at ``e`` has 81 digits.
-_EMIN = -40
-_SCALE = {e: 10 ** (e - _EMIN) for e in range(_EMIN, 1)}
-_FITS = {e: 10 ** (80 + e - _EMIN) for e in range(_EMIN, 1)}
+#: The rate exponents :func:`_rates_sum` sums in integers (+-), and the powers of ten it aligns terms with.
+_EXPONENTS = 40
+_POW10 = tuple(10**k for k in range(2 * _EXPONENTS + 1))
+#: A coefficient of 81 digits: more than :data:`_EXACT` holds.
+_DIGITS_80 = 10**80
 _ZERO = Decimal(0)
 
 
