@@ -12,10 +12,12 @@ Tolerant by design (ref ``openai-usage-api.md`` §4.6, §4.7, §4.12):
 
 Why not a schema library: a page is decoded by msgspec (C, as fast as ``orjson.loads``, integers of any size
 kept exact) into plain dicts, and each result is checked against a table built once per stream from the
-catalogue (field name -> expected Python type). What a row needs depends only on its shape (its keys and value
-types, and those of a costs ``amount``): the first row of a shape is looked at field by field, and the fields it
-needs coerced (usually none; a numeric string, an integer ``quantity``, a text ``amount.value``) are remembered
-for the shape, so a row costs one dict lookup of its shape, then only its own coercions, each run on its value.
+catalogue (field name -> expected Python type). A row first goes through a checker generated once per set of
+keys (``_checker``: straight-line type tests, and the coercions that make an integer ``quantity`` and a text
+``amount.value`` Decimals), the last one used tried first. A row it does not take is planned by its shape (its
+keys and value types, and those of a costs ``amount``): the first row of a shape is looked at field by field, and
+the fields it needs coerced (a numeric string, a float where an integer is expected, ...) are remembered for the
+shape, so such a row costs one dict lookup of its shape, then only its own coercions, each run on its value.
 The types and coercions are those of the pydantic ``TypedDict`` adapters this replaces (lax mode): a known
 field with a value that cannot be coerced is a :class:`~usage_collector.errors.FatalApiError` naming the field.
 """
@@ -129,6 +131,8 @@ def parse_page(spec: StreamSpec, body: bytes) -> Page:
 
 def _check_page(page: Any, types: dict[str, type]) -> None:
     shapes = _SHAPES.setdefault(id(types), {})
+    checks = _CHECKS.setdefault(id(types), {})
+    last: Callable[[Any], bool] = _no_check
     if not isinstance(page, dict):
         raise _Malformed("page", "not an object")
     if "data" not in page or "has_more" not in page:
@@ -153,8 +157,19 @@ def _check_page(page: Any, types: dict[str, type]) -> None:
         if type(results) is not list:
             raise _Malformed(f"data.{b}.results", "missing" if results is None else "not a list")
         for r, row in enumerate(results):
+            if last(row):
+                continue  # checked (and coerced) by the checker of the row before
             if type(row) is not dict:
                 raise _Malformed(f"data.{b}.results.{r}", "not an object")
+            keys = tuple(row)
+            check = checks.get(keys)
+            if check is None:
+                check = _no_check
+                if len(checks) < _MAX_SHAPES:
+                    check = checks[keys] = _checker(keys, types)
+            if check(row):
+                last = check
+                continue
             # the shape, flat: keys (text), then value types; a costs amount object's keys and types after them
             amount = row.get("amount") if costs else None
             if type(amount) is dict:
@@ -174,6 +189,62 @@ def _check_page(page: Any, types: dict[str, type]) -> None:
                         raise _Malformed(f"data.{b}.results.{r}.{key}{exc.where}", exc.msg) from None
 
 
+#: Per type table: a row's keys -> its checker (:func:`_checker`), at most _MAX_SHAPES per stream.
+_CHECKS: dict[int, dict[tuple[str, ...], Callable[[Any], bool]]] = {}
+#: Rows with more keys than this are left to the shape plans (a checker is a function of one local per key).
+_MAX_CHECKED_KEYS = 64
+
+
+def _no_check(row: Any) -> bool:
+    return False
+
+
+def _checker(keys: tuple[str, ...], types: dict[str, type]) -> Callable[[Any], bool]:
+    """A function that checks, and coerces, a row with these keys (in any order) as the shape plans would, for
+    the values they take without question: every known field ``null`` or of its type, an integer where a Decimal
+    is expected (``quantity``: ``Decimal(value)``, exact), and a costs ``amount`` as :func:`_coerce` makes it (its
+    ``value`` a Decimal, from text or a number; :func:`_amount_value`). It returns ``False``, having changed
+    nothing, for a row with other keys or any other value: :func:`_check_page` then plans the row by its shape
+    (the other coercions of :func:`_coerce`, and the errors). Generated code: one local per key (``repr``
+    literals only), tests with ``is``, no loop."""
+    if len(keys) > _MAX_CHECKED_KEYS:
+        return _no_check
+    lines = [
+        "def check(row):",
+        f"    if type(row) is not dict or len(row) != {len(keys)}:",
+        "        return False",
+        "    try:",
+        *(f"        v{n} = row[{key!r}]" for n, key in enumerate(keys)),
+        "    except KeyError:",
+        "        return False",
+    ]
+    tests: list[str] = []
+    coercions: list[str] = []
+    for n, key in enumerate(keys):
+        want = types.get(key)
+        v = f"v{n}"
+        if want is None:
+            continue
+        if want is _Amount:
+            lines.append(f"    a{n} = AMOUNT({v}) if {v} is not None else OK")
+            tests.append(f"a{n} is None")
+            coercions += [f"    if a{n} is not OK:", f"        {v}['value'] = a{n}"]
+        elif want is Decimal:
+            tests.append(f"({v} is not None and type({v}) is not Decimal and type({v}) is not int)")
+            coercions += [f"    if type({v}) is int:", f"        row[{key!r}] = Decimal({v})"]
+        elif want in (str, bool, int):
+            tests.append(f"({v} is not None and type({v}) is not {want.__name__})")
+        else:
+            return _no_check
+    if tests:
+        lines += [f"    if {' or '.join(tests)}:", "        return False"]
+    lines += [*coercions, "    return True"]
+    env: dict[str, Any] = {"Decimal": Decimal, "AMOUNT": _amount_value, "OK": _OK}
+    exec("\n".join(lines), env)
+    check: Callable[[Any], bool] = env["check"]
+    return check
+
+
 def _plan(row: dict[str, Any], types: dict[str, type]) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
     """The coercions a row needs, from its keys and value types only (so rows of one shape share them): each
     known field whose value is neither null nor of the expected type, with the function that coerces it."""
@@ -189,6 +260,25 @@ def _plan(row: dict[str, Any], types: dict[str, type]) -> tuple[tuple[str, Calla
         else:
             plan.append((key, functools.partial(_coerce, want, where="")))
     return tuple(plan)
+
+
+def _amount_value(amount: Any) -> Any:
+    """For a checker (:func:`_checker`): what :func:`_coerce` makes of a costs ``amount``, without changing it:
+    ``_OK`` when it needs nothing, the Decimal its ``value`` becomes, ``None`` when it is not one _coerce takes."""
+    if type(amount) is not dict:
+        return None
+    value, currency = amount.get("value"), amount.get("currency")
+    if currency is not None and type(currency) is not str:
+        return None
+    if value is None or type(value) is Decimal:
+        return _OK
+    try:
+        return _decimal(value, "")
+    except _Malformed:
+        return None
+
+
+_OK: Any = object()
 
 
 def _amount_ok(amount: dict[str, Any]) -> bool:
