@@ -122,3 +122,96 @@ def test_a_stream_shapes_its_first_page_before_the_names_are_in(sink, monkeypatc
     assert waited == [True]
     docs = list(sink.iter_documents("embeddings"))
     assert docs and all(d["_source"]["openai"]["base"]["project_name"] == "Support" for d in docs)
+
+
+def test_a_page_fetched_ahead_is_asked_for_once_the_names_are_in():
+    """``_FetchAhead``'s ``after`` (the names) is waited for on the pool before the next window's first page is
+    asked for; its error is left to the stream (raised where it needs the names), the page is still asked for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from usage_collector.collector import _FetchAhead
+    from usage_collector.planning import Window
+
+    order: list[str] = []
+
+    class Client:
+        def first_page(self, spec: Any, win: Any, width: str, group_by: Any, stats: Any) -> dict[str, Any]:
+            order.append(f"page {win.start}")
+            return {"data": [], "has_more": False}
+
+    class Plan:
+        spec, width = STREAMS["embeddings"], "1h"
+
+    def names() -> Names:
+        order.append("names")
+        return Names()
+
+    def refused() -> Names:
+        order.append("refused")
+        raise AuthError("HTTP 401", status_code=401)
+
+    windows = [Window(0, 10), Window(10, 20), Window(20, 30)]
+    with ThreadPoolExecutor(1) as pool:
+        for after in (names, refused):
+            fetched = _FetchAhead(pool, Client(), Plan(), windows, after)  # type: ignore[arg-type]
+            start = fetched.next_after(0, ())
+            assert start is not None
+            start()
+            page = fetched.take(Window(10, 20), ())
+            assert page is not None and page.result() == {"data": [], "has_more": False}
+    assert order == ["names", "page 10", "refused", "page 10"]
+
+
+def test_the_collector_waits_for_the_names_before_fetching_ahead(monkeypatch, tmp_path):
+    """Concurrency 2, names on: each stream's second window is asked for after every Admin list was answered
+    (the collector hands the names to ``_FetchAhead``), and the documents are those of concurrency 1."""
+    from tests.test_overlap import DAY, _stored
+    from usage_collector.planning import BackfillRange
+    from usage_collector.simulator import Organization, SimulatedAPI
+    from usage_collector.sinks.duckdb import DuckDBSink
+
+    org = Organization(seed=5, start="2026-10-01", days=10)
+    seen_after: list[object] = []
+    real_init = collector_module._FetchAhead.__init__
+
+    def init(self: Any, pool: Any, client: Any, plan: Any, windows: Any, after: Any = None) -> None:
+        seen_after.append(after)
+        real_init(self, pool, client, plan, windows, after)
+
+    monkeypatch.setattr(collector_module._FetchAhead, "__init__", init)
+
+    def run(concurrency: int) -> tuple[list[str], dict[str, dict[str, str]]]:
+        log: list[str] = []
+        lock = threading.Lock()
+        clock = FakeClock(org.end + 3 * DAY)
+        api = SimulatedAPI(org, admin_key=CANARY_KEY, clock=clock.now, sleep=lambda s: None)
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            status, headers, body = api.handle("GET", request.url.raw_path.decode(), headers=dict(request.headers))
+            path = request.url.path
+            with lock:  # after the answer is made: a names entry is logged before the list returns
+                if "/usage/" in path:
+                    log.append(f"get {path.rsplit('/', 1)[-1]}@{request.url.params.get('start_time')}")
+                else:
+                    log.append("names")
+            return httpx.Response(status, headers=headers, content=body)
+
+        sink = DuckDBSink(tmp_path / f"c{concurrency}.duckdb")
+        settings = make_settings(streams=["embeddings", "images"], concurrency=concurrency, enrich_names=True)
+        try:
+            result = Collector(settings, sink, clock=clock, transport=httpx.MockTransport(handler)).backfill(
+                BackfillRange(org.start, org.end)
+            )
+            assert not result.failed, [r.error for r in result.failed]
+            return log, {s: _stored(sink, s) for s in ("embeddings", "images")}
+        finally:
+            sink.close()
+
+    _, serial = run(1)
+    log, stored = run(2)
+    assert stored == serial
+    assert len(seen_after) == 4 and all(callable(a) for a in seen_after)  # the names' result, each stream
+    last_names = max(i for i, e in enumerate(log) if e == "names")
+    for stream in ("embeddings", "images"):
+        second = log.index(f"get {stream}@{org.start + 7 * DAY}")
+        assert second > last_names, log
