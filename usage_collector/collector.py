@@ -604,9 +604,9 @@ class Collector:
         """fetch -> shape -> write with its checkpoint, per window; returns the last checkpoint stored.
 
         With ``fetch_pool``, the next window's first page is asked for (on that pool) as soon as the current
-        window's first page is in, so its latency passes while this one is fetched, shaped and written; one page
-        ahead at most. Windows are still written, and their checkpoints stored, one after another in order. A page
-        fetched ahead with a ``group_by`` since changed is dropped and asked for again."""
+        window's first page and the names are in, so its latency passes while this one is fetched, shaped and
+        written; one page ahead at most. Windows are still written, and their checkpoints stored, one after another
+        in order. A page fetched ahead with a ``group_by`` since changed is dropped and asked for again."""
         spec = plan.spec
         now = self.clock.now()
         wanted = self.settings.group_by_for(spec.name)
