@@ -25,7 +25,6 @@ What the API adds is not lost (``openai-usage-api-2026-11.md``, "What this means
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -181,23 +180,12 @@ class _FetchAhead:
     At most one page ahead. Its requests are counted apart (another thread makes them) and added to the stream's
     when it is taken or dropped. A page asked for with another ``group_by`` than the window is read with (a
     dimension refused meanwhile) is dropped; so is one left by a stream that stops or fails.
-
-    ``after``: called (on the pool) before the page is asked for, its errors ignored: the names, which every
-    stream's first write waits for (:class:`_NamesLater`), so the page after that write is not needed before
-    them; asked for sooner, the streams' next pages went out beside the Admin lists and delayed them (at the
-    rate limit, and at the server: bench/p6's simulator answered the lists' second round ~0.2 s late).
     """
 
     def __init__(
-        self,
-        pool: ThreadPoolExecutor | None,
-        client: OpenAIClient,
-        plan: StreamPlan,
-        windows: list[Window],
-        after: Callable[[], object] | None = None,
+        self, pool: ThreadPoolExecutor | None, client: OpenAIClient, plan: StreamPlan, windows: list[Window]
     ) -> None:
         self._pool, self._client, self._plan, self._windows = pool, client, plan, windows
-        self._after = after
         self._pending: tuple[Window, tuple[str, ...], Future[Page], RequestStats] | None = None
         self._counted: list[RequestStats] = []
 
@@ -205,18 +193,13 @@ class _FetchAhead:
         """What asks for window ``i + 1``'s first page (called once window ``i``'s first page is in)."""
         if self._pool is None or i + 1 >= len(self._windows):
             return None
-        pool, win, after = self._pool, self._windows[i + 1], self._after
-
-        def first_page(stats: RequestStats) -> Page:
-            if after is not None:
-                with contextlib.suppress(Exception):  # the stream raises them where it needs the names
-                    after()
-            return self._client.first_page(self._plan.spec, win, self._plan.width, group_by, stats)
+        pool, win = self._pool, self._windows[i + 1]
 
         def start() -> None:
             self._drop()
             stats = RequestStats()
-            self._pending = (win, group_by, pool.submit(first_page, stats), stats)
+            page = pool.submit(self._client.first_page, self._plan.spec, win, self._plan.width, group_by, stats)
+            self._pending = (win, group_by, page, stats)
 
         return start
 
@@ -604,9 +587,9 @@ class Collector:
         """fetch -> shape -> write with its checkpoint, per window; returns the last checkpoint stored.
 
         With ``fetch_pool``, the next window's first page is asked for (on that pool) as soon as the current
-        window's first page and the names are in, so its latency passes while this one is fetched, shaped and
-        written; one page ahead at most. Windows are still written, and their checkpoints stored, one after another
-        in order. A page fetched ahead with a ``group_by`` since changed is dropped and asked for again."""
+        window's first page is in, so its latency passes while this one is fetched, shaped and written; one page
+        ahead at most. Windows are still written, and their checkpoints stored, one after another in order. A page
+        fetched ahead with a ``group_by`` since changed is dropped and asked for again."""
         spec = plan.spec
         now = self.clock.now()
         wanted = self.settings.group_by_for(spec.name)
@@ -625,7 +608,7 @@ class Collector:
         cp = replace(cp, unavailable=None, unavailable_since=None, unavailable_checked_at=None)
         first = True
         windows = list(plan.windows())
-        fetched = _FetchAhead(fetch_pool, client, plan, windows, names if callable(names) else None)
+        fetched = _FetchAhead(fetch_pool, client, plan, windows)
         try:
             for i, win in enumerate(windows):
                 window_stats = WriteStats()
