@@ -433,7 +433,7 @@ class Collector:
         ):
             # Names are read while the streams' first pages are fetched and shaped (a stream waits for them at its
             # first write, _NamesLater): at 200 ms a request, reading them first cost every stream 0.4-0.6 s, and
-            # waiting for them at the first row kept the first pages unshaped for ~0.1 s (bench/p6).
+            # waiting for them at the first row kept the first pages unshaped for 0.1-0.2 s (bench/p6).
             # A refused key or an unreachable host then stops the organization from whichever request meets it
             # first (_check_org), the Admin lists' included.
             pending = names_pool.submit(fetch_names, client, self.names_cache) if self.settings.enrich_names else None
