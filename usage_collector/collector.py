@@ -43,7 +43,17 @@ from .catalogue import STREAMS, StreamSpec
 from .client import NameCache, OpenAIClient, RequestStats, fetch_names
 from .clock import Clock, SystemClock, iso
 from .config import OrgConfig, Settings
-from .documents import Document, Names, NamesSource, Pricer, Shaper, Target, paused_gc, run_document
+from .documents import (
+    Document,
+    Names,
+    NamesSource,
+    Pricer,
+    Shaper,
+    Target,
+    _add_names,
+    paused_gc,
+    run_document,
+)
 from .errors import AuthError, CollectorError, FatalApiError, LeaseHeldError, StoppedError, UnreachableError
 from .failpoints import failpoint
 from .limits import LIMITS_STREAM, fetch_limits
@@ -220,6 +230,36 @@ class _FetchAhead:
         self._counted.clear()
 
 
+class _NamesLater:
+    """A stream's display names, added to its documents just before they are written (:meth:`add`), not while they
+    are shaped: the names are read beside the streams' first requests (:func:`~usage_collector.client.fetch_names`
+    on a thread of its own), and a stream whose first page is in shapes it without waiting for them.
+
+    Names are in neither the ``_id`` nor ``event.hash``, and a :class:`~usage_collector.documents.Shaper` given
+    names adds them last to ``openai.base`` (``documents._add_names``, the same function), so a document named here
+    is the one such a shaper builds, key order included (``tests/test_names_later.py``). The names are waited for
+    at the first write that has documents (their errors are raised there, in the stream that needed them); a
+    stream that writes none never waits.
+    """
+
+    def __init__(self, names: NamesSource) -> None:
+        self._source = names if callable(names) else None
+        self._names: Names | None = None if callable(names) else names
+
+    def add(self, docs: Sequence[Document]) -> None:
+        """Add the names to ``docs`` (shaped without names, not yet serialized), waiting for them the first time."""
+        if not docs:
+            return
+        if self._source is not None:
+            self._names = self._source()
+            self._source = None
+        names = self._names
+        if names is None:
+            return
+        for doc in docs:
+            _add_names(doc.source["openai"]["base"], names)
+
+
 def holder_id() -> str:
     """Who holds a lease: host, pid and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -391,8 +431,9 @@ class Collector:
             ThreadPoolExecutor(workers, thread_name_prefix="fetch-ahead") as fetch_pool,
             ThreadPoolExecutor(1, thread_name_prefix="names") as names_pool,
         ):
-            # Names are read while the streams' first pages are fetched (a stream waits for them when it shapes
-            # its first row): at 200 ms a request, reading them first cost every stream 0.4-0.6 s (bench/p6).
+            # Names are read while the streams' first pages are fetched and shaped (a stream waits for them at its
+            # first write, _NamesLater): at 200 ms a request, reading them first cost every stream 0.4-0.6 s, and
+            # waiting for them at the first row kept the first pages unshaped for 0.1-0.2 s (bench/p6).
             # A refused key or an unreachable host then stops the organization from whichever request meets it
             # first (_check_org), the Admin lists' included.
             pending = names_pool.submit(fetch_names, client, self.names_cache) if self.settings.enrich_names else None
@@ -561,7 +602,9 @@ class Collector:
         group_by = tuple(g for g in wanted if g not in dropped)
         # openai.<stream>.estimated_cost from the price table, set while shaping (estimate.PriceBook.pricer)
         price = estimate.shared_book().pricer(spec.name, plan.width)
-        shaper = Shaper(spec, target, plan.width, group_by, names, price)
+        # shaped without names, which are added before each write (_NamesLater): the first page need not wait for them
+        named = _NamesLater(names)
+        shaper = Shaper(spec, target, plan.width, group_by, None, price)
         cp = replace(cp, unavailable=None, unavailable_since=None, unavailable_checked_at=None)
         first = True
         windows = list(plan.windows())
@@ -579,6 +622,7 @@ class Collector:
                     # a part of a large window, whole buckets, without the checkpoint: a crash before the window's end
                     # reads the window again, and what this wrote is then unchanged
                     replaces = BucketSet(org.id, spec.name, plan.width, index, frozenset(part_starts))
+                    named.add(part)
                     with paused_gc:  # see documents.paused_gc
                         stats = self.sink.write_window(part, None, replaces)
                     into.add(stats)
@@ -615,7 +659,7 @@ class Collector:
                                 )
                             dropped.append(refused)
                             group_by = tuple(g for g in group_by if g != refused)
-                            shaper = self._reshape(shaper, spec, target, plan.width, group_by, names, price)
+                            shaper = self._reshape(shaper, spec, target, plan.width, group_by, price)
                             cp = replace(cp, dropped_group_by=sorted(set(dropped)), dropped_at=self.clock.now())
                             continue
                         if first and exc.status_code == 404:
@@ -626,6 +670,7 @@ class Collector:
                     cp = replace(cp, dropped_group_by=None, dropped_at=None)  # accepted again
                 self._note_new_fields(org, spec.name, shaper, res)
                 cp = plan.advance(cp, win, self.clock.now())
+                named.add(docs)
                 failpoint("window.shaped")
                 replaces = BucketSet(org.id, spec.name, plan.width, shaper.index, frozenset(starts))
                 with paused_gc:  # see documents.paused_gc; not across the fetch
@@ -672,10 +717,9 @@ class Collector:
         target: Target,
         width: str,
         group_by: tuple[str, ...],
-        names: NamesSource,
         price: Pricer | None,
     ) -> Shaper:
-        shaper = Shaper(spec, target, width, group_by, names, price)
+        shaper = Shaper(spec, target, width, group_by, None, price)  # named before writing (_NamesLater)
         shaper.new_fields |= old.new_fields
         shaper.skipped_fields |= old.skipped_fields
         return shaper

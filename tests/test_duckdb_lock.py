@@ -1,0 +1,86 @@
+"""DuckDB: a window of at most ``_SERIALIZE_FIRST`` documents is serialized before the sink's lock is taken (the
+lock every stream shares is held for DuckDB's statements only, bench/p6); a larger one a chunk at a time under it.
+Either way the stored sources are the documents' JSON, and the statistics are those of the window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_duckdb_window_read import DS, T0, H, doc
+from usage_collector.documents import dumps
+from usage_collector.sinks import duckdb as duckdb_module
+from usage_collector.sinks.base import BucketSet, Checkpoint
+from usage_collector.sinks.duckdb import _CHUNK, _SERIALIZE_FIRST, DuckDBSink
+
+
+def _window(n: int, h: str = "h") -> list[Any]:
+    return [doc(f"d{i:05d}", T0 + (i % 48) * H, h) for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("size", "under_lock"),
+    [(10, False), (_SERIALIZE_FIRST, False), (_SERIALIZE_FIRST + 1, True)],
+    ids=["small", "at-the-limit", "larger"],
+)
+def test_a_window_is_serialized_before_the_lock_unless_it_is_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, under_lock: bool
+) -> None:
+    sink = DuckDBSink(tmp_path / "u.duckdb")
+    calls: list[bool] = []  # for each dumps call: was the sink's lock held?
+
+    def spy(obj: Any) -> bytes:
+        calls.append(sink._lock._is_owned())  # type: ignore[attr-defined]
+        return dumps(obj)
+
+    monkeypatch.setattr(duckdb_module, "dumps", spy)
+    docs = _window(size)
+    replaces = BucketSet("o1", "completions", "1h", DS, frozenset(d.timestamp for d in docs))
+    try:
+        cp = Checkpoint("o1", "completions", "1h", position=T0)
+        stats = sink.write_window(docs, cp, replaces)
+        assert (stats.created, stats.unchanged) == (size, 0)
+        # each document and the checkpoint once; a larger window's documents under the lock, the checkpoint before
+        assert calls.count(True) == (size if under_lock else 0)
+        assert calls.count(False) == (1 if under_lock else size + 1)
+        rows = dict(sink.query("SELECT _id, source FROM documents"))
+        assert rows == {d.id: dumps(d.source).decode() for d in docs}
+        assert sink.load_checkpoint("o1", "completions", "1h") == cp
+        calls.clear()
+        # again, one changed: only that one is written (all are serialized first, the unchanged ones for nothing)
+        again = _window(size)
+        again[3] = doc(again[3].id, again[3].timestamp, "changed")
+        stats = sink.write_window(again, None, replaces)
+        assert (stats.created, stats.updated, stats.unchanged, stats.deleted) == (0, 1, size - 1, 0)
+        assert stats.ids_updated == [again[3].id]
+        assert dict(sink.query("SELECT _id, hash FROM documents WHERE hash = 'changed'")) == {again[3].id: "changed"}
+    finally:
+        sink.close()
+
+
+def test_save_checkpoint_and_record_run_serialize_before_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = DuckDBSink(tmp_path / "u.duckdb")
+    calls: list[bool] = []
+
+    def spy(obj: Any) -> bytes:
+        calls.append(sink._lock._is_owned())  # type: ignore[attr-defined]
+        return dumps(obj)
+
+    monkeypatch.setattr(duckdb_module, "dumps", spy)
+    try:
+        cp = Checkpoint("o1", "costs", "1d", position=T0)
+        sink.save_checkpoint(cp)
+        sink.record_run({"@timestamp": "2026-01-01T00:00:00Z", "x": 1})
+        assert calls == [False, False]
+        assert sink.load_checkpoint("o1", "costs", "1d") == cp
+        assert sink.list_runs()[0]["x"] == 1
+    finally:
+        sink.close()
+
+
+def test_the_chunk_is_smaller_than_the_limit() -> None:
+    assert _CHUNK < _SERIALIZE_FIRST  # a collector part (about _CHUNK documents) is serialized before the lock
