@@ -45,12 +45,11 @@ from .filelease import FileLease, FileLeaseMixin
 _CHUNK = 1000
 #: DuckDB's buffer pool limit, unless the caller sets one: what the sink needs whatever the history held. Its working
 #: sets do not grow with history (a transaction writes :data:`_CHUNK` documents at a time, ``iter_documents`` sorts one
-#: UTC day at a time), but committed data stays in the pool until DuckDB's checkpoint (16 MB of WAL): 24 MB was too
-#: little for four streams writing at once (``tests/test_e2e.py``), and at 24 and 32 MB (32 also with 4 MB
-#: checkpoints) a window that re-reads a thousand documents with another ``group_by`` ran out of memory
-#: (``tests/test_api_changes.py``). The pool fills up to the limit over a long history: a 365-day backfill's peak RSS
-#: is about the 1-day one plus this (``bench/p4_memory.py``).
-MEMORY_LIMIT = "48MB"
+#: UTC day at a time), but DuckDB keeps the blocks it read or wrote in its pool until the pool is full, so a long
+#: backfill's peak RSS is the 1-day one plus about this limit (``bench/p4_memory.py``, 60-day 1h backfill, peak RSS:
+#: 168 MB at 48 MB, 155 at 32, 144 at 24). 24 MB was too little only for the superseded documents' search while it
+#: read ``source->>`` in SQL (``tests/test_api_changes.py``); :meth:`DuckDBSink._superseded` reads them as text now.
+MEMORY_LIMIT = "24MB"
 #: The writing connection's other settings (``bench/p4_memory.py``, 365-day 1h backfill): one thread (the sink's
 #: statements are small and run under its lock; each DuckDB thread keeps its own buffers) and the allocator's caches
 #: flushed after a task that allocated 8 MB (DuckDB's default: 128 MB, kept by the process). Checkpoints every 4 MB
@@ -417,12 +416,22 @@ class DuckDBSink(FileLeaseMixin):
             others = [i for i in others if i not in keep]
         if not others:
             return []
-        rows = con.execute(
-            "SELECT _id FROM documents WHERE " + bucket + " AND _id IN (SELECT unnest(?)) "
-            "AND source->>'$.organization.id' = ? AND source->>'$.openai.base.bucket_width' = ?",
-            [*args, others, replaces.org_id, replaces.bucket_width],
-        ).fetchall()
-        return [r[0] for r in rows]
+        # organization and width checked here, not with ``source->>`` in SQL: DuckDB's JSON functions parse a
+        # vector's sources into an arena counted in its pool, and that query alone ran out of a 24 MB pool
+        # (``tests/test_api_changes.py``, a thousand documents superseded); read as text, a source is a string
+        cur = con.execute(
+            "SELECT _id, source FROM documents WHERE " + bucket + " AND _id IN (SELECT unnest(?))", [*args, others]
+        )
+        gone: list[str] = []
+        while rows := cur.fetchmany(_CHUNK):
+            for _id, source in rows:
+                src = orjson.loads(source)
+                base = (src.get("openai") or {}).get("base") or {}
+                if (src.get("organization") or {}).get("id") == replaces.org_id and (
+                    base.get("bucket_width") == replaces.bucket_width
+                ):
+                    gone.append(_id)
+        return gone
 
     @staticmethod
     def _insert(con: Any, docs: Sequence[Document]) -> None:
