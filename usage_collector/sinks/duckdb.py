@@ -46,10 +46,14 @@ _CHUNK = 1000
 #: DuckDB's buffer pool limit, unless the caller sets one: what the sink needs whatever the history held. Its working
 #: sets do not grow with history (a transaction writes :data:`_CHUNK` documents at a time, ``iter_documents`` sorts one
 #: UTC day at a time), but DuckDB keeps the blocks it read or wrote in its pool until the pool is full, so a long
-#: backfill's peak RSS is the 1-day one plus about this limit (``bench/p4_memory.py``, 60-day 1h backfill, peak RSS:
-#: 168 MB at 48 MB, 155 at 32, 144 at 24). 24 MB was too little only for the superseded documents' search while it
-#: read ``source->>`` in SQL (``tests/test_api_changes.py``); :meth:`DuckDBSink._superseded` reads them as text now.
-MEMORY_LIMIT = "24MB"
+#: backfill's peak RSS is the 1-day one plus about this limit (365-day 1h backfill as ``bench/p4_memory.py`` runs it,
+#: in one process with an RSS sampler, peak RSS: ~185 MB at 48 MB, 156 at 24, 146 at 16; the 1-day one ~116 at any).
+#: Below 48 MB the superseded documents' search ran out of memory while it read ``source->>`` in SQL
+#: (``tests/test_api_changes.py``); :meth:`DuckDBSink._superseded` reads the sources as text now. A window that
+#: still needs more is written again with :data:`RETRY_MEMORY_LIMIT`.
+MEMORY_LIMIT = "16MB"
+#: The pool a window that ran out of :data:`MEMORY_LIMIT` is written again with (once; the limit is then set back).
+RETRY_MEMORY_LIMIT = "128MB"
 #: The writing connection's other settings (``bench/p4_memory.py``, 365-day 1h backfill): one thread (the sink's
 #: statements are small and run under its lock; each DuckDB thread keeps its own buffers) and the allocator's caches
 #: flushed after a task that allocated 8 MB (DuckDB's default: 128 MB, kept by the process). Checkpoints every 4 MB
@@ -312,28 +316,50 @@ class DuckDBSink(FileLeaseMixin):
 
         with self._lock:
             con = self._db()
-            stats = WriteStats()
             try:
-                con.execute("BEGIN TRANSACTION")
-                scope = _Scope.of(docs, replaces)
-                stored = self._stored(con, docs, replaces)
-                gone = self._superseded(con, replaces, {d.id for d in docs}, stored) if replaces is not None else []
-                if gone:
-                    self._delete(con, scope, gone)
-                stats.deleted = len(gone)
-                for i in range(0, len(docs), _CHUNK):
-                    self._write_chunk(con, scope, docs[i : i + _CHUNK], stats, stored)
-                if checkpoint is not None:
-                    self._put_checkpoint(con, checkpoint)
-                con.execute("COMMIT")
+                try:
+                    return self._write(con, docs, checkpoint, replaces)
+                except duckdb.OutOfMemoryException:
+                    if not self.memory_limit:
+                        raise
+                    # a window that needs more than MEMORY_LIMIT (none of the tests' or benchmarks' does): written
+                    # again, once, with a larger pool, then the pool is set back
+                    con.execute(f"SET memory_limit = '{RETRY_MEMORY_LIMIT}'")
+                    try:
+                        return self._write(con, docs, checkpoint, replaces)
+                    finally:
+                        con.execute(f"SET memory_limit = '{self.memory_limit}'")
             except duckdb.Error as exc:
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
                 raise SinkError(
                     f"{self.path}: window of {len(docs)} document(s) not written (first _id "
                     f"{docs[0].id if docs else '-'}): {type(exc).__name__}: {exc}"
                 ) from None
-            return stats
+
+    def _write(
+        self, con: Any, docs: Sequence[Document], checkpoint: Checkpoint | None, replaces: BucketSet | None
+    ) -> WriteStats:
+        """One transaction: the documents, the superseded ones deleted, the checkpoint; rolled back on an error."""
+        duckdb = engine()
+
+        stats = WriteStats()
+        try:
+            con.execute("BEGIN TRANSACTION")
+            scope = _Scope.of(docs, replaces)
+            stored = self._stored(con, docs, replaces)
+            gone = self._superseded(con, replaces, {d.id for d in docs}, stored) if replaces is not None else []
+            if gone:
+                self._delete(con, scope, gone)
+            stats.deleted = len(gone)
+            for i in range(0, len(docs), _CHUNK):
+                self._write_chunk(con, scope, docs[i : i + _CHUNK], stats, stored)
+            if checkpoint is not None:
+                self._put_checkpoint(con, checkpoint)
+            con.execute("COMMIT")
+        except duckdb.Error:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+        return stats
 
     @staticmethod
     def _stored(con: Any, docs: Sequence[Document], replaces: BucketSet | None) -> dict[str, tuple[str, int]] | None:
