@@ -23,8 +23,8 @@ def test_the_duckdb_connection_has_the_memory_settings(tmp_path):
     finally:
         sink.close()
     assert got["threads"] == "1"
-    # DuckDB shows sizes in its own units: 48 MB = 45.7 MiB
-    assert MEMORY_LIMIT == "48MB" and got["memory_limit"] == "45.7 MiB", got
+    # DuckDB shows sizes in its own units: 16 MB = 15.2 MiB
+    assert MEMORY_LIMIT == "16MB" and got["memory_limit"] == "15.2 MiB", got
     assert got["allocator_flush_threshold"].replace(" ", "") in ("8MB", "8000000B", "7.6MiB"), got
 
 
