@@ -813,8 +813,10 @@ class Collector:
             with paused_gc:  # one page's documents: see documents.paused_gc
                 # the window's last bucket goes with the window's own write (its checkpoint), never alone in a part
                 # followed by a write of nothing but the checkpoint
-                last = None if page["has_more"] or not page["data"] else page["data"][-1]
-                for bucket in page["data"]:
+                # (by position: a lazily decoded page makes a new dict at each access, so no identity test)
+                data = page["data"]
+                last = -1 if page["has_more"] else len(data) - 1
+                for k, bucket in enumerate(data):
                     start, end = bucket["start_time"], bucket["end_time"]
                     if end > plan.edge or start < win.start or end > win.end:
                         continue  # not final or outside what we asked for: never written
@@ -826,7 +828,7 @@ class Collector:
                                 f"(_id {doc.id}); refusing to keep only one"
                             )
                         docs[doc.id] = doc
-                    if write_part is not None and len(docs) >= WRITE_PART and bucket is not last:
+                    if write_part is not None and len(docs) >= WRITE_PART and k != last:
                         write_part(list(docs.values()), starts)
                         written.update(docs)
                         docs, starts = {}, []
