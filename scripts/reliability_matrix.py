@@ -34,10 +34,10 @@ BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
 MUTANTS: dict[str, tuple[str, str, str, str]] = {
     "duckdb: checkpoint committed before the documents": (
         "usage_collector/sinks/duckdb.py",
-        "                for i in range(0, len(docs), _CHUNK):\n",
-        "                if checkpoint is not None:\n                    self._put_checkpoint(con, checkpoint)\n"
-        "                con.execute('COMMIT')\n                con.execute('BEGIN TRANSACTION')\n"
-        "                for i in range(0, len(docs), _CHUNK):\n",
+        "            for i in range(0, len(docs), _CHUNK):\n",
+        "            if checkpoint is not None:\n                self._put_checkpoint(con, checkpoint, state)\n"
+        "            con.execute('COMMIT')\n            con.execute('BEGIN TRANSACTION')\n"
+        "            for i in range(0, len(docs), _CHUNK):\n",
         "tests/test_sinks.py -k duckdb_failed_window",
     ),
     "ndjson: checkpoint stored before the lines": (
@@ -81,7 +81,7 @@ MUTANTS: dict[str, tuple[str, str, str, str]] = {
     ),
     "duckdb: a revised document is kept at its old value": (
         "usage_collector/sinks/duckdb.py",
-        "            elif prev != doc.hash:\n                changed.append(doc)",
+        "            elif prev != doc.hash:\n                changed.append(i)",
         "            elif prev != doc.hash:\n                stats.unchanged += 1",
         "tests/reliability/test_revisions.py -k cron",
     ),
@@ -172,7 +172,9 @@ def mutants() -> int:
             path = Path(tmp) / rel
             original = path.read_text()
             if old not in original:
-                print(f"{name}: SKIPPED (the code it mutates has changed)")
+                # a pattern the code no longer holds checks nothing: it fails the run until it is updated
+                print(f"{name}: SKIPPED (the code it mutates has changed; update its pattern)")
+                missed += 1
                 continue
             path.write_text(original.replace(old, new, 1))
             try:
