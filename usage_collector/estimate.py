@@ -176,7 +176,9 @@ def _token_units(own: Mapping[str, Any], table: PriceTable | None, model: str | 
 
     Each measure is read once into a local: ``None`` when absent, ``null`` or not a whole number, else an int
     (the shaper's values already are: one type test each)."""
-    get = own.get
+    values = [*map(own.get, _TOKEN_READ)]
+    if not _INT_OR_NONE.issuperset(map(type, values)):  # rare: a value to convert (a float, text)
+        values = [x if type(x) is int or x is None else _int(x) for x in values]
     (
         input_tokens,
         cached,
@@ -193,26 +195,7 @@ def _token_units(own: Mapping[str, Any], table: PriceTable | None, model: str | 
         image_in,
         cached_image,
         image_out,
-    ) = values = [*map(get, _TOKEN_READ)]
-    if not _INT_OR_NONE.issuperset(map(type, values)):  # rare: a value to convert (a float, text)
-        values[:] = [x if type(x) is int or x is None else _int(x) for x in values]
-        (
-            input_tokens,
-            cached,
-            write,
-            write_30m,
-            write_12h,
-            output_tokens,
-            text_in,
-            text_out,
-            cached_text,
-            audio_in,
-            cached_audio,
-            audio_out,
-            image_in,
-            cached_image,
-            image_out,
-        ) = values
+    ) = values
     out: dict[str, int] = {}
     # cache writes
     if write_30m is not None or write_12h is not None:
