@@ -199,19 +199,8 @@ def _canon(value: Any) -> Any:
     """``value`` as :func:`measure_hash` hashes it, for a value the generated row functions know may be a Decimal:
     a Decimal's canonical text (the JSON string its ``default`` would give), anything else unchanged (a Decimal
     subclass too: the ``default`` still sees it). Called in the row, it spares orjson a ``default`` call; the
-    shortcut of :func:`_canon_text` is repeated here (one call fewer)."""
-    if type(value) is not Decimal:
-        return value
-    text = str(value)
-    last = text[-1]
-    if (
-        len(text) <= 28
-        and (last in _NONZERO or (last == "0" and "." not in text))
-        and "E" not in text
-        and "e" not in text
-    ):
-        return text
-    return format(value.normalize(), "f")
+    shortcut of :func:`_canon_text` applies."""
+    return _canon_text(value) if type(value) is Decimal else value
 
 
 _NONZERO = frozenset("123456789")
