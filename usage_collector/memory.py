@@ -37,7 +37,7 @@ _trim: Any = None  # libc's malloc_trim, once tune_malloc found glibc
 def tune_malloc() -> bool:
     """Set :data:`SETTINGS` once per process (before the collector's threads start); ``True`` if glibc took
     them. Safe to call again, and from any thread."""
-    global _done
+    global _done, _trim
     with _lock:
         if _done:
             return True
@@ -48,7 +48,6 @@ def tune_malloc() -> bool:
             mallopt = libc.mallopt
         except (OSError, AttributeError):  # not glibc
             return False
-        global _trim
         _trim = getattr(libc, "malloc_trim", None)
         mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         mallopt.restype = ctypes.c_int

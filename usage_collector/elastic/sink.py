@@ -46,7 +46,7 @@ import orjson
 from .. import secrets
 from ..catalogue import STREAMS
 from ..clock import iso
-from ..documents import Document, _json_default, dumps
+from ..documents import Document, dumps
 from ..errors import LeaseHeldError, SinkError
 from ..limits import LIMITS_STREAM
 from ..reconcile import DERIVED_STREAMS
@@ -126,7 +126,7 @@ def bulk_lines(action: Mapping[str, Any]) -> tuple[_Line, bytes | None]:
                 if len(_CREATE_HEADS) >= 256:
                     _CREATE_HEADS.clear()
                 head = _CREATE_HEADS[index] = b'{"create":{"_index":' + _json_str(index) + b',"_id":'
-            return _Line(head + _json_str(action["_id"]) + b"}}"), _dumps(doc.source, default=_json_default)
+            return _Line(head + _json_str(action["_id"]) + b"}}"), dumps(doc.source)
         source: bytes | None = dumps(doc.source)
     else:
         source = doc
@@ -139,7 +139,6 @@ _CREATE = ("_op_type", "_index", "_id", "_source")
 #: A ``create`` action line up to its ``_id`` value, per data stream (a few).
 _CREATE_HEADS: dict[str, bytes] = {}
 _json_str = orjson.dumps
-_dumps = orjson.dumps  # documents.dumps, spelled out (the same arguments)
 
 
 # --- the sink ---------------------------------------------------------------------------------------
