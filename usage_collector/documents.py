@@ -249,15 +249,13 @@ class Shaper:
         target: Target,
         width: str,
         group_by: tuple[str, ...],
-        names: NamesSource = None,
+        names: Names | None = None,
         price: Pricer | None = None,
     ) -> None:
         self.spec = spec
         self.width = width
-        # names may still be on their way (the collector reads them while the first pages are fetched): a
-        # function that returns them, called when the first row is shaped
-        self._names_source = names if callable(names) else None
-        self.names: Names | None = None if callable(names) else names
+        # the collector shapes without names and adds them before writing (collector._NamesLater)
+        self.names = names
         self.dataset = f"openai.{spec.name}"
         self.index = target.data_stream(spec.name)
         self._stream = spec.name
@@ -287,9 +285,7 @@ class Shaper:
         self._unpriced = [0]  # see unpriced
         # the general row function, compiled when a row first needs it: rows of the shapes seen so far all take
         # a fast function (a no-op run compiled twelve general functions it never called, P3)
-        self._row: Callable[[int, str, str, Mapping[str, Any]], Document] = (
-            self._compile_row if self._names_source is None else _no_row
-        )
+        self._row: Callable[[int, str, str, Mapping[str, Any]], Document] = self._compile_row
         # the fast row function of the last row shape seen, and every shape compiled so far (see _fast_row)
         self._fast: FastRow = _no_fast
         self._fast_by_shape: dict[tuple[Any, ...], FastRow | None] = {}
@@ -298,8 +294,6 @@ class Shaper:
     def bucket(self, start: int, end: int, results: list[Mapping[str, Any]]) -> list[Document]:
         """Documents of one bucket's results."""
         ts, te = _iso(start), _iso(end)
-        if self._names_source is not None:
-            self._resolve_names()
         with paused_gc:
             out = []
             for r in results:
@@ -309,17 +303,8 @@ class Shaper:
 
     def row(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
         """The document of one result row (``ts``/``te``: the bucket's start and end, formatted)."""
-        if self._names_source is not None:
-            self._resolve_names()
         doc = self._fast(start, ts, te, result)
         return doc if doc is not None else self._other_shape(start, ts, te, result)
-
-    def _resolve_names(self) -> None:
-        """Wait for the names (their errors are raised here, in the stream that needed them), then compile."""
-        assert self._names_source is not None
-        self.names = self._names_source()
-        self._names_source = None
-        self._row = self._compile_row
 
     def _other_shape(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
         """A row the current fast function does not take: the fast function of its shape (compiled on first
@@ -726,10 +711,6 @@ def _no_fast(start: int, ts: str, te: str, result: Mapping[str, Any]) -> Documen
     return None
 
 
-def _no_row(start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
-    raise AssertionError("a Shaper's general row function is compiled when its names are known")
-
-
 #: Row shapes compiled per shaper at most (a page whose rows all differ falls back to the general function).
 _MAX_SHAPES = 64
 
@@ -746,7 +727,8 @@ def _iso(ts: int) -> str:
     return text
 
 
-#: Display names, or a function that returns them (called when the first row is shaped), or none.
+#: Display names, or a function that returns them (called when they are first needed: a stream's first write, a
+#: limits document), or none.
 NamesSource = Names | Callable[[], Names | None] | None
 
 #: A fast row function (:meth:`Shaper._compile_fast`): the document, or ``None`` for a row of another shape.
