@@ -5,6 +5,7 @@ The contract every sink keeps is tested in ``test_sink_contract.py``.
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from tests.helpers import T0, cp, current, docs
@@ -62,6 +63,20 @@ def test_duckdb_failed_window_stores_neither_documents_nor_checkpoint(tmp_path):
         s.write_window(bad, cp(T0 + 3600))
     assert s.load_checkpoint("org", "embeddings", "1h") is None
     assert current(s) == {}
+
+
+def test_duckdb_writes_values_that_hold_a_newline_as_they_are(tmp_path):
+    # the INSERT passes each text column as its values joined by newlines; a column whose values hold one goes as a
+    # list instead, so every value is stored whole and in its row
+    s = DuckDBSink(tmp_path / "u.duckdb")
+    written = docs((10, 20, 30))
+    written[0].id = "first\nline"
+    written[1].hash = "a\nb"
+    written[2].source["organization"] = {"id": "org", "name": "two\nlines"}
+    s.write_window(written, cp(T0))
+    rows = s.query("SELECT _id, hash, source FROM documents ORDER BY _id")
+    assert [(r[0], r[1]) for r in rows] == sorted((d.id, d.hash) for d in written)
+    assert [orjson.loads(r[2]) for r in rows] == [d.source for d in sorted(written, key=lambda d: d.id)]
 
 
 def test_duckdb_views_give_typed_columns(tmp_path):
