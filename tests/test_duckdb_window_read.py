@@ -13,7 +13,7 @@ import pytest
 
 from usage_collector.documents import Document
 from usage_collector.sinks.base import BucketSet, WriteStats
-from usage_collector.sinks.duckdb import _CHUNK, DuckDBSink
+from usage_collector.sinks.duckdb import _CHUNK, _SERIALIZE_FIRST, DuckDBSink
 
 H = 3600
 T0 = 1_790_000_000 // 86400 * 86400
@@ -43,13 +43,21 @@ WINDOW = [doc("a", T0, "changed"), doc("b", T0 + H), doc("new", T0 + 2 * H)]
 REPLACES = BucketSet("o1", "completions", "1h", DS, frozenset({T0, T0 + H, T0 + 2 * H}))
 
 
-def write(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, one_read: bool) -> tuple[WriteStats, set[Any]]:
+def write(
+    tmp_path: Path,
+    name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    one_read: bool,
+    stored: list[Document] = STORED,
+    window: list[Document] = WINDOW,
+    replaces: BucketSet = REPLACES,
+) -> tuple[WriteStats, set[Any]]:
     if not one_read:
         monkeypatch.setattr(DuckDBSink, "_stored", staticmethod(lambda con, docs, replaces: None))
     sink = DuckDBSink(tmp_path / f"{name}.duckdb")
     try:
-        sink.write_window(STORED, None, None)
-        stats = sink.write_window(WINDOW, None, REPLACES)
+        sink.write_window(stored, None, None)
+        stats = sink.write_window(window, None, replaces)
         rows = set(sink.query("SELECT _id, hash, epoch(ts)::BIGINT FROM documents"))
     finally:
         sink.close()
@@ -67,21 +75,39 @@ def test_one_read_writes_what_the_chunked_lookups_write(tmp_path: Path, monkeypa
     assert ("a", "changed", T0) in rows
 
 
+def test_one_read_of_a_window_of_several_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a collector part: a thousand documents and the rest of their last bucket, written in two chunks
+    n = _CHUNK + 3
+    stored = [*STORED, *(doc(f"s{i}", T0 + i % 3 * H) for i in range(n))]
+    window = [*WINDOW, *(doc(f"s{i}", T0 + i % 3 * H, "changed" if i % 7 == 0 else "h") for i in range(n - 3))]
+    assert len(window) == n
+    assert DuckDBSink._stored(_Con(), window, REPLACES) == {}  # read once
+    chunked = write(tmp_path, "chunked", monkeypatch, False, stored, window)
+    one = write(tmp_path, "one", monkeypatch, True, stored, window)
+    assert one == chunked
+    stats, rows = one
+    assert stats.created + stats.updated + stats.unchanged == len(window)
+    assert stats.deleted == 4  # "gone" and the stored s-documents of the re-read buckets the window no longer holds
+    assert ("s7", "changed", T0 + H) in rows and ("outside", "h", T0 + 3 * H) in rows
+
+
+class _Con:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def execute(self, sql: str, params: list[Any]) -> _Con:
+        self.calls += 1
+        return self
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+
 def test_one_read_is_used_only_for_a_small_window_of_one_stream() -> None:
-    class Con:
-        def __init__(self) -> None:
-            self.calls = 0
-
-        def execute(self, sql: str, params: list[Any]) -> Con:
-            self.calls += 1
-            return self
-
-        def fetchall(self) -> list[Any]:
-            return []
-
-    con = Con()
+    con = _Con()
     assert DuckDBSink._stored(con, WINDOW, REPLACES) == {} and con.calls == 1
     assert DuckDBSink._stored(con, WINDOW, None) is None
     assert DuckDBSink._stored(con, [*WINDOW, replace(doc("x", T0), stream="embeddings")], REPLACES) is None
-    assert DuckDBSink._stored(con, [doc(str(i), T0) for i in range(_CHUNK + 1)], REPLACES) is None
-    assert con.calls == 1  # none of the others read anything
+    assert DuckDBSink._stored(con, [doc(str(i), T0) for i in range(_SERIALIZE_FIRST)], REPLACES) == {}
+    assert DuckDBSink._stored(con, [doc(str(i), T0) for i in range(_SERIALIZE_FIRST + 1)], REPLACES) is None
+    assert con.calls == 2  # none of the others read anything
