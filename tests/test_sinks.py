@@ -5,6 +5,8 @@ The contract every sink keeps is tested in ``test_sink_contract.py``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 
@@ -77,6 +79,37 @@ def test_duckdb_writes_values_that_hold_a_newline_as_they_are(tmp_path):
     rows = s.query("SELECT _id, hash, source FROM documents ORDER BY _id")
     assert [(r[0], r[1]) for r in rows] == sorted((d.id, d.hash) for d in written)
     assert [orjson.loads(r[2]) for r in rows] == [d.source for d in sorted(written, key=lambda d: d.id)]
+
+
+def _source_compression(path: Path) -> set[str]:
+    """The compression methods of the stored ``documents.source`` segments (after the close's checkpoint)."""
+    sink = DuckDBSink(path, read_only=True)
+    try:
+        rows = sink.query("SELECT compression FROM pragma_storage_info('documents') WHERE column_name = 'source'")
+    finally:
+        sink.close()
+    return {r[0] for r in rows} - {"Constant"}
+
+
+def test_duckdb_compresses_the_sources_with_zstd(tmp_path):
+    s = DuckDBSink(tmp_path / "u.duckdb")
+    s.write_window(docs(tuple(range(1, 2001))), cp(T0))
+    s.close()
+    assert _source_compression(tmp_path / "u.duckdb") == {"ZSTD"}
+    assert len(current(DuckDBSink(tmp_path / "u.duckdb", read_only=True))) == 2000
+
+
+def test_duckdb_file_of_a_storage_version_without_zstd_keeps_duckdbs_compression(tmp_path):
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{tmp_path / 'old.duckdb'}' AS old (STORAGE_VERSION 'v1.0.0')")
+    con.close()
+    s = DuckDBSink(tmp_path / "old.duckdb")
+    s.write_window(docs(tuple(range(1, 2001))), cp(T0))
+    s.close()
+    used = _source_compression(tmp_path / "old.duckdb")
+    assert used and not used & {"ZSTD", "Uncompressed"}  # what a forced ZSTD would have left: uncompressed text
 
 
 def test_duckdb_views_give_typed_columns(tmp_path):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,15 @@ RETRY_MEMORY_LIMIT = "128MB"
 #: of WAL (instead of 16) lowered the peak a little more but ran out of memory at a 16 MB limit
 #: (``tests/test_sinks.py``, a store larger than its limit): a checkpoint needs memory of its own.
 _SETTINGS: dict[str, Any] = {"threads": 1, "allocator_flush_threshold": "8MB"}
+#: The compression of the file's text columns, set where the file's storage version has it (:func:`_zstd_ok`): the
+#: sources are ~1.3 kB of JSON each, which DuckDB's own choice (DICT_FSST) compresses about 2.4x at more CPU, ZSTD 7x
+#: (``bench/p8_cpu.py``'s 5-day 1m backfill, its 25k documents written again: a 13.9 -> 4.7 MB file, the COMMITs
+#: and the last checkpoint 14 -> 9 us a document; reading costs more: a view's sum over them 45 -> 57 ms of CPU,
+#: a scan of the sources 39 -> 46 ms).
+_COMPRESSION = "zstd"
+#: The first storage version with ZSTD for text (DuckDB 1.2). A file of an older one (made by an older DuckDB, or
+#: with ``STORAGE_VERSION``) keeps DuckDB's choice: a forced method the file cannot have leaves the text uncompressed.
+_ZSTD_STORAGE = (1, 2)
 _DAY = 86400
 #: ``budgets.BUDGETS_STREAM``, spelled here so that opening the sink does not import the budgets and forecast
 #: modules, which a run without ``[[budgets]]`` never uses (P3; tests/test_startup_imports.py holds them equal).
@@ -88,6 +98,16 @@ def engine() -> Any:
         return importlib.import_module("_duckdb")
     except ImportError:  # pragma: no cover - a DuckDB without the top-level extension module
         return importlib.import_module("duckdb")
+
+
+def _zstd_ok(con: Any) -> bool:
+    """Whether the file ``con`` opened has a storage version with ZSTD for text (its ``storage_version`` tag,
+    ``v2.0.0+`` for instance, at least :data:`_ZSTD_STORAGE`)."""
+    row = con.execute(
+        "SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    match = re.fullmatch(r"v(\d+)\.(\d+)\.\d+\+?", str(row[0])) if row and row[0] is not None else None
+    return match is not None and (int(match[1]), int(match[2])) >= _ZSTD_STORAGE
 
 
 # No PRIMARY KEY on documents._id: DuckDB keeps a key's ART index pinned in memory, so it grew with every year
@@ -282,6 +302,8 @@ class DuckDBSink(FileLeaseMixin):
                 con = duckdb.connect(str(self.path), read_only=self.read_only, config=config)
             except duckdb.IOException as exc:
                 raise SinkError(f"{self.path}: cannot open the DuckDB file: {exc}") from None
+            if not self.read_only and _zstd_ok(con):
+                con.execute(f"SET force_compression = '{_COMPRESSION}'")
             if not self.read_only and self._version(con) != SCHEMA_VERSION:
                 con.execute("BEGIN TRANSACTION")
                 con.execute(_SCHEMA)
