@@ -508,13 +508,13 @@ class DuckDBSink(FileLeaseMixin):
     @staticmethod
     def _insert(con: Any, docs: Sequence[Document], sources: list[str] | None = None) -> None:
         # No statement with thousands of parameters to bind and plan: each text column is ONE parameter, its values
-        # joined by newlines (no source holds one: orjson escapes it in strings and writes no whitespace) and split
-        # by DuckDB, the bucket starts one list. The texts are columns of a subquery, so the optimizer does not fold
-        # string_split into a constant list of a thousand values, the conversion a list parameter per column (the
-        # previous form) cost (P8, the 5-day 1m backfill's windows: the INSERT from 8.8 to 5.5-6.5 us a document).
-        # A column whose values hold a newline (none of the collector's: base64, hex, catalogue names) goes as a
-        # list. The source is serialized here (or before the lock: ``sources``), not through Document.source_json,
-        # so no document keeps its bytes after this.
+        # joined by newlines and split by DuckDB, the bucket starts one list. The texts are columns of a subquery,
+        # so the optimizer does not fold string_split into a constant list of a thousand values, the conversion a
+        # list parameter per column (the previous form) cost (P8, the 5-day 1m backfill's windows: the INSERT from
+        # 8.8 to 5.5-6.5 us a document). No source holds a newline (orjson escapes it in strings and writes no
+        # whitespace); a column of the others whose values hold one (none of the collector's: base64, hex,
+        # catalogue names) goes as a list. The source is serialized here (or before the lock: ``sources``), not
+        # through Document.source_json, so no document keeps its bytes after this.
         if not docs:
             return
         if sources is None:
@@ -522,7 +522,7 @@ class DuckDBSink(FileLeaseMixin):
         params: list[Any] = []
         cols: list[str] = []
         for n, values in enumerate(
-            ([d.id for d in docs], [d.stream for d in docs], [d.index for d in docs], [d.hash for d in docs], sources)
+            ([d.id for d in docs], [d.stream for d in docs], [d.index for d in docs], [d.hash for d in docs])
         ):
             text = "\n".join(values)
             whole = text.count("\n") == len(values) - 1
@@ -530,8 +530,9 @@ class DuckDBSink(FileLeaseMixin):
             cols.append(f"unnest(string_split(c{n}, chr(10)))" if whole else f"unnest(c{n})")
         con.execute(
             f"INSERT INTO documents (_id, stream, data_stream, hash, source, ts) SELECT {', '.join(cols)}, "
-            "to_timestamp(unnest(t)) FROM (SELECT ? AS c0, ? AS c1, ? AS c2, ? AS c3, ? AS c4, ? AS t)",
-            [*params, [d.timestamp for d in docs]],
+            "unnest(string_split(j, chr(10))), to_timestamp(unnest(t)) "
+            "FROM (SELECT ? AS c0, ? AS c1, ? AS c2, ? AS c3, ? AS j, ? AS t)",
+            [*params, "\n".join(sources), [d.timestamp for d in docs]],
         )
 
     def iter_documents(
