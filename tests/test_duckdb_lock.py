@@ -84,3 +84,29 @@ def test_save_checkpoint_and_record_run_serialize_before_the_lock(
 
 def test_the_chunk_is_smaller_than_the_limit() -> None:
     assert _CHUNK < _SERIALIZE_FIRST  # a collector part (about _CHUNK documents) is serialized before the lock
+
+
+@pytest.mark.parametrize(
+    ("n", "inserts"),
+    [(3, [3]), (_CHUNK + 3, [_CHUNK + 3]), (3 * _CHUNK // 2, [3 * _CHUNK // 4] * 2), (5 * _CHUNK // 2 + 1, None)],
+)
+def test_a_window_is_inserted_in_chunks_of_about_chunk_documents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int, inserts: list[int] | None
+) -> None:
+    # a collector part (a thousand documents and the rest of their last bucket) is one INSERT, not two
+    sizes: list[int] = []
+    insert = DuckDBSink._insert
+
+    def spy(con: Any, docs: Any, sources: Any = None) -> None:
+        sizes.append(len(docs))
+        insert(con, docs, sources)
+
+    monkeypatch.setattr(DuckDBSink, "_insert", staticmethod(spy))
+    sink = DuckDBSink(tmp_path / "c.duckdb")
+    try:
+        stats = sink.write_window(_window(n), None, None)
+        assert sink.query("SELECT count(*) FROM documents") == [(n,)]
+    finally:
+        sink.close()
+    assert stats.created == n and sum(sizes) == n
+    assert sizes == inserts if inserts is not None else max(sizes) - min(sizes) <= 1 and max(sizes) <= 3 * _CHUNK // 2
