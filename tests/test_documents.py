@@ -218,3 +218,14 @@ def test_the_canonical_text_of_a_decimal_in_the_hash_is_normalize_then_f_for_eve
             for text in forms:
                 value = decimal.Decimal(text)
                 assert _canon_default(value) == format(value.normalize(), "f"), text
+
+
+def test_a_bucket_edge_is_formatted_as_clock_iso_formats_it() -> None:
+    # the shaper formats an edge's time of day itself, its day's text from clock.iso
+    from usage_collector.clock import iso
+    from usage_collector.documents import _iso
+
+    edges = [0, 59, 60, 3599, 3600, 86399, 86400, -1, -86400, -86401, T0, T0 + 86399, 253402300799]
+    edges += range(T0 - 2 * 86400, T0 + 2 * 86400, 59)
+    assert [_iso(t) for t in edges] == [iso(t) for t in edges]
+    assert _iso(T0 + 0.5) == iso(T0 + 0.5)  # type: ignore[arg-type]  # not an int: formatted by clock.iso

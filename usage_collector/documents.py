@@ -292,14 +292,19 @@ class Shaper:
         self._recent: list[FastRow] = []  # the fast functions used last, tried before a row's shape is computed
 
     def bucket(self, start: int, end: int, results: list[Mapping[str, Any]]) -> list[Document]:
-        """Documents of one bucket's results."""
+        """Documents of one bucket's results. Callers pause the cyclic garbage collector around their buckets
+        (:data:`paused_gc`; the collector per page): pausing it for each bucket here cost 0.2 us a document at 1m
+        (3.4 documents to a bucket)."""
         ts, te = _iso(start), _iso(end)
-        with paused_gc:
-            out = []
-            for r in results:
-                doc = self._fast(start, ts, te, r)
-                out.append(doc if doc is not None else self._other_shape(start, ts, te, r))
-            return out
+        fast = self._fast
+        out = []
+        for r in results:
+            doc = fast(start, ts, te, r)
+            if doc is None:
+                doc = self._other_shape(start, ts, te, r)
+                fast = self._fast
+            out.append(doc)
+        return out
 
     def row(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
         """The document of one result row (``ts``/``te``: the bucket's start and end, formatted)."""
@@ -439,6 +444,11 @@ class Shaper:
             "Document": Document,
             "digest_id": _digest_id,
             "INDEX": self.index,
+            "BLAKE2B_8": _BLAKE2B_8.copy,
+            "DUMPS": orjson.dumps,
+            "CANON_DEFAULT": _canon_default,
+            "CANON_TEXT": _canon_text,
+            "DECIMAL": Decimal,
         }
         if self._price is not None:
             env.update(PRICE=self._price, UNPRICED=self._unpriced)
@@ -457,7 +467,11 @@ class Shaper:
             f"{i}    UNPRICED[0] += 1",
             f"{i}else:",
             f"{i}    own['estimated_cost'] = cost",
-            f"{i}    digest = measure_hash({{'measures': digest, 'estimated_cost': CANON(cost)}})",
+            # measure_hash and _canon spelled out (two calls fewer)
+            f"{i}    h = BLAKE2B_8()",
+            f"{i}    h.update(DUMPS({{'measures': digest, 'estimated_cost': CANON_TEXT(cost) if type(cost) is DECIMAL"
+            " else cost}, default=CANON_DEFAULT))",
+            f"{i}    digest = h.hexdigest()",
         ]
 
     @property
@@ -599,14 +613,7 @@ class Shaper:
             " digest, doc)",
         ]
         env = self._env()
-        env.update(
-            BLAKE2B_8=_BLAKE2B_8.copy,
-            DUMPS=orjson.dumps,
-            CANON_DEFAULT=_canon_default,
-            SHA1=_SHA1.copy,
-            B64=b2a_base64,
-            URLSAFE=_URLSAFE,
-        )
+        env.update(SHA1=_SHA1.copy, B64=b2a_base64, URLSAFE=_URLSAFE)
         exec(_code("\n".join(lines), f"<Shaper {spec.name} {self.width} fast>"), env)
         fn: FastRow = env["fast"]
         return fn
@@ -715,15 +722,27 @@ def _no_fast(start: int, ts: str, te: str, result: Mapping[str, Any]) -> Documen
 _MAX_SHAPES = 64
 
 _ISO: dict[int, str] = {}
+_DAYS: dict[int, str] = {}
 
 
 def _iso(ts: int) -> str:
-    """:func:`~usage_collector.clock.iso` of a bucket edge, remembered (a 1-minute page has 1,440 buckets)."""
+    """:func:`~usage_collector.clock.iso` of a bucket edge, remembered (a 1-minute page has 1,440 buckets). An
+    ``int`` edge is its day's text (:func:`~usage_collector.clock.iso`'s, remembered) and the time of day, formatted
+    here: a third of the CPU of formatting it all (0.7 vs 2.2 us; a 1m backfill's documents, 3.4 to a bucket)."""
     text = _ISO.get(ts)
     if text is None:
         if len(_ISO) >= 4096:  # a 1-minute page has 1,441 edges; a long backfill must not keep them all
             _ISO.clear()
-        text = _ISO[ts] = iso(ts)
+            _DAYS.clear()
+        if type(ts) is int:
+            day, sec = divmod(ts, 86400)
+            date = _DAYS.get(day)
+            if date is None:
+                date = _DAYS[day] = iso(ts - sec)[:11]  # "YYYY-MM-DDT"
+            hour, rest = divmod(sec, 3600)
+            text = _ISO[ts] = f"{date}{hour:02d}:{rest // 60:02d}:{rest % 60:02d}Z"
+        else:
+            text = _ISO[ts] = iso(ts)
     return text
 
 
