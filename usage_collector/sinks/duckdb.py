@@ -419,7 +419,8 @@ class DuckDBSink(FileLeaseMixin):
         """``_id -> (hash, bucket start)`` of every stored document of a small window's stream and time range, in
         one read that serves both the ``_id`` lookup and the superseded documents' search (a routine window:
         one statement fewer per stream, P3; a part of a large window, :data:`~usage_collector.collector.WRITE_PART`
-        documents and the rest of their last bucket: two statements of a thousand ``_id`` s fewer, P8); ``None``
+        documents and the rest of their last bucket: instead of a lookup of a thousand ``_id`` s and the search,
+        P8: 5.1 -> 1.1 us a document); ``None``
         for any other window (several streams, more than :data:`_SERIALIZE_FIRST` documents, no buckets replaced),
         which looks up its ``_id`` s a chunk at a time."""
         if replaces is None or not replaces.starts or len(docs) > _SERIALIZE_FIRST or replaces.stream in _UNTIMED:
