@@ -6,8 +6,9 @@ the next time its day is reconciled):
 **Reconciliation** (``<type>-openai.reconciliation-<namespace>``): one document per closed day x project x model.
 
 * *estimated*: the sum of the estimates of the day's usage documents (:func:`usage_collector.estimate
-  .estimate_source`, recomputed exactly from the stored measures with the price table of the day, the same
-  computation that set ``estimated_cost`` when they were collected; JSON may have carried that field as a double);
+  .usage_estimate`, equal in value to :func:`~usage_collector.estimate.estimate_source`: recomputed exactly from
+  the stored measures with the price table of the day, the same computation that set ``estimated_cost`` when they
+  were collected; JSON may have carried that field as a double);
 * *billed*: the sum of the day's costs documents whose line item names that model (``"gpt-4o-2024-08-06, input"``
   parsed by :func:`usage_collector.pricing.parse_line_item`, or one of :data:`LINE_ITEM_PATTERNS`);
 * ``difference`` = billed - estimated; ``share_explained`` = estimated / billed (1 means usage explains the bill
@@ -59,8 +60,8 @@ from .catalogue import BUCKET_WIDTHS, STREAMS
 from .clock import iso
 from .documents import ECS_VERSION, Document, Target, _digest_id, measure_hash
 from .errors import CollectorError
-from .estimate import USAGE_STREAMS, PriceBook, day_of, shared_book
-from .pricing import normalise_model, parse_line_item
+from .estimate import USAGE_STREAMS, PriceBook, day_of, shared_book, usage_estimate
+from .pricing import PriceTable, normalise_model, parse_line_item
 from .sinks.base import BucketSet, Checkpoint, Sink, WriteStats
 
 if TYPE_CHECKING:
@@ -221,10 +222,11 @@ def _read(
     """The usage (one width per stream and day: the configured one when present, else the widest) and the bill."""
     wanted = set(days)
     start, end = _start(min(wanted)), _start(max(wanted)) + _DAY
-    # one read of the days for every stream (a query or scan each, not one per stream), split by dataset
-    by_stream: dict[str, dict[tuple[date, str], list[Mapping[str, Any]]]] = {
-        s: defaultdict(list) for s in USAGE_STREAMS
-    }
+    # one read of the days for every stream (a query or scan each, not one per stream), split by dataset; each
+    # usage document's contribution is taken as it is read (of every width: which one counts is known only at
+    # the end), so what is held is contributions, not documents
+    by_stream: dict[str, dict[tuple[date, str], list[_Usage]]] = {s: defaultdict(list) for s in USAGE_STREAMS}
+    tables: dict[date, PriceTable | None] = {}
     bill: list[tuple[date, Mapping[str, Any]]] = []
     for doc in sink.iter_documents(None, start=start, end=end):
         src = doc["_source"]
@@ -236,19 +238,23 @@ def _read(
             continue
         if stream == "costs":
             bill.append((day, src))
+            continue
+        if day in tables:
+            table = tables[day]
         else:
-            by_stream[stream][(day, src["openai"]["base"].get("bucket_width", "1d"))].append(src)
-            _names(src, names)
+            table = tables[day] = book.table(day)
+        by_stream[stream][(day, src["openai"]["base"].get("bucket_width", "1d"))].append(
+            _usage(stream, day, src, table)
+        )
+        _names(src, names)
     usage: list[_Usage] = []
     for stream in USAGE_STREAMS:
         by_width = by_stream[stream]
         order = [widths.get(stream), *reversed(BUCKET_WIDTHS)]
         for day in wanted:
             width = next((w for w in order if w is not None and (day, w) in by_width), None)
-            if width is None:
-                continue
-            for src in by_width[(day, width)]:
-                usage.append(_usage(stream, day, src, book))
+            if width is not None:
+                usage += by_width[(day, width)]
     lines: list[_Line] = []
     for day, src in bill:
         _names(src, names)  # after the usage's: the bill's names win, as they always have
@@ -276,9 +282,9 @@ def _names(src: Mapping[str, Any], names: dict[str, dict[str, str]]) -> None:
             names[ident][base[ident]] = base[name]
 
 
-def _usage(stream: str, day: date, src: Mapping[str, Any], book: PriceBook) -> _Usage:
+def _usage(stream: str, day: date, src: Mapping[str, Any], table: PriceTable | None) -> _Usage:
     base, own = src["openai"]["base"], src["openai"].get(stream, {})
-    est = book.estimate(stream, src)
+    cost, quantities = usage_estimate(stream, own, base.get("model"), base.get("bucket_width", "1d"), table)
     model = normalise_model(base["model"]) if base.get("model") else None
     row: tuple[str | None, str | None] = (None, _TOOL_STREAMS[stream]) if stream in _TOOL_STREAMS else (model, None)
     return _Usage(
@@ -289,8 +295,8 @@ def _usage(stream: str, day: date, src: Mapping[str, Any], book: PriceBook) -> _
         own.get("api_source"),
         model,
         row,
-        est.cost,
-        est.quantities,
+        cost,
+        quantities,
     )
 
 
