@@ -140,6 +140,8 @@ def tier_of(own: Mapping[str, Any]) -> str | None:
     if own.get("batch") is True:
         return "batch"
     value = own.get("service_tier")
+    if value is None:
+        return None
     if type(value) is str:  # the API's few names, remembered
         tier = _TIERS.get(value, _TIER_UNSEEN)
         if tier is not _TIER_UNSEEN:
