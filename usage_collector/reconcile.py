@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 import threading
 from collections import defaultdict
@@ -437,14 +438,17 @@ def largest_remainder(total: Decimal, weights: Sequence[Fraction | Decimal | int
     units = int(abs(total) / quantum)
     if Decimal(units) * quantum != abs(total):
         raise ValueError(f"{total} is not a multiple of {quantum}")
-    ws = [Fraction(w) for w in weights]
-    whole = sum(ws, Fraction(0))
+    # in integers: each weight as a multiple of 1 / the denominators' lcm, so share i is exact[i] / whole
+    ratios = [w.as_integer_ratio() for w in weights]
+    scale = math.lcm(*(d for _, d in ratios))
+    ws = [n * (scale // d) for n, d in ratios]
+    whole = sum(ws)
     if whole <= 0:
         raise ValueError("weights must add up to more than 0")
-    exact = [units * w / whole for w in ws]
-    parts = [int(e) for e in exact]  # floor: every share is >= 0
+    exact = [units * w for w in ws]
+    parts = [e // whole if e >= 0 else -(-e // whole) for e in exact]  # floor: every share is >= 0
     left = units - sum(parts)
-    order = sorted(range(len(ws)), key=lambda i: (-(exact[i] - parts[i]), i))
+    order = sorted(range(len(ws)), key=lambda i: (parts[i] * whole - exact[i], i))
     for i in order[:left]:
         parts[i] += 1
     return [sign * p * quantum for p in parts]
