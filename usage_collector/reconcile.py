@@ -446,7 +446,7 @@ def largest_remainder(total: Decimal, weights: Sequence[Fraction | Decimal | int
     if whole <= 0:
         raise ValueError("weights must add up to more than 0")
     exact = [units * w for w in ws]
-    parts = [e // whole if e >= 0 else -(-e // whole) for e in exact]  # floor: every share is >= 0
+    parts = [e // whole if e >= 0 else -(-e // whole) for e in exact]  # int(share): its floor when >= 0
     left = units - sum(parts)
     order = sorted(range(len(ws)), key=lambda i: (parts[i] * whole - exact[i], i))
     for i in order[:left]:
