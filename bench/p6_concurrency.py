@@ -22,6 +22,9 @@ goal figure is ``rate_limit=100`` (requests per second, all streams together) on
 the limiter alone spaces request starts 0.2 s apart, as long as the simulated latency itself, so no concurrency
 can beat serial by more than ~2x there.
 
+The ``cpu s`` column is the median CPU time of this process (``time.process_time``, every thread: the collector,
+DuckDB, the HTTP client) per run of the side, the figure that depends least on what else the machine runs.
+
 Goal: concurrent at most 1/4 of serial.
 
     python bench/p6_concurrency.py [--rounds 3] [--days 14]
@@ -61,20 +64,20 @@ SIDES: dict[str, dict[str, Any]] = {
 }
 
 
-def one(base_url: str, tmp: str, tag: str, days: int, **kw: Any) -> tuple[float, int]:
+def one(base_url: str, tmp: str, tag: str, days: int, **kw: Any) -> tuple[float, int, float]:
     settings = load_settings(None, openai_admin_key=ADMIN_KEY, openai_base_url=base_url, **{"enrich_names": True, **kw})
     sink = DuckDBSink(f"{tmp}/{tag}.duckdb")
     now = time.time()
     start = int(now // 86400 * 86400 - days * 86400)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     try:
         result = Collector(settings, sink).backfill(BackfillRange(start, None, bucket_width="1h"))
     finally:
         sink.close()
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     if result.failed:
         raise SystemExit(f"backfill failed: {[(r.stream, r.error) for r in result.failed]}")
-    return wall, sum(r.requests.requests for r in result.streams)
+    return wall, sum(r.requests.requests for r in result.streams), cpu
 
 
 def main() -> None:
@@ -83,6 +86,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=14)
     args = ap.parse_args()
     times: dict[str, list[float]] = {k: [] for k in SIDES}
+    cpus: dict[str, list[float]] = {k: [] for k in SIDES}
     reqs: dict[str, int] = {}
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -107,21 +111,22 @@ def main() -> None:
         keys = list(SIDES)
         for i in range(args.rounds):
             for k in keys if i % 2 == 0 else list(reversed(keys)):
-                wall, n = one(base_url, tmp, f"r{i}_{keys.index(k)}", args.days, **SIDES[k])
+                wall, n, cpu = one(base_url, tmp, f"r{i}_{keys.index(k)}", args.days, **SIDES[k])
                 times[k].append(wall)
+                cpus[k].append(cpu)
                 reqs[k] = n
     rows = []
     ratio = {}
     for k in keys:
         serial = times[SERIAL_OFF if SIDES[k].get("enrich_names") is False else SERIAL]  # the same names setting
         ratio[k] = median([t / s for t, s in zip(times[k], serial, strict=True)])
-        rows.append([k, reqs[k], median(times[k]), min(times[k]), max(times[k]), ratio[k]])
+        rows.append([k, reqs[k], median(times[k]), min(times[k]), max(times[k]), ratio[k], median(cpus[k])])
     faults = counters.get("by_fault", {})
     print(
         f"{N} streams, 1h (costs 1d), {args.days} days, {args.rounds} interleaved rounds, DuckDB sink; simulator: "
         f"{counters.get('total', '?')} requests, latency faults {faults.get('latency', '?')}"
     )
-    print(table(["side", "requests", "median s", "min s", "max s", "x serial"], rows))
+    print(table(["side", "requests", "median s", "min s", "max s", "x serial", "cpu s"], rows))
     results = [
         verdict(f"P6 concurrency ({N} workers / serial, 100 req/s, names on)", ratio[keys[1]], GOAL, at_most=True)
     ]

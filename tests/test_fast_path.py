@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import CANARY_KEY, simulator_price_file
 from usage_collector.catalogue import STREAMS
 from usage_collector.documents import Document, Names, Shaper, Target, _iso
-from usage_collector.estimate import PriceBook, annotate, cost_of, estimate_source
+from usage_collector.estimate import PriceBook, annotate, cost_of, estimate_source, usage_estimate
 from usage_collector.models import parse_page
 from usage_collector.pricing import PriceTable
 from usage_collector.simulator import Organization, SimulatedAPI
@@ -156,6 +156,81 @@ def test_cost_of_equals_estimate_source_on_every_simulated_row(pages, book, whic
                     priced += want is not None
                     unpriced += want is None
     assert priced > 1000 and (unpriced > 0 if which == "shipped" else True), (priced, unpriced)
+
+
+@pytest.mark.parametrize("which", ["simulator", "shipped", "none"])
+def test_usage_estimate_equals_estimate_source_on_every_simulated_row(pages, book, which):
+    """What reconciliation takes of each usage document (cost and quantities) equals the general estimate: with the
+    simulator's prices, with the shipped table (many unpriced) and without a table."""
+    shipped = PriceTable.load("2026-11-30")
+    seen = priced = 0
+    for (name, width), parsed in pages.items():
+        spec = STREAMS[name]
+        if spec.is_costs:
+            continue
+        shaper = Shaper(spec, TARGET, width, spec.request_group_by)
+        for page in parsed:
+            for b in page["data"]:
+                for doc in shaper.bucket(b["start_time"], b["end_time"], b["results"]):
+                    table = {"simulator": book.table(doc_day(doc)), "shipped": shipped, "none": None}[which]
+                    own = doc.source["openai"].get(name, {})
+                    want = estimate_source(name, doc.source, table)
+                    cost, quantities = usage_estimate(
+                        name, own, doc.source["openai"]["base"].get("model"), width, table
+                    )
+                    assert (cost, quantities) == (want.cost, want.quantities), (name, own)
+                    assert [q.as_tuple() for q in quantities.values()] == [
+                        q.as_tuple() for q in want.quantities.values()
+                    ]
+                    seen += 1
+                    priced += cost is not None
+    assert seen > 5000 and (priced > 1000 if which == "simulator" else True), (seen, priced)
+
+
+@pytest.mark.parametrize(
+    ("stream", "width", "own"),
+    [
+        ("completions", "1h", {"input_tokens": 900, "input_cached_tokens": 100, "output_tokens": 50}),  # older shape
+        ("completions", "1h", {"input_tokens": 10, "input_cached_tokens": 40, "output_tokens": 5}),  # negative input
+        ("completions", "1d", {"input_text_tokens": "120", "output_text_tokens": 7.0, "input_cached_text_tokens": 0}),
+        (
+            "completions",
+            "1h",
+            {
+                "input_text_tokens": 5,
+                "output_text_tokens": 1,
+                "input_cached_text_tokens": 0,
+                "input_cache_write_tokens": 30,
+                "batch": True,
+            },
+        ),
+        (
+            "completions",
+            "1h",
+            {
+                "input_text_tokens": 5,
+                "output_text_tokens": 1,
+                "input_cached_text_tokens": 2,
+                "input_cache_write_30m_tokens": 3,
+                "service_tier": "priority",
+            },
+        ),
+        ("completions", "1h", {"input_tokens": 5, "service_tier": "scale"}),
+        ("embeddings", "1h", {"input_tokens": True}),
+        ("audio_speeches", "1h", {"characters": "1000"}),
+        ("images", "1h", {"images": 3, "size": "1024x1024"}),
+        ("images", "1h", {"images": 2, "size": "1024x1024", "quality": "hd", "batch": True}),
+        ("vector_stores", "1h", {"usage_bytes": 123456789}),
+        ("code_interpreter_sessions", "1d", {"num_sessions": None}),
+    ],
+)
+def test_usage_estimate_equals_estimate_source_on_unusual_rows(book, stream, width, own):
+    table = book.table(date(2026, 10, 1))
+    for model in ("gpt-4o-2024-08-06", "gpt-4o-mini", "dall-e-3", "no-such-model", None):
+        src = {"openai": {"base": {"model": model, "bucket_width": width}, stream: own}}
+        for t in (table, None):
+            want = estimate_source(stream, src, t)
+            assert usage_estimate(stream, own, model, width, t) == (want.cost, want.quantities), (model, t)
 
 
 def doc_day(doc: Document) -> date:

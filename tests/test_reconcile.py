@@ -16,9 +16,11 @@ the simulator billed that user (it knows the user of every cost cell).
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
+from fractions import Fraction
 
 import pytest
 
@@ -296,6 +298,41 @@ def test_a_restated_bill_rewrites_its_rows_and_deletes_vanished_ones(org, collec
     assert again.reconciliation.deleted > 0 or again.reconciliation.updated > 0
     rows = _docs_by_key(again.rows)
     assert all(own["billed_cost"] == 0 for own in rows.values())
+
+
+def _largest_remainder_in_fractions(total: Decimal, weights: list, quantum: Decimal) -> list[Decimal]:
+    """The definition, step by step in Fractions."""
+    units = int(abs(total) / quantum)
+    ws = [Fraction(w) for w in weights]
+    exact = [units * w / sum(ws) for w in ws]
+    parts = [int(e) for e in exact]
+    for i in sorted(range(len(ws)), key=lambda i: (-(exact[i] - parts[i]), i))[: units - sum(parts)]:
+        parts[i] += 1
+    return [(-1 if total < 0 else 1) * p * quantum for p in parts]
+
+
+def test_largest_remainder_is_the_definition_on_random_weights():
+    """Integer, Decimal and Fraction weights (and a zero or negative one) give what the definition gives."""
+    rnd = random.Random(3)
+    for _ in range(3000):
+        weights: list = []
+        for _ in range(rnd.randint(1, 8)):
+            kind = rnd.random()
+            if kind < 0.4:
+                weights.append(rnd.randint(0, 10 ** rnd.randint(0, 15)))
+            elif kind < 0.7:
+                weights.append(Decimal(rnd.randint(0, 10**8)).scaleb(-rnd.randint(0, 9)))
+            elif kind < 0.9:
+                weights.append(Fraction(rnd.randint(0, 1000), rnd.randint(1, 97)))
+            else:
+                weights.append(-rnd.randint(0, 5))
+        if sum(Fraction(w) for w in weights) <= 0:
+            continue
+        quantum = Decimal(1).scaleb(-rnd.randint(0, 12))
+        total = quantum * rnd.randint(-(10**9), 10**9)
+        got = largest_remainder(total, weights, quantum)
+        want = _largest_remainder_in_fractions(total, weights, quantum)
+        assert [g.as_tuple() for g in got] == [w.as_tuple() for w in want], (total, weights, quantum)
 
 
 def test_largest_remainder_parts_add_up_exactly():

@@ -86,6 +86,7 @@ __all__ = [
     "annotate",
     "estimate_source",
     "tier_of",
+    "usage_estimate",
 ]
 
 #: The field set on each priced usage document, under ``openai.<stream>``.
@@ -139,6 +140,8 @@ def tier_of(own: Mapping[str, Any]) -> str | None:
     if own.get("batch") is True:
         return "batch"
     value = own.get("service_tier")
+    if value is None:
+        return None
     if type(value) is str:  # the API's few names, remembered
         tier = _TIERS.get(value, _TIER_UNSEEN)
         if tier is not _TIER_UNSEEN:
@@ -465,6 +468,42 @@ def cost_of(stream: str, own: Mapping[str, Any], model: Any, width: str, table: 
     quantity x rate (:func:`_rates_sum`). Equal in value to :func:`estimate_source` (``tests/test_fast_path.py``
     checks every row of a simulated organization); vector storage takes the general path."""
     return _cost_function(stream, width)(own, model, table)
+
+
+def usage_estimate(
+    stream: str, own: Mapping[str, Any], model: Any, width: str, table: PriceTable | None
+) -> tuple[Decimal | None, dict[tuple[str, str | None], Decimal]]:
+    """:func:`estimate_source`'s ``cost`` and ``quantities`` for the document whose ``openai.<stream>`` object is
+    ``own`` (what reconciliation reads of every stored usage document), by :func:`cost_of`'s paths: the cost is
+    equal in value (its exponent may differ: :func:`_rates_sum` scales each unit's rate, :func:`estimate_source`
+    each product), the quantities are the same. Vector storage takes the general path."""
+    tier = tier_of(own)
+    units: dict[str, int]
+    if stream in _TOKEN_STREAMS:
+        units = _token_units(own, table, model)
+    elif stream in _SIMPLE:
+        measure, unit = _SIMPLE[stream]
+        q = own.get(measure)
+        if type(q) is not int:
+            q = _int(q)
+        units = {unit: q} if q else {}
+    elif stream == "images":
+        q = own.get("images")
+        if type(q) is not int:
+            q = _int(q)
+        units = {f"image:{own.get('size')}:{own.get('quality') or '*'}": q} if q else {}
+    else:
+        est = estimate_source(stream, _source(own, model, width, stream), table)
+        return est.cost, est.quantities
+    quantities: dict[tuple[str, str | None], Decimal] = {}
+    for unit, q in units.items():
+        key = (unit if table is None else _price(table, model, unit, tier)[0], tier)
+        quantities[key] = _EXACT.add(quantities[key], q) if key in quantities else Decimal(q)
+    if table is None:
+        return None, quantities
+    if stream == "images":
+        return _image_cost(own, model, table), quantities
+    return _rates_sum(stream, width, own, model, table, tier, units), quantities
 
 
 def _cost_function(stream: str, width: str) -> Callable[[Mapping[str, Any], Any, PriceTable], Decimal | None]:

@@ -6,8 +6,9 @@ the next time its day is reconciled):
 **Reconciliation** (``<type>-openai.reconciliation-<namespace>``): one document per closed day x project x model.
 
 * *estimated*: the sum of the estimates of the day's usage documents (:func:`usage_collector.estimate
-  .estimate_source`, recomputed exactly from the stored measures with the price table of the day, the same
-  computation that set ``estimated_cost`` when they were collected; JSON may have carried that field as a double);
+  .usage_estimate`, equal in value to :func:`~usage_collector.estimate.estimate_source`: recomputed exactly from
+  the stored measures with the price table of the day, the same computation that set ``estimated_cost`` when they
+  were collected; JSON may have carried that field as a double);
 * *billed*: the sum of the day's costs documents whose line item names that model (``"gpt-4o-2024-08-06, input"``
   parsed by :func:`usage_collector.pricing.parse_line_item`, or one of :data:`LINE_ITEM_PATTERNS`);
 * ``difference`` = billed - estimated; ``share_explained`` = estimated / billed (1 means usage explains the bill
@@ -44,13 +45,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -59,8 +61,8 @@ from .catalogue import BUCKET_WIDTHS, STREAMS
 from .clock import iso
 from .documents import ECS_VERSION, Document, Target, _digest_id, measure_hash
 from .errors import CollectorError
-from .estimate import USAGE_STREAMS, PriceBook, day_of, shared_book
-from .pricing import normalise_model, parse_line_item
+from .estimate import USAGE_STREAMS, PriceBook, day_of, shared_book, usage_estimate
+from .pricing import PriceTable, normalise_model, parse_line_item
 from .sinks.base import BucketSet, Checkpoint, Sink, WriteStats
 
 if TYPE_CHECKING:
@@ -175,7 +177,7 @@ def classify_line_item(text: str | None) -> Billed:
 # --- reading the sink ---------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Usage:
     """One usage document's contribution: its row, estimate, and allocation weights."""
 
@@ -221,10 +223,11 @@ def _read(
     """The usage (one width per stream and day: the configured one when present, else the widest) and the bill."""
     wanted = set(days)
     start, end = _start(min(wanted)), _start(max(wanted)) + _DAY
-    # one read of the days for every stream (a query or scan each, not one per stream), split by dataset
-    by_stream: dict[str, dict[tuple[date, str], list[Mapping[str, Any]]]] = {
-        s: defaultdict(list) for s in USAGE_STREAMS
-    }
+    # one read of the days for every stream (a query or scan each, not one per stream), split by dataset; each
+    # usage document's contribution is taken as it is read (of every width: which one counts is known only at
+    # the end), so what is held is contributions, not documents
+    by_stream: dict[str, dict[tuple[date, str], list[_Usage]]] = {s: defaultdict(list) for s in USAGE_STREAMS}
+    tables: dict[date, PriceTable | None] = {}
     bill: list[tuple[date, Mapping[str, Any]]] = []
     for doc in sink.iter_documents(None, start=start, end=end):
         src = doc["_source"]
@@ -236,23 +239,29 @@ def _read(
             continue
         if stream == "costs":
             bill.append((day, src))
+            continue
+        if day in tables:
+            table = tables[day]
         else:
-            by_stream[stream][(day, src["openai"]["base"].get("bucket_width", "1d"))].append(src)
-            _names(src, names)
+            table = tables[day] = book.table(day)
+        openai = src["openai"]
+        base = openai["base"]
+        by_stream[stream][(day, base.get("bucket_width", "1d"))].append(
+            _usage(stream, day, base, openai.get(stream, {}), table)
+        )
+        _names(base, names)
     usage: list[_Usage] = []
     for stream in USAGE_STREAMS:
         by_width = by_stream[stream]
         order = [widths.get(stream), *reversed(BUCKET_WIDTHS)]
         for day in wanted:
             width = next((w for w in order if w is not None and (day, w) in by_width), None)
-            if width is None:
-                continue
-            for src in by_width[(day, width)]:
-                usage.append(_usage(stream, day, src, book))
+            if width is not None:
+                usage += by_width[(day, width)]
     lines: list[_Line] = []
     for day, src in bill:
-        _names(src, names)  # after the usage's: the bill's names win, as they always have
         base, own = src["openai"]["base"], src["openai"].get("costs", {})
+        _names(base, names)  # after the usage's: the bill's names win, as they always have
         amount = own.get("amount", {})
         lines.append(
             _Line(
@@ -269,17 +278,23 @@ def _read(
     return usage, lines
 
 
-def _names(src: Mapping[str, Any], names: dict[str, dict[str, str]]) -> None:
-    base = src["openai"]["base"]
-    for ident, name in (("project_id", "project_name"), ("api_key_id", "api_key_name"), ("user_id", "user_email")):
-        if base.get(ident) is not None and base.get(name):
-            names[ident][base[ident]] = base[name]
+#: ``(identifier, its display name)`` fields of ``openai.base``
+_NAME_FIELDS = (("project_id", "project_name"), ("api_key_id", "api_key_name"), ("user_id", "user_email"))
 
 
-def _usage(stream: str, day: date, src: Mapping[str, Any], book: PriceBook) -> _Usage:
-    base, own = src["openai"]["base"], src["openai"].get(stream, {})
-    est = book.estimate(stream, src)
-    model = normalise_model(base["model"]) if base.get("model") else None
+def _names(base: Mapping[str, Any], names: dict[str, dict[str, str]]) -> None:
+    for ident, name in _NAME_FIELDS:
+        value = base.get(ident)
+        if value is not None:
+            text = base.get(name)
+            if text:
+                names[ident][value] = text
+
+
+def _usage(stream: str, day: date, base: Mapping[str, Any], own: Mapping[str, Any], table: PriceTable | None) -> _Usage:
+    model = base.get("model")
+    cost, quantities = usage_estimate(stream, own, model, base.get("bucket_width", "1d"), table)
+    model = normalise_model(model) if model else None
     row: tuple[str | None, str | None] = (None, _TOOL_STREAMS[stream]) if stream in _TOOL_STREAMS else (model, None)
     return _Usage(
         day,
@@ -289,8 +304,8 @@ def _usage(stream: str, day: date, src: Mapping[str, Any], book: PriceBook) -> _
         own.get("api_source"),
         model,
         row,
-        est.cost,
-        est.quantities,
+        cost,
+        quantities,
     )
 
 
@@ -335,13 +350,16 @@ def _share(estimated: Decimal, billed: Decimal) -> Decimal | None:
         return (estimated / billed).quantize(_Q6, ROUND_HALF_EVEN)
 
 
+@functools.lru_cache(maxsize=64)
+def _day(day: date) -> tuple[int, str, str]:
+    """A UTC day's start (epoch seconds), and its start and end as ``@timestamp`` text."""
+    start = _start(day)
+    return start, iso(start), iso(start + _DAY)
+
+
 def _base(day: date, names: Mapping[str, Mapping[str, str]], **dims: str | None) -> dict[str, Any]:
-    start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-    base: dict[str, Any] = {
-        "bucket_width": "1d",
-        "start_time": iso(start.timestamp()),
-        "end_time": iso((start + timedelta(days=1)).timestamp()),
-    }
+    _, start, end = _day(day)
+    base: dict[str, Any] = {"bucket_width": "1d", "start_time": start, "end_time": end}
     for key, value in dims.items():
         if value is not None:
             base[key] = value
@@ -354,11 +372,11 @@ def _base(day: date, names: Mapping[str, Mapping[str, str]], **dims: str | None)
 def _document(
     target: Target, stream: str, day: date, identity: Sequence[Any], base: dict[str, Any], own: dict[str, Any]
 ) -> Document:
-    start = int(datetime.combine(day, datetime.min.time(), tzinfo=UTC).timestamp())
+    start, stamp, _ = _day(day)
     digest = measure_hash({k: own[k] for k in sorted(own)} | {"base": {k: base[k] for k in sorted(base)}})
     org = {"id": target.org_id} if target.org_name is None else {"id": target.org_id, "name": target.org_name}
     source = {
-        "@timestamp": iso(start),
+        "@timestamp": stamp,
         "ecs": {"version": ECS_VERSION},
         "event": {"kind": "metric", "dataset": f"openai.{stream}", "module": "openai", "hash": digest},
         "data_stream": {"type": target.data_stream_type, "dataset": f"openai.{stream}", "namespace": target.namespace},
@@ -420,14 +438,17 @@ def largest_remainder(total: Decimal, weights: Sequence[Fraction | Decimal | int
     units = int(abs(total) / quantum)
     if Decimal(units) * quantum != abs(total):
         raise ValueError(f"{total} is not a multiple of {quantum}")
-    ws = [Fraction(w) for w in weights]
-    whole = sum(ws, Fraction(0))
+    # in integers: each weight as a multiple of 1 / the denominators' lcm, so share i is exact[i] / whole
+    ratios = [w.as_integer_ratio() for w in weights]
+    scale = math.lcm(*(d for _, d in ratios))
+    ws = [n * (scale // d) for n, d in ratios]
+    whole = sum(ws)
     if whole <= 0:
         raise ValueError("weights must add up to more than 0")
-    exact = [units * w / whole for w in ws]
-    parts = [int(e) for e in exact]  # floor: every share is >= 0
+    exact = [units * w for w in ws]
+    parts = [e // whole if e >= 0 else -(-e // whole) for e in exact]  # int(share): its floor when >= 0
     left = units - sum(parts)
-    order = sorted(range(len(ws)), key=lambda i: (-(exact[i] - parts[i]), i))
+    order = sorted(range(len(ws)), key=lambda i: (parts[i] * whole - exact[i], i))
     for i in order[:left]:
         parts[i] += 1
     return [sign * p * quantum for p in parts]
@@ -440,17 +461,6 @@ def _quantum(amount: Decimal) -> Decimal:
     return QUANTUM
 
 
-def _matches(line: _Line, u: _Usage) -> bool:
-    if line.project is not None and u.project != line.project:
-        return False
-    for mine, theirs in ((line.key, u.key), (line.user, u.user), (line.api_source, u.api_source)):
-        if mine is not None and theirs is not None and mine != theirs:
-            return False
-    if line.key is not None and u.key is None:
-        return False
-    return line.billed.unit in MODEL_FREE_UNITS or u.model == line.billed.model
-
-
 def allocate(
     target: Target,
     usage: Sequence[_Usage],
@@ -458,27 +468,41 @@ def allocate(
     names: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Document]:
     """The allocation documents: every billed line split over matching usage (see the module docstring)."""
-    # the usage a line may match, by (day, unit, tier), and by project too: a line naming its project (almost
-    # every line) looks only at that project's usage, in the same order (Decimal sums add up in the same order)
-    index: dict[tuple[date, str, str | None], list[tuple[_Usage, Decimal]]] = defaultdict(list)
+    # the usage a line may match, by (day, unit, tier, project): a line naming its project (almost every line)
+    # looks only at that project's usage; by (day, unit, tier) for a line naming none, built for the first one.
+    # Both in the usage's order (Decimal sums add up in the same order)
     by_project: dict[tuple[date, str, str | None, str | None], list[tuple[_Usage, Decimal]]] = defaultdict(list)
     for u in usage:
         for (unit, tier), qty in u.quantities.items():
             if qty > 0:
-                index[(u.day, unit, tier)].append((u, qty))
                 by_project[(u.day, unit, tier, u.project)].append((u, qty))
+    index: dict[tuple[date, str, str | None], list[tuple[_Usage, Decimal]]] | None = None
     out: list[Document] = []
     for line in lines:
         b = line.billed
         weights: dict[tuple[str | None, str | None], Decimal] = defaultdict(Decimal)
         if b.unit is not None and line.amount:
-            candidates = (
-                index.get((line.day, b.unit, b.tier), [])
-                if line.project is None
-                else by_project.get((line.day, b.unit, b.tier, line.project), [])
-            )
+            if line.project is not None:
+                candidates = by_project.get((line.day, b.unit, b.tier, line.project), [])
+            else:
+                if index is None:
+                    index = defaultdict(list)
+                    for u in usage:
+                        for (unit, tier), qty in u.quantities.items():
+                            if qty > 0:
+                                index[(u.day, unit, tier)].append((u, qty))
+                candidates = index.get((line.day, b.unit, b.tier), [])
+            # the usage matches when it has the line's key, and the line's user and API source or none, and the
+            # line's model (unless the unit is billed per project)
+            key, user, source, model = line.key, line.user, line.api_source, b.model
+            any_model = b.unit in MODEL_FREE_UNITS
             for u, qty in candidates:
-                if _matches(line, u):
+                if (
+                    (key is None or u.key == key)
+                    and (user is None or u.user is None or u.user == user)
+                    and (source is None or u.api_source is None or u.api_source == source)
+                    and (any_model or u.model == model)
+                ):
                     weights[(u.user, u.model)] += qty
         identity_line = (line.project, line.key, line.user, line.api_source, b.raw)
         if weights:

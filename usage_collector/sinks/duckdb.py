@@ -552,7 +552,9 @@ class DuckDBSink(FileLeaseMixin):
     ) -> Iterator[dict[str, Any]]:
         """Every current document, ordered by ``ts`` and ``_id``, read one UTC day at a time (each day sorted on
         its own: a sort of the whole table, sources included, needs more than :data:`MEMORY_LIMIT`), ``_CHUNK``
-        rows per fetch, on a cursor of its own."""
+        rows per fetch, on a cursor of its own. A day that runs out of the pool is read again, once, under the
+        sink's lock (after the window being written beside it)."""
+        duckdb = engine()
         where, args = ["true"], []
         if stream is not None:
             where.append("stream = ?")
@@ -579,7 +581,13 @@ class DuckDBSink(FileLeaseMixin):
             for day in range(first - first % _DAY, last + 1, _DAY):
                 lo = day if start is None else max(day, start)
                 hi = day + _DAY if end is None else min(day + _DAY, end)
-                cur.execute(sql, [*args, lo, hi])
+                try:
+                    cur.execute(sql, [*args, lo, hi])
+                except duckdb.OutOfMemoryException:
+                    # the pool is held by a window being written beside this read (reconcile.Ahead reads while
+                    # the streams write): the day is read again once that write is done, under the lock
+                    with self._lock:
+                        cur.execute(sql, [*args, lo, hi])
                 while rows := cur.fetchmany(_CHUNK):
                     for _id, index, source in rows:
                         yield {"_id": _id, "_index": index, "_source": orjson.loads(source)}
