@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import T0, cp, current, docs
 from usage_collector.errors import LeaseHeldError, SinkError
-from usage_collector.sinks.duckdb import DuckDBSink
+from usage_collector.sinks.duckdb import _SCHEMA, DuckDBSink
 from usage_collector.sinks.ndjson import NdjsonSink
 
 
@@ -230,3 +230,31 @@ def test_ndjson_an_append_whose_cut_back_failed_is_not_glued_to(tmp_path, monkey
     assert all(orjson.loads(line) for line in path.read_bytes().splitlines())
     assert sorted(current(s).values()) == [4, 5, 6, 10, 20, 30]
     assert sorted(current(NdjsonSink(path)).values()) == [4, 5, 6, 10, 20, 30]  # the file read as it is
+
+
+def test_duckdb_source_is_text_and_a_json_column_of_an_older_file_reads_alike(tmp_path):
+    """A new file stores ``source`` as VARCHAR (no JSON validation at INSERT); a file made when the column was JSON
+    is written and read the same, views and ``->>`` included."""
+    import duckdb
+
+    new, old = tmp_path / "new.duckdb", tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))
+    con.execute(_SCHEMA.replace("source VARCHAR NOT NULL", "source JSON NOT NULL"))
+    con.close()
+    seen = []
+    for path, kind in ((new, "VARCHAR"), (old, "JSON")):
+        s = DuckDBSink(path)
+        s.write_window(docs(), cp(T0))
+        assert s.query(
+            "SELECT data_type FROM information_schema.columns WHERE table_name = 'documents' AND column_name = 'source'"
+        ) == [(kind,)]
+        seen.append(
+            (
+                s.query("SELECT sum(input_tokens) FROM embeddings"),
+                s.query("SELECT source->>'$.organization.id', source FROM documents ORDER BY _id"),
+                current(s),
+            )
+        )
+        s.close()
+    assert seen[0] == seen[1]
+    assert seen[0][0] == [(60,)]
