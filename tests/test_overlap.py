@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+import usage_collector.collector as collector_mod
 import usage_collector.reconcile as reconcile_mod
 from tests.helpers import CANARY_KEY, make_settings
 from usage_collector.catalogue import STREAM_NAMES
@@ -198,3 +199,50 @@ def test_names_are_read_once_per_ttl_across_serve_cycles(org, tmp_path):
         assert docs and all("project_name" in d["_source"]["openai"]["base"] for d in docs)
     finally:
         sink.close()
+
+
+def test_a_first_page_is_fetched_ahead_only_within_the_bytes_left(org, tmp_path, monkeypatch):
+    """The pages fetched ahead hold at most ``AHEAD_BYTES``: with less than a first page's size, concurrency 2 asks
+    for each stream's second window only when it reads it, after the first window is written (bench/p4_memory.py);
+    what is stored is what concurrency 1 stores, and every request is counted."""
+    monkeypatch.setattr(collector_mod, "AHEAD_BYTES", 1000)
+    second = str(org.start + 7 * DAY)
+    stored = {}
+    for concurrency in (1, 2):
+        log: list[tuple[str, str]] = []
+        lock = threading.Lock()
+        clock = FakeClock(org.end + 3 * DAY)
+        api = SimulatedAPI(org, admin_key=CANARY_KEY, clock=clock.now, sleep=lambda s: None)
+
+        def handler(request: httpx.Request, log=log, lock=lock, api=api) -> httpx.Response:
+            with lock:
+                log.append(("get", f"{request.url.path.rsplit('/', 1)[-1]}@{request.url.params.get('start_time')}"))
+            status, headers, body = api.handle("GET", request.url.raw_path.decode(), headers=dict(request.headers))
+            assert len(body) > 1000
+            return httpx.Response(status, headers=headers, content=body)
+
+        sink = DuckDBSink(tmp_path / f"b{concurrency}.duckdb")
+        real_write = sink.write_window
+
+        def write_window(docs, checkpoint, replaces=None, log=log, lock=lock, real_write=real_write):
+            if checkpoint is not None:
+                with lock:
+                    log.append(("write", f"{checkpoint.stream}@{checkpoint.position}"))
+            return real_write(docs, checkpoint, replaces)
+
+        sink.write_window = write_window  # type: ignore[method-assign]
+        settings = make_settings(streams=["embeddings", "images"], concurrency=concurrency)
+        try:
+            result = Collector(settings, sink, clock=clock, transport=httpx.MockTransport(handler)).backfill(
+                BackfillRange(org.start, org.end)
+            )
+            assert not result.failed, [r.error for r in result.failed]
+            assert all(r.requests.requests == 2 for r in result.streams)
+            stored[concurrency] = {s: _stored(sink, s) for s in ("embeddings", "images")}
+        finally:
+            sink.close()
+        for stream in ("embeddings", "images"):
+            asked = log.index(("get", f"{stream}@{second}"))
+            written = next(i for i, (kind, what) in enumerate(log) if kind == "write" and what.startswith(stream))
+            assert written < asked, (concurrency, stream, log)
+    assert stored[1] == stored[2]

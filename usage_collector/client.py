@@ -51,10 +51,31 @@ Params = list[tuple[str, str | int | float | bool | None]]
 
 @dataclass
 class RequestStats:
-    """Requests and retries made on behalf of one stream."""
+    """Requests and retries made on behalf of one stream, and the size of the last body read."""
 
     requests: int = 0
     retries: int = 0
+    #: bytes of the last successful answer's body (decoded)
+    body_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A successful response and its body (a page's body is not on the response: :meth:`OpenAIClient._once`)."""
+
+    response: httpx.Response
+    body: bytes | bytearray
+
+
+def _read_body(response: httpx.Response) -> bytearray:
+    """The body of an open streamed ``response`` in one buffer grown as the chunks arrive. ``response.read()``
+    keeps every chunk until it joins them, so a page is held twice while it is read (a 180-day costs page is
+    ~4 MB); past the allocator's mmap threshold (:mod:`.memory`) the buffer is its own mapping, grown by the
+    kernel without copying what it holds and returned to the system whole when freed."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+    return body
 
 
 class RateLimiter:
@@ -247,19 +268,27 @@ class OpenAIClient:
         self._clock.wait(self._stop_event, seconds)
         self._check_stop()
 
-    def _once(self, path: str, params: Params, stats: RequestStats) -> httpx.Response:
+    def _once(self, path: str, params: Params, stats: RequestStats, *, buffer: bool = False) -> _Answer:
+        """One GET. With ``buffer``, a successful answer's body is read into one buffer as it arrives
+        (:func:`_read_body`) and left off the response (``response.content`` is not set); otherwise it is read
+        as httpx reads it."""
         self._check_stop()
         self._limiter.acquire()
         stats.requests += 1
+        body: bytes | bytearray
         try:
-            response = self._http.get(path, params=params)
+            response = self._http.send(self._http.build_request("GET", path, params=params), stream=True)
+            try:
+                body = _read_body(response) if buffer and response.is_success else response.read()
+            finally:
+                response.close()
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise RetriableApiError(f"cannot connect to {self.base_url}: {type(exc).__name__}", connect=True) from None
         except httpx.TimeoutException as exc:
             raise RetriableApiError(f"timeout calling {self.base_url}/{path}: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
             raise RetriableApiError(f"cannot reach {self.base_url}/{path}: {type(exc).__name__}") from None
-        # httpx binds a read response's stream back to the response (BoundSyncStream, to set ``elapsed`` on close):
+        # httpx binds a response's stream back to the response (BoundSyncStream, to set ``elapsed`` on close):
         # a reference cycle, so the response and its body would wait for the cyclic garbage collector (which
         # documents.paused_gc holds off while other streams shape and write). The body is read and the stream
         # closed: unbound, the response is freed as soon as it is unused.
@@ -267,8 +296,9 @@ class OpenAIClient:
         error = classify(response, self._clock.now())
         if error is not None:
             raise error
-        log.debug("GET %s -> %s (%d bytes)", response.request.url, response.status_code, len(response.content))
-        return response
+        log.debug("GET %s -> %s (%d bytes)", response.request.url, response.status_code, len(body))
+        stats.body_bytes = len(body)
+        return _Answer(response, body)
 
     def _wait(self, rs: RetryCallState) -> float:
         exc = rs.outcome.exception() if rs.outcome else None
@@ -324,8 +354,8 @@ class OpenAIClient:
             for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    response = self._once(path, params, stats)
-                    return parse(response.content) if parse else response
+                    answer = self._once(path, params, stats, buffer=parse is not None)
+                    return parse(answer.body) if parse else answer.response
         except RetriableApiError as exc:
             if exc.connect:
                 raise UnreachableError(

@@ -173,51 +173,100 @@ class PlannedStream:
     windows: int
 
 
-class _FetchAhead:
-    """The first page of a stream's next window, asked for on ``pool`` while the current window is fetched, shaped
-    and written (:meth:`Collector._collect_windows`); nothing when ``pool`` is ``None`` (concurrency 1).
+#: Bytes the first pages fetched ahead (:class:`_FetchAhead`) of an organization's streams may hold at once. A
+#: stream asks for its next window's first page only while the one it just read (the size expected) fits in what
+#: is left, so the pages held ahead stay within this whatever a page's size: a 7-day 1h page is 0.1-2 MB, a
+#: 180-day costs page ~4 MB (``bench/p4_memory.py``).
+AHEAD_BYTES = 3 << 20
 
-    At most one page ahead. Its requests are counted apart (another thread makes them) and added to the stream's
-    when it is taken or dropped. A page asked for with another ``group_by`` than the window is read with (a
-    dimension refused meanwhile) is dropped; so is one left by a stream that stops or fails.
+
+class _PagesAhead:
+    """The pool that first pages are fetched ahead on and the bytes they may hold (:data:`AHEAD_BYTES`), shared
+    by the streams of an organization."""
+
+    def __init__(self, pool: ThreadPoolExecutor, limit: int) -> None:
+        self.pool = pool
+        self._left = limit
+        self._lock = threading.Lock()
+
+    def reserve(self, size: int) -> bool:
+        """Take ``size`` bytes if they are left."""
+        with self._lock:
+            if size > self._left:
+                return False
+            self._left -= size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self._left += size
+
+
+class _FetchAhead:
+    """The first page of a stream's next window, asked for on ``pages``' pool while the current window is fetched,
+    shaped and written (:meth:`Collector._collect_windows`); nothing when ``pages`` is ``None`` (concurrency 1).
+
+    At most one page ahead, and only within ``pages``' bytes: the next page is expected to be the size of the
+    current window's first page (``RequestStats.body_bytes``), which is reserved until the page is taken or
+    dropped; when it does not fit, the next window's first page is asked for when that window is read. Its
+    requests are counted apart (another thread makes them) and added to the stream's (``stats``) when it is taken
+    or dropped. A page asked for with another ``group_by`` than the window is read with (a dimension refused
+    meanwhile) is dropped; so is one left by a stream that stops or fails.
     """
 
     def __init__(
-        self, pool: ThreadPoolExecutor | None, client: OpenAIClient, plan: StreamPlan, windows: list[Window]
+        self,
+        pages: _PagesAhead | None,
+        client: OpenAIClient,
+        plan: StreamPlan,
+        windows: list[Window],
+        stats: RequestStats,
     ) -> None:
-        self._pool, self._client, self._plan, self._windows = pool, client, plan, windows
-        self._pending: tuple[Window, tuple[str, ...], Future[Page], RequestStats] | None = None
+        self._pages, self._client, self._plan, self._windows, self._stats = pages, client, plan, windows, stats
+        self._pending: tuple[Window, tuple[str, ...], Future[Page], RequestStats, int] | None = None
         self._counted: list[RequestStats] = []
+        #: the requests of the first page :meth:`take` returned (read on another thread, so not in ``stats``)
+        self._taken: RequestStats | None = None
 
     def next_after(self, i: int, group_by: tuple[str, ...]) -> Callable[[], None] | None:
         """What asks for window ``i + 1``'s first page (called once window ``i``'s first page is in)."""
-        if self._pool is None or i + 1 >= len(self._windows):
+        if self._pages is None or i + 1 >= len(self._windows):
             return None
-        pool, win = self._pool, self._windows[i + 1]
+        pages, win = self._pages, self._windows[i + 1]
 
         def start() -> None:
             self._drop()
+            size = (self._taken or self._stats).body_bytes  # window i's first page, just read
+            if not pages.reserve(size):
+                return
             stats = RequestStats()
-            page = pool.submit(self._client.first_page, self._plan.spec, win, self._plan.width, group_by, stats)
-            self._pending = (win, group_by, page, stats)
+            page = pages.pool.submit(self._client.first_page, self._plan.spec, win, self._plan.width, group_by, stats)
+            self._pending = (win, group_by, page, stats, size)
 
         return start
 
     def take(self, win: Window, group_by: tuple[str, ...]) -> Future[Page] | None:
         """The first page of ``win`` if it was asked for with ``group_by``."""
         pending, self._pending = self._pending, None
+        self._taken = None
         if pending is None:
             return None
-        self._counted.append(pending[3])
+        self._release(pending)
         if (pending[0], pending[1]) == (win, group_by):
+            self._taken = pending[3]
             return pending[2]
         pending[2].cancel()
         return None
 
+    def _release(self, pending: tuple[Window, tuple[str, ...], Future[Page], RequestStats, int]) -> None:
+        assert self._pages is not None
+        self._pages.release(pending[4])
+        self._counted.append(pending[3])
+
     def _drop(self) -> None:
         if self._pending is not None:
             self._pending[2].cancel()
-            self._counted.append(self._pending[3])
+            self._release(self._pending)
             self._pending = None
 
     def close(self, into: RequestStats) -> None:
@@ -441,9 +490,10 @@ class Collector:
             if workers == 1:
                 results = [self._collect_stream(client, org, target, names, spec, backfill) for spec in jobs]
             else:
+                pages = _PagesAhead(fetch_pool, AHEAD_BYTES)
                 with ThreadPoolExecutor(workers, thread_name_prefix="collect") as pool:
                     futures = [
-                        pool.submit(self._collect_stream, client, org, target, names, spec, backfill, ahead, fetch_pool)
+                        pool.submit(self._collect_stream, client, org, target, names, spec, backfill, ahead, pages)
                         for spec in jobs
                     ]
                     results = [f.result() for f in futures]
@@ -517,10 +567,10 @@ class Collector:
         spec: StreamSpec,
         backfill: BackfillRange | None,
         ahead: Ahead | None = None,
-        fetch_pool: ThreadPoolExecutor | None = None,
+        pages: _PagesAhead | None = None,
     ) -> StreamResult:
         """plan -> (fetch -> shape -> write with its checkpoint) per window -> follow-up checkpoint; ``ahead`` hears
-        of each acknowledged window and of the end; with ``fetch_pool``, windows are fetched ahead."""
+        of each acknowledged window and of the end; with ``pages``, windows are fetched ahead."""
         started = self.clock.now()
         t0 = time.monotonic()
         scope: Scope = "run" if backfill is None else "backfill"
@@ -537,7 +587,7 @@ class Collector:
                 res.unavailable = cp.unavailable  # tried less than a day ago: skipped, not failed
                 res.dropped = list(cp.dropped_group_by or [])
             else:
-                cp = self._collect_windows(client, org, target, names, plan, cp, res, ahead, fetch_pool)
+                cp = self._collect_windows(client, org, target, names, plan, cp, res, ahead, pages)
                 run_cp = plan.follow_up(cp, self._stored_run_checkpoint(plan, cp), self.clock.now())
                 if run_cp is not None:
                     self.sink.save_checkpoint(run_cp)
@@ -582,14 +632,15 @@ class Collector:
         cp: Checkpoint,
         res: StreamResult,
         ahead: Ahead | None = None,
-        fetch_pool: ThreadPoolExecutor | None = None,
+        pages: _PagesAhead | None = None,
     ) -> Checkpoint:
         """fetch -> shape -> write with its checkpoint, per window; returns the last checkpoint stored.
 
-        With ``fetch_pool``, the next window's first page is asked for (on that pool) as soon as the current
-        window's first page is in, so its latency passes while this one is fetched, shaped and written; one page
-        ahead at most. Windows are still written, and their checkpoints stored, one after another in order. A page
-        fetched ahead with a ``group_by`` since changed is dropped and asked for again."""
+        With ``pages``, the next window's first page is asked for (on its pool) as soon as the current window's
+        first page is in, so its latency passes while this one is fetched, shaped and written; one page ahead at
+        most, and only within the bytes ``pages`` has left (:class:`_FetchAhead`). Windows are still written, and
+        their checkpoints stored, one after another in order. A page fetched ahead with a ``group_by`` since changed
+        is dropped and asked for again."""
         spec = plan.spec
         now = self.clock.now()
         wanted = self.settings.group_by_for(spec.name)
@@ -608,7 +659,7 @@ class Collector:
         cp = replace(cp, unavailable=None, unavailable_since=None, unavailable_checked_at=None)
         first = True
         windows = list(plan.windows())
-        fetched = _FetchAhead(fetch_pool, client, plan, windows)
+        fetched = _FetchAhead(pages, client, plan, windows, res.requests)
         try:
             for i, win in enumerate(windows):
                 window_stats = WriteStats()
