@@ -133,12 +133,8 @@ def book(tmp_path_factory) -> PriceBook:
     return PriceBook(directory=directory)
 
 
-@pytest.mark.parametrize("which", ["simulator", "shipped"])
-def test_cost_of_equals_estimate_source_on_every_simulated_row(pages, book, which):
-    """The fast pricing of every usage row equals the general estimate, with the simulator's prices (nearly all
-    priced) and with the shipped table (many unpriced: other models, other dates)."""
-    priced = unpriced = 0
-    shipped = PriceTable.load("2026-11-30")
+def _usage_docs(pages):
+    """``(stream, width, document)`` of every usage row of the captured pages, shaped without prices."""
     for (name, width), parsed in pages.items():
         spec = STREAMS[name]
         if spec.is_costs:
@@ -146,15 +142,24 @@ def test_cost_of_equals_estimate_source_on_every_simulated_row(pages, book, whic
         shaper = Shaper(spec, TARGET, width, spec.request_group_by)
         for page in parsed:
             for b in page["data"]:
-                for doc in shaper.bucket(b["start_time"], b["end_time"], b["results"]):
-                    table = book.table(doc_day(doc)) if which == "simulator" else shipped
-                    assert table is not None
-                    own = doc.source["openai"].get(name, {})
-                    want = estimate_source(name, doc.source, table).cost
-                    got = cost_of(name, own, doc.source["openai"]["base"].get("model"), width, table)
-                    assert got == want, (name, own, got, want)
-                    priced += want is not None
-                    unpriced += want is None
+                yield from ((name, width, doc) for doc in shaper.bucket(b["start_time"], b["end_time"], b["results"]))
+
+
+@pytest.mark.parametrize("which", ["simulator", "shipped"])
+def test_cost_of_equals_estimate_source_on_every_simulated_row(pages, book, which):
+    """The fast pricing of every usage row equals the general estimate, with the simulator's prices (nearly all
+    priced) and with the shipped table (many unpriced: other models, other dates)."""
+    priced = unpriced = 0
+    shipped = PriceTable.load("2026-11-30")
+    for name, width, doc in _usage_docs(pages):
+        table = book.table(doc_day(doc)) if which == "simulator" else shipped
+        assert table is not None
+        own = doc.source["openai"].get(name, {})
+        want = estimate_source(name, doc.source, table).cost
+        got = cost_of(name, own, doc.source["openai"]["base"].get("model"), width, table)
+        assert got == want, (name, own, got, want)
+        priced += want is not None
+        unpriced += want is None
     assert priced > 1000 and (unpriced > 0 if which == "shipped" else True), (priced, unpriced)
 
 
@@ -164,26 +169,15 @@ def test_usage_estimate_equals_estimate_source_on_every_simulated_row(pages, boo
     simulator's prices, with the shipped table (many unpriced) and without a table."""
     shipped = PriceTable.load("2026-11-30")
     seen = priced = 0
-    for (name, width), parsed in pages.items():
-        spec = STREAMS[name]
-        if spec.is_costs:
-            continue
-        shaper = Shaper(spec, TARGET, width, spec.request_group_by)
-        for page in parsed:
-            for b in page["data"]:
-                for doc in shaper.bucket(b["start_time"], b["end_time"], b["results"]):
-                    table = {"simulator": book.table(doc_day(doc)), "shipped": shipped, "none": None}[which]
-                    own = doc.source["openai"].get(name, {})
-                    want = estimate_source(name, doc.source, table)
-                    cost, quantities = usage_estimate(
-                        name, own, doc.source["openai"]["base"].get("model"), width, table
-                    )
-                    assert (cost, quantities) == (want.cost, want.quantities), (name, own)
-                    assert [q.as_tuple() for q in quantities.values()] == [
-                        q.as_tuple() for q in want.quantities.values()
-                    ]
-                    seen += 1
-                    priced += cost is not None
+    for name, width, doc in _usage_docs(pages):
+        table = {"simulator": book.table(doc_day(doc)), "shipped": shipped, "none": None}[which]
+        own = doc.source["openai"].get(name, {})
+        want = estimate_source(name, doc.source, table)
+        cost, quantities = usage_estimate(name, own, doc.source["openai"]["base"].get("model"), width, table)
+        assert (cost, quantities) == (want.cost, want.quantities), (name, own)
+        assert [q.as_tuple() for q in quantities.values()] == [q.as_tuple() for q in want.quantities.values()]
+        seen += 1
+        priced += cost is not None
     assert seen > 5000 and (priced > 1000 if which == "simulator" else True), (seen, priced)
 
 
