@@ -109,3 +109,43 @@ def test_rows_of_a_shape_that_needs_coercion_are_each_coerced_and_each_can_still
     assert [r["input_tokens"] for r in _parse("completions", [ok, {**ok, "input_tokens": " 6 "}])] == [5, 6]
     with pytest.raises(FatalApiError, match=r"results\.1\.input_tokens: not an integer"):
         _parse("completions", [ok, {**ok, "input_tokens": "6x"}])
+
+
+def test_the_checker_passes_the_usual_amount_and_still_coerces_or_refuses_the_others():
+    """A costs row's checker passes an amount with a Decimal value and a text currency as it is (tested inline),
+    and still hands every other amount to the full rules: a text or integer value made a Decimal, a null value or
+    currency kept, a currency that is not text refused."""
+    row = {"object": "organization.costs.result", "amount": {"value": 1.25, "currency": "usd"}, "quantity": 2}
+    variants = [
+        {**row, "amount": {"value": "0.10", "currency": "usd"}},
+        {**row, "amount": {"value": 3, "currency": "usd"}},
+        {**row, "amount": {"value": None, "currency": "usd"}},
+        {**row, "amount": {"value": 1.5, "currency": None}},
+        {**row, "amount": {"value": 1.5}},
+        {**row, "amount": None},
+    ]
+    got = _parse("costs", [row, *variants, row])
+    values = [None if r["amount"] is None else r["amount"].get("value") for r in got]
+    assert values == [
+        Decimal("1.25"),
+        Decimal("0.10"),
+        Decimal(3),
+        None,
+        Decimal("1.5"),
+        Decimal("1.5"),
+        None,
+        Decimal("1.25"),
+    ]
+    assert all(type(v) is Decimal for v in values if v is not None)
+    assert [r["amount"] and r["amount"].get("currency") for r in got] == [
+        "usd",
+        "usd",
+        "usd",
+        "usd",
+        None,
+        None,
+        None,
+        "usd",
+    ]
+    with pytest.raises(FatalApiError, match=r"results\.1\.amount\.currency"):
+        _parse("costs", [row, {**row, "amount": {"value": 1.5, "currency": 5}}])

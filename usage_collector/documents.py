@@ -474,11 +474,11 @@ class Shaper:
             f"{i}else:",
             f"{i}    own['estimated_cost'] = cost",
             # measure_hash and _canon spelled out (two calls fewer); for a Decimal, the JSON orjson writes of
-            # {"measures": digest, "estimated_cost": canonical text}, formatted: both are plain text (hex digits; digits,
-            # sign, point), which JSON writes between quotes unchanged
+            # {"measures": digest, "estimated_cost": canonical text}, formatted: both are plain text (hex digits;
+            # digits, sign, point), which JSON writes between quotes unchanged
             f"{i}    h = BLAKE2B_8()",
             f"{i}    if type(cost) is DECIMAL:",
-            f"{i}        h.update(f'{{{{\"measures\":\"{{digest}}\",\"estimated_cost\":\"{{CANON_TEXT(cost)}}\"}}}}'"
+            f'{i}        h.update(f\'{{{{"measures":"{{digest}}","estimated_cost":"{{CANON_TEXT(cost)}}"}}}}\''
             ".encode())",
             f"{i}    else:",
             f"{i}        h.update(DUMPS({{'measures': digest, 'estimated_cost': cost}}, default=CANON_DEFAULT))",

@@ -67,8 +67,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow, localcontext
-from pathlib import Path
 from operator import mul
+from pathlib import Path
 from typing import Any
 
 from .catalogue import STREAMS, WIDTH_SECONDS
@@ -525,7 +525,7 @@ def _token_cost(stream: str, width: str, own: Mapping[str, Any], model: Any, tab
     has (``sum(map(mul, ...))``, in C), then to the smallest exponent of the units actually charged (``q > 0``),
     and 0: the coefficient and exponent :func:`_token_cost_loop` reaches adding term by term, so the same
     ``Decimal`` (``tests/test_fast_path.py`` compares ``as_tuple()`` on every simulated row)."""
-    quantities = [*map(own.get, _TODAY_MEASURES)]
+    quantities: list[Any] = [*map(own.get, _TODAY_MEASURES)]
     tier = tier_of(own)
     key = ("estimate.vector", model, tier)
     memo = table.memo
@@ -538,11 +538,11 @@ def _token_cost(stream: str, width: str, own: Mapping[str, Any], model: Any, tab
     for i in unpriced:
         if quantities[i]:
             return None  # a charged unit without a price, as _token_cost_loop says
-    for i, exponent in by_exponent:
+    exponent = 0
+    for i, e in by_exponent:
         if quantities[i]:
+            exponent = e
             break
-    else:
-        exponent = 0
     total = sum(map(mul, quantities, scaled))
     if exponent > floor:
         total //= _POW10[exponent - floor]  # exact: every charged term is a multiple
@@ -583,9 +583,7 @@ def _token_vector(table: PriceTable, model: Any, tier: str | None) -> Any:
 _INT_ONLY = frozenset({int})
 
 
-def _token_cost_loop(
-    stream: str, width: str, own: Mapping[str, Any], model: Any, table: PriceTable
-) -> Decimal | None:
+def _token_cost_loop(stream: str, width: str, own: Mapping[str, Any], model: Any, table: PriceTable) -> Decimal | None:
     """:func:`_rates_sum` of :func:`_token_units`. For the shape the API reports today (the modality splits and a
     cache-write retention part present, as whole numbers) the units are read straight from their measures, in
     :func:`_token_units`' order, and summed as :func:`_rates_sum` sums them; a value :func:`_token_units` would
