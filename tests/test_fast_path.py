@@ -8,7 +8,6 @@ changed one field at a time; a check also fails if the fast path was never taken
 
 from __future__ import annotations
 
-import functools
 from datetime import date
 from typing import Any
 
@@ -290,63 +289,6 @@ def test_shapers_share_compiled_code_but_not_their_constants(pages):
             start, _iso(start), _iso(end), row
         ),
     )
-
-
-@pytest.mark.parametrize("which", ["simulator", "shipped"])
-def test_token_and_single_measure_costs_summed_at_once_equal_the_term_by_term_sum(pages, book, which):
-    """``_token_cost`` and ``_simple_cost`` sum today's shape at once (rates scaled to one exponent); the result is
-    the ``Decimal`` the term-by-term sums give, exponent included (``as_tuple``), on every usage row, and on rows
-    with one quantity changed (zero, negative, absent, text); the one-step path is taken."""
-    from usage_collector import estimate
-
-    shipped = PriceTable.load("2026-11-30")
-    taken = checked = 0
-    for name, width, doc in _usage_docs(pages):
-        if name not in ("completions", "decisions", "embeddings", "moderations", "audio_speeches"):
-            continue
-        table = book.table(doc_day(doc)) if which == "simulator" else shipped
-        assert table is not None
-        own = doc.source["openai"].get(name, {})
-        model = doc.source["openai"]["base"].get("model")
-        variants = [own]
-        if checked % 7 == 0:  # a few changed rows: each way the one-step path must refuse or agree
-            key = next(iter(k for k, v in own.items() if type(v) is int and k != "num_model_requests"), None)
-            if key is not None:
-                variants += [{**own, key: 0}, {**own, key: -5}, {k: v for k, v in own.items() if k != key}]
-                variants += [{**own, key: "12"}, {**own, key: 10**79}]
-        for o in variants:
-            if name in ("completions", "decisions"):
-                old, new = estimate._token_cost_loop, estimate._token_cost
-            else:
-                old = functools.partial(_simple_by_units, estimate.tier_of(o), _simple_units(name, o))
-                new = estimate._simple_cost
-            try:
-                want = old(name, width, o, model, table)
-            except ArithmeticError as exc:  # more than 80 digits: both refuse it alike
-                with pytest.raises(type(exc)):
-                    new(name, width, o, model, table)
-                continue
-            got = new(name, width, o, model, table)
-            assert (got is None) == (want is None), (name, o, got, want)
-            if want is not None:
-                assert got.as_tuple() == want.as_tuple(), (name, o, got, want)
-            checked += 1
-        taken += any(k[0] == "estimate.vector" and v is not False for k, v in table.memo.items())
-    assert checked > 3000 and taken > 1000, (checked, taken)
-
-
-def _simple_by_units(tier: Any, units: dict[str, int], name: str, width: str, own: Any, model: Any, table: Any) -> Any:
-    from usage_collector import estimate
-
-    return estimate._rates_sum(name, width, own, model, table, tier, units)
-
-
-def _simple_units(name: str, own: dict[str, Any]) -> dict[str, int]:
-    from usage_collector import estimate
-
-    measure, unit = estimate._SIMPLE[name]
-    q = estimate._int(own.get(measure))
-    return {unit: q} if q else {}
 
 
 def test_rows_of_interleaved_shapes_are_shaped_as_each_alone(pages):

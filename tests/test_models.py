@@ -112,9 +112,9 @@ def test_rows_of_a_shape_that_needs_coercion_are_each_coerced_and_each_can_still
 
 
 def test_the_checker_passes_the_usual_amount_and_still_coerces_or_refuses_the_others():
-    """A costs row's checker passes an amount with a Decimal value and a text currency as it is (tested inline),
-    and still hands every other amount to the full rules: a text or integer value made a Decimal, a null value or
-    currency kept, a currency that is not text refused."""
+    """A costs row's checker passes an amount with a Decimal value and a text currency as it is, and rows of the
+    same keys with any other amount still get the full rules: a text or integer value made a Decimal, a null value or
+    currency kept, a currency that is not text refused (a guard for speed work on the checker, issue 18 P2)."""
     row = {"object": "organization.costs.result", "amount": {"value": 1.25, "currency": "usd"}, "quantity": 2}
     variants = [
         {**row, "amount": {"value": "0.10", "currency": "usd"}},

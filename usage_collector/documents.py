@@ -289,8 +289,7 @@ class Shaper:
         # the fast row function of the last row shape seen, and every shape compiled so far (see _fast_row)
         self._fast: FastRow = _no_fast
         self._fast_by_shape: dict[tuple[Any, ...], FastRow | None] = {}
-        #: value types of a row -> the fast function of the last row shape with those types seen (see _other_shape)
-        self._by_types: dict[tuple[type, ...], FastRow] = {}
+        self._recent: list[FastRow] = []  # the fast functions used last, tried before a row's shape is computed
 
     def bucket(self, start: int, end: int, results: list[Mapping[str, Any]]) -> list[Document]:
         """Documents of one bucket's results. Callers pause the cyclic garbage collector around their buckets
@@ -315,17 +314,12 @@ class Shaper:
     def _other_shape(self, start: int, ts: str, te: str, result: Mapping[str, Any]) -> Document:
         """A row the current fast function does not take: the fast function of its shape (compiled on first
         sight), or the general one when its shape has none."""
-        # rows of a few shapes interleave (models that report different measures, costs rows with and without a
-        # project or a quantity unit: five shapes, a quarter of the rows of another shape than the row before):
-        # the fast function last used for rows of these value types, tried first (one tuple and one lookup; trying
-        # each recent function in turn read every field of the row for each one that refused it)
-        types = (*map(type, result.values()),)
-        fast = self._by_types.get(types)
-        if fast is not None and fast is not self._fast:
-            doc = fast(start, ts, te, result)
-            if doc is not None:
-                self._fast = fast
-                return doc
+        for recent in self._recent:  # rows of a few shapes interleave (models that report different measures)
+            if recent is not self._fast:
+                doc = recent(start, ts, te, result)
+                if doc is not None:
+                    self._fast = recent
+                    return doc
         shape = _shape_of(result)
         if shape in self._fast_by_shape:
             fast = self._fast_by_shape[shape]
@@ -334,8 +328,8 @@ class Shaper:
             self._fast_by_shape[shape] = fast
         if fast is not None:
             self._fast = fast
-            if len(self._by_types) < _MAX_SHAPES:
-                self._by_types[types] = fast
+            if fast not in self._recent:
+                self._recent = [fast, *self._recent[:3]]
             doc = fast(start, ts, te, result)
             if doc is not None:
                 return doc
@@ -473,15 +467,10 @@ class Shaper:
             f"{i}    UNPRICED[0] += 1",
             f"{i}else:",
             f"{i}    own['estimated_cost'] = cost",
-            # measure_hash and _canon spelled out (two calls fewer); for a Decimal, the JSON orjson writes of
-            # {"measures": digest, "estimated_cost": canonical text}, formatted: both are plain text (hex digits;
-            # digits, sign, point), which JSON writes between quotes unchanged
+            # measure_hash and _canon spelled out (two calls fewer)
             f"{i}    h = BLAKE2B_8()",
-            f"{i}    if type(cost) is DECIMAL:",
-            f'{i}        h.update(f\'{{{{"measures":"{{digest}}","estimated_cost":"{{CANON_TEXT(cost)}}"}}}}\''
-            ".encode())",
-            f"{i}    else:",
-            f"{i}        h.update(DUMPS({{'measures': digest, 'estimated_cost': cost}}, default=CANON_DEFAULT))",
+            f"{i}    h.update(DUMPS({{'measures': digest, 'estimated_cost': CANON_TEXT(cost) if type(cost) is DECIMAL"
+            " else cost}, default=CANON_DEFAULT))",
             f"{i}    digest = h.hexdigest()",
         ]
 
@@ -576,8 +565,7 @@ class Shaper:
             else:
                 continue
             # a Decimal measure hashed as its canonical text, rendered here (the same JSON string)
-            # (_canon spelled out: one call fewer)
-            hashed.append((name, f"(CANON_TEXT({v}) if type({v}) is DECIMAL else {v})" if name in decimals else v))
+            hashed.append((name, f"CANON({v})" if name in decimals else v))
             if is_measure and _in_base(spec, name):
                 base.append((name, v))
             elif "." in name:

@@ -67,7 +67,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow, localcontext
-from operator import mul
 from pathlib import Path
 from typing import Any
 
@@ -519,71 +518,6 @@ def _cost_function(stream: str, width: str) -> Callable[[Mapping[str, Any], Any,
 
 
 def _token_cost(stream: str, width: str, own: Mapping[str, Any], model: Any, table: PriceTable) -> Decimal | None:
-    """:func:`_token_cost_loop`, summed at once when it can be: today's shape (every quantity of
-    :data:`_TODAY_MEASURES` a whole number >= 0, an ``int``) and a model and tier whose priced units all have
-    plain rates (:func:`_token_vector`). Each term ``q x coefficient`` brought to the smallest exponent any unit
-    has (``sum(map(mul, ...))``, in C), then to the smallest exponent of the units actually charged (``q > 0``),
-    and 0: the coefficient and exponent :func:`_token_cost_loop` reaches adding term by term, so the same
-    ``Decimal`` (``tests/test_fast_path.py`` compares ``as_tuple()`` on every simulated row)."""
-    quantities: list[Any] = [*map(own.get, _TODAY_MEASURES)]
-    tier = tier_of(own)
-    key = ("estimate.vector", model, tier)
-    memo = table.memo
-    vector = memo.get(key)
-    if vector is None:
-        vector = memo[key] = _token_vector(table, model, tier)
-    if vector is False or not _INT_ONLY.issuperset(map(type, quantities)) or min(quantities) < 0:
-        return _token_cost_loop(stream, width, own, model, table)
-    scaled, floor, by_exponent, unpriced = vector
-    for i in unpriced:
-        if quantities[i]:
-            return None  # a charged unit without a price, as _token_cost_loop says
-    exponent = 0
-    for i, e in by_exponent:
-        if quantities[i]:
-            exponent = e
-            break
-    total = sum(map(mul, quantities, scaled))
-    if exponent > floor:
-        total //= _POW10[exponent - floor]  # exact: every charged term is a multiple
-    if total >= _DIGITS_80:
-        return _token_cost_loop(stream, width, own, model, table)
-    return Decimal(total).scaleb(exponent, _EXACT)
-
-
-def _token_vector(table: PriceTable, model: Any, tier: str | None) -> Any:
-    """For :func:`_token_cost`: ``(scaled, floor, by_exponent, unpriced)`` of one table, model and tier, or ``False``
-    when a priced unit's rate is not plain (``_SLOW``, or a coefficient :func:`_rate` leaves ``None``). ``floor`` is
-    the smallest exponent of every priced unit's rate and 0; ``scaled`` each unit's coefficient at ``floor`` (0 for
-    an unpriced unit), in :data:`_TODAY_UNITS` order; ``by_exponent`` the priced units' ``(index, exponent capped
-    at 0)``, smallest exponent first; ``unpriced`` the indices of the units without a price."""
-    rates = table.memo.get(("estimate.rates", model, tier))
-    if rates is None:
-        rates = table.memo[("estimate.rates", model, tier)] = {}
-    found: list[tuple[int, int, int]] = []
-    unpriced: list[int] = []
-    for i, unit in enumerate(_TODAY_UNITS):
-        rate = rates.get(unit)
-        if rate is None:
-            rate = rates[unit] = _rate(table, model, unit, tier)
-        if rate is False:
-            unpriced.append(i)
-        elif rate is _SLOW or rate[0] is None:
-            return False
-        else:
-            found.append((i, rate[0], rate[1]))
-    floor = min([0, *(e for _, _, e in found)])
-    scaled = [0] * len(_TODAY_UNITS)
-    for i, coefficient, e in found:
-        scaled[i] = coefficient * _POW10[e - floor]
-    by_exponent = tuple((i, min(e, 0)) for i, _, e in sorted(found, key=lambda f: f[2]))
-    return tuple(scaled), floor, by_exponent, tuple(unpriced)
-
-
-_INT_ONLY = frozenset({int})
-
-
-def _token_cost_loop(stream: str, width: str, own: Mapping[str, Any], model: Any, table: PriceTable) -> Decimal | None:
     """:func:`_rates_sum` of :func:`_token_units`. For the shape the API reports today (the modality splits and a
     cache-write retention part present, as whole numbers) the units are read straight from their measures, in
     :func:`_token_units`' order, and summed as :func:`_rates_sum` sums them; a value :func:`_token_units` would
@@ -658,24 +592,11 @@ _TODAY_UNITS = (
 
 
 def _simple_cost(stream: str, width: str, own: Mapping[str, Any], model: Any, table: PriceTable) -> Decimal | None:
-    """:func:`_rates_sum` of the stream's one unit; for a whole number > 0 and a plain rate, its one term spelled
-    out (the same coefficient and exponent: ``q x coefficient``, at the rate's exponent when it is below 0)."""
     measure, unit = _SIMPLE[stream]
     q = own.get(measure)
-    tier = tier_of(own)
-    if type(q) is int and q > 0:
-        rates = table.memo.get(("estimate.rates", model, tier))
-        rate = None if rates is None else rates.get(unit)
-        if rate is False:
-            return None
-        if rate is not None and rate is not _SLOW and rate[0] is not None:
-            coefficient, e = rate[0], rate[1]
-            total = q * coefficient if e < 0 else q * coefficient * _POW10[e]
-            if total < _DIGITS_80:
-                return Decimal(total).scaleb(e if e < 0 else 0, _EXACT)
-    elif type(q) is not int:
+    if type(q) is not int:
         q = _int(q)
-    return _rates_sum(stream, width, own, model, table, tier, {unit: q} if q else {})
+    return _rates_sum(stream, width, own, model, table, tier_of(own), {unit: q} if q else {})
 
 
 def _image_cost(own: Mapping[str, Any], model: Any, table: PriceTable) -> Decimal | None:

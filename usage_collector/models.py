@@ -226,18 +226,14 @@ def _checker(keys: tuple[str, ...], types: dict[str, type]) -> Callable[[Any], b
         if want is None:
             continue
         if want is _Amount:
-            # the usual amount (a Decimal value, a text currency) is what _amount_value passes unchanged: tested here
-            lines.append(
-                f"    a{n} = OK if {v} is None or (type({v}) is dict and type({v}.get('value')) is Decimal"
-                f" and type({v}.get('currency')) is str) else AMOUNT({v})"
-            )
+            lines.append(f"    a{n} = AMOUNT({v}) if {v} is not None else OK")
             tests.append(f"a{n} is None")
             coercions += [f"    if a{n} is not OK:", f"        {v}['value'] = a{n}"]
         elif want is Decimal:
-            tests.append(f"(type({v}) is not Decimal and type({v}) is not int and {v} is not None)")
+            tests.append(f"({v} is not None and type({v}) is not Decimal and type({v}) is not int)")
             coercions += [f"    if type({v}) is int:", f"        row[{key!r}] = Decimal({v})"]
         elif want in (str, bool, int):
-            tests.append(f"(type({v}) is not {want.__name__} and {v} is not None)")  # the type first: most are set
+            tests.append(f"({v} is not None and type({v}) is not {want.__name__})")
         else:
             return _no_check
     if tests:
