@@ -399,7 +399,7 @@ class LazyBuckets:
                         break
                     check = self._check = found
                 else:
-                    return bucket  # type: ignore[no-any-return]
+                    return bucket
         one: dict[str, Any] = {"data": [bucket], "has_more": False}
         try:
             _check_page(one, self._types)
