@@ -142,3 +142,32 @@ def test_the_sources_go_to_the_insert_as_a_list_and_are_stored_as_serialized(tmp
     expected = [dumps(d.source).decode() for d in window]
     assert expected in inserts[0]  # the sources: one list parameter, in the documents' order
     assert stored == {d.id: dumps(d.source).decode() for d in window}
+
+
+def test_a_column_of_one_value_goes_as_that_value_and_a_mixed_one_row_by_row(tmp_path: Path) -> None:
+    # stream and data_stream are one value throughout a window of one stream: passed once, repeated by DuckDB
+    # beside the unnested columns; a window of two streams still stores each document's own
+    from usage_collector.documents import Document
+
+    one = _window(6)
+    other = [
+        Document(f"e{i}", "metrics-openai.embeddings-default", "embeddings", T0, "h", dict(d.source))
+        for i, d in enumerate(one[:2])
+    ]
+    seen: list[tuple[str, list[Any]]] = []
+    sink = DuckDBSink(tmp_path / "v.duckdb")
+    try:
+        con = sink._db()
+        sink._con = _Spy(con, seen)
+        sink.write_window(one, None, None)
+        sink.write_window([*_window(9)[6:], *other], None, None)  # new documents of two streams
+        sink._con = con
+        stored = sorted(sink.query("SELECT _id, stream, data_stream FROM documents"))
+    finally:
+        sink.close()
+    inserts = [params for sql, params in seen if sql.startswith("INSERT INTO documents")]
+    assert inserts[0][1:3] == ["completions", DS]  # the window of one stream: each a single value
+    assert "embeddings" in inserts[1][1] and "completions" in inserts[1][1]  # two streams: row by row
+    assert stored == sorted(
+        [(d.id, "completions", DS) for d in _window(9)] + [(d.id, "embeddings", d.index) for d in other]
+    )

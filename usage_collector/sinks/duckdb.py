@@ -536,8 +536,10 @@ class DuckDBSink(FileLeaseMixin):
         # the collector's: base64, hex, catalogue names) goes as a list. The sources go as a list: a ~1 kB text
         # is cheaper to pass one by one than joined, where DuckDB takes a parameter of a thousand of them (~1.3 MB)
         # at ~1.6 ns a byte before any splitting (P8: the INSERT 4.1 -> 3.5 us a document, and no joined copy held).
-        # The source is serialized here (or before the lock: ``sources``), not through Document.source_json, so no
-        # document keeps its bytes after this.
+        # A column of one value throughout (``stream`` and ``data_stream``, in a window of one stream) goes as that
+        # value, repeated by DuckDB beside the unnested columns: nothing to join or split. The source is serialized
+        # here (or before the lock: ``sources``), not through Document.source_json, so no document keeps its bytes
+        # after this.
         if not docs:
             return
         if sources is None:
@@ -547,6 +549,10 @@ class DuckDBSink(FileLeaseMixin):
         for n, values in enumerate(
             ([d.id for d in docs], [d.stream for d in docs], [d.index for d in docs], [d.hash for d in docs])
         ):
+            if values.count(values[0]) == len(values):
+                params.append(values[0])
+                cols.append(f"c{n}")
+                continue
             text = "\n".join(values)
             whole = text.count("\n") == len(values) - 1
             params.append(text if whole else values)
