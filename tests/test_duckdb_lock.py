@@ -110,3 +110,64 @@ def test_a_window_is_inserted_in_chunks_of_about_chunk_documents(
         sink.close()
     assert stats.created == n and sum(sizes) == n
     assert sizes == inserts if inserts is not None else max(sizes) - min(sizes) <= 1 and max(sizes) <= 3 * _CHUNK // 2
+
+
+class _Spy:
+    """A connection that records the parameters of every statement it runs."""
+
+    def __init__(self, con: Any, seen: list[tuple[str, list[Any]]]) -> None:
+        self._con, self._seen = con, seen
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        self._seen.append((sql, list(params or [])))
+        return self._con.execute(sql, params) if params is not None else self._con.execute(sql)
+
+
+def test_the_sources_go_to_the_insert_as_a_list_and_are_stored_as_serialized(tmp_path: Path) -> None:
+    # a thousand ~1 kB sources joined into one parameter cost DuckDB ~1.6 ns a byte to take (bench/p8_cpu.py); a
+    # list of them less, and no joined copy is held. What is stored is still each document's JSON, byte for byte
+    window = _window(40)
+    seen: list[tuple[str, list[Any]]] = []
+    sink = DuckDBSink(tmp_path / "s.duckdb")
+    try:
+        con = sink._db()
+        sink._con = _Spy(con, seen)
+        sink.write_window(window, None, None)
+        sink._con = con
+        stored = dict(sink.query("SELECT _id, source FROM documents"))
+    finally:
+        sink.close()
+    inserts = [params for sql, params in seen if sql.startswith("INSERT INTO documents")]
+    assert len(inserts) == 1
+    expected = [dumps(d.source).decode() for d in window]
+    assert expected in inserts[0]  # the sources: one list parameter, in the documents' order
+    assert stored == {d.id: dumps(d.source).decode() for d in window}
+
+
+def test_a_column_of_one_value_goes_as_that_value_and_a_mixed_one_row_by_row(tmp_path: Path) -> None:
+    # stream and data_stream are one value throughout a window of one stream: passed once, repeated by DuckDB
+    # beside the unnested columns; a window of two streams still stores each document's own
+    from usage_collector.documents import Document
+
+    one = _window(6)
+    other = [
+        Document(f"e{i}", "metrics-openai.embeddings-default", "embeddings", T0, "h", dict(d.source))
+        for i, d in enumerate(one[:2])
+    ]
+    seen: list[tuple[str, list[Any]]] = []
+    sink = DuckDBSink(tmp_path / "v.duckdb")
+    try:
+        con = sink._db()
+        sink._con = _Spy(con, seen)
+        sink.write_window(one, None, None)
+        sink.write_window([*_window(9)[6:], *other], None, None)  # new documents of two streams
+        sink._con = con
+        stored = sorted(sink.query("SELECT _id, stream, data_stream FROM documents"))
+    finally:
+        sink.close()
+    inserts = [params for sql, params in seen if sql.startswith("INSERT INTO documents")]
+    assert inserts[0][1:3] == ["completions", DS]  # the window of one stream: each a single value
+    assert "embeddings" in inserts[1][1] and "completions" in inserts[1][1]  # two streams: row by row
+    assert stored == sorted(
+        [(d.id, "completions", DS) for d in _window(9)] + [(d.id, "embeddings", d.index) for d in other]
+    )

@@ -227,3 +227,43 @@ def test_a_window_larger_than_a_chunk_is_written_and_indexed_in_chunks(path, mon
         Path(f"{path}.index{suffix}").unlink(missing_ok=True)
     opened(path)
     assert rows(path) == kept
+
+
+def test_the_superseded_documents_of_many_buckets_are_found_in_one_statement(path):
+    # a statement per bucket was ~7,800 of them in bench/p8_cpu.py's 5-day 1m backfill; one over the buckets' span,
+    # its rows kept when their bucket is one of those replaced, finds the same documents
+    hours = [T0 + h * 3600 for h in range(6)]
+    sink = NdjsonSink(path)
+    for h in hours:
+        sink.write_window(docs((1, 2, 3), start=h), cp(h + 3600), replaces(h))
+    other = docs((9,), start=hours[2])[0]  # another organization's document in a replaced bucket: kept
+    other.source["organization"]["id"] = "other-org"
+    other.id = "other-org-doc"
+    sink.write_window([other], None, None)
+    statements: list[str] = []
+    sink._index().set_trace_callback(statements.append)
+    # hours 1, 3 and 4 re-read: p1 and p2 vanished; hours 2 and 5 not replaced: kept whole
+    window = [d for h in (hours[1], hours[3], hours[4]) for d in docs((1,), start=h)]
+    bucket = BucketSet("org", "embeddings", "1h", window[0].index, frozenset({hours[1], hours[3], hours[4]}))
+    stats = sink.write_window(window, cp(hours[5]), bucket)
+    sink._index().set_trace_callback(None)
+    assert stats.deleted == 6
+    assert len([s for s in statements if s.startswith("SELECT id, ts FROM docs")]) == 1
+    left = {d["_id"] for d in sink.iter_documents()}
+    gone = {d.id for h in (hours[1], hours[3], hours[4]) for d in docs((1, 2, 3), start=h)[1:]}
+    every = {d.id for h in hours for d in docs((1, 2, 3), start=h)} | {other.id}
+    assert left == every - gone
+    assert left == {d["_id"] for d in opened(path).iter_documents()}  # the file says the same
+
+
+@pytest.mark.parametrize("stamp", ["2025-10-15T00:00:00Z", "2025-10-15T02:00:00+02:00", "2025-10-15T00:00:00.500Z"])
+def test_the_index_row_reads_the_timestamp_as_before(stamp):
+    from datetime import datetime
+
+    from usage_collector.sinks.ndjson import _row
+
+    src = {"@timestamp": stamp, "event": {"dataset": "openai.embeddings", "hash": "h"}, "organization": {"id": "o"}}
+    line = b"{}\n"
+    want = int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+    for _ in range(2):  # the second time from the cache
+        assert _row(0, line, {"_id": "i", "_source": src})[7] == want

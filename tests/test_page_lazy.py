@@ -109,3 +109,32 @@ def test_a_usage_page_is_decoded_where_it_is_used_with_the_same_errors():
     assert str(late.value) == str(whole.value) and "data.2.results.0.input_tokens" in str(late.value)
     with pytest.raises(RetriableApiError):
         parse_page_lazily(spec, good[:-3])
+
+
+def test_usual_buckets_are_checked_without_check_page_and_read_as_parse_page_reads_them(monkeypatch):
+    """A bucket whose rows a checker already made takes is checked by LazyBuckets itself (P8: 1m buckets of ~3.6
+    rows, _check_page's per-page setup for each); a row none takes (a coercion, new keys) sends the bucket to
+    _check_page from its first row, and the rows come out as parse_page's, coerced once."""
+    from usage_collector import models
+
+    spec = STREAMS["completions"]
+    ok = {"object": spec.object_type, "input_tokens": 5, "output_tokens": 1, "num_model_requests": 1}
+    other = {**ok, "model": "m"}  # other keys: another checker
+    rows = [[ok, other], [other, ok, other], [ok, {**ok, "input_tokens": "7"}, other], [{**other, "x": 2.5}], [ok]]
+    body = orjson.dumps(page([bucket(d * 60, (d + 1) * 60, r) for d, r in enumerate(rows)]))
+    calls: list[int] = []
+    check_page = models._check_page
+
+    def spy(page_: object, types: object) -> None:
+        calls.append(len(page_["data"]) if isinstance(page_, dict) else -1)  # type: ignore[arg-type]
+        check_page(page_, types)
+
+    monkeypatch.setattr(models, "_check_page", spy)
+    monkeypatch.setitem(models._CHECKS, id(models._types(spec)), {})  # no checker made by another test
+    lazy = list(parse_page_lazily(spec, body)["data"])
+    during = len(calls)
+    assert lazy == parse_page(spec, body)["data"]
+    assert lazy[2]["results"][1]["input_tokens"] == 7
+    # the page's top level once, then only the buckets with a row no checker took yet: 0 (new keys), 2 (a coercion),
+    # 3 (new keys); buckets 1 and 4 were checked in LazyBuckets
+    assert during == 1 + 3

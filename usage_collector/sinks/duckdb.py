@@ -66,8 +66,12 @@ RETRY_MEMORY_LIMIT = "128MB"
 #: statements are small and run under its lock; each DuckDB thread keeps its own buffers) and the allocator's caches
 #: flushed after a task that allocated 8 MB (DuckDB's default: 128 MB, kept by the process). Checkpoints every 4 MB
 #: of WAL (instead of 16) lowered the peak a little more but ran out of memory at a 16 MB limit
-#: (``tests/test_sinks.py``, a store larger than its limit): a checkpoint needs memory of its own.
-_SETTINGS: dict[str, Any] = {"threads": 1, "allocator_flush_threshold": "8MB"}
+#: (``tests/test_sinks.py``, a store larger than its limit): a checkpoint needs memory of its own. Checkpoints every
+#: 64 MB of WAL, not DuckDB's 16: each automatic checkpoint compresses again the table's last row group, which the
+#: windows since the one before filled further, so at 16 MB the sources were compressed two to three times over
+#: (``bench/p8_cpu.py``'s 5-day 1m backfill, 34 MB of sources: the COMMITs 7.1 -> 3.2 us a document, the close's
+#: checkpoint 5.6 -> 4.2); the 365-day 1h backfill's peak RSS stayed 146 MB (``bench/p4_memory.py``).
+_SETTINGS: dict[str, Any] = {"threads": 1, "allocator_flush_threshold": "8MB", "checkpoint_threshold": "64MB"}
 #: The compression of the file's text columns, set where the file's storage version has it (:func:`_zstd_ok`): the
 #: sources are ~1.3 kB of JSON each, which DuckDB's own choice (DICT_FSST) compresses about 2.4x at more CPU, ZSTD 7x
 #: (``bench/p8_cpu.py``'s 5-day 1m backfill, its 25k documents written again: a 13.9 -> 4.7 MB file, the COMMITs
@@ -524,14 +528,18 @@ class DuckDBSink(FileLeaseMixin):
 
     @staticmethod
     def _insert(con: Any, docs: Sequence[Document], sources: list[str] | None = None) -> None:
-        # No statement with thousands of parameters to bind and plan: each text column is ONE parameter, its values
-        # joined by newlines and split by DuckDB, the bucket starts one list. The texts are columns of a subquery,
-        # so the optimizer does not fold string_split into a constant list of a thousand values, the conversion a
-        # list parameter per column (the previous form) cost (P8, the 5-day 1m backfill's windows: the INSERT from
-        # 8.8 to 5.5-6.5 us a document). No source holds a newline (orjson escapes it in strings and writes no
-        # whitespace); a column of the others whose values hold one (none of the collector's: base64, hex,
-        # catalogue names) goes as a list. The source is serialized here (or before the lock: ``sources``), not
-        # through Document.source_json, so no document keeps its bytes after this.
+        # No statement with thousands of parameters to bind and plan: each short text column is ONE parameter, its
+        # values joined by newlines and split by DuckDB, the bucket starts one list. The texts are columns of a
+        # subquery, so the optimizer does not fold string_split into a constant list of a thousand values, the
+        # conversion a list parameter per column (the previous form) cost (P8, the 5-day 1m backfill's windows: the
+        # INSERT from 8.8 to 5.5-6.5 us a document). A column of the short ones whose values hold a newline (none of
+        # the collector's: base64, hex, catalogue names) goes as a list. The sources go as a list: a ~1 kB text
+        # is cheaper to pass one by one than joined, where DuckDB takes a parameter of a thousand of them (~1.3 MB)
+        # at ~1.6 ns a byte before any splitting (P8: the INSERT 4.1 -> 3.5 us a document, and no joined copy held).
+        # A column of one value throughout (``stream`` and ``data_stream``, in a window of one stream) goes as that
+        # value, repeated by DuckDB beside the unnested columns: nothing to join or split. The source is serialized
+        # here (or before the lock: ``sources``), not through Document.source_json, so no document keeps its bytes
+        # after this.
         if not docs:
             return
         if sources is None:
@@ -541,15 +549,19 @@ class DuckDBSink(FileLeaseMixin):
         for n, values in enumerate(
             ([d.id for d in docs], [d.stream for d in docs], [d.index for d in docs], [d.hash for d in docs])
         ):
+            if values.count(values[0]) == len(values):
+                params.append(values[0])
+                cols.append(f"c{n}")
+                continue
             text = "\n".join(values)
             whole = text.count("\n") == len(values) - 1
             params.append(text if whole else values)
             cols.append(f"unnest(string_split(c{n}, chr(10)))" if whole else f"unnest(c{n})")
         con.execute(
             f"INSERT INTO documents (_id, stream, data_stream, hash, source, ts) SELECT {', '.join(cols)}, "
-            "unnest(string_split(j, chr(10))), to_timestamp(unnest(t)) "
+            "unnest(j), to_timestamp(unnest(t)) "
             "FROM (SELECT ? AS c0, ? AS c1, ? AS c2, ? AS c3, ? AS j, ? AS t)",
-            [*params, "\n".join(sources), [d.timestamp for d in docs]],
+            [*params, sources, [d.timestamp for d in docs]],
         )
 
     def iter_documents(
