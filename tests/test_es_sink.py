@@ -265,3 +265,24 @@ def test_bulk_lines_are_the_json_of_the_actions_whatever_their_form():
         assert line == orjson.dumps({action["_op_type"]: meta}) and line.copy() == {action["_op_type"]: meta}
         assert source == (dumps(doc.source) if "_source" in action else None)
     assert bulk_lines(create)[0] == b'{"create":{"_index":"%s","_id":"%s"}}' % (doc.index.encode(), doc.id.encode())
+
+
+@pytest.mark.parametrize("page", [2, 1000], ids=["scroll", "one-search"])
+def test_superseded_documents_are_found_in_one_search_when_they_fit_else_scrolled(es, monkeypatch, page):
+    """The stored documents of the re-read buckets that the window no longer holds are deleted, whether they were
+    found by one search (they fit in a page: no scroll is opened, nor cleared) or by a scroll."""
+    from usage_collector.elastic import sink as sink_mod
+    from usage_collector.sinks.base import BucketSet
+
+    server = es.require_server()
+    monkeypatch.setattr(sink_mod, "READ_PAGE", page)
+    sink = es.sink()
+    window = docs(es, (10, 20, 30, 40, 50))
+    sink.write_window(window, cp())
+    before = len(server.requests)
+    replaces = BucketSet("org", "embeddings", "1h", window[0].index, frozenset(d.timestamp for d in window))
+    stats = sink.write_window(window[:2], cp(), replaces)
+    assert (stats.deleted, stats.unchanged) == (3, 2)
+    assert current(sink) == {window[0].id: 10, window[1].id: 20}
+    scrolls = [r for r in server.requests[before:] if "scroll" in r.path]
+    assert bool(scrolls) == (page == 2)

@@ -387,7 +387,7 @@ class ElasticsearchSink:
     def _superseded(self, es: Elasticsearch, replaces: BucketSet, keep: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Delete actions for the stored documents of ``replaces`` whose ``_id`` is not in ``keep``."""
         from elasticsearch import ApiError, TransportError
-        from elasticsearch.helpers import ScanError, scan
+        from elasticsearch.helpers import ScanError
 
         if not replaces.starts:
             return []
@@ -403,15 +403,7 @@ class ElasticsearchSink:
         }
         actions: list[dict[str, Any]] = []
         try:
-            for h in scan(
-                es,
-                index=replaces.index,
-                query={"query": query, "_source": False},
-                size=1000,
-                seq_no_primary_term=True,
-                ignore_unavailable=True,
-                allow_no_indices=True,
-            ):
+            for h in self._superseded_hits(es, replaces.index, query):
                 if h["_id"] not in keep:
                     actions.append(
                         {
@@ -425,6 +417,27 @@ class ElasticsearchSink:
         except (ApiError, TransportError, ScanError) as exc:
             raise sink_error(exc, f"{self.description}: look up superseded documents of {replaces.index}") from None
         return actions
+
+    def _superseded_hits(self, es: Elasticsearch, index: str, query: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+        """The hits of :meth:`_superseded`: one search when they fit in a page of :data:`READ_PAGE` and every shard
+        answered (usually none: a backfill's buckets are new), else a scroll (``scan``, which fails on a shard that
+        did not answer); a scroll is two requests even when empty (the search, then clearing the scroll)."""
+        from elasticsearch.helpers import scan
+
+        kwargs: dict[str, Any] = {
+            "seq_no_primary_term": True,
+            "ignore_unavailable": True,
+            "allow_no_indices": True,
+        }
+        body = es.search(index=index, query=query, source=False, size=READ_PAGE, track_total_hits=True, **kwargs)
+        hits: list[Mapping[str, Any]] = body["hits"]["hits"]
+        shards = body.get("_shards") or {}
+        answered = shards.get("successful", 0) + shards.get("skipped", 0) >= shards.get("total", 0)
+        if answered and body["hits"]["total"]["value"] <= len(hits):
+            yield from hits
+            return
+        del body, hits
+        yield from scan(es, index=index, query={"query": query, "_source": False}, size=1000, **kwargs)
 
     @staticmethod
     def _hit(h: Mapping[str, Any]) -> _Hit:
