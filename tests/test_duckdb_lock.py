@@ -123,20 +123,27 @@ class _Spy:
         return self._con.execute(sql, params) if params is not None else self._con.execute(sql)
 
 
+def _spied(path: Path, windows: list[list[Any]], sql: str) -> tuple[list[tuple[str, list[Any]]], list[Any]]:
+    """Write ``windows`` into a new DuckDB sink with its statements recorded; returns them and ``query(sql)``."""
+    seen: list[tuple[str, list[Any]]] = []
+    sink = DuckDBSink(path)
+    try:
+        con = sink._db()
+        sink._con = _Spy(con, seen)
+        for window in windows:
+            sink.write_window(window, None, None)
+        sink._con = con
+        return seen, list(sink.query(sql))
+    finally:
+        sink.close()
+
+
 def test_the_sources_go_to_the_insert_as_a_list_and_are_stored_as_serialized(tmp_path: Path) -> None:
     # a thousand ~1 kB sources joined into one parameter cost DuckDB ~1.6 ns a byte to take (bench/p8_cpu.py); a
     # list of them less, and no joined copy is held. What is stored is still each document's JSON, byte for byte
     window = _window(40)
-    seen: list[tuple[str, list[Any]]] = []
-    sink = DuckDBSink(tmp_path / "s.duckdb")
-    try:
-        con = sink._db()
-        sink._con = _Spy(con, seen)
-        sink.write_window(window, None, None)
-        sink._con = con
-        stored = dict(sink.query("SELECT _id, source FROM documents"))
-    finally:
-        sink.close()
+    seen, rows = _spied(tmp_path / "s.duckdb", [window], "SELECT _id, source FROM documents")
+    stored = dict(rows)
     inserts = [params for sql, params in seen if sql.startswith("INSERT INTO documents")]
     assert len(inserts) == 1
     expected = [dumps(d.source).decode() for d in window]
@@ -154,17 +161,11 @@ def test_a_column_of_one_value_goes_as_that_value_and_a_mixed_one_row_by_row(tmp
         Document(f"e{i}", "metrics-openai.embeddings-default", "embeddings", T0, "h", dict(d.source))
         for i, d in enumerate(one[:2])
     ]
-    seen: list[tuple[str, list[Any]]] = []
-    sink = DuckDBSink(tmp_path / "v.duckdb")
-    try:
-        con = sink._db()
-        sink._con = _Spy(con, seen)
-        sink.write_window(one, None, None)
-        sink.write_window([*_window(9)[6:], *other], None, None)  # new documents of two streams
-        sink._con = con
-        stored = sorted(sink.query("SELECT _id, stream, data_stream FROM documents"))
-    finally:
-        sink.close()
+    # the second window: new documents of two streams
+    seen, rows = _spied(
+        tmp_path / "v.duckdb", [one, [*_window(9)[6:], *other]], "SELECT _id, stream, data_stream FROM documents"
+    )
+    stored = sorted(rows)
     inserts = [params for sql, params in seen if sql.startswith("INSERT INTO documents")]
     assert inserts[0][1:3] == ["completions", DS]  # the window of one stream: each a single value
     assert "embeddings" in inserts[1][1] and "completions" in inserts[1][1]  # two streams: row by row
