@@ -34,10 +34,11 @@ BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
 MUTANTS: dict[str, tuple[str, str, str, str]] = {
     "duckdb: checkpoint committed before the documents": (
         "usage_collector/sinks/duckdb.py",
-        "            for i in range(0, len(docs), _CHUNK):\n",
-        "            if checkpoint is not None:\n                self._put_checkpoint(con, checkpoint, state)\n"
+        "            for i in range(0, len(docs), size):\n",
+        "            if checkpoint is not None and state is not None:\n"
+        "                self._put_checkpoint(con, checkpoint, state)\n"
         "            con.execute('COMMIT')\n            con.execute('BEGIN TRANSACTION')\n"
-        "            for i in range(0, len(docs), _CHUNK):\n",
+        "            for i in range(0, len(docs), size):\n",
         "tests/test_sinks.py -k duckdb_failed_window",
     ),
     "ndjson: checkpoint stored before the lines": (
