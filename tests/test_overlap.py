@@ -246,3 +246,54 @@ def test_a_first_page_is_fetched_ahead_only_within_the_bytes_left(org, tmp_path,
             written = next(i for i, (kind, what) in enumerate(log) if kind == "write" and what.startswith(stream))
             assert written < asked, (concurrency, stream, log)
     assert stored[1] == stored[2]
+
+
+def test_one_stream_at_a_time_shapes_and_writes_a_window(org, tmp_path, monkeypatch):
+    """Concurrency 4: the streams fetch at once, but a window is shaped and written by one stream at a time, from its
+    first page in to its write (``collector._Turn``): every stream shaping at once held every stream's page and
+    documents at once (bench/p4_memory.py). A write lasts 20 ms here, so without the turn another stream's page is
+    shaped during it. The stored documents equal a serial run's."""
+    from usage_collector.documents import Shaper
+
+    streams = ["completions", "embeddings", "images", "moderations"]
+    lock = threading.Lock()
+    active: set[int] = set()
+    overlaps: list[set[int]] = []
+    real_bucket = Shaper.bucket
+
+    def bucket(self, *args, **kwargs):
+        with lock:
+            active.add(threading.get_ident())
+            if len(active) > 1:
+                overlaps.append(set(active))
+        return real_bucket(self, *args, **kwargs)
+
+    def run(concurrency: int) -> dict[str, dict[str, str]]:
+        clock = FakeClock(org.end + 3 * DAY)
+        api = SimulatedAPI(org, admin_key=CANARY_KEY, clock=clock.now, sleep=lambda s: None)
+        sink = DuckDBSink(tmp_path / f"t{concurrency}.duckdb")
+        real_write = sink.write_window
+
+        def write_window(docs, checkpoint, replaces=None):
+            threading.Event().wait(0.02)
+            stats = real_write(docs, checkpoint, replaces)
+            if checkpoint is not None:  # the window's own write: its turn ends here
+                with lock:
+                    active.discard(threading.get_ident())
+            return stats
+
+        sink.write_window = write_window  # type: ignore[method-assign]
+        try:
+            with serve(api) as url:
+                settings = make_settings(openai_base_url=url, streams=streams, concurrency=concurrency)
+                result = Collector(settings, sink, clock=clock).backfill(BackfillRange(org.start, org.end))
+            assert not result.failed, [r.error for r in result.failed]
+            return {s: _stored(sink, s) for s in streams}
+        finally:
+            sink.close()
+
+    monkeypatch.setattr(Shaper, "bucket", bucket)
+    serial = run(1)
+    concurrent = run(4)
+    assert overlaps == []
+    assert concurrent == serial and all(serial.values())
