@@ -403,7 +403,15 @@ class ElasticsearchSink:
         }
         actions: list[dict[str, Any]] = []
         try:
-            for h in self._superseded_hits(es, replaces.index, query):
+            for h in self._hits(
+                es,
+                replaces.index,
+                query,
+                source=False,
+                seq_no_primary_term=True,
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            ):
                 if h["_id"] not in keep:
                     actions.append(
                         {
@@ -417,27 +425,6 @@ class ElasticsearchSink:
         except (ApiError, TransportError, ScanError) as exc:
             raise sink_error(exc, f"{self.description}: look up superseded documents of {replaces.index}") from None
         return actions
-
-    def _superseded_hits(self, es: Elasticsearch, index: str, query: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-        """The hits of :meth:`_superseded`: one search when they fit in a page of :data:`READ_PAGE` and every shard
-        answered (usually none: a backfill's buckets are new), else a scroll (``scan``, which fails on a shard that
-        did not answer); a scroll is two requests even when empty (the search, then clearing the scroll)."""
-        from elasticsearch.helpers import scan
-
-        kwargs: dict[str, Any] = {
-            "seq_no_primary_term": True,
-            "ignore_unavailable": True,
-            "allow_no_indices": True,
-        }
-        body = es.search(index=index, query=query, source=False, size=READ_PAGE, track_total_hits=True, **kwargs)
-        hits: list[Mapping[str, Any]] = body["hits"]["hits"]
-        shards = body.get("_shards") or {}
-        answered = shards.get("successful", 0) + shards.get("skipped", 0) >= shards.get("total", 0)
-        if answered and body["hits"]["total"]["value"] <= len(hits):
-            yield from hits
-            return
-        del body, hits
-        yield from scan(es, index=index, query={"query": query, "_source": False}, size=1000, **kwargs)
 
     @staticmethod
     def _hit(h: Mapping[str, Any]) -> _Hit:
@@ -605,18 +592,24 @@ class ElasticsearchSink:
                     except (ApiError, TransportError, ScanError) as exc:
                         raise sink_error(exc, f"{self.description}: read {backing}") from None
 
-    def _hits(self, es: Elasticsearch, index: str, query: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-        """Every hit of ``query`` in ``index``: one search when they fit in a page of :data:`READ_PAGE` (a day of a
-        stream, usually), else a scroll of pages that size."""
+    def _hits(
+        self, es: Elasticsearch, index: str, query: Mapping[str, Any], *, source: bool = True, **params: Any
+    ) -> Iterator[Mapping[str, Any]]:
+        """Every hit of ``query`` in ``index`` (``params``: the search's other parameters): one search when the hits
+        fit in a page of :data:`READ_PAGE` (a day of a stream, usually; the superseded documents of a window, usually
+        none) and every shard answered, else a scroll of pages that size (``scan``, which fails on a shard that did
+        not answer; a scroll is two requests even when empty: the search, then clearing the scroll)."""
         from elasticsearch.helpers import scan
 
-        body = es.search(index=index, query=query, size=READ_PAGE, track_total_hits=True)
+        body = es.search(index=index, query=query, source=source, size=READ_PAGE, track_total_hits=True, **params)
         hits = body["hits"]["hits"]
-        if body["hits"]["total"]["value"] <= len(hits):
+        shards = body.get("_shards") or {}
+        answered = shards.get("successful", 0) + shards.get("skipped", 0) >= shards.get("total", 0)
+        if answered and body["hits"]["total"]["value"] <= len(hits):
             yield from hits
             return
         del body, hits
-        yield from scan(es, index=index, query={"query": query}, size=READ_PAGE)
+        yield from scan(es, index=index, query={"query": query, "_source": source}, size=READ_PAGE, **params)
 
     def retention(self) -> str | None:
         """How the usage data streams expire data, from ``GET _data_stream``: the ILM policy that manages them,

@@ -437,14 +437,12 @@ class DuckDBSink(FileLeaseMixin):
         sources: list[str] | None,
         state: str | None,
     ) -> WriteStats:
-        """One transaction: the documents, the superseded ones deleted, the checkpoint; rolled back on an error.
-        ``scope``, ``keep``, ``sources`` and ``state`` were made before the lock (:meth:`write_window`)."""
-        duckdb = engine()
-
+        """One transaction (:meth:`_commit_runs`, with the run documents recorded since the last commit): the
+        documents, the superseded ones deleted, the checkpoint; rolled back on an error. ``scope``, ``keep``,
+        ``sources`` and ``state`` were made before the lock (:meth:`write_window`)."""
         stats = WriteStats()
-        runs = self._take_runs()  # the run documents recorded since the last commit go in this one
-        try:
-            con.execute("BEGIN TRANSACTION")
+
+        def window() -> None:
             stored = self._stored(con, docs, replaces)
             gone = self._superseded(con, replaces, keep, stored) if replaces is not None else []
             if gone:
@@ -456,13 +454,8 @@ class DuckDBSink(FileLeaseMixin):
                 self._write_chunk(con, scope, docs[i : i + size], stats, stored, chunk)
             if checkpoint is not None and state is not None:
                 self._put_checkpoint(con, checkpoint, state)
-            self._put_runs(con, runs)
-            con.execute("COMMIT")
-        except duckdb.Error:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            self._put_back_runs(runs)  # for the next commit
-            raise
+
+        self._commit_runs(con, window)
         return stats
 
     @staticmethod
@@ -687,9 +680,6 @@ class DuckDBSink(FileLeaseMixin):
         data = dumps(checkpoint.to_dict()).decode()  # before the lock, as write_window does
         with self._lock:
             con = self._db()
-            if not self._runs:  # a run recorded meanwhile waits for the next commit
-                self._put_checkpoint(con, checkpoint, data)
-                return
             self._commit_runs(con, lambda: self._put_checkpoint(con, checkpoint, data))
 
     def list_checkpoints(self) -> list[Checkpoint]:
