@@ -12,6 +12,9 @@ sends): completions, images and embeddings at 1h (168 buckets a page, every ``gr
   ``streaming_bulk`` does) -> one bulk body (action line + source line per document);
 * **ours (OrjsonSerializer)**: the same path with ``elasticsearch.serializer.OrjsonSerializer`` as the
   client's ``application/json`` serializer (informative: what a one-line serializer swap in ``connect()`` gives);
+* **floor** (informative): the least work that makes output of this kind (:func:`floor`): one untyped decode per
+  page; per row a BLAKE2b of its JSON, a SHA-1 ``_id``, one source dict holding the row as it came, the action
+  line and the source's JSON. No checks, no pricing, no Decimal money, no field copied;
 * **ceiling**: ``orjson.loads(page)`` and ``orjson.dumps(row)`` of every result row, one line per row.
 
 Informative, in the per-stream table and a line of its own: completions at 1m (two pages of 1,440 buckets), the
@@ -25,13 +28,17 @@ Goal: ours (sink as is) at least 40 % of the ceiling, in rows per second.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
+from binascii import b2a_base64
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import msgspec
 import orjson
 from _common import ADMIN_KEY, DAY, SEED, emit, median, table, verdict
 
@@ -127,6 +134,54 @@ def ceiling(pages: list[tuple[str, str, bytes, int]]) -> int:
     return size
 
 
+_FLOOR_DECODER = msgspec.json.Decoder()
+_FLOOR_ECS = {"version": "8.17.0"}
+_FLOOR_DS = {"type": "metrics", "dataset": "openai.bench", "namespace": "default"}
+_FLOOR_ORG = {"id": TARGET.org_id, "name": TARGET.org_name}
+_FLOOR_HEAD = b'{"create":{"_index":"metrics-openai.bench-default","_id":'
+
+
+def _floor_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(type(value).__name__)
+
+
+def floor(pages: list[tuple[str, str, bytes, int]]) -> int:
+    """Informative: the least work that makes output of this kind, in Python, as a bound on what shaping can reach.
+    Per page one ``msgspec`` decode (untyped, no checks); per row ``event.hash`` (BLAKE2b of the row's JSON), an
+    ``_id`` (SHA-1 of an identity key, base64), one source dict whose ``openai.base`` is the decoded row itself (no
+    field copied, no pricing, no names, no Decimal money), the action line and ``orjson.dumps`` of the source. Not
+    the collector's output; a side that measures below 40 % of the ceiling shows that the goal is out of reach of
+    any pure-Python shaper that hashes and serializes each row."""
+    size = 0
+    sha1, blake = hashlib.sha1(usedforsecurity=False), hashlib.blake2b(digest_size=8)
+    for name, width, body, _ in pages:
+        page = _FLOOR_DECODER.decode(body)
+        lines: list[bytes] = []
+        for bucket in page["data"]:
+            ts = str(bucket["start_time"])
+            for row in bucket["results"]:
+                h = blake.copy()
+                h.update(orjson.dumps(row))
+                digest = h.hexdigest()
+                k = sha1.copy()
+                k.update(f"{name}\x1f{width}\x1f{ts}\x1f{row.get('project_id')}\x1f{row.get('model')}".encode())
+                doc_id = b2a_base64(k.digest(), newline=False)[:27].decode()
+                source = {
+                    "@timestamp": ts,
+                    "ecs": _FLOOR_ECS,
+                    "event": {"kind": "metric", "dataset": name, "module": "openai", "hash": digest},
+                    "data_stream": _FLOOR_DS,
+                    "organization": _FLOOR_ORG,
+                    "openai": {"base": row},
+                }
+                lines.append(_FLOOR_HEAD + orjson.dumps(doc_id) + b"}}")
+                lines.append(orjson.dumps(source, default=_floor_default))
+        size += len(b"\n".join(lines) + b"\n")
+    return size
+
+
 def timed(fn: Any, *args: Any) -> float:
     """CPU seconds of ``fn(*args)`` (this process): on a shared 2-core machine wall time also counts the time
     other processes held the CPU; the work here is single-threaded and never waits."""
@@ -162,11 +217,12 @@ def main() -> None:
     from elasticsearch.serializer import OrjsonSerializer
 
     fast = OrjsonSerializer()
-    ours_sink(pages, serializer), ours_sink(pages, fast), ceiling(pages)
+    ours_sink(pages, serializer), ours_sink(pages, fast), floor(pages), ceiling(pages)
 
     sides = {
         "ours (sink as is)": lambda: ours_sink(pages, serializer),
         "ours (OrjsonSerializer)": lambda: ours_sink(pages, fast),
+        "floor (least work of this kind, informative)": lambda: floor(pages),
         "ceiling (orjson loads+dumps)": lambda: ceiling(pages),
     }
     times: dict[str, list[float]] = {k: [] for k in sides}
@@ -229,6 +285,7 @@ def main() -> None:
     results = [verdict("P2 throughput (ours sink as is / ceiling)", out[0][3], GOAL, at_most=False)]
     verdict("P2 throughput at 1m, completions (informative)", per[-1][5], GOAL, at_most=False)
     verdict("P2 throughput (ours with OrjsonSerializer / ceiling, informative)", out[1][3], GOAL, at_most=False)
+    verdict("P2 floor: least work of this kind in Python / ceiling (informative)", out[2][3], GOAL, at_most=False)
     emit(results)
 
     if args.profile:
