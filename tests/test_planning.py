@@ -72,3 +72,34 @@ def test_windows_hold_at_most_limit_buckets(width, limit, span, expected_windows
     assert len(wins) == expected_windows == count_windows(Window(T0, T0 + span), width, limit)
     assert wins[0].start == T0 and wins[-1].end == T0 + span
     assert all(a.end == b.start for a, b in itertools.pairwise(wins))
+
+
+def test_a_costs_backfill_is_read_in_windows_of_costs_window_days():
+    """Costs windows hold COSTS_WINDOW_DAYS buckets, not the API's 180: a window's page is held while it is
+    shaped (the 365-day backfill's peak RSS, bench/p4_memory.py); usage streams keep the API maximum."""
+    from usage_collector.catalogue import COSTS_LIMIT_MAX, STREAMS
+    from usage_collector.planning import COSTS_WINDOW_DAYS, BackfillRange, plan_stream
+
+    assert COSTS_WINDOW_DAYS < COSTS_LIMIT_MAX
+
+    def windows(name: str, width: str) -> list[Window]:
+        plan = plan_stream(
+            STREAMS[name],
+            org_id="org",
+            width=width,
+            now=T0 + 366 * D,
+            grace=0,
+            restatement=0,
+            initial_lookback=0,
+            stored=None,
+            backfill=BackfillRange(T0, T0 + 365 * D),
+        )
+        wins = list(plan.windows())
+        assert len(wins) == plan.count()
+        assert wins[0].start == T0 and wins[-1].end == T0 + 365 * D
+        assert all(a.end == b.start for a, b in itertools.pairwise(wins))
+        return wins
+
+    costs = windows("costs", "1d")
+    assert len(costs) == 7 and all(w.end - w.start <= COSTS_WINDOW_DAYS * D for w in costs)
+    assert max(w.end - w.start for w in windows("completions", "1d")) == 31 * D

@@ -7,8 +7,8 @@ Cursor semantics are named, not hidden (STYLE.md principle 5):
   open bucket is never written (ref §4.9; Elastic's ``finalization_grace``);
 * every run re-reads a trailing **restatement window** before the final edge and writes what changed,
   because OpenAI revises recent buckets (ref §4.9);
-* a window holds at most ``limit`` buckets, the API maximum for the width (1440 / 168 / 31; costs 180),
-  so one window is normally one request.
+* a window holds at most ``limit`` buckets, the API maximum for the width (1440 / 168 / 31), so one window is
+  normally one request; a costs window holds :data:`COSTS_WINDOW_DAYS` (the API would page up to 180).
 """
 
 from __future__ import annotations
@@ -20,6 +20,14 @@ from typing import Literal
 from .catalogue import WIDTH_SECONDS, StreamSpec
 from .clock import iso
 from .sinks.base import Checkpoint
+
+#: Days in one costs window, below the API's 180 (``catalogue.COSTS_LIMIT_MAX``) for memory: a window's page
+#: body and documents are held while it is shaped and written, and a 180-day costs page (~4 MB in
+#: ``bench/p4_memory.py``, more for an organization with many projects and line items) was the 365-day
+#: backfill's peak. Measured there with the NDJSON sink, peak RSS of the 365-day backfill, two runs each on one
+#: machine (1-day: 49 MB): 180 days 65 MB, 90 days 65, 60 days 61, 31 days 61. A 365-day backfill takes 7
+#: costs requests instead of 3.
+COSTS_WINDOW_DAYS = 60
 
 #: ``run``: the scheduled cursor; ``backfill``: a backfill's own resumable position.
 Scope = Literal["run", "backfill"]
@@ -147,7 +155,8 @@ class StreamPlan:
 
     @property
     def limit(self) -> int:
-        return self.spec.limit_max(self.width)
+        """Buckets per window: the API maximum for the width, :data:`COSTS_WINDOW_DAYS` for costs."""
+        return COSTS_WINDOW_DAYS if self.spec.is_costs else self.spec.limit_max(self.width)
 
     def windows(self) -> Iterator[Window]:
         """The windows to fetch, in order (at most ``limit`` buckets each)."""
