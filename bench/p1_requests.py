@@ -4,7 +4,7 @@ Both sides run against the same in-process simulator (fixed clock, same organiza
 counted by the simulator's own request counters (usage and costs paths only; name enrichment is off).
 
 * **ours**: the real ``Collector.backfill`` (``limit`` at the API maximum, ``end_time`` sent, windows of
-  1440 / 168 / 31 buckets; costs 180 days), into a null sink.
+  1440 / 168 / 31 buckets; costs ``planning.COSTS_WINDOW_DAYS`` days), into a null sink.
 * **theirs**: a re-implementation of the request pattern of Elastic's ``openai`` integration
   (``packages/openai/data_stream/*/agent/stream/cel.yml.hbs``): per stream ``start_time``, ``bucket_width``,
   ``group_by`` comma-joined, **no** ``limit`` (API default 60 / 24 / 7 buckets a page; costs 7), **no**
@@ -41,14 +41,14 @@ from usage_collector.catalogue import STREAMS
 from usage_collector.clock import FakeClock
 from usage_collector.collector import Collector
 from usage_collector.config import load_settings
-from usage_collector.planning import BackfillRange
+from usage_collector.planning import COSTS_WINDOW_DAYS, BackfillRange
 from usage_collector.simulator import Organization, SimulatedAPI, serve
 
 WIDTH_S = {"1m": 60, "1h": 3600, "1d": 86400}
 #: Elastic's default page sizes are the API defaults (ref §0): 1m 60, 1h 24, 1d 7; costs 7.
 API_DEFAULT = {"1m": 60, "1h": 24, "1d": 7}
 OUR_LIMIT = {"1m": 1440, "1h": 168, "1d": 31}
-COSTS_DEFAULT, COSTS_MAX = 7, 180
+COSTS_DEFAULT = 7
 #: group_by as Elastic's integration sends it (one comma-joined value); streams it lacks: every default dimension.
 ELASTIC_GROUP_BY = {
     "completions": "project_id,user_id,api_key_id,model,batch",
@@ -89,7 +89,7 @@ def ours_analytic(name: str, width: str, start: int, now: int) -> int:
     grace = 0 if STREAMS[name].is_costs else GRACE
     edge = (now - grace) // ws * ws
     s = start - start % ws
-    per_page = COSTS_MAX if STREAMS[name].is_costs else OUR_LIMIT[w]
+    per_page = COSTS_WINDOW_DAYS if STREAMS[name].is_costs else OUR_LIMIT[w]
     return math.ceil(max(0, edge - s) // ws / per_page)
 
 

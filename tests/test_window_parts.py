@@ -1,6 +1,7 @@
 """A window of more than ``collector.WRITE_PART`` documents is written in parts of whole buckets, the checkpoint
-with the last part, so what a stream holds does not grow with its window (a 180-day costs window is ~13,000
-documents); and the HTTP client lets go of each response as soon as its body is parsed.
+with the last part, so what a stream holds does not grow with its window (a 60-day costs window is ~4,000
+documents in the simulator; a 180-day one, as the API allows, ~13,000); and the HTTP client lets go of each
+response as soon as its body is parsed.
 
 Exact against the simulator's truth, with the real file sinks.
 """

@@ -69,9 +69,10 @@ class _Answer:
 
 def _read_body(response: httpx.Response) -> bytearray:
     """The body of an open streamed ``response`` in one buffer grown as the chunks arrive. ``response.read()``
-    keeps every chunk until it joins them, so a page is held twice while it is read (a 180-day costs page is
-    ~4 MB); past the allocator's mmap threshold (:mod:`.memory`) the buffer is its own mapping, grown by the
-    kernel without copying what it holds and returned to the system whole when freed."""
+    keeps every chunk until it joins them, so a page is held twice while it is read (a 60-day costs page is
+    ~1.4 MB in ``bench/p4_memory.py``, a 7-day 1h page up to ~2 MB); past the allocator's mmap threshold
+    (:mod:`.memory`) the buffer is its own mapping, grown by the kernel without copying what it holds and returned
+    to the system whole when freed."""
     body = bytearray()
     for chunk in response.iter_bytes():
         body += chunk

@@ -69,7 +69,8 @@ log = logging.getLogger(__name__)
 RECHECK_AFTER = 86400.0
 
 #: A window of more documents is written in parts of about this many (whole buckets), the checkpoint with the
-#: last part, so what a stream holds does not grow with its window (a 180-day costs window is ~13,000 documents).
+#: last part, so what a stream holds does not grow with its window (a 60-day costs window is ~4,000 documents in
+#: ``bench/p4_memory.py``, more for an organization with many projects and line items).
 WRITE_PART = 1000
 
 #: called after each window: (org, stream, window, stats of that window)
@@ -176,7 +177,7 @@ class PlannedStream:
 #: Bytes the first pages fetched ahead (:class:`_FetchAhead`) of an organization's streams may hold at once. A
 #: stream asks for its next window's first page only while the one it just read (the size expected) fits in what
 #: is left, so the pages held ahead stay within this whatever a page's size: a 7-day 1h page is 0.1-2 MB, a
-#: 180-day costs page ~4 MB (``bench/p4_memory.py``).
+#: 60-day costs page ~1.4 MB (``bench/p4_memory.py``).
 AHEAD_BYTES = 3 << 20
 
 

@@ -352,8 +352,9 @@ _RAWS = msgspec.json.Decoder(list[msgspec.Raw])
 class LazyBuckets:
     """A page's ``data`` held as the raw JSON of each bucket, decoded and checked when it is reached.
 
-    A 180-day costs page is ~4 MB of JSON and ~15 MB decoded at once, a 7-day 1h completions page a few MB
-    (``bench/p4_memory.py``, four streams at once); held this way a page costs its body and one bucket at a time."""
+    A 180-day costs page (the API's largest) is ~4 MB of JSON and ~15 MB decoded at once, a 7-day 1h completions
+    page a few MB (``bench/p4_memory.py``, four streams at once); held this way a page costs its body and one bucket
+    at a time."""
 
     __slots__ = ("_check", "_checks", "_decoder", "_name", "_raws", "_types")
 
