@@ -7,7 +7,19 @@ import itertools
 import pytest
 
 from tests.helpers import T0
-from usage_collector.planning import Window, align_down, align_up, count_windows, final_edge, plan_run, split
+from usage_collector.catalogue import COSTS_LIMIT_MAX, STREAMS
+from usage_collector.planning import (
+    COSTS_WINDOW_DAYS,
+    BackfillRange,
+    Window,
+    align_down,
+    align_up,
+    count_windows,
+    final_edge,
+    plan_run,
+    plan_stream,
+    split,
+)
 
 H = 3600
 D = 86400
@@ -77,9 +89,6 @@ def test_windows_hold_at_most_limit_buckets(width, limit, span, expected_windows
 def test_a_costs_backfill_is_read_in_windows_of_costs_window_days():
     """Costs windows hold COSTS_WINDOW_DAYS buckets, not the API's 180: a window's page is held while it is
     shaped (the 365-day backfill's peak RSS, bench/p4_memory.py); usage streams keep the API maximum."""
-    from usage_collector.catalogue import COSTS_LIMIT_MAX, STREAMS
-    from usage_collector.planning import COSTS_WINDOW_DAYS, BackfillRange, plan_stream
-
     assert COSTS_WINDOW_DAYS < COSTS_LIMIT_MAX
 
     def windows(name: str, width: str) -> list[Window]:

@@ -7,8 +7,8 @@ Cursor semantics are named, not hidden (STYLE.md principle 5):
   open bucket is never written (ref §4.9; Elastic's ``finalization_grace``);
 * every run re-reads a trailing **restatement window** before the final edge and writes what changed,
   because OpenAI revises recent buckets (ref §4.9);
-* a window holds at most ``limit`` buckets, the API maximum for the width (1440 / 168 / 31), so one window is
-  normally one request; a costs window holds :data:`COSTS_WINDOW_DAYS` (the API would page up to 180).
+* a window holds at most the API's maximum ``limit`` of buckets for the width (1440 / 168 / 31), so one window
+  is normally one request; a costs window holds :data:`COSTS_WINDOW_DAYS` (the API would page up to 180).
 """
 
 from __future__ import annotations
@@ -154,16 +154,17 @@ class StreamPlan:
     checkpoint: Checkpoint
 
     @property
-    def limit(self) -> int:
-        """Buckets per window: the API maximum for the width, :data:`COSTS_WINDOW_DAYS` for costs."""
+    def window_buckets(self) -> int:
+        """Buckets per window: the API maximum for the width (the ``limit`` sent), :data:`COSTS_WINDOW_DAYS` for
+        costs."""
         return COSTS_WINDOW_DAYS if self.spec.is_costs else self.spec.limit_max(self.width)
 
     def windows(self) -> Iterator[Window]:
-        """The windows to fetch, in order (at most ``limit`` buckets each)."""
-        return split(self.window, self.width, self.limit)
+        """The windows to fetch, in order (at most :attr:`window_buckets` buckets each)."""
+        return split(self.window, self.width, self.window_buckets)
 
     def count(self) -> int:
-        return count_windows(self.window, self.width, self.limit)
+        return count_windows(self.window, self.width, self.window_buckets)
 
     def advance(self, cp: Checkpoint, win: Window, now: float) -> Checkpoint:
         """The checkpoint to store with ``win``'s documents (stored only once the sink acknowledged them).
