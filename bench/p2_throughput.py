@@ -8,14 +8,20 @@ sends): completions, images and embeddings at 1h (168 buckets a page, every ``gr
   shipped price tables, so the usage rows of listed models are priced) (documents keyed by ``_id``
   as the collector does, the cyclic GC paused as the collector pauses it per page while shaping and around
   ``sink.write_window``) -> ``ElasticsearchSink._plan`` (``create`` actions, nothing stored yet) -> for each action
-  ``elasticsearch.helpers.expand_action`` and the client's ``application/json`` serializer (what
-  ``streaming_bulk`` does) -> one bulk body (action line + source line per document);
+  the sink's ``expand_action_callback`` (``bulk_lines``) and the client's ``application/json`` serializer (what
+  ``streaming_bulk`` does with them) -> one bulk body (action line + source line per document);
 * **ours (OrjsonSerializer)**: the same path with ``elasticsearch.serializer.OrjsonSerializer`` as the
   client's ``application/json`` serializer (informative: what a one-line serializer swap in ``connect()`` gives);
 * **floor** (informative): the least work that makes output of this kind (:func:`floor`): one untyped decode per
   page; per row a BLAKE2b of its JSON, a SHA-1 ``_id``, one source dict holding the row as it came, the action
   line and the source's JSON. No checks, no pricing, no Decimal money, no field copied;
-* **ceiling**: ``orjson.loads(page)`` and ``orjson.dumps(row)`` of every result row, one line per row.
+* **ceiling**: ``orjson.loads(page)`` and ``orjson.dumps(row)`` of every result row, one line per row;
+* **ours without pricing**, **ours without pricing or checks** (informative ablations, not the collector): the sink
+  path as is but shaped without the price hook, and then also on msgspec's untyped decode instead of ``parse_page``
+  (:func:`shape_page`): what the output's estimated cost and the page checks cost, in the ratio.
+
+Informative, in the stages table: ``parse_page`` done as issue 18's first suggestion, a typed decode into structs
+(:func:`typed_decoder`, a prototype checked to make the same rows of these pages).
 
 Informative, in the per-stream table and a line of its own: completions at 1m (two pages of 1,440 buckets), the
 width of a dense 1-minute backfill, where per-bucket work weighs more.
@@ -45,7 +51,7 @@ from _common import ADMIN_KEY, DAY, SEED, emit, median, table, verdict
 from usage_collector.catalogue import STREAMS
 from usage_collector.documents import Document, Shaper, Target, paused_gc
 from usage_collector.estimate import shared_book
-from usage_collector.models import parse_page
+from usage_collector.models import _COSTS, _USAGE, parse_page
 from usage_collector.simulator import Organization, SimulatedAPI
 
 GOAL = 0.40
@@ -93,13 +99,18 @@ def _es_serializer() -> Any:
     return es.transport.serializers.get_serializer("application/json")
 
 
-def shape_page(name: str, width: str, body: bytes) -> list[Document]:
+def shape_page(name: str, width: str, body: bytes, *, priced: bool = True, checked: bool = True) -> list[Document]:
     """As the collector does: parsed, shaped with the estimated cost (the shipped price table), keyed by ``_id``,
-    the cyclic GC paused for the window (``documents.paused_gc``)."""
+    the cyclic GC paused for the window (``documents.paused_gc``).
+
+    Informative ablations (not what the collector does): ``priced=False`` shapes without the price hook (no
+    ``estimated_cost``, one hash fewer on a priced row); ``checked=False`` takes msgspec's untyped decode of the page
+    as it is (``parse_page`` without its checks and coercions; the simulator's pages need none)."""
     spec = STREAMS[name]
     with paused_gc:
-        page = parse_page(spec, body)
-        shaper = Shaper(spec, TARGET, width, spec.request_group_by, None, shared_book().pricer(name, width))
+        page = parse_page(spec, body) if checked else (_COSTS if spec.is_costs else _USAGE).decode(body)
+        price = shared_book().pricer(name, width) if priced else None
+        shaper = Shaper(spec, TARGET, width, spec.request_group_by, None, price)
         docs: dict[str, Document] = {}
         for bucket in page["data"]:
             for doc in shaper.bucket(bucket["start_time"], bucket["end_time"], bucket["results"]):
@@ -107,14 +118,15 @@ def shape_page(name: str, width: str, body: bytes) -> list[Document]:
         return list(docs.values())
 
 
-def ours_sink(pages: list[tuple[str, str, bytes, int]], serializer: Any) -> int:
+def ours_sink(pages: list[tuple[str, str, bytes, int]], serializer: Any, **ablate: bool) -> int:
     """Page bytes -> bulk bodies exactly as the Elasticsearch sink builds them: ``_plan``, then its
-    ``expand_action_callback`` (``bulk_lines``) and the client's serializer, as ``streaming_bulk`` calls them."""
+    ``expand_action_callback`` (``bulk_lines``) and the client's serializer, as ``streaming_bulk`` calls them.
+    ``ablate``: :func:`shape_page`'s informative switches."""
     from usage_collector.elastic.sink import ElasticsearchSink, bulk_lines
 
     size = 0
     for name, width, body, _ in pages:
-        docs = shape_page(name, width, body)
+        docs = shape_page(name, width, body, **ablate)
         lines: list[bytes] = []
         with paused_gc:  # as the collector holds it around ``sink.write_window``
             for a in ElasticsearchSink._plan(docs, {}, {}):
@@ -182,6 +194,48 @@ def floor(pages: list[tuple[str, str, bytes, int]]) -> int:
     return size
 
 
+def typed_decoder(name: str) -> msgspec.json.Decoder[Any]:
+    """Informative: issue 18's first suggestion, decoding into typed structs, as a prototype of ``parse_page``'s
+    checks: one ``msgspec.Struct`` per stream built from the catalogue (each known field its type, ``null`` or
+    absent; ``organization_id`` text; unknown fields refused, so a page with one would take ``parse_page``'s path),
+    strict (no coercion: a row that needs one would too). :func:`typed_parse` turns the page back into the dicts the
+    shaper reads. Not complete (it lets ``"NaN"`` through as a ``Decimal``, for one); a bound on what it could save."""
+    from msgspec import UNSET, UnsetType
+
+    spec = STREAMS[name]
+    fields: dict[str, Any] = {"object": str, "organization_id": str}
+    for dim in spec.dimensions:
+        fields[dim.name] = bool if dim.type == "boolean" else str
+    for measure in spec.measures:
+        if "." not in measure.name:
+            fields[measure.name] = Decimal if measure.value_type == "decimal" else int
+    for attr in spec.attributes:
+        if "." not in attr:
+            fields.setdefault(attr, str)
+    if spec.is_costs:
+        amount = [("value", Decimal | None | UnsetType, UNSET), ("currency", str | None | UnsetType, UNSET)]
+        fields["amount"] = msgspec.defstruct("Amount", amount, forbid_unknown_fields=True)
+    row = msgspec.defstruct(
+        f"{name}_row",
+        [(k, t | None | UnsetType, UNSET) for k, t in fields.items()],
+        forbid_unknown_fields=True,
+        omit_defaults=True,
+    )
+    bucket = msgspec.defstruct(
+        "Bucket", [("object", str), ("start_time", int), ("end_time", int), ("results", list[row])]
+    )
+    page = msgspec.defstruct(
+        "Page", [("object", str), ("data", list[bucket]), ("has_more", bool), ("next_page", str | None, None)]
+    )
+    return msgspec.json.Decoder(page)
+
+
+def typed_parse(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    """The page as ``parse_page`` returns it (dicts, absent fields absent, money ``Decimal``), by
+    :func:`typed_decoder`."""
+    return msgspec.to_builtins(decoder.decode(body), builtin_types=(Decimal,))
+
+
 def timed(fn: Any, *args: Any) -> float:
     """CPU seconds of ``fn(*args)`` (this process): on a shared 2-core machine wall time also counts the time
     other processes held the CPU; the work here is single-threaded and never waits."""
@@ -218,10 +272,15 @@ def main() -> None:
 
     fast = OrjsonSerializer()
     ours_sink(pages, serializer), ours_sink(pages, fast), floor(pages), ceiling(pages)
+    ours_sink(pages, serializer, priced=False), ours_sink(pages, serializer, priced=False, checked=False)
 
     sides = {
         "ours (sink as is)": lambda: ours_sink(pages, serializer),
         "ours (OrjsonSerializer)": lambda: ours_sink(pages, fast),
+        "ours without pricing (informative)": lambda: ours_sink(pages, serializer, priced=False),
+        "ours without pricing or checks (informative)": lambda: ours_sink(
+            pages, serializer, priced=False, checked=False
+        ),
         "floor (least work of this kind, informative)": lambda: floor(pages),
         "ceiling (orjson loads+dumps)": lambda: ceiling(pages),
     }
@@ -265,6 +324,15 @@ def main() -> None:
         for name, width, body, _ in pages:
             shape_page(name, width, body)
 
+    typed = {name: typed_decoder(name) for name, _, _ in CAPTURE}
+    for name, _, body, _ in pages:  # the prototype makes the same rows of these pages, or its figure means nothing
+        assert typed_parse(typed[name], body) == parse_page(STREAMS[name], body), name
+
+    def typed_only() -> None:
+        for name, _, body, _ in pages:
+            typed_parse(typed[name], body)
+
+    typed_s = median([timed(typed_only) for _ in range(5)])
     st = {
         "parse_page": median([timed(parse_only) for _ in range(5)]),
         "parse_page + shape": median([timed(parse_shape) for _ in range(5)]),
@@ -279,13 +347,16 @@ def main() -> None:
         rows_st.append([k, v, (v - prev) / rows * 1e6, f"{(v - prev) / full * 100:.0f} %"])
         prev = v
     rows_st.append(["ceiling", median(ceil_t), median(ceil_t) / rows * 1e6, ""])
+    rows_st.append(["parse_page as typed structs (prototype, informative)", typed_s, typed_s / rows * 1e6, ""])
     print("\nstages of ours (sink as is), cumulative; us/row is the stage's own cost:")
     print(table(["stage", "cumulative s", "us/row", "share"], rows_st))
 
     results = [verdict("P2 throughput (ours sink as is / ceiling)", out[0][3], GOAL, at_most=False)]
     verdict("P2 throughput at 1m, completions (informative)", per[-1][5], GOAL, at_most=False)
     verdict("P2 throughput (ours with OrjsonSerializer / ceiling, informative)", out[1][3], GOAL, at_most=False)
-    verdict("P2 floor: least work of this kind in Python / ceiling (informative)", out[2][3], GOAL, at_most=False)
+    verdict("P2 without pricing (informative)", out[2][3], GOAL, at_most=False)
+    verdict("P2 without pricing or checks (informative)", out[3][3], GOAL, at_most=False)
+    verdict("P2 floor: least work of this kind in Python / ceiling (informative)", out[4][3], GOAL, at_most=False)
     emit(results)
 
     if args.profile:
