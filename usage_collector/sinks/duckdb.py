@@ -64,8 +64,23 @@ _SERIALIZE_FIRST = 2 * _CHUNK
 #: (``tests/test_api_changes.py``); :meth:`DuckDBSink._superseded` reads the sources as text now. A window that
 #: still needs more is written again with :data:`RETRY_MEMORY_LIMIT`.
 MEMORY_LIMIT = "16MB"
-#: The pool a window that ran out of :data:`MEMORY_LIMIT` is written again with (once; the limit is then set back).
+#: The pool a window that ran out of :data:`MEMORY_LIMIT` is written again with (once; the limit is then set back),
+#: and the one the write-ahead log is checkpointed with when the file is opened again after a fatal error
+#: (:meth:`DuckDBSink._db`).
 RETRY_MEMORY_LIMIT = "128MB"
+#: What DuckDB says when a COMMIT was written to the WAL and the automatic checkpoint after it failed (DuckDB 2.0,
+#: ``src/transaction/duck_transaction_manager.cpp`` ``BuildAutocheckpointError``): the transaction is durable, the
+#: database instance invalidated ("Reopen the database instance to recover"). A checkpoint that runs out of the pool
+#: fails this way (``src/storage/storage_manager.cpp``: "Failed to create checkpoint because of error", a
+#: ``FatalException``); seen here with an 8 MB pool in a 365-day backfill, ``tests/test_duckdb_memory_retry.py``.
+_DURABLE = "COMMIT succeeded and is durable"
+#: A COMMIT that ran out of the pool: DuckDB's buffer manager refused a block
+#: (``src/storage/standard_buffer_manager.cpp`` ``EvictBlocksOrThrow``: "failed to pin block of size", "could not
+#: allocate block of size", "failed to allocate data of size"), which the COMMIT reports as a ``TransactionException``
+#: ("TransactionContext Error: Failed to commit: failed to pin block ...", seen with DuckDB 2.0.1). Any other failed
+#: COMMIT (a write the kernel refused: "Could not write file ... File too large") fails the window, as before
+#: (``tests/reliability/test_sink_faults.py``).
+_OUT_OF_POOL = re.compile(r"failed to pin block|could not allocate block|failed to allocate data")
 #: The writing connection's other settings (``bench/p4_memory.py``, 365-day 1h backfill): one thread (the sink's
 #: statements are small and run under its lock; each DuckDB thread keeps its own buffers) and the allocator's caches
 #: flushed after a task that allocated 8 MB (DuckDB's default: 128 MB, kept by the process). Checkpoints every 4 MB
@@ -293,6 +308,11 @@ class _Scope:
         )
 
 
+def _first_line(exc: BaseException) -> str:
+    """An error's first line (DuckDB's messages go on with "Possible solutions" and a link)."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
 class DuckDBSink(FileLeaseMixin):
     """Documents, checkpoints and runs in one DuckDB file."""
 
@@ -305,6 +325,10 @@ class DuckDBSink(FileLeaseMixin):
         self.memory_limit = memory_limit
         self._lease = FileLease(self.path.with_name(self.path.name + ".lease"))
         self._con: Any = None
+        #: the instance was invalidated by a fatal error (:meth:`_invalidate`): the next open recovers it
+        self._recover = False
+        #: the pool is RETRY_MEMORY_LIMIT and could not be set back yet (:meth:`_lower_pool`)
+        self._raised = False
         self._lock = threading.RLock()
         #: the file being opened in the background since the lease was taken (:meth:`acquire_lease`)
         self._opener: threading.Thread | None = None
@@ -351,11 +375,28 @@ class DuckDBSink(FileLeaseMixin):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             config: dict[str, Any] = dict(_SETTINGS) if not self.read_only else {}  # reports keep every thread
             if self.memory_limit:
+                # the same configuration every time: DuckDB refuses a connection to a file with another one while
+                # a connection of the first is open ("Can't open a connection to same database file with a
+                # different configuration"), and a cursor of iter_documents may still be open
                 config["memory_limit"] = self.memory_limit
             try:
                 con = duckdb.connect(str(self.path), read_only=self.read_only, config=config)
             except duckdb.IOException as exc:
                 raise SinkError(f"{self.path}: cannot open the DuckDB file: {exc}") from None
+            if self._recover and not self.read_only:
+                # after a fatal error (a checkpoint that ran out of the pool): the WAL, replayed by connect, is
+                # checkpointed here with the larger pool, so the next COMMIT does not start the same checkpoint in
+                # the small one and fail again; then the pool is set back
+                self._raised = False
+                try:
+                    self._raise_pool(con)
+                    con.execute("CHECKPOINT")
+                except BaseException:
+                    con.close()
+                    raise
+                self._lower_pool(con)
+                log.warning("%s: opened again after a fatal DuckDB error, its write-ahead log checkpointed", self.path)
+            self._recover = False
             if not self.read_only and _zstd_ok(con):
                 con.execute(f"SET force_compression = '{_COMPRESSION}'")
             if not self.read_only and self._version(con) != SCHEMA_VERSION:
@@ -406,20 +447,42 @@ class DuckDBSink(FileLeaseMixin):
         sources = [dumps(d.source).decode() for d in docs] if len(docs) <= _SERIALIZE_FIRST else None
         state = dumps(checkpoint.to_dict()).decode() if checkpoint is not None else None
         with self._lock:
-            con = self._db()
+            stats = WriteStats()
             try:
+                con = self._db()
+                if self._raised:
+                    self._lower_pool(con)
                 try:
-                    return self._write(con, docs, checkpoint, replaces, scope, keep, sources, state)
-                except duckdb.OutOfMemoryException:
-                    if not self.memory_limit:
+                    self._write(con, stats, docs, checkpoint, replaces, scope, keep, sources, state)
+                    return stats
+                except duckdb.FatalException as exc:
+                    if _DURABLE in str(exc):
+                        # the window is written; the instance is opened again by the next use (_db)
+                        log.warning("%s: a window was written, then DuckDB failed: %s", self.path, _first_line(exc))
+                        return stats
+                    retry = exc
+                except (duckdb.OutOfMemoryException, duckdb.TransactionException) as exc:
+                    # a window that needs more than MEMORY_LIMIT (none of the tests' or benchmarks' does), or whose
+                    # COMMIT ran out of it (_OUT_OF_POOL)
+                    if not self.memory_limit or (
+                        isinstance(exc, duckdb.TransactionException) and not _OUT_OF_POOL.search(str(exc))
+                    ):
                         raise
-                    # a window that needs more than MEMORY_LIMIT (none of the tests' or benchmarks' does): written
-                    # again, once, with a larger pool, then the pool is set back
-                    con.execute(f"SET memory_limit = '{RETRY_MEMORY_LIMIT}'")
-                    try:
-                        return self._write(con, docs, checkpoint, replaces, scope, keep, sources, state)
-                    finally:
-                        con.execute(f"SET memory_limit = '{self.memory_limit}'")
+                    retry = exc
+                # once more, with a larger pool, then the pool is set back (after a fatal error, on a new instance)
+                log.warning("%s: window written again with a larger pool: %s", self.path, _first_line(retry))
+                con, stats = self._db(), WriteStats()
+                self._raise_pool(con)
+                try:
+                    self._write(con, stats, docs, checkpoint, replaces, scope, keep, sources, state)
+                except duckdb.FatalException as exc:
+                    if _DURABLE not in str(exc):
+                        raise
+                    log.warning("%s: a window was written, then DuckDB failed: %s", self.path, _first_line(exc))
+                finally:
+                    if self._con is con:
+                        self._lower_pool(con)
+                return stats
             except duckdb.Error as exc:
                 raise SinkError(
                     f"{self.path}: window of {len(docs)} document(s) not written (first _id "
@@ -429,6 +492,7 @@ class DuckDBSink(FileLeaseMixin):
     def _write(
         self,
         con: Any,
+        stats: WriteStats,
         docs: Sequence[Document],
         checkpoint: Checkpoint | None,
         replaces: BucketSet | None,
@@ -436,11 +500,11 @@ class DuckDBSink(FileLeaseMixin):
         keep: set[str],
         sources: list[str] | None,
         state: str | None,
-    ) -> WriteStats:
+    ) -> None:
         """One transaction (:meth:`_commit_runs`, with the run documents recorded since the last commit): the
         documents, the superseded ones deleted, the checkpoint; rolled back on an error. ``scope``, ``keep``,
-        ``sources`` and ``state`` were made before the lock (:meth:`write_window`)."""
-        stats = WriteStats()
+        ``sources`` and ``state`` were made before the lock (:meth:`write_window`); ``stats`` is filled in as the
+        window is written (the caller keeps it when the COMMIT is durable and DuckDB fails after it)."""
 
         def window() -> None:
             stored = self._stored(con, docs, replaces)
@@ -456,7 +520,6 @@ class DuckDBSink(FileLeaseMixin):
                 self._put_checkpoint(con, checkpoint, state)
 
         self._commit_runs(con, window)
-        return stats
 
     @staticmethod
     def _stored(con: Any, docs: Sequence[Document], replaces: BucketSet | None) -> dict[str, tuple[str, int]] | None:
@@ -612,7 +675,8 @@ class DuckDBSink(FileLeaseMixin):
             where.append("stream = ?")
             args.append(stream)
         with self._lock:
-            cur = self._db().cursor()
+            con = self._db()
+            cur = con.cursor()
         try:
             if start is not None and end is not None:
                 bounds: Any = (start, end - 1)
@@ -643,6 +707,9 @@ class DuckDBSink(FileLeaseMixin):
                 while rows := cur.fetchmany(_CHUNK):
                     for _id, index, source in rows:
                         yield {"_id": _id, "_index": index, "_source": orjson.loads(source)}
+        except duckdb.FatalException:
+            self._invalidate(con)  # the instance is unusable: the next use opens the file again
+            raise
         finally:
             cur.close()
 
@@ -680,7 +747,12 @@ class DuckDBSink(FileLeaseMixin):
         data = dumps(checkpoint.to_dict()).decode()  # before the lock, as write_window does
         with self._lock:
             con = self._db()
-            self._commit_runs(con, lambda: self._put_checkpoint(con, checkpoint, data))
+            try:
+                self._commit_runs(con, lambda: self._put_checkpoint(con, checkpoint, data))
+            except engine().FatalException as exc:
+                if _DURABLE not in str(exc):
+                    raise
+                log.warning("%s: a checkpoint was saved, then DuckDB failed: %s", self.path, _first_line(exc))
 
     def list_checkpoints(self) -> list[Checkpoint]:
         with self._lock:
@@ -732,11 +804,50 @@ class DuckDBSink(FileLeaseMixin):
                 also()
             self._put_runs(con, runs)
             con.execute("COMMIT")
-        except duckdb.Error:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
+        except duckdb.Error as exc:
+            if isinstance(exc, duckdb.FatalException):
+                self._invalidate(con)  # the instance is unusable: the next use opens the file again
+                if _DURABLE in str(exc):
+                    raise  # committed: the run documents are written
+            else:
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:
+                    # a transaction that cannot be rolled back stays open ("Current transaction is aborted"): the
+                    # connection is closed (which rolls it back) and the next use opens another
+                    self._invalidate(con, recover=False)
             self._put_back_runs(runs)
             raise
+
+    def _raise_pool(self, con: Any) -> None:
+        """The pool set to :data:`RETRY_MEMORY_LIMIT` (when the sink has a limit)."""
+        if self.memory_limit:
+            con.execute(f"SET memory_limit = '{RETRY_MEMORY_LIMIT}'")
+            self._raised = True
+
+    def _lower_pool(self, con: Any) -> None:
+        """The pool set back to :attr:`memory_limit`; never raises. DuckDB refuses while more than that is in use
+        ("Failed to change memory limit ... could not free up enough memory": a read beside holds blocks): the pool
+        then stays larger until a later window sets it back, and the window just written stays written."""
+        if not self._raised or not self.memory_limit:
+            return
+        try:
+            con.execute(f"SET memory_limit = '{self.memory_limit}'")
+        except engine().Error as exc:
+            log.debug("%s: pool not set back yet: %s", self.path, _first_line(exc))
+        else:
+            self._raised = False
+
+    def _invalidate(self, con: Any, *, recover: bool = True) -> None:
+        """Close ``con`` if it is still the sink's connection, so that the next use opens the file again;
+        ``recover``: after a fatal error, that open checkpoints the WAL with the larger pool (:meth:`_db`)."""
+        with self._lock:
+            if self._con is not con:
+                return  # already replaced
+            self._con = None
+            self._recover = self._recover or recover
+        with contextlib.suppress(Exception):
+            con.close()
 
     def _flush_runs(self) -> None:
         """Write the run documents recorded, in one transaction; a failure is logged (as the collector logs a run
