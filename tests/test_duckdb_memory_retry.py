@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from usage_collector.documents import Document
+from usage_collector.errors import SinkError
 from usage_collector.sinks.duckdb import DuckDBSink, engine
 
 T0 = 1_730_419_200  # 2024-11-01T00:00Z
@@ -230,3 +231,28 @@ def test_a_transaction_that_cannot_be_rolled_back_is_left_with_its_connection(fa
     assert sink.write_window(_docs(30), None).created == 29
     assert faults.connections == 2
     assert _ids(sink) == [f"id{i:05d}" for i in range(30)]
+
+
+def test_a_day_that_cannot_be_read_is_a_sink_error_naming_the_file(tmp_path, monkeypatch):
+    sink = DuckDBSink(tmp_path / "e.duckdb")
+    try:
+        sink.write_window(_docs(30), None)
+        con = sink._db()
+        calls: list[bool] = []
+
+        class _FullTwice(_FullOnce):
+            def execute(self, sql: str, params: Any = ()) -> Any:
+                if sql.startswith("SELECT _id"):
+                    raise engine().OutOfMemoryException("Out of Memory Error: failed to pin block")
+                return super().execute(sql, params)
+
+        class _Con:
+            def cursor(self) -> _FullOnce:
+                return _FullTwice(con.cursor(), sink, calls)
+
+        monkeypatch.setattr(sink, "_db", lambda: _Con())
+        with pytest.raises(SinkError, match=r"e\.duckdb: documents not read: OutOfMemoryException: Out of Memory"):
+            list(sink.iter_documents(None, start=T0, end=T0 + 86400))
+    finally:
+        monkeypatch.undo()
+        sink.close()

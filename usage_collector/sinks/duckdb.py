@@ -707,9 +707,12 @@ class DuckDBSink(FileLeaseMixin):
                 while rows := cur.fetchmany(_CHUNK):
                     for _id, index, source in rows:
                         yield {"_id": _id, "_index": index, "_source": orjson.loads(source)}
-        except duckdb.FatalException:
-            self._invalidate(con)  # the instance is unusable: the next use opens the file again
-            raise
+        except duckdb.Error as exc:
+            if isinstance(exc, duckdb.FatalException):
+                self._invalidate(con)  # the instance is unusable: the next use opens the file again
+            # a SinkError, like a failed write: reconciliation then says what failed and tries again later, instead
+            # of logging an unexpected exception (seen with an 8 MB pool, a day read beside writing streams)
+            raise SinkError(f"{self.path}: documents not read: {_first_line(exc)}") from None
         finally:
             cur.close()
 
