@@ -47,16 +47,16 @@ def test_a_window_larger_than_the_pool_is_written_with_a_larger_one_then_the_poo
         sink.close()
 
 
-class _FullOnce:
-    """A cursor whose first read of the documents runs out of memory (as beside a window being written)."""
+class _Full:
+    """A cursor whose first ``times`` reads of the documents run out of memory (as beside a window being written)."""
 
-    def __init__(self, cur: Any, sink: DuckDBSink, calls: list[bool]) -> None:
-        self._cur, self._sink, self._calls = cur, sink, calls
+    def __init__(self, cur: Any, sink: DuckDBSink, calls: list[bool], times: int) -> None:
+        self._cur, self._sink, self._calls, self._times = cur, sink, calls, times
 
     def execute(self, sql: str, params: Any = ()) -> Any:
         if sql.startswith("SELECT _id"):
             self._calls.append(self._sink._lock._is_owned())  # type: ignore[attr-defined]
-            if len(self._calls) == 1:
+            if len(self._calls) <= self._times:
                 raise engine().OutOfMemoryException("Out of Memory Error: failed to pin block")
         return self._cur.execute(sql, params)
 
@@ -64,21 +64,40 @@ class _FullOnce:
         return getattr(self._cur, name)
 
 
+def _full_reads(sink: DuckDBSink, monkeypatch: Any, times: int) -> list[bool]:
+    """The sink's cursors made :class:`_Full` ones; returns, per read of the documents, whether it held the lock."""
+    con = sink._db()
+    calls: list[bool] = []
+
+    class _Con:
+        def cursor(self) -> _Full:
+            return _Full(con.cursor(), sink, calls, times)
+
+    monkeypatch.setattr(sink, "_db", lambda: _Con())
+    return calls
+
+
 def test_a_day_read_that_runs_out_of_memory_is_read_again_under_the_lock(tmp_path, monkeypatch):
     sink = DuckDBSink(tmp_path / "r.duckdb")
     try:
         sink.write_window(_docs(30), None)
-        con = sink._db()
-        calls: list[bool] = []
-
-        class _Con:
-            def cursor(self) -> _FullOnce:
-                return _FullOnce(con.cursor(), sink, calls)
-
-        monkeypatch.setattr(sink, "_db", lambda: _Con())
+        calls = _full_reads(sink, monkeypatch, times=1)
         got = [d["_id"] for d in sink.iter_documents(None, start=T0, end=T0 + 86400)]
         assert sorted(got) == [f"id{i:05d}" for i in range(30)]
         assert calls == [False, True]  # the second read holds the lock
+    finally:
+        monkeypatch.undo()
+        sink.close()
+
+
+def test_a_day_that_cannot_be_read_is_a_sink_error_naming_the_file(tmp_path, monkeypatch):
+    sink = DuckDBSink(tmp_path / "e.duckdb")
+    try:
+        sink.write_window(_docs(30), None)
+        calls = _full_reads(sink, monkeypatch, times=2)
+        with pytest.raises(SinkError, match=r"e\.duckdb: documents not read: OutOfMemoryException: Out of Memory"):
+            list(sink.iter_documents(None, start=T0, end=T0 + 86400))
+        assert calls == [False, True]
     finally:
         monkeypatch.undo()
         sink.close()
@@ -231,28 +250,3 @@ def test_a_transaction_that_cannot_be_rolled_back_is_left_with_its_connection(fa
     assert sink.write_window(_docs(30), None).created == 29
     assert faults.connections == 2
     assert _ids(sink) == [f"id{i:05d}" for i in range(30)]
-
-
-def test_a_day_that_cannot_be_read_is_a_sink_error_naming_the_file(tmp_path, monkeypatch):
-    sink = DuckDBSink(tmp_path / "e.duckdb")
-    try:
-        sink.write_window(_docs(30), None)
-        con = sink._db()
-        calls: list[bool] = []
-
-        class _FullTwice(_FullOnce):
-            def execute(self, sql: str, params: Any = ()) -> Any:
-                if sql.startswith("SELECT _id"):
-                    raise engine().OutOfMemoryException("Out of Memory Error: failed to pin block")
-                return super().execute(sql, params)
-
-        class _Con:
-            def cursor(self) -> _FullOnce:
-                return _FullTwice(con.cursor(), sink, calls)
-
-        monkeypatch.setattr(sink, "_db", lambda: _Con())
-        with pytest.raises(SinkError, match=r"e\.duckdb: documents not read: OutOfMemoryException: Out of Memory"):
-            list(sink.iter_documents(None, start=T0, end=T0 + 86400))
-    finally:
-        monkeypatch.undo()
-        sink.close()
