@@ -196,23 +196,17 @@ def floor(pages: list[tuple[str, str, bytes, int]]) -> int:
 
 def typed_decoder(name: str) -> msgspec.json.Decoder[Any]:
     """Informative: issue 18's first suggestion, decoding into typed structs, as a prototype of ``parse_page``'s
-    checks: one ``msgspec.Struct`` per stream built from the catalogue (each known field its type, ``null`` or
-    absent; ``organization_id`` text; unknown fields refused, so a page with one would take ``parse_page``'s path),
-    strict (no coercion: a row that needs one would too). :func:`typed_parse` turns the page back into the dicts the
-    shaper reads. Not complete (it lets ``"NaN"`` through as a ``Decimal``, for one); a bound on what it could save."""
+    checks: one ``msgspec.Struct`` per stream with ``parse_page``'s type table (``models._result_types``: each known
+    field its type, ``null`` or absent; ``organization_id`` text), unknown fields refused (a page with one would take
+    ``parse_page``'s path), strict (no coercion: a row that needs one would too). :func:`typed_parse` turns the page
+    back into the dicts the shaper reads. Not complete (it lets ``"NaN"`` through as a ``Decimal``, for one); a bound
+    on what it could save."""
     from msgspec import UNSET, UnsetType
 
-    spec = STREAMS[name]
-    fields: dict[str, Any] = {"object": str, "organization_id": str}
-    for dim in spec.dimensions:
-        fields[dim.name] = bool if dim.type == "boolean" else str
-    for measure in spec.measures:
-        if "." not in measure.name:
-            fields[measure.name] = Decimal if measure.value_type == "decimal" else int
-    for attr in spec.attributes:
-        if "." not in attr:
-            fields.setdefault(attr, str)
-    if spec.is_costs:
+    from usage_collector.models import _Amount, _result_types
+
+    fields: dict[str, Any] = {**_result_types(STREAMS[name]), "organization_id": str}  # parse_page's type table
+    if fields.get("amount") is _Amount:
         amount = [("value", Decimal | None | UnsetType, UNSET), ("currency", str | None | UnsetType, UNSET)]
         fields["amount"] = msgspec.defstruct("Amount", amount, forbid_unknown_fields=True)
     row = msgspec.defstruct(

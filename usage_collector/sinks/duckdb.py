@@ -387,7 +387,6 @@ class DuckDBSink(FileLeaseMixin):
                 # after a fatal error (a checkpoint that ran out of the pool): the WAL, replayed by connect, is
                 # checkpointed here with the larger pool, so the next COMMIT does not start the same checkpoint in
                 # the small one and fail again; then the pool is set back
-                self._raised = False
                 try:
                     self._raise_pool(con)
                     con.execute("CHECKPOINT")
@@ -447,19 +446,12 @@ class DuckDBSink(FileLeaseMixin):
         sources = [dumps(d.source).decode() for d in docs] if len(docs) <= _SERIALIZE_FIRST else None
         state = dumps(checkpoint.to_dict()).decode() if checkpoint is not None else None
         with self._lock:
-            stats = WriteStats()
             try:
                 con = self._db()
-                if self._raised:
-                    self._lower_pool(con)
+                self._lower_pool(con)  # a pool left raised by an earlier window
                 try:
-                    self._write(con, stats, docs, checkpoint, replaces, scope, keep, sources, state)
-                    return stats
-                except duckdb.FatalException as exc:
-                    if _DURABLE in str(exc):
-                        # the window is written; the instance is opened again by the next use (_db)
-                        log.warning("%s: a window was written, then DuckDB failed: %s", self.path, _first_line(exc))
-                        return stats
+                    return self._write(con, docs, checkpoint, replaces, scope, keep, sources, state)
+                except duckdb.FatalException as exc:  # not committed (_commit_runs keeps a durable one)
                     retry = exc
                 except (duckdb.OutOfMemoryException, duckdb.TransactionException) as exc:
                     # a window that needs more than MEMORY_LIMIT (none of the tests' or benchmarks' does), or whose
@@ -471,18 +463,13 @@ class DuckDBSink(FileLeaseMixin):
                     retry = exc
                 # once more, with a larger pool, then the pool is set back (after a fatal error, on a new instance)
                 log.warning("%s: window written again with a larger pool: %s", self.path, _first_line(retry))
-                con, stats = self._db(), WriteStats()
+                con = self._db()
                 self._raise_pool(con)
                 try:
-                    self._write(con, stats, docs, checkpoint, replaces, scope, keep, sources, state)
-                except duckdb.FatalException as exc:
-                    if _DURABLE not in str(exc):
-                        raise
-                    log.warning("%s: a window was written, then DuckDB failed: %s", self.path, _first_line(exc))
+                    return self._write(con, docs, checkpoint, replaces, scope, keep, sources, state)
                 finally:
                     if self._con is con:
                         self._lower_pool(con)
-                return stats
             except duckdb.Error as exc:
                 raise SinkError(
                     f"{self.path}: window of {len(docs)} document(s) not written (first _id "
@@ -492,7 +479,6 @@ class DuckDBSink(FileLeaseMixin):
     def _write(
         self,
         con: Any,
-        stats: WriteStats,
         docs: Sequence[Document],
         checkpoint: Checkpoint | None,
         replaces: BucketSet | None,
@@ -500,11 +486,11 @@ class DuckDBSink(FileLeaseMixin):
         keep: set[str],
         sources: list[str] | None,
         state: str | None,
-    ) -> None:
+    ) -> WriteStats:
         """One transaction (:meth:`_commit_runs`, with the run documents recorded since the last commit): the
         documents, the superseded ones deleted, the checkpoint; rolled back on an error. ``scope``, ``keep``,
-        ``sources`` and ``state`` were made before the lock (:meth:`write_window`); ``stats`` is filled in as the
-        window is written (the caller keeps it when the COMMIT is durable and DuckDB fails after it)."""
+        ``sources`` and ``state`` were made before the lock (:meth:`write_window`)."""
+        stats = WriteStats()
 
         def window() -> None:
             stored = self._stored(con, docs, replaces)
@@ -520,6 +506,7 @@ class DuckDBSink(FileLeaseMixin):
                 self._put_checkpoint(con, checkpoint, state)
 
         self._commit_runs(con, window)
+        return stats
 
     @staticmethod
     def _stored(con: Any, docs: Sequence[Document], replaces: BucketSet | None) -> dict[str, tuple[str, int]] | None:
@@ -750,12 +737,7 @@ class DuckDBSink(FileLeaseMixin):
         data = dumps(checkpoint.to_dict()).decode()  # before the lock, as write_window does
         with self._lock:
             con = self._db()
-            try:
-                self._commit_runs(con, lambda: self._put_checkpoint(con, checkpoint, data))
-            except engine().FatalException as exc:
-                if _DURABLE not in str(exc):
-                    raise
-                log.warning("%s: a checkpoint was saved, then DuckDB failed: %s", self.path, _first_line(exc))
+            self._commit_runs(con, lambda: self._put_checkpoint(con, checkpoint, data))
 
     def list_checkpoints(self) -> list[Checkpoint]:
         with self._lock:
@@ -797,7 +779,8 @@ class DuckDBSink(FileLeaseMixin):
             )
 
     def _commit_runs(self, con: Any, also: Callable[[], None] | None = None) -> None:
-        """One transaction: ``also`` (if given) and the run documents recorded; they stay recorded on an error."""
+        """One transaction: ``also`` (if given) and the run documents recorded; they stay recorded on an error. A
+        COMMIT that DuckDB made durable before failing (:data:`_DURABLE`) is a success."""
         duckdb = engine()
 
         runs = self._take_runs()
@@ -811,7 +794,10 @@ class DuckDBSink(FileLeaseMixin):
             if isinstance(exc, duckdb.FatalException):
                 self._invalidate(con)  # the instance is unusable: the next use opens the file again
                 if _DURABLE in str(exc):
-                    raise  # committed: the run documents are written
+                    # committed (the window, the checkpoint, the run documents): done; only the checkpoint after it
+                    # failed, which the next open does with the larger pool (_db)
+                    log.warning("%s: committed, then DuckDB failed: %s", self.path, _first_line(exc))
+                    return
             else:
                 try:
                     con.execute("ROLLBACK")
